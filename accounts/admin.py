@@ -1,0 +1,15 @@
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+
+from .models import User
+
+
+@admin.register(User)
+class UserAdmin(BaseUserAdmin):
+    list_display = ("username", "name", "email", "is_staff", "is_superuser", "is_bot", "is_active")
+    list_filter = ("is_staff", "is_superuser", "is_bot", "is_active")
+    search_fields = ("username", "name", "email")
+    fieldsets = (
+        *BaseUserAdmin.fieldsets,
+        ("Service Desk", {"fields": ("name", "is_bot")}),
+    )

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+
+SUPPORT_BOT_USERNAME = "support-bot"
+
+
+class User(AbstractUser):
+    """A person on the team, or a bot (the Support Bot) that authors what came by email.
+
+    A custom user model from day one: Django cannot swap it later without pain.
+    """
+
+    name = models.CharField("display name", max_length=255, blank=True)
+    is_bot = models.BooleanField(
+        default=False, help_text="Bots author issues and notes but can never log in."
+    )
+
+    class Meta:
+        ordering = ["username"]
+
+    def __str__(self) -> str:
+        return self.display_name
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.get_full_name() or self.username

@@ -1,0 +1,62 @@
+"""User Markdown to safe HTML: Python-Markdown renders, bleach keeps only an allow-list.
+
+Everything a user or a customer writes goes through ``render_markdown``; nothing executable
+(script, event handlers, ``javascript:`` URLs, style beyond text alignment) survives.
+"""
+
+from __future__ import annotations
+
+import bleach
+import markdown
+from bleach.css_sanitizer import CSSSanitizer
+from bleach.linkifier import DEFAULT_CALLBACKS
+
+ALLOWED_TAGS = frozenset(
+    {
+        "a", "abbr", "b", "blockquote", "br", "code", "dd", "del", "details", "div", "dl",
+        "dt", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins", "kbd", "li",
+        "ol", "p", "pre", "s", "span", "strong", "sub", "summary", "sup", "table", "tbody",
+        "td", "tfoot", "th", "thead", "tr", "ul",
+    }
+)  # fmt: skip
+ALLOWED_ATTRIBUTES = {
+    "a": ["href", "title"],
+    "abbr": ["title"],
+    "img": ["src", "alt", "title", "width", "height"],
+    "code": ["class"],
+    "th": ["style", "align"],
+    "td": ["style", "align"],
+    "ol": ["start"],
+}
+ALLOWED_PROTOCOLS = frozenset({"http", "https", "mailto"})
+_css = CSSSanitizer(allowed_css_properties=["text-align"])
+_EXTENSIONS = ["fenced_code", "tables", "sane_lists", "nl2br", "abbr", "def_list"]
+
+
+def _nofollow_external(attrs: dict, new: bool = False) -> dict:  # type: ignore[type-arg]
+    href = attrs.get((None, "href"), "")
+    if href.startswith(("http://", "https://")):
+        attrs[(None, "rel")] = "nofollow noopener noreferrer"
+    return attrs
+
+
+_cleaner = bleach.Cleaner(
+    tags=ALLOWED_TAGS,
+    attributes=ALLOWED_ATTRIBUTES,
+    protocols=ALLOWED_PROTOCOLS,
+    css_sanitizer=_css,
+    strip=True,
+    strip_comments=True,
+    filters=[
+        # Linkify bare URLs after cleaning, so its output is itself allow-listed.
+        lambda source: bleach.linkifier.LinkifyFilter(
+            source, callbacks=[*DEFAULT_CALLBACKS, _nofollow_external], skip_tags={"pre", "code"}
+        )
+    ],
+)
+
+
+def render_markdown(text: str) -> str:
+    """Render Markdown and sanitise the result. Returns HTML safe to mark as such."""
+    html = markdown.markdown(text or "", extensions=_EXTENSIONS, output_format="html")
+    return _cleaner.clean(html)

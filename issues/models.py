@@ -1,0 +1,223 @@
+from __future__ import annotations
+
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Lower
+
+from projects.models import Project
+
+
+class Label(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="labels")
+    title = models.CharField(max_length=255)
+    color = models.CharField(max_length=7, default="#6699cc")
+    description = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["title"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "title"], name="label_title_unique")
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Issue(models.Model):
+    class State(models.TextChoices):
+        OPENED = "opened", "Open"
+        CLOSED = "closed", "Closed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="issues")
+    iid = models.PositiveIntegerField(editable=False)
+    title = models.CharField(max_length=255)
+    description = models.TextField(blank=True)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="authored_issues"
+    )
+    confidential = models.BooleanField(default=False)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.OPENED)
+    labels = models.ManyToManyField(Label, blank=True, related_name="issues")
+    assignees = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="assigned_issues"
+    )
+    # Service Desk: who wrote in (From), and where replies go when Reply-To differs (SPEC §4).
+    external_author = models.EmailField(max_length=320, blank=True)
+    service_desk_reply_to = models.EmailField(max_length=320, blank=True)
+    moved_to = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="moved_from"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    closed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "iid"], name="issue_iid_unique_in_project")
+        ]
+        indexes = [models.Index(fields=["project", "state", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.project.full_path}#{self.iid} {self.title}"
+
+    @property
+    def reference(self) -> str:
+        return f"{self.project.full_path}#{self.iid}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.state == self.State.OPENED
+
+    @property
+    def is_service_desk(self) -> bool:
+        return bool(self.external_author)
+
+
+class Note(models.Model):
+    issue = models.ForeignKey(Issue, on_delete=models.CASCADE, related_name="notes")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="notes"
+    )
+    body = models.TextField()
+    internal = models.BooleanField(default=False, help_text="Visible to Reporter+; never emailed.")
+    system = models.BooleanField(default=False, help_text="Generated: closed, reopened, …")
+    external_author = models.EmailField(
+        max_length=320, blank=True, help_text="Sender of a note that came by email."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"Note {self.pk} on {self.issue_id}"
+
+
+class EmailParticipant(models.Model):
+    """An email address that receives the issue's public notes (the requester, Cc'd people)."""
+
+    issue = models.ForeignKey(Issue, on_delete=models.CASCADE, related_name="email_participants")
+    email = models.EmailField(max_length=320)
+    created_at = models.DateTimeField(auto_now_add=True)
+    unsubscribed_at = models.DateTimeField(null=True, blank=True)
+    bouncing_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                "issue", Lower("email"), name="participant_email_unique_in_issue"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.email
+
+    @property
+    def is_reachable(self) -> bool:
+        return self.unsubscribed_at is None and self.bouncing_at is None
+
+
+def new_reply_key() -> str:
+    """128 random bits as 32 hex characters: the key in Reply-To addresses (SPEC §1)."""
+    return secrets.token_hex(16)
+
+
+class SentNotification(models.Model):
+    """One email sent to one participant; its reply key routes replies and unsubscribes."""
+
+    reply_key = models.CharField(max_length=32, unique=True, default=new_reply_key, editable=False)
+    issue = models.ForeignKey(Issue, on_delete=models.CASCADE, related_name="sent_notifications")
+    participant = models.ForeignKey(
+        EmailParticipant,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="sent_notifications",
+    )
+    note = models.ForeignKey(
+        Note, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    recipient = models.EmailField(max_length=320)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        # The reply key is a credential (it can post to the issue): never print it whole.
+        return f"notification {self.reply_key[:6]}… to issue {self.issue_id}"
+
+
+class IssueEmail(models.Model):
+    """A Message-ID that belongs to an issue, received or sent: threads replies (SPEC §5)."""
+
+    class Direction(models.TextChoices):
+        INBOUND = "in", "Received"
+        OUTBOUND = "out", "Sent"
+
+    issue = models.ForeignKey(Issue, on_delete=models.CASCADE, related_name="emails")
+    message_id = models.CharField(max_length=998, db_index=True)
+    direction = models.CharField(max_length=3, choices=Direction.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["issue", "message_id"], name="issue_email_unique")
+        ]
+
+    def __str__(self) -> str:
+        return self.message_id
+
+
+def upload_path(instance: Upload, filename: str) -> str:
+    # A random directory per upload: names never collide and paths cannot be guessed.
+    return f"{instance.project_id}/{secrets.token_hex(16)}/{filename}"
+
+
+class Upload(models.Model):
+    """A file attached to an email or a comment; served only to those who can see the issue."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="uploads")
+    issue = models.ForeignKey(
+        Issue, null=True, blank=True, on_delete=models.CASCADE, related_name="uploads"
+    )
+    note = models.ForeignKey(
+        Note, null=True, blank=True, on_delete=models.SET_NULL, related_name="uploads"
+    )
+    file = models.FileField(upload_to=upload_path, max_length=500)
+    filename = models.CharField(max_length=255)
+    content_type = models.CharField(max_length=255, default="application/octet-stream")
+    size = models.PositiveBigIntegerField(default=0)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(note__isnull=True) | Q(issue__isnull=False),
+                name="upload_note_needs_issue",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.filename
+
+    @property
+    def is_image(self) -> bool:
+        return self.content_type.startswith("image/")

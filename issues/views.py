@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from projects import permissions
+from projects.selectors import project_get_for_user
+from servicedesk.http import anonymous_404_to_login
+
+from .forms import NoteForm
+from .models import Issue
+from .selectors import (
+    ISSUE_STATES,
+    issue_counts_for_user,
+    issue_get_for_user,
+    issue_list_for_user,
+    note_list_for_issue,
+)
+from .services import issue_close, issue_reopen, note_create
+
+ISSUES_PER_PAGE = 50
+
+
+def _issue_for(request: HttpRequest, full_path: str, iid: int) -> Issue:
+    project = project_get_for_user(user=request.user, full_path=full_path)
+    return issue_get_for_user(user=request.user, project=project, iid=iid)
+
+
+@anonymous_404_to_login
+@require_GET
+def issue_list(request: HttpRequest, full_path: str) -> HttpResponse:
+    project = project_get_for_user(user=request.user, full_path=full_path)
+    state = request.GET.get("state", "opened")
+    if state not in ISSUE_STATES:
+        state = "opened"
+    issues = issue_list_for_user(user=request.user, project=project, state=state)
+    page = Paginator(issues, ISSUES_PER_PAGE).get_page(request.GET.get("page"))
+    context = {
+        "project": project,
+        "state": state,
+        "page": page,
+        "counts": issue_counts_for_user(user=request.user, project=project),
+        "can_see_emails": permissions.can_see_customer_emails(request.user, project),
+    }
+    return render(request, "issues/issue_list.html", context)
+
+
+def _render_issue(
+    request: HttpRequest, issue: Issue, form: NoteForm | None = None, status: int = 200
+) -> HttpResponse:
+    user = request.user
+    context = {
+        "project": issue.project,
+        "issue": issue,
+        "notes": note_list_for_issue(user=user, issue=issue),
+        "form": form or NoteForm(),
+        "can_comment": permissions.can_comment_on_issue(user, issue),
+        "can_add_internal_note": permissions.can_add_internal_note(user, issue),
+        "can_update": permissions.can_update_issue(user, issue),
+        "can_see_emails": permissions.can_see_customer_emails(user, issue.project),
+    }
+    return render(request, "issues/issue_detail.html", context, status=status)
+
+
+@anonymous_404_to_login
+@require_GET
+def issue_detail(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
+    return _render_issue(request, _issue_for(request, full_path, iid))
+
+
+@login_required
+@require_POST
+def note_add(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
+    issue = _issue_for(request, full_path, iid)
+    if not permissions.can_comment_on_issue(request.user, issue):
+        raise PermissionDenied
+    form = NoteForm(request.POST)
+    if not form.is_valid():
+        return _render_issue(request, issue, form, status=400)
+    internal = form.cleaned_data["internal"]
+    if internal and not permissions.can_add_internal_note(request.user, issue):
+        raise PermissionDenied
+    note = note_create(
+        issue=issue, author=request.user, body=form.cleaned_data["body"], internal=internal
+    )
+    url = reverse("issue_detail", kwargs={"full_path": issue.project.full_path, "iid": issue.iid})
+    return redirect(f"{url}#note-{note.pk}")
+
+
+def _change_state(request: HttpRequest, full_path: str, iid: int, *, close: bool) -> HttpResponse:
+    issue = _issue_for(request, full_path, iid)
+    if not permissions.can_update_issue(request.user, issue):
+        raise PermissionDenied
+    if close:
+        issue_close(issue=issue, user=request.user)
+        messages.success(request, f"Issue #{issue.iid} closed.")
+    else:
+        issue_reopen(issue=issue, user=request.user)
+        messages.success(request, f"Issue #{issue.iid} reopened.")
+    return redirect("issue_detail", full_path=issue.project.full_path, iid=issue.iid)
+
+
+@login_required
+@require_POST
+def issue_close_view(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
+    return _change_state(request, full_path, iid, close=True)
+
+
+@login_required
+@require_POST
+def issue_reopen_view(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
+    return _change_state(request, full_path, iid, close=False)

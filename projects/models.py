@@ -1,0 +1,214 @@
+from __future__ import annotations
+
+import re
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+
+path_validator = RegexValidator(
+    r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+    "Use letters, digits, '_', '-' and '.'; start with a letter, digit or '_'.",
+)
+project_key_validator = RegexValidator(
+    r"^[a-z0-9_]+$", "Only lowercase letters, digits and underscores are allowed."
+)
+
+_NON_SLUG = re.compile(r"[^a-z0-9]")
+
+
+def slugify_path(full_path: str) -> str:
+    """GitLab's full_path_slug: lowercase, non-[a-z0-9] to '-', at most 63 chars, no edge '-'."""
+    return _NON_SLUG.sub("-", full_path.lower())[:63].strip("-")
+
+
+class Role(models.IntegerChoices):
+    GUEST = 10, "Guest"
+    REPORTER = 20, "Reporter"
+    DEVELOPER = 30, "Developer"
+    MAINTAINER = 40, "Maintainer"
+    OWNER = 50, "Owner"
+
+
+class Visibility(models.TextChoices):
+    PRIVATE = "private", "Private"
+    INTERNAL = "internal", "Internal (any signed-in user)"
+    PUBLIC = "public", "Public"
+
+
+class Group(models.Model):
+    path = models.CharField(max_length=100, validators=[path_validator])
+    name = models.CharField(max_length=255)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="subgroups"
+    )
+    # Denormalised "parent/child" path: permission checks and routing look groups up by it.
+    full_path = models.CharField(max_length=1000, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["full_path"]
+        constraints = [
+            models.UniqueConstraint(fields=["parent", "path"], name="group_path_unique_in_parent"),
+            models.UniqueConstraint(
+                fields=["path"], condition=Q(parent__isnull=True), name="group_path_unique_top"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.full_path
+
+
+class Project(models.Model):
+    group = models.ForeignKey(Group, on_delete=models.CASCADE, related_name="projects")
+    path = models.CharField(max_length=100, validators=[path_validator])
+    name = models.CharField(max_length=255)
+    description = models.TextField(blank=True)
+    visibility = models.CharField(
+        max_length=10, choices=Visibility.choices, default=Visibility.PRIVATE
+    )
+    full_path = models.CharField(max_length=1100, unique=True, editable=False)
+    # Last issue iid handed out; incremented under a row lock (issues.services.issue_create).
+    last_issue_iid = models.PositiveIntegerField(default=0, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["full_path"]
+        constraints = [
+            models.UniqueConstraint(fields=["group", "path"], name="project_path_unique_in_group")
+        ]
+
+    def __str__(self) -> str:
+        return self.full_path
+
+    @property
+    def full_path_slug(self) -> str:
+        return slugify_path(self.full_path)
+
+    @property
+    def ancestor_group_paths(self) -> list[str]:
+        """Full paths of every group above this project: "a", "a/b" for project "a/b/p"."""
+        parts = self.full_path.split("/")[:-1]
+        return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+    @property
+    def is_public(self) -> bool:
+        return self.visibility == Visibility.PUBLIC
+
+
+class Membership(models.Model):
+    """A user's role in a project, or in a group (inherited by every project below it)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    project = models.ForeignKey(
+        Project, null=True, blank=True, on_delete=models.CASCADE, related_name="memberships"
+    )
+    group = models.ForeignKey(
+        Group, null=True, blank=True, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.PositiveSmallIntegerField(choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    Q(project__isnull=False, group__isnull=True)
+                    | Q(project__isnull=True, group__isnull=False)
+                ),
+                name="membership_project_xor_group",
+            ),
+            models.UniqueConstraint(
+                fields=["user", "project"],
+                condition=Q(project__isnull=False),
+                name="membership_unique_project",
+            ),
+            models.UniqueConstraint(
+                fields=["user", "group"],
+                condition=Q(group__isnull=False),
+                name="membership_unique_group",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} — {self.get_role_display()} of {self.project or self.group}"
+
+
+class DescriptionTemplate(models.Model):
+    """Text appended to the description of issues created by email (SPEC §4, §6).
+
+    Scope: a project's own, a group's (inherited by its projects), or instance-wide (neither).
+    """
+
+    name = models.CharField(max_length=100)
+    content = models.TextField()
+    project = models.ForeignKey(
+        Project, null=True, blank=True, on_delete=models.CASCADE, related_name="issue_templates"
+    )
+    group = models.ForeignKey(
+        Group, null=True, blank=True, on_delete=models.CASCADE, related_name="issue_templates"
+    )
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(project__isnull=True) | Q(group__isnull=True),
+                name="template_single_scope",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ServiceDeskSetting(models.Model):
+    """Per-project Service Desk configuration (SPEC §6). Templates left blank use the defaults."""
+
+    DEFAULT_OUTGOING_NAME = "Support Bot"
+
+    project = models.OneToOneField(
+        Project, primary_key=True, on_delete=models.CASCADE, related_name="service_desk"
+    )
+    service_desk_enabled = models.BooleanField(default=False)
+    project_key = models.CharField(
+        "custom email address suffix",
+        max_length=255,
+        blank=True,
+        validators=[project_key_validator],
+    )
+    # Extra secret part of the address; set by "regenerate address" so it cannot be guessed.
+    address_token = models.CharField(max_length=32, blank=True, editable=False)
+    outgoing_name = models.CharField("email display name", max_length=255, blank=True)
+    description_template = models.ForeignKey(
+        DescriptionTemplate, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reopen_issue_on_external_participant_note = models.BooleanField(default=False)
+    add_external_participants_from_cc = models.BooleanField(default=False)
+    tickets_confidential_by_default = models.BooleanField(default=True)
+    send_issue_closed_email = models.BooleanField(default=False)
+    thank_you_template = models.TextField(blank=True)
+    new_note_template = models.TextField(blank=True)
+    new_participant_template = models.TextField(blank=True)
+    issue_closed_template = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"Service Desk of {self.project}"
+
+    @property
+    def display_name(self) -> str:
+        return self.outgoing_name or self.DEFAULT_OUTGOING_NAME
+
+    @property
+    def default_key(self) -> str:
+        """The key of the default address: ``<slug>-<id>[-<token>]-issue-`` (SPEC §2)."""
+        token = f"-{self.address_token}" if self.address_token else ""
+        return f"{self.project.full_path_slug}-{self.project_id}{token}-issue-"
+
+    @property
+    def custom_key(self) -> str:
+        return f"{self.project.full_path_slug}-{self.project_key}" if self.project_key else ""

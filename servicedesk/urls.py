@@ -1,0 +1,27 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from issues import views as issue_views
+from projects import views as project_views
+
+from . import views
+
+admin.site.site_header = "Service Desk administration"
+
+issue = "<path:full_path>/-/issues/<int:iid>/"
+
+urlpatterns = [
+    path("", project_views.home, name="home"),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+    path("-/health", views.health, name="health"),
+    path("<path:full_path>/-/issues/", issue_views.issue_list, name="issue_list"),
+    path(issue, issue_views.issue_detail, name="issue_detail"),
+    path(f"{issue}notes/", issue_views.note_add, name="note_add"),
+    path(f"{issue}close/", issue_views.issue_close_view, name="issue_close"),
+    path(f"{issue}reopen/", issue_views.issue_reopen_view, name="issue_reopen"),
+    # Last: a project's own page is any path that matched nothing above.
+    path("<path:full_path>/", project_views.project_detail, name="project_detail"),
+]
