@@ -1,0 +1,49 @@
+"""Personas and the project they work on: acme/game with Service Desk on.
+
+alice is Owner, mia Maintainer, dan Developer, bob Reporter, carol Guest, dave an outsider.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from accounts.models import User
+from projects.models import Project, Role
+
+from .factories import GroupFactory, ProjectFactory, UserFactory, member
+
+
+@pytest.fixture
+def project(db) -> Project:  # type: ignore[no-untyped-def]
+    group = GroupFactory(path="acme", name="ACME")
+    return ProjectFactory(group=group, path="game", name="Game", service_desk_enabled=True)
+
+
+@pytest.fixture
+def owner(project: Project) -> User:
+    return member(project, Role.OWNER, "alice")
+
+
+@pytest.fixture
+def maintainer(project: Project) -> User:
+    return member(project, Role.MAINTAINER, "mia")
+
+
+@pytest.fixture
+def developer(project: Project) -> User:
+    return member(project, Role.DEVELOPER, "dan")
+
+
+@pytest.fixture
+def reporter(project: Project) -> User:
+    return member(project, Role.REPORTER, "bob")
+
+
+@pytest.fixture
+def guest(project: Project) -> User:
+    return member(project, Role.GUEST, "carol")
+
+
+@pytest.fixture
+def outsider(db) -> User:  # type: ignore[no-untyped-def]
+    return UserFactory(username="dave")
