@@ -127,14 +127,15 @@ def pytest_load_initial_conftests(
             f"cannot start the test services: {exc}\n"
             "Install them with scripts/install-system-deps.sh (as root), or run `make test`."
         ) from exc
-    assert _harness.postgres is not None and _harness.redis is not None
+    assert _harness.postgres is not None
+    assert _harness.redis is not None
     os.environ.update(
         DATABASE_URL=_harness.postgres.url,
         REDIS_URL=_harness.redis.url,
         # The Django cache gets its own Redis database: tests may flush it without touching
         # the Celery broker's queues in database 0.
         REDIS_CACHE_URL=_harness.redis.url.rsplit("/", 1)[0] + "/1",
-        SECRET_KEY="insecure-test-only-secret-key-0123456789abcdef",  # noqa: S105
+        SECRET_KEY="insecure-test-only-secret-key-0123456789abcdef",
         SERVICEDESK_ENV="development",
         SERVICEDESK_VAR_DIR=str(_harness.base / "var"),
         SITE_URL="http://servicedesk.test",
@@ -234,7 +235,7 @@ def dovecot() -> DovecotServer:
 
 
 @pytest.fixture
-def imap_mailbox(dovecot: DovecotServer) -> Iterator[DovecotServer]:
+def imap_mailbox(dovecot: DovecotServer) -> DovecotServer:
     """Dovecot with the test accounts' INBOXes emptied before the test."""
     for user in dovecot.users:
         with dovecot.imap(user) as client:
@@ -243,7 +244,7 @@ def imap_mailbox(dovecot: DovecotServer) -> Iterator[DovecotServer]:
             if messages:
                 client.delete_messages(messages)
                 client.expunge()
-    yield dovecot
+    return dovecot
 
 
 def _worker_env(db_name: str, smtp_server: SmtpServer) -> dict[str, str]:

@@ -308,7 +308,7 @@ class DovecotServer:
 
     base: Path
     users: tuple[str, ...] = ("support", "alias")
-    password: str = "test-password"  # noqa: S105 - a throwaway test server's account
+    password: str = "test-password"
     port_imap: int = 0
     port_imaps: int = 0
     port_lmtp: int = 0
@@ -428,7 +428,7 @@ class SmtpServer:
         server = self
 
         class Handler:
-            async def handle_DATA(self, _server, _session, envelope):  # type: ignore[no-untyped-def]  # noqa: N802
+            async def handle_DATA(self, _server, _session, envelope):  # type: ignore[no-untyped-def]
                 with server._lock:
                     server.messages.append(
                         CapturedMail(
