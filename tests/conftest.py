@@ -11,6 +11,7 @@ from accounts.models import User
 from projects.models import Project, Role
 
 from .factories import GroupFactory, ProjectFactory, UserFactory, member
+from .harness.plugin import chromium_launch_args
 
 
 @pytest.fixture
@@ -47,3 +48,8 @@ def guest(project: Project) -> User:
 @pytest.fixture
 def outsider(db) -> User:  # type: ignore[no-untyped-def]
     return UserFactory(username="dave")
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict) -> dict:  # type: ignore[type-arg]
+    return chromium_launch_args(browser_type_launch_args)

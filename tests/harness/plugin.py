@@ -297,17 +297,15 @@ def worker_factory(django_db_setup, smtp_server) -> Iterator[Callable[..., Celer
         worker.stop()
 
 
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict) -> dict:  # type: ignore[type-arg]
-    """Debian's Chromium, never a downloaded browser (``playwright install`` is not used)."""
+def chromium_launch_args(defaults: dict) -> dict:  # type: ignore[type-arg]
+    """Debian's Chromium, never a downloaded browser (``playwright install`` is not used).
+
+    Used by ``browser_type_launch_args`` in tests/conftest.py: a conftest fixture is the one
+    that reliably overrides pytest-playwright's own.
+    """
     if not os.path.exists(CHROMIUM):
         unavailable(f"Chromium not found at {CHROMIUM}")
-    return {
-        **browser_type_launch_args,
-        "executable_path": CHROMIUM,
-        "headless": True,
-        "args": CHROMIUM_ARGS,
-    }
+    return {**defaults, "executable_path": CHROMIUM, "headless": True, "args": CHROMIUM_ARGS}
 
 
 @pytest.fixture
