@@ -12,7 +12,7 @@ Rules (SPEC §1, §8):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 from django.db.models import Max, Q
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     AnyUser = User | AnonymousUser
 
 
-def _is_human(user: AnyUser) -> bool:
+def _is_human(user: AnyUser) -> TypeGuard[User]:
     return bool(user.is_authenticated and user.is_active and not getattr(user, "is_bot", False))
 
 

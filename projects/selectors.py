@@ -36,7 +36,7 @@ def project_list_for_user(*, user: AnyUser) -> list[ProjectWithRole]:
             return []
         scope = Q(pk__in=[m.project_id for m in memberships if m.project_id])
         for m in memberships:
-            if m.group_id:
+            if m.group is not None:
                 scope |= Q(full_path__startswith=f"{m.group.full_path}/")
         projects = Project.objects.filter(scope)
 
@@ -56,7 +56,7 @@ def _role_from(memberships: list[Membership], project: Project) -> Role:
         m.role
         for m in memberships
         if m.project_id == project.pk
-        or (m.group_id and project.full_path.startswith(f"{m.group.full_path}/"))
+        or (m.group is not None and project.full_path.startswith(f"{m.group.full_path}/"))
     ]
     return Role(max(roles))
 

@@ -186,6 +186,9 @@ def substitute(name: str, op: str | None, arg: str | None) -> str:
     return interpolate(arg or "") if present else ""  # + : the argument when set
 
 
+interpolation_errors: dict[str, list[str]] = {}
+
+
 def walk(node: object, where: str) -> object:
     if isinstance(node, dict):
         return {key: walk(value, f"{where}.{key}") for key, value in node.items()}
@@ -195,11 +198,14 @@ def walk(node: object, where: str) -> object:
         try:
             return interpolate(node)
         except InterpolationError as exc:
-            problems.append(f"interpolation at {where}: {exc}")
+            interpolation_errors.setdefault(str(exc), []).append(where)
     return node
 
 
 config = walk(document, "$")
+for message, places in interpolation_errors.items():
+    more = f" (and {len(places) - 1} more places, via the anchor)" if len(places) > 1 else ""
+    problems.append(f"interpolation at {places[0]}{more}: {message}")
 if not problems:
     required = ", ".join(sorted(required_vars)) or "none"
     ok(
@@ -208,15 +214,98 @@ if not problems:
     )
 assert isinstance(config, dict)
 
+# After interpolation Compose casts the strings of typed fields (the schema accepts any string
+# there, since it is checked before interpolation). The common ones, with Compose's rules:
+BOOLEANS = {"y": True, "yes": True, "true": True, "on": True,
+            "n": False, "no": False, "false": False, "off": False}
+DURATION = re.compile(r"[-+]?(0|((\d+(\.\d*)?|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h))+)")
+CASTS: list[tuple[tuple[str, ...], str]] = [
+    *((("services", "*", key), "bool") for key in
+      ("init", "privileged", "read_only", "tty", "stdin_open", "oom_kill_disable")),
+    (("services", "*", "healthcheck", "disable"), "bool"),
+    (("services", "*", "volumes", "*", "read_only"), "bool"),
+    *(((section, "*", "external"), "bool") for section in ("networks", "volumes", "secrets", "configs")),
+    *((("networks", "*", key), "bool") for key in ("internal", "attachable", "enable_ipv6")),
+    *((("services", "*", key), "int") for key in
+      ("scale", "pids_limit", "oom_score_adj", "cpu_shares", "cpu_count", "cpu_period", "cpu_quota")),
+    (("services", "*", "healthcheck", "retries"), "int"),
+    (("services", "*", "ports", "*", "target"), "int"),
+    (("services", "*", "deploy", "replicas"), "int"),
+    (("services", "*", "deploy", "restart_policy", "max_attempts"), "int"),
+    (("services", "*", "ulimits", "*"), "int"),
+    (("services", "*", "ulimits", "*", "soft"), "int"),
+    (("services", "*", "ulimits", "*", "hard"), "int"),
+    (("services", "*", "secrets", "*", "mode"), "int"),
+    (("services", "*", "configs", "*", "mode"), "int"),
+    (("services", "*", "cpus"), "float"),
+    (("services", "*", "cpu_percent"), "float"),
+    (("services", "*", "stop_grace_period"), "duration"),
+    *((("services", "*", "healthcheck", key), "duration") for key in
+      ("interval", "timeout", "start_period", "start_interval")),
+]
+
+
+def cast(value: str, kind: str) -> object:
+    text = value.strip()
+    if kind == "bool":
+        if text.lower() not in BOOLEANS:
+            raise ValueError(f"invalid boolean {value!r}")
+        return BOOLEANS[text.lower()]
+    if kind == "int":
+        if not re.fullmatch(r"[-+]?\d+", text):
+            raise ValueError(f"invalid integer {value!r}")
+        return int(text)
+    if kind == "float":
+        return float(text)  # ValueError names the value
+    if not DURATION.fullmatch(text):
+        raise ValueError(f"invalid duration {value!r} (a number with a unit: 90s, 1m30s, 500ms)")
+    return value
+
+
+def cast_typed(node: object, where: tuple[str, ...]) -> object:
+    if isinstance(node, dict):
+        return {key: cast_typed(value, (*where, str(key))) for key, value in node.items()}
+    if isinstance(node, list):
+        return [cast_typed(value, (*where, "*")) for value in node]
+    if isinstance(node, str):
+        for pattern, kind in CASTS:
+            if len(pattern) == len(where) and all(p in ("*", w) for p, w in zip(pattern, where)):
+                try:
+                    return cast(node, kind)
+                except ValueError as exc:
+                    problems.append(f"type at {'.'.join(where)}: {exc}")
+    return node
+
+
+before = len(problems)
+config = cast_typed(config, ())
+assert isinstance(config, dict)
+if len(problems) == before:
+    ok("typed fields (booleans, integers, durations, ...) hold values Compose can cast")
+
 # --- 3. Compose Specification schema ----------------------------------------------------------
 schema = get_builtin_schema("vendor.compose-spec")
 validator_class = jsonschema.validators.validator_for(schema)
-schema_errors = sorted(
-    validator_class(schema).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]
-)
-for error in schema_errors:
+
+
+def deepest(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
+    """For anyOf/oneOf failures, the alternative that explains the problem best."""
+    while error.context:
+        error = max(error.context, key=lambda e: (len(e.absolute_path), e.validator != "type"))
+    return error
+
+
+schema_errors = [deepest(e) for e in validator_class(schema).iter_errors(config)]
+paths = [tuple(e.absolute_path) for e in schema_errors]
+for error, error_path in zip(schema_errors, paths):
+    # unevaluatedProperties also flags the properties of a member that failed elsewhere: noise.
+    if error.validator == "unevaluatedProperties" and any(
+        other != error_path and other[: len(error_path)] == error_path for other in paths
+    ):
+        continue
     location = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-    problems.append(f"schema at {location}: {error.message}")
+    message = error.message if len(error.message) < 300 else error.message[:300] + "..."
+    problems.append(f"schema at {location}: {message}")
 if not schema_errors:
     ok(
         "schema: valid against the Compose Specification "

@@ -69,5 +69,5 @@ def env_int(name: str, default: int | object = _REQUIRED) -> int:
 def env_list(name: str, default: list[str] | object = _REQUIRED) -> list[str]:
     value = _raw(name, default)
     if value is None:
-        return list(default)  # type: ignore[call-overload]
+        return list(default)  # type: ignore[arg-type]
     return [item.strip() for item in value.split(",") if item.strip()]

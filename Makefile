@@ -1,0 +1,26 @@
+# Service Desk: the two commands are `make run` and `make test` (see README.md).
+PYTHON ?= python3
+
+.PHONY: run test lint format clean help
+
+help:
+	@echo "make run    set up and start web (127.0.0.1:8000), Celery worker and beat"
+	@echo "make test   install what is missing, start throwaway services, lint and run all tests"
+	@echo "make lint   ruff and mypy only"
+	@echo "make format ruff format"
+
+run:
+	@PYTHON=$(PYTHON) bash scripts/run.sh
+
+test:
+	@PYTHON=$(PYTHON) bash scripts/test.sh $(PYTEST_ARGS)
+
+lint:
+	@PYTHON=$(PYTHON) bash scripts/test.sh --lint-only
+
+format:
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix .
+
+clean:
+	rm -rf .venv artifacts .pytest_cache .ruff_cache .mypy_cache
