@@ -103,11 +103,12 @@ try:
     with open(path, encoding="utf-8") as handle:
         document = yaml.load(handle)
 except (OSError, YAMLError) as exc:
-    print(f"  FAIL  YAML: {exc}", file=sys.stderr)
-    print("check-compose: FAILED", file=sys.stderr)
+    print(f"  FAIL  YAML: {str(exc).split(chr(10) * 2 + 'To suppress')[0].strip()}")
+    print(f"check-compose: FAILED, {path} does not parse")
     sys.exit(1)
 if not isinstance(document, dict):
-    print("  FAIL  YAML: the top level must be a mapping", file=sys.stderr)
+    print("  FAIL  YAML: the top level must be a mapping")
+    print(f"check-compose: FAILED, {path} is not a Compose file")
     sys.exit(1)
 ok(f"YAML parses (ruamel.yaml {version('ruamel.yaml')}; anchors, merge keys, no duplicate keys)")
 
@@ -216,18 +217,41 @@ assert isinstance(config, dict)
 
 # After interpolation Compose casts the strings of typed fields (the schema accepts any string
 # there, since it is checked before interpolation). The common ones, with Compose's rules:
-BOOLEANS = {"y": True, "yes": True, "true": True, "on": True,
-            "n": False, "no": False, "false": False, "off": False}
+BOOLEANS = {
+    "y": True,
+    "yes": True,
+    "true": True,
+    "on": True,
+    "n": False,
+    "no": False,
+    "false": False,
+    "off": False,
+}
 DURATION = re.compile(r"[-+]?(0|((\d+(\.\d*)?|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h))+)")
 CASTS: list[tuple[tuple[str, ...], str]] = [
-    *((("services", "*", key), "bool") for key in
-      ("init", "privileged", "read_only", "tty", "stdin_open", "oom_kill_disable")),
+    *(
+        (("services", "*", key), "bool")
+        for key in ("init", "privileged", "read_only", "tty", "stdin_open", "oom_kill_disable")
+    ),
     (("services", "*", "healthcheck", "disable"), "bool"),
     (("services", "*", "volumes", "*", "read_only"), "bool"),
-    *(((section, "*", "external"), "bool") for section in ("networks", "volumes", "secrets", "configs")),
+    *(
+        ((section, "*", "external"), "bool")
+        for section in ("networks", "volumes", "secrets", "configs")
+    ),
     *((("networks", "*", key), "bool") for key in ("internal", "attachable", "enable_ipv6")),
-    *((("services", "*", key), "int") for key in
-      ("scale", "pids_limit", "oom_score_adj", "cpu_shares", "cpu_count", "cpu_period", "cpu_quota")),
+    *(
+        (("services", "*", key), "int")
+        for key in (
+            "scale",
+            "pids_limit",
+            "oom_score_adj",
+            "cpu_shares",
+            "cpu_count",
+            "cpu_period",
+            "cpu_quota",
+        )
+    ),
     (("services", "*", "healthcheck", "retries"), "int"),
     (("services", "*", "ports", "*", "target"), "int"),
     (("services", "*", "deploy", "replicas"), "int"),
@@ -240,8 +264,10 @@ CASTS: list[tuple[tuple[str, ...], str]] = [
     (("services", "*", "cpus"), "float"),
     (("services", "*", "cpu_percent"), "float"),
     (("services", "*", "stop_grace_period"), "duration"),
-    *((("services", "*", "healthcheck", key), "duration") for key in
-      ("interval", "timeout", "start_period", "start_interval")),
+    *(
+        (("services", "*", "healthcheck", key), "duration")
+        for key in ("interval", "timeout", "start_period", "start_interval")
+    ),
 ]
 
 
@@ -269,7 +295,9 @@ def cast_typed(node: object, where: tuple[str, ...]) -> object:
         return [cast_typed(value, (*where, "*")) for value in node]
     if isinstance(node, str):
         for pattern, kind in CASTS:
-            if len(pattern) == len(where) and all(p in ("*", w) for p, w in zip(pattern, where)):
+            if len(pattern) == len(where) and all(
+                p in ("*", w) for p, w in zip(pattern, where, strict=True)
+            ):
                 try:
                     return cast(node, kind)
                 except ValueError as exc:
@@ -297,7 +325,7 @@ def deepest(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
 
 schema_errors = [deepest(e) for e in validator_class(schema).iter_errors(config)]
 paths = [tuple(e.absolute_path) for e in schema_errors]
-for error, error_path in zip(schema_errors, paths):
+for error, error_path in zip(schema_errors, paths, strict=True):
     # unevaluatedProperties also flags the properties of a member that failed elsewhere: noise.
     if error.validator == "unevaluatedProperties" and any(
         other != error_path and other[: len(error_path)] == error_path for other in paths
@@ -331,7 +359,9 @@ secrets_declared = declared("secrets")
 configs_declared = declared("configs")
 
 before = len(problems)
-missing_image = [name for name, spec in services.items() if not spec.get("image") and not spec.get("build")]
+missing_image = [
+    n for n, spec in services.items() if not spec.get("image") and not spec.get("build")
+]
 for name in missing_image:
     problems.append(f"service {name!r} has neither image nor build")
 if not missing_image:
@@ -352,8 +382,9 @@ for name, spec in services.items():
             problems.append(f"service {name!r} depends on undefined service {dep!r}")
     network_mode = spec.get("network_mode")
     if isinstance(network_mode, str) and network_mode.startswith("service:"):
-        if network_mode[8:] not in services:
-            problems.append(f"service {name!r}: network_mode names undefined service {network_mode[8:]!r}")
+        other = network_mode.removeprefix("service:")
+        if other not in services:
+            problems.append(f"service {name!r}: network_mode names undefined service {other!r}")
     for source in spec.get("volumes_from") or []:
         if isinstance(source, str) and not source.startswith("container:"):
             other = source.removeprefix("service:").split(":")[0]
@@ -383,6 +414,13 @@ for service_name in graph:
 if len(problems) == before:
     ok(f"depends_on: {dep_count} references, all to defined services, no cycles")
 
+
+def undeclared(service: str, kind: str, ref: object) -> None:
+    problems.append(
+        f"service {service!r} uses {kind} {ref!r}, not declared under top-level {kind}s"
+    )
+
+
 before = len(problems)
 volumes_used: set[str] = set()
 for name, spec in services.items():
@@ -394,35 +432,34 @@ for name, spec in services.items():
             if is_named:
                 volumes_used.add(source)
                 if source not in volumes_declared:
-                    problems.append(f"service {name!r} uses volume {source!r}, not declared under top-level volumes")
-        elif isinstance(entry, dict) and entry.get("type", "volume") == "volume" and entry.get("source"):
-            source = str(entry["source"])
-            volumes_used.add(source)
-            if source not in volumes_declared:
-                problems.append(f"service {name!r} uses volume {source!r}, not declared under top-level volumes")
+                    undeclared(name, "volume", source)
+        elif isinstance(entry, dict) and entry.get("type", "volume") == "volume":
+            source = str(entry.get("source") or "")
+            if source:
+                volumes_used.add(source)
+                if source not in volumes_declared:
+                    undeclared(name, "volume", source)
     networks = spec.get("networks") or []
     for network in networks if isinstance(networks, (list, dict)) else []:
         if network not in networks_declared:
-            problems.append(f"service {name!r} uses network {network!r}, not declared under top-level networks")
+            undeclared(name, "network", network)
     for section, known in (("secrets", secrets_declared), ("configs", configs_declared)):
         for item in spec.get(section) or []:
             ref = item.get("source") if isinstance(item, dict) else item
             if ref not in known:
-                problems.append(f"service {name!r} uses {section[:-1]} {ref!r}, not declared under top-level {section}")
+                undeclared(name, section[:-1], ref)
 for unused in sorted(volumes_declared - volumes_used):
     warnings.append(f"volume {unused!r} is declared but no service uses it")
 if len(problems) == before:
-    ok(
-        f"named volumes used by services are declared ({', '.join(sorted(volumes_used)) or 'none'}); "
-        "so are their networks, secrets and configs"
-    )
+    used = ", ".join(sorted(volumes_used)) or "none"
+    ok(f"named volumes used by services are declared ({used}); so are networks, secrets, configs")
 
 for warning in warnings:
     print(f"  warn  {warning}")
 if problems:
     for problem in problems:
-        print(f"  FAIL  {problem}", file=sys.stderr)
-    print(f"check-compose: FAILED, {len(problems)} problem(s) in {path}", file=sys.stderr)
+        print(f"  FAIL  {problem}")
+    print(f"check-compose: FAILED, {len(problems)} problem(s) in {path}")
     sys.exit(1)
 print(f"check-compose: OK ({path})")
 PYTHON
