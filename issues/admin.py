@@ -1,6 +1,15 @@
 from django.contrib import admin
 
-from .models import EmailParticipant, Issue, IssueEmail, Label, Note, SentNotification, Upload
+from .models import (
+    EmailParticipant,
+    Issue,
+    IssueCounter,
+    IssueEmail,
+    Label,
+    Note,
+    SentNotification,
+    Upload,
+)
 
 
 class NoteInline(admin.TabularInline):
@@ -69,3 +78,9 @@ class UploadAdmin(admin.ModelAdmin):
     list_display = ("filename", "project", "issue", "content_type", "size", "created_at")
     search_fields = ("filename",)
     autocomplete_fields = ("project", "issue", "note", "uploaded_by")
+
+
+@admin.register(IssueCounter)
+class IssueCounterAdmin(admin.ModelAdmin):
+    list_display = ("project", "last_iid")
+    readonly_fields = ("project", "last_iid")

@@ -30,7 +30,7 @@ ALLOWED_ATTRIBUTES = {
 }
 ALLOWED_PROTOCOLS = frozenset({"http", "https", "mailto"})
 _css = CSSSanitizer(allowed_css_properties=["text-align"])
-_EXTENSIONS = ["fenced_code", "tables", "sane_lists", "nl2br", "abbr", "def_list"]
+_EXTENSIONS = ["fenced_code", "tables", "sane_lists", "nl2br", "abbr", "def_list", "md_in_html"]
 
 
 def _nofollow_external(attrs: dict, new: bool = False) -> dict:  # type: ignore[type-arg]

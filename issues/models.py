@@ -26,6 +26,22 @@ class Label(models.Model):
         return self.title
 
 
+class IssueCounter(models.Model):
+    """The last iid handed out in a project.
+
+    Its own table, written only by ``issues.services``: a stale Project instance saved
+    elsewhere can never rewind it, and bumping it locks this row, not the project's.
+    """
+
+    project = models.OneToOneField(
+        Project, primary_key=True, on_delete=models.CASCADE, related_name="+"
+    )
+    last_iid = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.project_id}: {self.last_iid}"
+
+
 class Issue(models.Model):
     class State(models.TextChoices):
         OPENED = "opened", "Open"

@@ -8,7 +8,7 @@ from django.http import Http404
 from projects.models import Project
 from projects.permissions import can_read_internal_notes, can_read_issue
 
-from .models import Issue, Label, Note
+from .models import Issue, Label, Note, Upload
 
 if TYPE_CHECKING:
     from projects.permissions import AnyUser
@@ -74,3 +74,18 @@ def note_list_for_issue(*, user: AnyUser, issue: Issue) -> QuerySet[Note]:
     if not can_read_internal_notes(user, issue.project):
         notes = notes.filter(internal=False)
     return notes.order_by("created_at", "id")
+
+
+def upload_get_for_user(*, user: AnyUser, upload_id: int) -> Upload:
+    """An upload whose issue the user may read (internal notes' files: Reporter+); else 404."""
+    try:
+        upload = Upload.objects.select_related("issue", "issue__project", "note").get(pk=upload_id)
+    except Upload.DoesNotExist:
+        raise Http404("No such file") from None
+    if upload.issue is None or not can_read_issue(user, upload.issue):
+        raise Http404("No such file")
+    if upload.note is not None and upload.note.internal and not can_read_internal_notes(
+        user, upload.issue.project
+    ):
+        raise Http404("No such file")
+    return upload

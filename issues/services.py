@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import F
+from django.urls import reverse
 from django.utils import timezone
 
 from projects.models import Project
 
-from .models import EmailParticipant, Issue, Label, Note
+from .models import EmailParticipant, Issue, IssueCounter, IssueEmail, Label, Note, Upload
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -20,13 +22,16 @@ if TYPE_CHECKING:
 def _next_iid(project: Project) -> int:
     """Allocate the project's next iid, race-free.
 
-    The UPDATE takes the project row's lock until our transaction ends, so concurrent creators
+    The UPDATE takes the counter row's lock until our transaction ends, so concurrent creators
     queue behind it and each reads back its own increment (PostgreSQL READ COMMITTED re-checks
     the row after the wait; SQLite serialises writers). The unique (project, iid) constraint is
     the backstop.
     """
-    Project.objects.filter(pk=project.pk).update(last_issue_iid=F("last_issue_iid") + 1)
-    return Project.objects.filter(pk=project.pk).values_list("last_issue_iid", flat=True).get()
+    counters = IssueCounter.objects.filter(project_id=project.pk)
+    if not counters.update(last_iid=F("last_iid") + 1):
+        IssueCounter.objects.bulk_create([IssueCounter(project_id=project.pk)], ignore_conflicts=True)
+        counters.update(last_iid=F("last_iid") + 1)
+    return counters.values_list("last_iid", flat=True).get()
 
 
 @transaction.atomic
@@ -121,3 +126,79 @@ def participant_add(*, issue: Issue, email: str) -> tuple[EmailParticipant, bool
     if existing is not None:
         return existing, False
     return EmailParticipant.objects.create(issue=issue, email=email), True
+
+
+@transaction.atomic
+def participant_unsubscribe(*, participant: EmailParticipant, actor: User) -> bool:
+    """Stop emailing this participant; an internal system note records it (it names the address,
+    which only Reporter+ may see). Returns False if it was already unsubscribed."""
+    if participant.unsubscribed_at is not None:
+        return False
+    participant.unsubscribed_at = timezone.now()
+    participant.save(update_fields=["unsubscribed_at"])
+    note_create(
+        issue=participant.issue,
+        author=actor,
+        body=f"{participant.email} unsubscribed from this issue's emails",
+        system=True,
+        internal=True,
+    )
+    return True
+
+
+@transaction.atomic
+def participants_mark_bouncing(*, participants: Iterable[EmailParticipant], actor: User) -> int:
+    marked = 0
+    for participant in participants:
+        if participant.bouncing_at is not None:
+            continue
+        participant.bouncing_at = timezone.now()
+        participant.save(update_fields=["bouncing_at"])
+        note_create(
+            issue=participant.issue,
+            author=actor,
+            body=f"emails to {participant.email} bounce: no more emails go to it until a "
+            "team member clears it",
+            system=True,
+            internal=True,
+        )
+        marked += 1
+    return marked
+
+
+def issue_email_record(*, issue: Issue, message_id: str | None, direction: str) -> None:
+    """Remember a Message-ID as belonging to the issue: replies naming it thread to it."""
+    if message_id:
+        IssueEmail.objects.get_or_create(
+            issue=issue, message_id=message_id[:998], defaults={"direction": direction}
+        )
+
+
+def upload_create(
+    *,
+    issue: Issue,
+    filename: str,
+    content: bytes,
+    content_type: str,
+    uploaded_by: User | None,
+    note: Note | None = None,
+) -> Upload:
+    upload = Upload(
+        project_id=issue.project_id,
+        issue=issue,
+        note=note,
+        filename=filename,
+        content_type=content_type or "application/octet-stream",
+        size=len(content),
+        uploaded_by=uploaded_by,
+    )
+    upload.file.save(filename, ContentFile(content), save=False)
+    upload.save()
+    return upload
+
+
+def upload_markdown(upload: Upload) -> str:
+    """How an upload appears in a description or note: images inline, other files as links."""
+    url = reverse("upload", args=[upload.pk, upload.filename])
+    label = upload.filename.replace("[", "(").replace("]", ")")
+    return f"![{label}]({url})" if upload.is_image else f"[{label}]({url})"

@@ -4,13 +4,13 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from projects import permissions
-from projects.selectors import project_get_for_user
+from projects.selectors import project_get_for_user, service_desk_addresses
 from servicedesk.http import anonymous_404_to_login
 
 from .forms import NoteForm
@@ -21,10 +21,12 @@ from .selectors import (
     issue_get_for_user,
     issue_list_for_user,
     note_list_for_issue,
+    upload_get_for_user,
 )
 from .services import issue_close, issue_reopen, note_create
 
 ISSUES_PER_PAGE = 50
+INLINE_IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
 
 
 def _issue_for(request: HttpRequest, full_path: str, iid: int) -> Issue:
@@ -48,6 +50,8 @@ def issue_list(request: HttpRequest, full_path: str) -> HttpResponse:
         "counts": issue_counts_for_user(user=request.user, project=project),
         "can_see_emails": permissions.can_see_customer_emails(request.user, project),
     }
+    if context["can_see_emails"] and project.service_desk.service_desk_enabled:
+        context["service_desk_addresses"] = service_desk_addresses(project=project)
     return render(request, "issues/issue_list.html", context)
 
 
@@ -116,3 +120,27 @@ def issue_close_view(request: HttpRequest, full_path: str, iid: int) -> HttpResp
 @require_POST
 def issue_reopen_view(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
     return _change_state(request, full_path, iid, close=False)
+
+
+@anonymous_404_to_login
+@require_GET
+def upload_download(request: HttpRequest, upload_id: int, filename: str) -> HttpResponse:
+    """Serve an upload to those who may read its issue; 404 for everyone else.
+
+    Only raster images are shown inline; everything else (HTML, SVG, PDFs…) is a download, and
+    nothing is sniffed, so an uploaded file can never run script on our origin.
+    """
+    upload = upload_get_for_user(user=request.user, upload_id=upload_id)
+    if upload.filename != filename:
+        raise Http404("No such file")
+    inline = upload.content_type in INLINE_IMAGE_TYPES
+    response = FileResponse(
+        upload.file.open("rb"),
+        as_attachment=not inline,
+        filename=upload.filename,
+        content_type=upload.content_type if inline else "application/octet-stream",
+    )
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response["Cache-Control"] = "private, max-age=3600"
+    return response

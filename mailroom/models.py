@@ -1,8 +1,104 @@
-"""The mailroom: inbound and outbound mail. For now, the worker's own health record."""
+"""The mailroom's records: every email received (the inbound ledger) and mailbox health."""
 
 from __future__ import annotations
 
 from django.db import models
+from django.db.models import Q
+
+
+class InboundMessage(models.Model):
+    """One received email: raw bytes stored and committed before anything else happens.
+
+    Life: ``queued`` → ``processing`` (claimed by a worker, committed) → ``done`` with an
+    outcome, or back to ``queued`` after an error of ours (retried with backoff) until
+    ``failed``. A worker that dies leaves the row in ``processing``; the sweeper re-queues it.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        PROCESSING = "processing", "Processing"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    class Outcome(models.TextChoices):
+        ISSUE_CREATED = "issue_created", "Issue created"
+        NOTE_ADDED = "note_added", "Note added"
+        UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
+        REJECTED = "rejected", "Rejected"
+        SPAM = "spam", "Spam (quarantined)"
+        IGNORED = "ignored", "Ignored"
+        FAILED = "failed", "Failed"
+
+    transport = models.CharField(max_length=32)  # imap, stdin, smtp, lmtp, webhook:<esp>
+    mailbox = models.CharField(max_length=64, blank=True)  # incoming_email, service_desk_email
+    uid_validity = models.BigIntegerField(null=True, blank=True)
+    uid = models.BigIntegerField(null=True, blank=True)
+    raw = models.BinaryField()
+    size = models.PositiveIntegerField()
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    # Filled when processed (cheap to show in lists without parsing raw again).
+    message_id = models.CharField(max_length=998, blank=True, db_index=True)
+    from_address = models.CharField(max_length=320, blank=True)
+    subject = models.CharField(max_length=998, blank=True)
+
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, blank=True)
+    reason = models.TextField(blank=True)
+    # How the outcome was reached: which rule, which header, which key (key redacted).
+    decision = models.JSONField(default=dict, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    claim_token = models.UUIDField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    # The sender should get one "[Rejected]" notice (sent by the outbound mail code).
+    rejection_notice_due = models.BooleanField(default=False)
+
+    project = models.ForeignKey(
+        "projects.Project", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    issue = models.ForeignKey(
+        "issues.Issue", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    note = models.ForeignKey(
+        "issues.Note", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        constraints = [
+            # The same IMAP message (mailbox + UIDVALIDITY + UID) is stored once, however many
+            # times it is fetched (crash between our commit and the \Deleted flag).
+            models.UniqueConstraint(
+                fields=["mailbox", "uid_validity", "uid"],
+                condition=Q(uid__isnull=False),
+                name="inbound_unique_imap_uid",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["status", "claimed_at"], name="inbound_status_claimed"),
+            models.Index(fields=["outcome", "-received_at"], name="inbound_outcome"),
+        ]
+
+    def __str__(self) -> str:
+        return f"inbound #{self.pk} ({self.status}{': ' + self.outcome if self.outcome else ''})"
+
+
+class MailboxState(models.Model):
+    """Health of one configured mailbox, written by its poller."""
+
+    name = models.CharField(max_length=64, unique=True)
+    uid_validity = models.BigIntegerField(null=True, blank=True)
+    last_fetch_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    consecutive_errors = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    messages_fetched = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class WorkerHeartbeat(models.Model):

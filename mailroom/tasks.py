@@ -1,10 +1,34 @@
+"""Celery tasks: thin wrappers that take ids, claim rows and call the mailroom's services."""
+
 from __future__ import annotations
 
 from celery import shared_task
 
+from .ledger import inbound_claim, inbound_process, inbound_sweep
 from .services import worker_heartbeat_record
+
+
+@shared_task(ignore_result=True)
+def process_inbound(ids: list[int]) -> None:
+    claimed, token = inbound_claim(ids)
+    for message_id in claimed:
+        inbound_process(message_id, token)
+
+
+@shared_task(ignore_result=True)
+def sweep_inbound() -> dict[str, int]:
+    return inbound_sweep()
 
 
 @shared_task(bind=True, ignore_result=True)
 def record_worker_heartbeat(self) -> None:  # type: ignore[no-untyped-def]
     worker_heartbeat_record(hostname=self.request.hostname or "unknown")
+
+
+@shared_task(ignore_result=True)
+def poll_mailbox(name: str) -> str:
+    from django.conf import settings
+
+    from .transport import poll_mailbox as poll
+
+    return poll(name, lease_seconds=settings.SERVICEDESK_IMAP_LEASE)

@@ -25,10 +25,10 @@ class ServiceDeskSettingInline(admin.StackedInline):
 
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
-    list_display = ("full_path", "name", "visibility", "last_issue_iid", "created_at")
+    list_display = ("full_path", "name", "visibility", "created_at")
     list_filter = ("visibility",)
     search_fields = ("full_path", "name")
-    readonly_fields = ("full_path", "last_issue_iid")
+    readonly_fields = ("full_path",)
     inlines = [ServiceDeskSettingInline, MembershipInline]
 
 

@@ -69,8 +69,6 @@ class Project(models.Model):
         max_length=10, choices=Visibility.choices, default=Visibility.PRIVATE
     )
     full_path = models.CharField(max_length=1100, unique=True, editable=False)
-    # Last issue iid handed out; incremented under a row lock (issues.services.issue_create).
-    last_issue_iid = models.PositiveIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

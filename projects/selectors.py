@@ -73,3 +73,20 @@ def project_get_for_user(*, user: AnyUser, full_path: str) -> Project:
     if not can_read_project(user, project):
         raise Http404("No such project")
     return project
+
+
+def service_desk_addresses(*, project: Project) -> list[str]:
+    """The project's Service Desk addresses: the incoming one and, when configured, the alias
+    (with the custom suffix if set). Show them to Reporter+ only (SPEC §2)."""
+    from django.conf import settings
+
+    setting = project.service_desk
+    addresses = []
+    mailboxes = settings.SERVICEDESK_MAILBOXES
+    incoming = mailboxes.get("incoming_email")
+    if incoming is not None and incoming.enabled:
+        addresses.append(incoming.address_for(setting.default_key))
+    alias = mailboxes.get("service_desk_email")
+    if alias is not None and alias.enabled:
+        addresses.append(alias.address_for(setting.custom_key or setting.default_key))
+    return addresses

@@ -9,10 +9,3 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "servicedesk.settings")
 app = Celery("servicedesk")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
-
-app.conf.beat_schedule = {
-    "record-worker-heartbeat": {
-        "task": "mailroom.tasks.record_worker_heartbeat",
-        "schedule": 60.0,
-    },
-}

@@ -27,7 +27,9 @@ from django.core.exceptions import ImproperlyConfigured
 
 SECTIONS = ("incoming_email", "service_desk_email")
 KEY_PLACEHOLDER = "%{key}"
-INBOX_METHODS = ("imap", "microsoft_graph")
+# "none": the address is ours but nothing polls it; mail arrives by an MTA pipe
+# (manage.py receive_email), the SMTP/LMTP intake (manage.py smtpd) or an ESP webhook.
+INBOX_METHODS = ("imap", "microsoft_graph", "none")
 
 # key -> (type, default). None default means "no default".
 _MAILBOX_KEYS: dict[str, tuple[type, Any]] = {
@@ -88,6 +90,10 @@ class MailboxConfig:
     expunge_deleted: bool = False
     inbox_method: str = "imap"
     graph: GraphOptions | None = None
+
+    @property
+    def polled(self) -> bool:
+        return self.enabled and self.inbox_method != "none"
 
     def address_for(self, key: str) -> str:
         return self.address.replace(KEY_PLACEHOLDER, key)
@@ -210,7 +216,7 @@ def _parse_mailbox(source: str, section: str, raw: dict[str, Any]) -> MailboxCon
     if values["inbox_method"] == "microsoft_graph":
         if enabled or options:
             graph = _parse_graph(source, section, options or {})
-    elif enabled:
+    elif enabled and values["inbox_method"] == "imap":
         for required in ("host", "user", "password"):
             if not values.get(required):
                 raise _fail(source, where(required), "required for inbox_method imap")

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from .config import load_mailboxes
+from .config import MailboxConfig, load_mailboxes
 from .env import env_bool, env_int, env_list, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -132,7 +132,7 @@ if REDIS_URL:
 else:
     _queue_dir = VAR_DIR / "celery" / "queue"
     _queue_dir.mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_URL = "filesystem://localhost//"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue_dir),
         "data_folder_out": str(_queue_dir),
@@ -193,6 +193,57 @@ ANYMAIL = {
 # --- Service Desk ----------------------------------------------------------------------------
 SERVICEDESK_CONFIG = env_str("SERVICEDESK_CONFIG", "")
 SERVICEDESK_MAILBOXES = load_mailboxes(SERVICEDESK_CONFIG or None)
+if "incoming_email" not in SERVICEDESK_MAILBOXES and not PRODUCTION:
+    # Development without a mailbox: an address-only incoming mailbox, so that mail sent to
+    # `manage.py smtpd` (started by `make run`) or piped to `receive_email` routes to projects.
+    SERVICEDESK_MAILBOXES["incoming_email"] = MailboxConfig(
+        name="incoming_email",
+        enabled=True,
+        address=env_str("SERVICEDESK_DEV_ADDRESS", "incoming+%{key}@servicedesk.localhost"),
+        inbox_method="none",
+    )
+# Largest email accepted (bytes); larger ones are recorded and rejected as "too large".
+SERVICEDESK_MAX_EMAIL_SIZE = env_int("SERVICEDESK_MAX_EMAIL_SIZE", 25 * 1024 * 1024)
+# New issues one sender may open in one project per minute (0: no limit).
+SERVICEDESK_NEW_ISSUES_PER_SENDER_PER_MINUTE = env_int("SERVICEDESK_NEW_ISSUES_PER_MINUTE", 10)
+SERVICEDESK_MAX_PARTICIPANTS = env_int("SERVICEDESK_MAX_PARTICIPANTS", 10)
+# An error of ours is retried with exponential backoff up to this many attempts.
+SERVICEDESK_INBOUND_MAX_ATTEMPTS = env_int("SERVICEDESK_INBOUND_MAX_ATTEMPTS", 5)
+# A row left in "processing" this long (a worker died) is re-queued by the sweeper.
+SERVICEDESK_INBOUND_STUCK_AFTER = env_int("SERVICEDESK_INBOUND_STUCK_AFTER", 120)
+SERVICEDESK_INBOUND_SWEEP_INTERVAL = env_int("SERVICEDESK_INBOUND_SWEEP_INTERVAL", 30)
+# How long one poll task keeps a mailbox (IDLE loop) before handing over to the next.
+SERVICEDESK_IMAP_LEASE = env_int("SERVICEDESK_IMAP_LEASE", 300)
+SERVICEDESK_IMAP_POLL_INTERVAL = env_int("SERVICEDESK_IMAP_POLL_INTERVAL", 15)
+SERVICEDESK_IMAP_BATCH = env_int("SERVICEDESK_IMAP_BATCH", 100)
+SERVICEDESK_SMTPD_PORT = env_int("SERVICEDESK_SMTPD_PORT", 2525)
+# Accept self-signed IMAP certificates (test servers only; never in production).
+SERVICEDESK_IMAP_INSECURE_TLS = env_bool("SERVICEDESK_IMAP_INSECURE_TLS", False) and not PRODUCTION
+
+# Mailbox pollers hold a worker slot while they IDLE: they get their own queue so that a
+# worker consuming only "mailbox" (threads pool) keeps them apart from email processing.
+CELERY_TASK_ROUTES = {"mailroom.tasks.poll_mailbox": {"queue": "mailbox"}}
+CELERY_BEAT_SCHEDULE = {
+    "record-worker-heartbeat": {
+        "task": "mailroom.tasks.record_worker_heartbeat",
+        "schedule": 60.0,
+    },
+    "sweep-inbound": {
+        "task": "mailroom.tasks.sweep_inbound",
+        "schedule": float(SERVICEDESK_INBOUND_SWEEP_INTERVAL),
+    },
+    **{
+        f"poll-{name}": {
+            "task": "mailroom.tasks.poll_mailbox",
+            "schedule": float(SERVICEDESK_IMAP_POLL_INTERVAL),
+            "args": [name],
+            # A poll that could not start before the next one is due is simply dropped.
+            "options": {"expires": SERVICEDESK_IMAP_POLL_INTERVAL},
+        }
+        for name, mailbox in SERVICEDESK_MAILBOXES.items()
+        if mailbox.polled
+    },
+}
 
 # --- Static and media ------------------------------------------------------------------------
 STATIC_URL = "static/"

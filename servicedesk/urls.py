@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from issues import views as issue_views
 from projects import views as project_views
@@ -17,6 +17,9 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("-/health", views.health, name="health"),
+    path("-/uploads/<int:upload_id>/<str:filename>", issue_views.upload_download, name="upload"),
+    # ESP inbound webhooks (django-anymail), e.g. /-/anymail/mailgun/inbound/
+    path("-/anymail/", include("anymail.urls")),
     path("<path:full_path>/-/issues/", issue_views.issue_list, name="issue_list"),
     path(issue, issue_views.issue_detail, name="issue_detail"),
     path(f"{issue}notes/", issue_views.note_add, name="note_add"),

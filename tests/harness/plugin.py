@@ -286,9 +286,9 @@ def worker_factory(django_db_setup, smtp_server) -> Iterator[Callable[..., Celer
 
     started: list[CeleryWorker] = []
 
-    def start(name: str = "extra", **kwargs: object) -> CeleryWorker:
-        env = _worker_env(connection.settings_dict["NAME"], smtp_server)
-        worker = CeleryWorker(harness().base / "celery", env, name=name, **kwargs)  # type: ignore[arg-type]
+    def start(name: str = "extra", env: dict[str, str] | None = None, **kwargs: object) -> CeleryWorker:
+        full_env = {**_worker_env(connection.settings_dict["NAME"], smtp_server), **(env or {})}
+        worker = CeleryWorker(harness().base / "celery", full_env, name=name, **kwargs)  # type: ignore[arg-type]
         started.append(worker.start())
         return worker
 

@@ -5,7 +5,7 @@ import threading
 import pytest
 from django.db import connection
 
-from issues.models import Issue, Note
+from issues.models import Issue, IssueCounter, Note
 from issues.services import issue_close, issue_create, issue_reopen, note_create, participant_add
 from projects.models import Project
 from tests.factories import IssueFactory, ProjectFactory, UserFactory
@@ -51,8 +51,16 @@ def test_iids_stay_unique_under_concurrent_creation(project) -> None:
     assert errors == []
     iids = sorted(Issue.objects.filter(project=project).values_list("iid", flat=True))
     assert iids == list(range(1, threads * per_thread + 1))
-    project.refresh_from_db()
-    assert project.last_issue_iid == threads * per_thread
+    assert IssueCounter.objects.get(project=project).last_iid == threads * per_thread
+
+
+def test_saving_a_stale_project_does_not_rewind_iids(project) -> None:
+    stale = Project.objects.get(pk=project.pk)
+    author = UserFactory()
+    issue_create(project=project, author=author, title="one")
+    stale.name = "Renamed"
+    stale.save()
+    assert issue_create(project=project, author=author, title="two").iid == 2
 
 
 def test_title_is_normalised() -> None:

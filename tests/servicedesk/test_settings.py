@@ -80,7 +80,7 @@ def test_default_database_is_sqlite_under_var_and_url_selects_postgres(tmp_path)
 
 def test_without_redis_celery_uses_the_filesystem_broker(tmp_path) -> None:
     result = load("settings.CELERY_BROKER_URL", tmp_path)
-    assert value(result) == ("filesystem://",)
+    assert value(result) == ("filesystem://localhost//",)
     with_redis = load("settings.CELERY_BROKER_URL", tmp_path, REDIS_URL="redis://127.0.0.1:1/0")
     assert value(with_redis) == ("redis://127.0.0.1:1/0",)
 

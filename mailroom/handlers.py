@@ -1,0 +1,396 @@
+"""What an inbound email becomes: the rules, the routing decision, and each handler.
+
+``handle(row)`` runs inside the ledger's transaction for the row; it returns the outcome to
+record. The sender's faults come back as ``rejected``/``ignored`` results (never retried);
+anything raised is our fault and is retried by the ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+
+from accounts.selectors import support_bot
+from issues.emails import service_desk_issue_created
+from issues.models import EmailParticipant, Issue, IssueEmail, Note, SentNotification
+from issues.quick_actions import apply_quick_actions, neutralise
+from issues.services import (
+    issue_create,
+    issue_email_record,
+    issue_reopen,
+    note_create,
+    participant_add,
+    participant_unsubscribe,
+    participants_mark_bouncing,
+    upload_create,
+    upload_markdown,
+)
+from projects.models import Project, ServiceDeskSetting
+
+from .models import InboundMessage
+from .parsing import MalformedEmail, ParsedEmail, parse_email, rewrite_cid_references, split_reply
+from .routing import custom_key_candidates, find_key, parse_key
+from .rules import auto_generated_reason, delivery_report
+
+log = logging.getLogger(__name__)
+Outcome = InboundMessage.Outcome
+MAX_MOVE_HOPS = 20
+
+
+@dataclass
+class Result:
+    outcome: str
+    reason: str = ""
+    decision: dict[str, Any] = field(default_factory=dict)
+    project: Project | None = None
+    issue: Issue | None = None
+    note: Note | None = None
+    rejection_notice_due: bool = False
+
+
+def redact(key: str) -> str:
+    """Reply keys are credentials: logs and traces keep only their first characters."""
+    if len(key) >= 32 and all(c in "0123456789abcdef" for c in key[:32].lower()):
+        return f"{key[:6]}…{key[32:]}"
+    return key
+
+
+def _mailboxes() -> list[Any]:
+    return [m for m in settings.SERVICEDESK_MAILBOXES.values() if m.enabled]
+
+
+def _our_address(address: str | None) -> bool:
+    if not address:
+        return False
+    lowered = address.lower()
+    if lowered == settings.DEFAULT_FROM_EMAIL.lower():
+        return True
+    return any(m.address_regex.match(lowered) for m in _mailboxes())
+
+
+def handle(row: InboundMessage) -> Result:
+    trace: dict[str, Any] = {"size": row.size}
+    try:
+        email = parse_email(bytes(row.raw))
+    except MalformedEmail as exc:
+        return Result(Outcome.REJECTED, f"malformed email: {exc}", {**trace, "rule": "malformed"})
+    row.message_id = (email.message_id or "")[:998]
+    row.from_address = (email.from_address or "")[:320]
+    row.subject = email.subject[:998]
+
+    if row.size > settings.SERVICEDESK_MAX_EMAIL_SIZE:
+        limit = settings.SERVICEDESK_MAX_EMAIL_SIZE / 1024 / 1024
+        return _reject(email, f"too large ({row.size / 1024 / 1024:.1f} MB > {limit:.0f} MB)",
+                       {**trace, "rule": "too large"})  # fmt: skip
+
+    report = delivery_report(bytes(row.raw), mailboxes=_mailboxes())
+    if report is not None:
+        return _delivery_report(report, trace)
+    reason = auto_generated_reason(email.headers, content_type=email.content_type)
+    if reason:
+        return Result(Outcome.IGNORED, f"auto-generated: {reason}", {**trace, "rule": reason})
+    loop = _loop_reason(email)
+    if loop:
+        return Result(Outcome.IGNORED, f"loop: {loop}", {**trace, "rule": "loop"})
+
+    match = find_key(email.headers, _mailboxes())
+    if match is None:
+        return _reject(email, "no key found", {**trace, "rule": "no key"})
+    trace.update(header=match.header, mailbox=match.mailbox, key=redact(match.key))
+    key = parse_key(match.key, match.mailbox)
+    if key is None:
+        return _reject(email, "project not found", {**trace, "rule": "unrecognised key"})
+    trace["key_kind"] = key.kind
+    if key.kind in ("reply", "unsubscribe"):
+        sent = (
+            SentNotification.objects.select_related("issue", "participant")
+            .filter(reply_key=key.reply_key)
+            .first()
+        )
+        if sent is None:
+            return _reject(email, "reply key not found", {**trace, "rule": "unknown reply key"})
+        if key.kind == "unsubscribe":
+            return _unsubscribe(sent, trace)
+        issue = _follow_moves(sent.issue)
+        return _note_from_email(issue, email, {**trace, "rule": "reply key"})
+
+    project = _project_for(key, match.key.lower())
+    if project is None:
+        return _reject(email, "project not found", {**trace, "rule": "no such project"})
+    setting = project.service_desk
+    if not setting.service_desk_enabled:
+        return _reject(
+            email, "project not found", {**trace, "rule": "service desk off"}, project=project
+        )
+    threaded = _threaded_issue(project, email)
+    if threaded is not None:
+        return _note_from_email(
+            threaded, email, {**trace, "rule": "thread (In-Reply-To/References)"}
+        )
+    return _new_issue(project, setting, email, trace)
+
+
+def _reject(
+    email: ParsedEmail, reason: str, decision: dict[str, Any], project: Project | None = None
+) -> Result:
+    # The sender gets one short "[Rejected]" notice (at most one per hour, sent by the outbound
+    # code), unless there is nobody to answer.
+    return Result(
+        Outcome.REJECTED,
+        reason,
+        decision,
+        project=project,
+        rejection_notice_due=bool(email.from_address) and not _our_address(email.from_address),
+    )
+
+
+def _loop_reason(email: ParsedEmail) -> str:
+    if (
+        email.message_id
+        and IssueEmail.objects.filter(
+            message_id=email.message_id, direction=IssueEmail.Direction.OUTBOUND
+        ).exists()
+    ):
+        return "the Message-ID is one we sent"
+    for address in (email.from_address, email.sender):
+        if _our_address(address):
+            return f"sent from our own address {address}"
+    return ""
+
+
+def _delivery_report(report: Any, trace: dict[str, Any]) -> Result:
+    marked = 0
+    if report.permanent and report.reply_keys:
+        participants = EmailParticipant.objects.filter(
+            sent_notifications__reply_key__in=report.reply_keys
+        ).select_related("issue")
+        marked = participants_mark_bouncing(participants=participants, actor=support_bot())
+    return Result(
+        Outcome.IGNORED,
+        f"delivery report ({'permanent' if report.permanent else 'temporary'} failure); "
+        f"{marked} participant(s) marked bouncing",
+        {**trace, "rule": "delivery report", "reply_keys": [redact(k) for k in report.reply_keys]},
+    )
+
+
+def _unsubscribe(sent: SentNotification, trace: dict[str, Any]) -> Result:
+    participant = sent.participant
+    issue = _follow_moves(sent.issue)
+    if participant is None:
+        return Result(Outcome.IGNORED, "participant already removed", trace, issue=issue)
+    participant_unsubscribe(participant=participant, actor=support_bot())
+    return Result(
+        Outcome.UNSUBSCRIBED,
+        "",
+        {**trace, "rule": "unsubscribe key"},
+        project=issue.project,
+        issue=issue,
+    )
+
+
+def _follow_moves(issue: Issue) -> Issue:
+    seen = 0
+    while issue.moved_to_id is not None and seen < MAX_MOVE_HOPS:
+        issue = Issue.objects.select_related("project").get(pk=issue.moved_to_id)
+        seen += 1
+    return issue
+
+
+def _project_for(key: Any, raw_key: str) -> Project | None:
+    projects = Project.objects.select_related("service_desk")
+    if key.kind == "default":
+        project = projects.filter(pk=key.project_id).first()
+        if project is None or project.full_path_slug != key.project_slug:
+            return None
+        if (project.service_desk.address_token or "") != key.token:
+            return None
+        return project
+    if key.kind == "legacy":
+        return projects.filter(full_path__iexact=key.full_path).first()
+    if key.kind == "custom":
+        # Slugs contain dashes: try every split; the slug tells projects with one suffix apart.
+        for slug, suffix in custom_key_candidates(raw_key):
+            for project in projects.filter(service_desk__project_key=suffix):
+                if project.full_path_slug == slug:
+                    return project
+    return None
+
+
+def _threaded_issue(project: Project, email: ParsedEmail) -> Issue | None:
+    """A reply whose In-Reply-To/References names a Message-ID of one of the project's issues."""
+    ids = [i for i in (*email.in_reply_to, *email.references) if i]
+    if not ids:
+        return None
+    record = (
+        IssueEmail.objects.filter(message_id__in=ids[:100], issue__project=project)
+        .select_related("issue", "issue__project")
+        .order_by("-created_at")
+        .first()
+    )
+    # An issue moved to another project since keeps its thread: the note lands where it went.
+    return _follow_moves(record.issue) if record is not None else None
+
+
+def _duplicate(issue: Issue, email: ParsedEmail) -> bool:
+    return (
+        bool(email.message_id)
+        and IssueEmail.objects.filter(issue=issue, message_id=email.message_id).exists()
+    )
+
+
+def _attachments_markdown(
+    email: ParsedEmail, issue: Issue, body: str, note: Note | None = None
+) -> tuple[str, str]:
+    """Store every attachment as an upload; return (body with cid: rewritten, links block)."""
+    bot = support_bot()
+    urls_by_cid: dict[str, str] = {}
+    links: list[str] = []
+    for attachment in email.attachments:
+        upload = upload_create(
+            issue=issue,
+            note=note,
+            filename=attachment.filename,
+            content=attachment.content,
+            content_type=attachment.content_type,
+            uploaded_by=bot,
+        )
+        markdown = upload_markdown(upload)
+        if attachment.content_id and f"cid:{attachment.content_id}" in body:
+            urls_by_cid[attachment.content_id] = markdown[markdown.index("](") + 2 : -1]
+        else:
+            links.append(markdown)
+    if urls_by_cid:
+        body = rewrite_cid_references(body, urls_by_cid)
+    return body, "\n".join(f"- {link}" if not link.startswith("!") else link for link in links)
+
+
+def _note_from_email(issue: Issue, email: ParsedEmail, trace: dict[str, Any]) -> Result:
+    if _duplicate(issue, email):
+        return Result(
+            Outcome.IGNORED,
+            "duplicate: this Message-ID is already on the issue",
+            {**trace, "rule": "duplicate"},
+            project=issue.project,
+            issue=issue,
+        )
+    reply, quoted = split_reply(email.body_text)
+    if not reply.strip() and not email.attachments:
+        return _reject(email, "empty reply", {**trace, "rule": "empty"}, project=issue.project)
+    bot = support_bot()
+    author = email.from_address or email.reply_to or ""
+    note = note_create(issue=issue, author=bot, body="(email)", external_author=author)
+    body, links = _attachments_markdown(email, issue, neutralise(reply.strip()), note=note)
+    parts = [body, links]
+    if quoted.strip():
+        parts.append(
+            '<details markdown="1">\n<summary>Quoted text</summary>\n\n'
+            f"{neutralise(quoted.strip())}\n\n</details>"
+        )
+    Note.objects.filter(pk=note.pk).update(body="\n\n".join(p for p in parts if p))
+    note.refresh_from_db()
+    issue_email_record(issue=issue, message_id=email.message_id, direction="in")
+    _reopen_if_wanted(issue)
+    return Result(Outcome.NOTE_ADDED, "", trace, project=issue.project, issue=issue, note=note)
+
+
+def _reopen_if_wanted(issue: Issue) -> None:
+    setting = ServiceDeskSetting.objects.filter(project_id=issue.project_id).first()
+    if issue.state != Issue.State.CLOSED or not (
+        setting and setting.reopen_issue_on_external_participant_note
+    ):
+        return
+    bot = support_bot()
+    issue_reopen(issue=issue, user=bot)
+    mentions = " ".join(f"@{u.username}" for u in issue.assignees.all()) or "the team"
+    note_create(
+        issue=issue,
+        author=bot,
+        body=f"This issue was reopened because the customer replied. {mentions}, please take a look.",
+        internal=True,
+    )
+
+
+def _rate_limited(project: Project, sender: str) -> bool:
+    limit = settings.SERVICEDESK_NEW_ISSUES_PER_SENDER_PER_MINUTE
+    if not limit or not sender:
+        return False
+    cache_key = f"sd:new-issue:{project.pk}:{sender.lower()}"
+    cache.add(cache_key, 0, timeout=60)
+    try:
+        count = cache.incr(cache_key)
+    except ValueError:  # expired between add and incr
+        cache.set(cache_key, 1, timeout=60)
+        count = 1
+    return count > limit
+
+
+def _new_issue(
+    project: Project, setting: ServiceDeskSetting, email: ParsedEmail, trace: dict[str, Any]
+) -> Result:
+    if (
+        email.message_id
+        and IssueEmail.objects.filter(issue__project=project, message_id=email.message_id).exists()
+    ):
+        return Result(
+            Outcome.IGNORED,
+            "duplicate: an issue already exists for this Message-ID",
+            {**trace, "rule": "duplicate"},
+            project=project,
+        )
+    if not email.subject.strip() and not email.body_text.strip() and not email.attachments:
+        return _reject(email, "empty email", {**trace, "rule": "empty"}, project=project)
+    requester = email.from_address or email.reply_to or email.sender or ""
+    if _rate_limited(project, requester):
+        return _reject(email, "rate limited", {**trace, "rule": "rate limit"}, project=project)
+
+    bot = support_bot()
+    notify_to = email.reply_to if email.reply_to and email.reply_to != requester else ""
+    issue = issue_create(
+        project=project,
+        author=bot,
+        title=email.subject or "(no subject)",
+        description="",
+        confidential=setting.tickets_confidential_by_default or project.is_public,
+        external_author=requester,
+        service_desk_reply_to=notify_to,
+    )
+    body, links = _attachments_markdown(email, issue, neutralise(email.body_text.strip()))
+    parts = [body, links]
+    if setting.description_template_id:
+        actions = apply_quick_actions(
+            issue=issue, text=setting.description_template.content, user=bot
+        )
+        parts.append(actions.text)
+        trace["template_actions"] = actions.applied
+    Issue.objects.filter(pk=issue.pk).update(description="\n\n".join(p for p in parts if p))
+    issue.refresh_from_db()
+
+    requester_participant = None
+    if notify_to or requester:
+        requester_participant, _ = participant_add(issue=issue, email=notify_to or requester)
+    cc_participants = []
+    if setting.add_external_participants_from_cc:
+        cc_participants = _add_cc(issue, email, exclude={requester.lower(), notify_to.lower()})
+    issue_email_record(issue=issue, message_id=email.message_id, direction="in")
+    service_desk_issue_created(issue=issue, requester=requester_participant, cc=cc_participants)
+    return Result(Outcome.ISSUE_CREATED, "", trace, project=project, issue=issue)
+
+
+def _add_cc(issue: Issue, email: ParsedEmail, exclude: set[str]) -> list[EmailParticipant]:
+    added = []
+    room = settings.SERVICEDESK_MAX_PARTICIPANTS - issue.email_participants.count()
+    for address in email.cc:
+        if room <= 0:
+            break
+        if not address or address.lower() in exclude or _our_address(address):
+            continue
+        participant, created = participant_add(issue=issue, email=address)
+        if created:
+            added.append(participant)
+            room -= 1
+        exclude.add(address.lower())
+    return added

@@ -1,0 +1,223 @@
+"""The inbound ledger: store first, then claim, process and record exactly one outcome.
+
+Never lose mail (SPEC §3):
+- ``inbound_store*`` commit the raw bytes before anything else; only then may a transport
+  delete the message at its source (IMAP ``\\Deleted``, SMTP ``250``, webhook ``200``).
+- ``inbound_claim`` marks rows ``processing`` in a committed transaction and counts the
+  attempt, so a message that kills its worker is eventually given up, not retried forever.
+- ``inbound_process`` does the work and records the outcome in one transaction, under the
+  row's lock and only if its claim is still current: the work and its record commit together
+  or not at all, so each message yields one issue or note, never two.
+- ``inbound_sweep`` re-queues rows whose worker died and re-enqueues retries that are due.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from .models import InboundMessage
+
+log = logging.getLogger(__name__)
+Status = InboundMessage.Status
+Outcome = InboundMessage.Outcome
+TASK_BATCH = 10  # messages per processing task: fewer round trips, still spread over workers
+
+
+@dataclass(frozen=True)
+class RawEmail:
+    raw: bytes
+    uid: int | None = None
+
+
+def _enqueue(ids: Sequence[int]) -> None:
+    from .tasks import process_inbound
+
+    for start in range(0, len(ids), TASK_BATCH):
+        process_inbound.delay(list(ids[start : start + TASK_BATCH]))
+
+
+def inbound_store(
+    *, raw: bytes, transport: str, mailbox: str = "", enqueue: bool = True
+) -> InboundMessage:
+    """Store one email and commit; processing is queued after the commit."""
+    with transaction.atomic():
+        row = InboundMessage.objects.create(
+            transport=transport, mailbox=mailbox, raw=raw, size=len(raw)
+        )
+        if enqueue:
+            transaction.on_commit(lambda: _enqueue([row.pk]))
+    return row
+
+
+def inbound_store_imap_batch(
+    *, mailbox: str, uid_validity: int, emails: Iterable[RawEmail], enqueue: bool = True
+) -> list[int]:
+    """Store a batch fetched from one IMAP mailbox; UIDs already stored are skipped.
+
+    Returns the ids of rows created now. A UID stored by an earlier fetch (we crashed before
+    flagging it) is not stored twice: the caller just flags it again.
+    """
+    batch = list(emails)
+    if not batch:
+        return []
+    with transaction.atomic():
+        InboundMessage.objects.bulk_create(
+            [
+                InboundMessage(
+                    transport="imap",
+                    mailbox=mailbox,
+                    uid_validity=uid_validity,
+                    uid=email.uid,
+                    raw=email.raw,
+                    size=len(email.raw),
+                )
+                for email in batch
+            ],
+            ignore_conflicts=True,
+        )
+        ids = list(
+            InboundMessage.objects.filter(
+                mailbox=mailbox,
+                uid_validity=uid_validity,
+                uid__in=[email.uid for email in batch],
+                status=Status.QUEUED,
+                attempts=0,
+            ).values_list("pk", flat=True)
+        )
+        if enqueue and ids:
+            transaction.on_commit(lambda: _enqueue(ids))
+    return ids
+
+
+def inbound_claim(ids: Sequence[int]) -> tuple[list[int], uuid.UUID]:
+    """Claim queued rows for this worker (committed); rows locked or taken elsewhere are left."""
+    token = uuid.uuid4()
+    now = timezone.now()
+    with transaction.atomic():
+        claimable = list(
+            InboundMessage.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=ids, status=Status.QUEUED)
+            .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+            .values_list("pk", flat=True)
+        )
+        if claimable:
+            InboundMessage.objects.filter(pk__in=claimable).update(
+                status=Status.PROCESSING,
+                claimed_at=now,
+                claim_token=token,
+                attempts=F("attempts") + 1,
+            )
+    return claimable, token
+
+
+def inbound_process(message_id: int, token: uuid.UUID) -> str | None:
+    """Process one claimed row; return its outcome, or None if the claim was lost."""
+    from .handlers import handle
+
+    try:
+        with transaction.atomic():
+            row = InboundMessage.objects.select_for_update().get(pk=message_id)
+            if row.status != Status.PROCESSING or row.claim_token != token:
+                return None
+            result = handle(row)
+            row.outcome = result.outcome
+            row.reason = result.reason[:10_000]
+            row.decision = result.decision
+            row.project = result.project
+            row.issue = result.issue
+            row.note = result.note
+            row.rejection_notice_due = result.rejection_notice_due
+            row.status = Status.DONE
+            row.processed_at = timezone.now()
+            row.last_error = ""
+            row.save()
+            return row.outcome
+    except Exception as exc:
+        # Our fault, not the sender's: record it, retry later with backoff, or give up.
+        log.exception("inbound message %s failed (attempt will be retried or given up)", message_id)
+        return _record_error(message_id, token, exc)
+
+
+def _record_error(message_id: int, token: uuid.UUID, exc: Exception) -> str | None:
+    error = f"{type(exc).__name__}: {exc}"[:2000]
+    with transaction.atomic():
+        row = InboundMessage.objects.select_for_update().get(pk=message_id)
+        if row.claim_token != token:
+            return None
+        row.last_error = error
+        if row.attempts >= settings.SERVICEDESK_INBOUND_MAX_ATTEMPTS:
+            row.status = Status.FAILED
+            row.outcome = Outcome.FAILED
+            row.reason = f"failed after {row.attempts} attempts: {error}"
+            row.processed_at = timezone.now()
+        else:
+            row.status = Status.QUEUED
+            row.next_attempt_at = timezone.now() + timedelta(seconds=5 * 2 ** (row.attempts - 1))
+        row.save()
+        return row.outcome or None
+
+
+def inbound_sweep() -> dict[str, int]:
+    """Re-queue rows whose worker died; enqueue queued rows that nobody is working on."""
+    now = timezone.now()
+    stuck_before = now - timedelta(seconds=settings.SERVICEDESK_INBOUND_STUCK_AFTER)
+    counts = {"requeued": 0, "failed": 0, "enqueued": 0}
+    with transaction.atomic():
+        stuck = list(
+            InboundMessage.objects.select_for_update(skip_locked=True).filter(
+                status=Status.PROCESSING, claimed_at__lt=stuck_before
+            )
+        )
+        for row in stuck:
+            if row.attempts >= settings.SERVICEDESK_INBOUND_MAX_ATTEMPTS:
+                row.status, row.outcome = Status.FAILED, Outcome.FAILED
+                row.reason = f"worker stopped while processing it {row.attempts} times"
+                row.processed_at = now
+                counts["failed"] += 1
+            else:
+                row.status, row.next_attempt_at = Status.QUEUED, now
+                counts["requeued"] += 1
+            row.save(
+                update_fields=["status", "outcome", "reason", "processed_at", "next_attempt_at"]
+            )
+    # Fresh rows have a task on its way; only those waiting a while (lost task, retry due)
+    # are enqueued again. A duplicate task is harmless: the claim lets one of them through.
+    due = list(
+        InboundMessage.objects.filter(status=Status.QUEUED)
+        .filter(
+            Q(next_attempt_at__lte=now)
+            | Q(next_attempt_at__isnull=True, received_at__lt=now - timedelta(seconds=10))
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)[:5000]
+    )
+    if due:
+        _enqueue(due)
+    counts["enqueued"] = len(due)
+    return counts
+
+
+def inbound_reprocess(message_id: int) -> InboundMessage:
+    """Put a finished or failed message back in the queue (operators, the ledger page)."""
+    with transaction.atomic():
+        row = InboundMessage.objects.select_for_update().get(pk=message_id)
+        if row.status == Status.PROCESSING:
+            raise ValueError(f"inbound message {message_id} is being processed right now")
+        row.status = Status.QUEUED
+        row.outcome = ""
+        row.reason = ""
+        row.attempts = 0
+        row.next_attempt_at = None
+        row.claim_token = None
+        row.save()
+        transaction.on_commit(lambda: _enqueue([row.pk]))
+    return row

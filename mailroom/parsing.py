@@ -1,0 +1,1208 @@
+"""Inbound MIME parsing: the raw bytes of one email in, one ``ParsedEmail`` out.
+
+Speed and safety decide the shape of this module:
+
+- The header block is split here, by hand (RFC 5322 §2.2), so that routing, which needs only
+  headers, never pays for the MIME tree. The MIME tree is parsed by the stdlib with the compat32
+  policy (about six times faster than ``policy.default``) the first time a body or an attachment
+  is asked for.
+- Every decoding step (RFC 2047 words, RFC 2231 parameters, transfer encodings, charsets) is
+  done here, leniently: whatever a sender's client got wrong ends as text, never as an exception.
+  ``MalformedEmail`` is raised only when there is nothing to work with at all.
+"""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+import functools
+import html
+import logging
+import re
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email._policybase import Compat32
+from email.generator import BytesGenerator
+from email.message import Message
+from email.utils import getaddresses, parsedate_to_datetime
+from io import BytesIO
+from typing import TYPE_CHECKING
+from urllib.parse import unquote
+
+import charset_normalizer
+from mailparser_reply import EmailMessage as ReplyParserMessage
+from markdownify import MarkdownConverter
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+logger = logging.getLogger(__name__)
+
+# How deep the MIME tree is walked. Real mail nests five or six levels (a forward of a reply
+# with an inline image); anything deeper is an attack or a loop, and is cut off.
+MAX_DEPTH = 50
+# The stdlib parser checks every line against every open boundary and recurses per level, so a
+# deeply nested message costs depth x lines and then a RecursionError. Above this estimated
+# depth the body is not MIME-parsed at all (see ParsedEmail._body_message).
+_MAX_PARSE_DEPTH = 2 * MAX_DEPTH
+MAX_FILENAME_BYTES = 255
+
+
+class MalformedEmail(Exception):
+    """The sender's fault: the bytes are not an email in any usable sense (e.g. empty)."""
+
+
+@dataclass
+class Attachment:
+    filename: str
+    content_type: str
+    content: bytes = field(repr=False)
+    content_id: str | None = None
+    inline: bool = False
+
+    @property
+    def size(self) -> int:
+        return len(self.content)
+
+
+# ---------------------------------------------------------------------------------------------
+# Charsets
+
+
+# Labels that mail clients write but Python does not know, or knows as a smaller charset than
+# the one the client really used (Outlook writes "ks_c_5601-1987" for cp949, "gb2312" for GBK,
+# "shift_jis" for cp932 with its NEC/IBM extensions, "big5" for cp950). Each label maps to the
+# codecs tried in order; the first that decodes strictly wins.
+_CHARSET_CODECS: dict[str, tuple[str, ...]] = {
+    "ks_c_5601-1987": ("cp949",),
+    "ks_c_5601": ("cp949",),
+    "ks_c_5601-1989": ("cp949",),
+    "ksc5601": ("cp949",),
+    "ksc_5601": ("cp949",),
+    "euc-kr": ("cp949",),
+    "x-windows-949": ("cp949",),
+    "windows-949": ("cp949",),
+    "uhc": ("cp949",),
+    "gb2312": ("gb18030",),
+    "gb_2312-80": ("gb18030",),
+    "csgb2312": ("gb18030",),
+    "euc-cn": ("gb18030",),
+    "x-euc-cn": ("gb18030",),
+    "gbk": ("gb18030",),
+    "x-gbk": ("gb18030",),
+    "cp936": ("gb18030",),
+    "windows-936": ("gb18030",),
+    "chinese": ("gb18030",),
+    # Not shift_jis_2004 as a fallback: it reads 0x5C as "¥" and 0x7E as "‾", and Japanese
+    # users mean "\\" and "~" (paths, URLs).
+    "shift_jis": ("cp932",),
+    "shift-jis": ("cp932",),
+    "sjis": ("cp932",),
+    "x-sjis": ("cp932",),
+    "s-jis": ("cp932",),
+    "ms_kanji": ("cp932",),
+    "csshiftjis": ("cp932",),
+    "windows-31j": ("cp932",),
+    "x-ms-cp932": ("cp932",),
+    "x-mac-japanese": ("cp932",),
+    "euc-jp": ("euc_jp", "euc_jis_2004"),
+    "x-euc-jp": ("euc_jp", "euc_jis_2004"),
+    # Japanese mobile and Windows mailers put half-width katakana and NEC symbols (①) into
+    # "iso-2022-jp"; plain iso2022_jp rejects them.
+    "iso-2022-jp": ("iso2022_jp", "iso2022_jp_ext", "iso2022_jp_2004", "iso2022_jp_2"),
+    "csiso2022jp": ("iso2022_jp", "iso2022_jp_ext", "iso2022_jp_2004", "iso2022_jp_2"),
+    "big5": ("cp950", "big5hkscs"),
+    "x-x-big5": ("cp950", "big5hkscs"),
+    "cn-big5": ("cp950", "big5hkscs"),
+    "csbig5": ("cp950", "big5hkscs"),
+    "x-mac-chinesetrad": ("cp950", "big5hkscs"),
+    "x-mac-chinesesimp": ("gb18030",),
+    "x-mac-korean": ("cp949",),
+    # Visual and explicit-direction Hebrew/Arabic (RFC 1556): the same bytes as the plain set.
+    "iso-8859-8-i": ("iso8859_8",),
+    "iso-8859-8-e": ("iso8859_8",),
+    "iso-8859-6-i": ("iso8859_6",),
+    "iso-8859-6-e": ("iso8859_6",),
+    "windows-874": ("cp874",),
+    "x-windows-874": ("cp874",),
+    "tis-620": ("cp874",),
+    "x-mac-roman": ("mac_roman",),
+    "macintosh": ("mac_roman",),
+    "x-mac-ce": ("mac_latin2",),
+    "x-mac-centraleurroman": ("mac_latin2",),
+    "x-mac-cyrillic": ("mac_cyrillic",),
+    "x-mac-ukrainian": ("mac_cyrillic",),
+    "x-mac-greek": ("mac_greek",),
+    "x-mac-turkish": ("mac_turkish",),
+    "x-mac-icelandic": ("mac_iceland",),
+    "x-mac-croatian": ("mac_croatian",),
+    "x-mac-romanian": ("mac_romanian",),
+    "unicode-1-1-utf-7": ("utf_7",),
+    "utf8mb4": ("utf_8",),
+    # What the web (WHATWG Encoding) does too: text labelled Latin-1 is in practice cp1252
+    # (curly quotes, euro sign in 0x80-0x9F, which Latin-1 leaves as control characters).
+    "iso-8859-1": ("cp1252", "latin_1"),
+    "iso8859-1": ("cp1252", "latin_1"),
+    "iso_8859-1": ("cp1252", "latin_1"),
+    "latin1": ("cp1252", "latin_1"),
+    "latin-1": ("cp1252", "latin_1"),
+    "l1": ("cp1252", "latin_1"),
+}
+_LABELS_MEANING_NO_CHARSET = frozenset(
+    {"unknown-8bit", "x-unknown", "unknown", "x-user-defined", "default", "none", "8bit"}
+)
+# Codecs that Python has but that no mail client means: decoding with them would turn text
+# into something else (escape sequences interpreted, punycode...).
+_CODECS_NEVER_USED = frozenset(
+    {"unicode_escape", "raw_unicode_escape", "idna", "punycode", "undefined", "charmap"}
+)
+# 7-bit encodings: ASCII bytes are not ASCII text in them, so the ASCII fast path is wrong.
+_SEVEN_BIT_CODECS = frozenset(
+    {"utf_7", "iso2022_jp", "iso2022_jp_ext", "iso2022_jp_2004", "iso2022_jp_2", "iso2022_kr", "hz"}
+)
+# Where text that is valid UTF-8 is UTF-8 whatever the label says: old clients and list servers
+# stamp "iso-8859-1" on everything, and real Latin-1 text is practically never valid UTF-8.
+_LATIN1_FAMILY = frozenset({"cp1252", "latin_1", "iso8859_15"})
+
+
+@functools.lru_cache(maxsize=512)
+def _codecs_for(charset: str | None) -> tuple[str, ...]:
+    """The Python codecs to try, strictly and in order, for a declared charset label."""
+    if not charset:
+        return ()
+    label = charset.strip().strip("\"'").strip().lower()
+    if not label or label in _LABELS_MEANING_NO_CHARSET:
+        return ()
+    if label in _CHARSET_CODECS:
+        return _CHARSET_CODECS[label]
+    candidates = [label]
+    if label.startswith("x-"):
+        candidates.append(label[2:])
+    if match := re.fullmatch(r"(?:x-)?(?:windows|win|cp|ms)[-_ ]?(\d{3,5})", label):
+        candidates.append(f"cp{match[1]}")
+    if match := re.fullmatch(r"iso[-_ ]?8859[-_ ]?(\d{1,2})(?:[-_:].*)?", label):
+        candidates.append(f"iso8859_{match[1]}")
+    for candidate in candidates:
+        try:
+            info = codecs.lookup(candidate)
+        except (LookupError, ValueError):
+            continue
+        if info.name.replace("-", "_") in _CODECS_NEVER_USED:
+            return ()
+        if not getattr(info, "_is_text_encoding", True):
+            return ()
+        name = info.name.replace("-", "_")
+        if name in ("latin_1", "iso8859_1"):
+            return ("cp1252", "latin_1")
+        return (name,)
+    return ()
+
+
+def decode_bytes(data: bytes, charset: str | None = None) -> str:
+    """Decode bytes from mail to text, whatever their label says; never raises.
+
+    Order: the declared charset (aliases fixed) if it decodes strictly; UTF-8; charset-normalizer's
+    guess; windows-1252 with replacement characters.
+    """
+    if not data:
+        return ""
+    candidates = _codecs_for(charset)
+    if data.isascii() and b"\x1b" not in data and not _SEVEN_BIT_CODECS.intersection(candidates):
+        return _without_nul(data.decode("ascii"))
+    for codec in candidates:
+        if codec in _LATIN1_FAMILY and _is_utf8(data):
+            return _without_nul(data.decode("utf-8"))
+        try:
+            return _without_nul(data.decode(codec))
+        except (UnicodeError, LookupError):
+            continue
+    if _is_utf8(data):
+        return _without_nul(data.decode("utf-8"))
+    return _without_nul(_guess_and_decode(data))
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _without_nul(text: str) -> str:
+    # PostgreSQL text cannot hold NUL, and no mail means one.
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return text.replace("\x00", "") if "\x00" in text else text
+
+
+def _guess_and_decode(data: bytes) -> str:
+    try:
+        # UTF-16/32 without a byte order mark is a false friend for short CJK text; mail bodies
+        # in UTF-16 carry a BOM, which the detector sees anyway.
+        matches = [
+            match
+            for match in charset_normalizer.from_bytes(data)
+            if not match.encoding.startswith(("utf_16", "utf_32")) or match.bom
+        ]
+    except Exception:  # a guess is optional; the fallback below always works
+        logger.debug("charset-normalizer failed", exc_info=True)
+        matches = []
+    if matches:
+        best = matches[0]
+        # The detector ranks look-alike code pages that read the text equally well by chance
+        # (cp1250 "crčme" over cp1252 "crème"). Mail without a charset is overwhelmingly
+        # Windows Western, so it wins every tie.
+        for match in matches:
+            if (
+                match.chaos <= best.chaos
+                and match.coherence >= best.coherence - 0.05
+                and (match.encoding == "cp1252" or "cp1252" in match.could_be_from_charset)
+            ):
+                best = match
+                break
+        for codec in (_GUESS_PREFERRED.get(best.encoding), best.encoding):
+            if codec:
+                try:
+                    return data.decode(codec)
+                except (UnicodeError, LookupError):
+                    continue
+    return data.decode("cp1252", errors="replace")
+
+
+# The detector names JIS X 0213 variants for Shift_JIS text; those read "\\" as "¥".
+_GUESS_PREFERRED = {"shift_jis_2004": "cp932", "shift_jisx0213": "cp932", "shift_jis": "cp932"}
+
+
+def _str_to_bytes(value: str) -> bytes:
+    """Undo the stdlib's surrogateescape decoding: the bytes as they were in the message."""
+    return value.encode("utf-8", "surrogateescape")
+
+
+def _decode_8bit_header(data: bytes) -> str:
+    if data.isascii():
+        return data.decode("ascii")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace")
+
+
+def _str_8bit_to_text(value: str) -> str:
+    """A stdlib-parsed header or parameter value (raw bytes as surrogates) as real text."""
+    if value.isascii():
+        return value
+    return _decode_8bit_header(_str_to_bytes(value))
+
+
+# ---------------------------------------------------------------------------------------------
+# Header values: unfolding and RFC 2047 encoded words
+
+_FOLDING = re.compile(r"\r?\n|\r")
+# RFC 2047 §2, with leniencies for what clients send: spaces inside Q text, a language suffix
+# on the charset (RFC 2231 §5: "utf-8*en").
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=")
+
+
+def decode_header_value(value: str) -> str:
+    """Unfold a header value and decode its RFC 2047 encoded words; never raises."""
+    if "\n" in value or "\r" in value:
+        value = _FOLDING.sub("", value)
+    if "=?" in value:
+        value = _decode_encoded_words(value)
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    return value.strip()
+
+
+def _decode_encoded_words(value: str) -> str:
+    out: list[str] = []
+    pending = bytearray()
+    pending_charset: str | None = None
+    position = 0
+    after_word = False
+
+    def flush() -> None:
+        nonlocal pending, pending_charset
+        if pending_charset is not None:
+            out.append(decode_bytes(bytes(pending), pending_charset))
+        pending = bytearray()
+        pending_charset = None
+
+    for match in _ENCODED_WORD.finditer(value):
+        gap = value[position : match.start()]
+        # Whitespace between two encoded words is not part of the text (RFC 2047 §6.2).
+        if not (after_word and not gap.strip()):
+            flush()
+            out.append(gap)
+        charset = match[1].split("*", 1)[0].lower()
+        text = match[3].encode("utf-8", "surrogateescape")
+        data = _b64decode(text) if match[2] in "bB" else binascii.a2b_qp(text, header=True)
+        # Adjacent words in the same charset are joined as bytes first: clients split a
+        # multi-byte character across two words (invalid, and common in CJK mail).
+        if pending_charset is not None and charset != pending_charset:
+            flush()
+        pending += data
+        pending_charset = charset
+        position = match.end()
+        after_word = True
+    flush()
+    out.append(value[position:])
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Transfer encodings
+
+_BASE64_KEEP = bytes(range(256)).translate(
+    None, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+)
+_BASE64_CHUNK = re.compile(rb"[A-Za-z0-9+/]+=*")
+
+
+def _b64decode(data: bytes) -> bytes:
+    """Base64 as mailers write it: missing padding, truncated, or several padded chunks."""
+    try:
+        decoded = binascii.a2b_base64(data)
+    except binascii.Error:
+        decoded = None
+    else:
+        pad = data.find(b"=")
+        # a2b_base64 stops at the first padding; data after it means concatenated chunks.
+        if pad == -1 or not data[pad:].strip(b"=\r\n\t "):
+            return decoded
+    cleaned = data.translate(None, _BASE64_KEEP)
+    out = bytearray()
+    for chunk in _BASE64_CHUNK.findall(cleaned):
+        chunk = chunk.rstrip(b"=")
+        if len(chunk) % 4 == 1:  # a lone trailing character carries no whole byte
+            chunk = chunk[:-1]
+        try:
+            out += binascii.a2b_base64(chunk + b"=" * (-len(chunk) % 4))
+        except binascii.Error:
+            continue
+    return bytes(out) if out or decoded is None else decoded
+
+
+_NOT_BASE64_BODY = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\r\n"
+
+
+def _looks_like_base64(data: bytes) -> bool:
+    # A part labelled base64 that is really plain text (a wrong Content-Transfer-Encoding):
+    # base64 lines have no spaces or punctuation, prose has plenty.
+    junk = len(data.translate(None, _NOT_BASE64_BODY))
+    return junk <= 2 or junk * 100 <= len(data)
+
+
+def _payload_bytes(part: Message) -> bytes:
+    """The part's content with its transfer encoding undone."""
+    # Not get_payload(): on 8-bit text it decodes with the declared charset, replacing errors,
+    # and returns str; the bytes are what we need, and they are in _payload (surrogateescaped).
+    payload = part._payload
+    if isinstance(payload, list):
+        return _serialize_payload(payload)
+    data = _str_to_bytes(payload or "")
+    encoding = str(part.get("content-transfer-encoding") or "").strip().lower()
+    encoding = encoding.split(None, 1)[0] if encoding else ""
+    if encoding == "base64":
+        return _b64decode(data) if _looks_like_base64(data) else data
+    if encoding == "quoted-printable":
+        return binascii.a2b_qp(data)
+    if encoding in ("x-uuencode", "uuencode", "x-uue", "uue"):
+        try:
+            decoded = part.get_payload(decode=True)
+        except Exception:  # the stdlib's uu decoder raises on broken input
+            return data
+        return decoded if isinstance(decoded, bytes) else data
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# The header block
+
+
+class _RawHeaderPolicy(Compat32):
+    """compat32 that hands header values back as parsed.
+
+    compat32 turns a value holding raw 8-bit bytes into a ``Header`` whose ``str()`` replaces
+    every such byte with U+FFFD, which would destroy raw UTF-8 filenames; we decode ourselves.
+    """
+
+    def header_fetch_parse(self, name: str, value: str) -> str:  # type: ignore[override]
+        return value
+
+
+_POLICY = _RawHeaderPolicy()
+
+# RFC 5322 §2.2 field name: printable ASCII except colon; obsolete syntax allows WSP before ":".
+_HEADER_FIELD = re.compile(rb"([!-9;-~]+)[ \t]*:")
+_MIME_FIELDS = frozenset(
+    {"content-type", "content-transfer-encoding", "content-disposition", "content-id"}
+)
+
+
+@dataclass
+class _Field:
+    name: str
+    lname: str
+    raw: bytes  # the value as in the message, folding kept (continuation lines joined by "\n")
+
+    @functools.cached_property
+    def text(self) -> str:
+        return _decode_8bit_header(self.raw)
+
+
+def _split_header_block(raw: bytes) -> tuple[list[_Field], int]:
+    """Split the header fields off; return them and the offset of the body."""
+    fields: list[_Field] = []
+    length = len(raw)
+    position = 0
+    pending_name: bytes | None = None
+    pending_value: list[bytes] = []
+
+    def close() -> None:
+        nonlocal pending_name
+        if pending_name is not None:
+            name = _decode_8bit_header(pending_name)
+            fields.append(_Field(name, name.lower(), b"\n".join(pending_value)))
+            pending_name = None
+
+    while position < length:
+        end = raw.find(b"\n", position)
+        next_position = length if end == -1 else end + 1
+        line = raw[position : length if end == -1 else end]
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line:
+            close()
+            return fields, next_position
+        if line[0] in b" \t":
+            if pending_name is not None:
+                pending_value.append(line)
+        elif match := _HEADER_FIELD.match(line):
+            close()
+            pending_name = match[1]
+            pending_value = [line[match.end() :].lstrip(b" \t")]
+        elif not fields and pending_name is None and line.startswith(b"From "):
+            pass  # an mbox "From " line, not a header
+        elif _next_line_is_header(raw, next_position):
+            # A line without a colon in the middle of the header block (a broken client, a
+            # wrapped line that lost its indent): keep its text with the field before it.
+            if pending_name is not None:
+                pending_value.append(b" " + line)
+        else:
+            # No blank line between header and body: the body starts here.
+            close()
+            return fields, position
+        position = next_position
+    close()
+    return fields, length
+
+
+def _next_line_is_header(raw: bytes, position: int) -> bool:
+    end = raw.find(b"\n", position)
+    line = raw[position : len(raw) if end == -1 else end]
+    return bool(line) and (line[0] in b" \t" or _HEADER_FIELD.match(line) is not None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Addresses and message ids
+
+_MESSAGE_ID = re.compile(r"<([^<>\s]+)>")
+
+
+def _message_ids(value: str) -> list[str]:
+    ids = [f"<{found}>" for found in _MESSAGE_ID.findall(value)]
+    if not ids:
+        # Without angle brackets (broken clients): bare tokens that look like ids.
+        ids = [f"<{token}>" for token in re.split(r"[\s,]+", value) if "@" in token]
+    return ids
+
+
+def _normalize_address(address: str) -> str | None:
+    address = address.strip().strip("<>").strip()
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain or any(ch.isspace() or ord(ch) < 32 for ch in address):
+        return None
+    return f"{local}@{domain.rstrip('.').lower()}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Parts, filenames
+
+
+def _param(part: Message, name: str, header: str = "content-type") -> str | None:
+    """A header parameter as text: RFC 2231 (charset, continuations) and RFC 2047 decoded."""
+    try:
+        params = part.get_params(header=header) or []
+    except (TypeError, ValueError, IndexError, LookupError):  # e.g. "name*" and "name*0"
+        return None
+    plain: str | None = None
+    for key, value in params[1:]:
+        if key.lower() != name:
+            continue
+        if isinstance(value, tuple):  # RFC 2231: (charset, language, octets as latin-1 chars)
+            charset, _language, text = value
+            return decode_bytes(text.encode("latin-1", "surrogateescape"), charset or None)
+        if plain is None:
+            plain = value
+    if plain is None:
+        return None
+    # Encoded words inside a quoted parameter are forbidden by RFC 2047 §5 and written by
+    # Outlook and Gmail anyway; raw UTF-8 bytes are written by everything else.
+    return decode_header_value(_str_8bit_to_text(plain))
+
+
+def _disposition(part: Message) -> str:
+    value = str(part.get("content-disposition") or "")
+    return value.split(";", 1)[0].strip().lower()
+
+
+def _content_id(part: Message) -> str | None:
+    value = _str_8bit_to_text(str(part.get("content-id") or "")).strip().strip("<>").strip()
+    return value or None
+
+
+def _charset(part: Message) -> str | None:
+    return _param(part, "charset")
+
+
+_CONTROL_CHARS = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]"
+)
+_EXTENSIONS = {
+    "application/octet-stream": ".bin",
+    "application/pdf": ".pdf",
+    "application/zip": ".zip",
+    "application/ms-tnef": ".dat",
+    "application/pgp-signature": ".asc",
+    "application/pkcs7-signature": ".p7s",
+    "application/x-pkcs7-signature": ".p7s",
+    "application/msword": ".doc",
+    "application/vnd.ms-excel": ".xls",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": ".docx",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": ".xlsx",
+    "application/json": ".json",
+    "image/jpeg": ".jpg",
+    "image/png": ".png",
+    "image/gif": ".gif",
+    "image/webp": ".webp",
+    "image/heic": ".heic",
+    "image/svg+xml": ".svg",
+    "image/bmp": ".bmp",
+    "image/tiff": ".tif",
+    "text/plain": ".txt",
+    "text/html": ".html",
+    "text/calendar": ".ics",
+    "text/csv": ".csv",
+    "text/x-vcard": ".vcf",
+    "text/vcard": ".vcf",
+    "text/rfc822-headers": ".txt",
+    "message/rfc822": ".eml",
+    "message/global": ".eml",
+    "message/delivery-status": ".txt",
+    "message/disposition-notification": ".txt",
+    "audio/mpeg": ".mp3",
+    "video/mp4": ".mp4",
+}
+
+
+def clean_filename(name: str | None, *, content_type: str, index: int) -> str:
+    """A safe, non-empty file name: no directories, no control or bidi characters, ≤255 bytes."""
+    name = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = _CONTROL_CHARS.sub("", name).strip().rstrip(". ")
+    if name in ("", ".", ".."):
+        name = f"attachment-{index}{_EXTENSIONS.get(content_type, '')}"
+    encoded = name.encode("utf-8")
+    if len(encoded) > MAX_FILENAME_BYTES:
+        stem, dot, extension = name.rpartition(".")
+        suffix = f".{extension}" if dot and stem and len(extension.encode()) <= 16 else ""
+        stem = name[: -len(suffix)] if suffix else name
+        budget = MAX_FILENAME_BYTES - len(suffix.encode("utf-8"))
+        name = stem.encode("utf-8")[:budget].decode("utf-8", "ignore") + suffix
+    return name
+
+
+def _serialize_payload(messages: list[Message]) -> bytes:
+    out = BytesIO()
+    for message in messages:
+        try:
+            BytesGenerator(out, mangle_from_=False, policy=_POLICY).flatten(message)
+        except Exception:  # a broken inner message (or one nested too deep) must not lose the rest
+            logger.debug("could not serialise an attached message", exc_info=True)
+    return out.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# The MIME walk
+
+
+@dataclass
+class _Chunk:
+    """A piece of the body: its plain text and/or its HTML, whichever the sender gave."""
+
+    plain: str | None = None
+    html: str | None = None
+
+
+@dataclass
+class _PendingAttachment:
+    part: Message
+    content_type: str
+    disposition: str
+    filename: str | None
+
+
+@dataclass
+class _Content:
+    chunks: list[_Chunk]
+    attachments: list[Attachment]
+
+
+_CID_REFERENCE = re.compile(r"""cid:([^\s"'<>)]+)""", re.IGNORECASE)
+_BOUNDARY_PARAM = re.compile(rb"""boundary\s*=\s*"?([^";\r\n]+)"?""", re.IGNORECASE)
+_CLOSE_DELIMITER = re.compile(rb"^--(\S+?)--[ \t]*\r?$", re.MULTILINE)
+_FIRST_DELIMITER = re.compile(rb"^--(\S{1,200}?)(?:--)?[ \t]*\r?$", re.MULTILINE)
+
+
+class _Walker:
+    def __init__(self) -> None:
+        self.pending: list[_PendingAttachment] = []
+        self.referenced_cids: set[str] = set()
+
+    def walk(self, part: Message, depth: int = 0) -> list[_Chunk]:
+        if depth > MAX_DEPTH:
+            logger.info("MIME tree deeper than %d levels; the rest is ignored", MAX_DEPTH)
+            return []
+        content_type = part.get_content_type()
+        maintype = content_type.partition("/")[0]
+        if maintype == "multipart":
+            children = part.get_payload()
+            if not isinstance(children, list):
+                children = _recover_multipart(part)
+                if children is None:
+                    return self._leaf(part, "text/plain")
+            if content_type == "multipart/alternative":
+                return self._alternative(children, depth)
+            chunks: list[_Chunk] = []
+            for child in children:
+                chunks.extend(self.walk(child, depth + 1))
+            return chunks
+        return self._leaf(part, content_type)
+
+    def _alternative(self, children: list[Message], depth: int) -> list[_Chunk]:
+        # RFC 2046 §5.1.4 orders alternatives plainest first; the plain one becomes the text,
+        # the last HTML one the HTML. Other alternatives (text/calendar) are attachments.
+        plain: str | None = None
+        html_body: str | None = None
+        for child in children:
+            chunks = self.walk(child, depth + 1)
+            if not chunks:
+                continue
+            if plain is None and all(chunk.plain is not None for chunk in chunks):
+                text = "\n\n".join(chunk.plain for chunk in chunks if chunk.plain)
+                if text.strip():
+                    plain = text
+            htmls = [chunk.html for chunk in chunks if chunk.html]
+            if htmls:
+                html_body = "\n".join(htmls)
+        if plain is None and html_body is None:
+            return []
+        return [_Chunk(plain=plain, html=html_body)]
+
+    def _leaf(self, part: Message, content_type: str) -> list[_Chunk]:
+        disposition = _disposition(part)
+        filename = _param(part, "filename", "content-disposition") or _param(part, "name")
+        is_body = disposition != "attachment" and not filename
+        if content_type in ("text/plain", "text/html") and is_body:
+            text = _normalize_newlines(decode_bytes(_payload_bytes(part), _charset(part)))
+            if content_type == "text/html":
+                self.referenced_cids.update(unquote(c) for c in _CID_REFERENCE.findall(text))
+                return [_Chunk(html=text)]
+            if (_param(part, "format") or "").lower() == "flowed":
+                text = unflow(text, delsp=(_param(part, "delsp") or "").lower() == "yes")
+            return [_Chunk(plain=text)]
+        self.pending.append(_PendingAttachment(part, content_type, disposition, filename))
+        return []
+
+    def attachments(self) -> list[Attachment]:
+        cids = self.referenced_cids | {cid.lower() for cid in self.referenced_cids}
+        result = []
+        for index, pending in enumerate(self.pending, start=1):
+            part, content_type = pending.part, pending.content_type
+            filename = pending.filename
+            if content_type in ("message/rfc822", "message/global") and not filename:
+                subject = _attached_message_subject(part)
+                filename = f"{subject}.eml" if subject else None
+            content = _payload_bytes(part)
+            content_id = _content_id(part)
+            inline = pending.disposition == "inline" or (
+                content_id is not None and (content_id in cids or content_id.lower() in cids)
+            )
+            result.append(
+                Attachment(
+                    filename=clean_filename(filename, content_type=content_type, index=index),
+                    content_type=content_type,
+                    content=content,
+                    content_id=content_id,
+                    inline=inline,
+                )
+            )
+        return result
+
+
+def _attached_message_subject(part: Message) -> str:
+    payload = part.get_payload()
+    if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+        subject = payload[0].get("subject")
+        if subject:
+            return " ".join(decode_header_value(_str_8bit_to_text(str(subject))).split())
+    return ""
+
+
+def _recover_multipart(part: Message) -> list[Message] | None:
+    """A multipart whose boundary parameter is missing or wrong: find the boundary it uses."""
+    payload = part.get_payload()
+    if not isinstance(payload, str):
+        return None
+    data = _str_to_bytes(payload)
+    match = _FIRST_DELIMITER.search(data)
+    if not match:
+        return None
+    boundary = match[1].replace(b'"', b"")
+    try:
+        recovered = message_from_bytes(
+            b'Content-Type: multipart/mixed; boundary="' + boundary + b'"\n\n' + data,
+            policy=_POLICY,
+        )
+    except RecursionError:
+        return None
+    children = recovered.get_payload()
+    return children if isinstance(children, list) and children else None
+
+
+def _estimated_nesting(body: bytes) -> int:
+    """How deep the multipart nesting goes, from boundary declarations and closing lines."""
+    declared = _BOUNDARY_PARAM.findall(body)
+    if len(declared) <= _MAX_PARSE_DEPTH:
+        return len(declared)
+    events = sorted(
+        [(m.start(), 1, m[1].strip()) for m in _BOUNDARY_PARAM.finditer(body)]
+        + [(m.start(), -1, m[1]) for m in _CLOSE_DELIMITER.finditer(body)]
+    )
+    open_boundaries: list[bytes] = []
+    deepest = 0
+    for _position, kind, boundary in events:
+        if kind == 1:
+            open_boundaries.append(boundary)
+            deepest = max(deepest, len(open_boundaries))
+        elif boundary in open_boundaries:
+            del open_boundaries[open_boundaries.index(boundary) :]
+    return deepest
+
+
+def _normalize_newlines(text: str) -> str:
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+def unflow(text: str, *, delsp: bool = False) -> str:
+    """Undo RFC 3676 format=flowed: join soft-wrapped lines, keep quote depth as "> "."""
+    out: list[str] = []
+    paragraph: str | None = None
+    paragraph_depth = 0
+    for line in text.split("\n"):
+        stripped = line.lstrip(">")
+        depth = len(line) - len(stripped)
+        if stripped.startswith(" "):  # space-stuffing (RFC 3676 §4.4)
+            stripped = stripped[1:]
+        flowed = stripped.endswith(" ") and stripped != "-- "
+        if flowed and delsp:
+            stripped = stripped[:-1]
+        if paragraph is not None and depth != paragraph_depth:
+            out.append(_quoted(paragraph, paragraph_depth))
+            paragraph = None
+        paragraph = stripped if paragraph is None else paragraph + stripped
+        paragraph_depth = depth
+        if not flowed:
+            out.append(_quoted(paragraph, depth))
+            paragraph = None
+    if paragraph is not None:
+        out.append(_quoted(paragraph, paragraph_depth))
+    return "\n".join(out)
+
+
+def _quoted(text: str, depth: int) -> str:
+    return f"{'>' * depth} {text}" if depth else text
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML to Markdown
+
+
+class _MarkdownConverter(MarkdownConverter):
+    """markdownify, minus the parts of an HTML mail that are not its text."""
+
+    def convert_head(self, el, text, parent_tags):  # type: ignore[no-untyped-def]
+        return ""
+
+    convert_title = convert_head
+    convert_style = convert_head
+    convert_script = convert_head
+
+
+_converter = _MarkdownConverter(heading_style="atx", bullets="-", table_infer_header=True)
+_TRAILING_SPACE = re.compile(r"[ \t]+$", re.MULTILINE)
+_BLANK_LINES = re.compile(r"\n{3,}")
+_TAG = re.compile(r"<[^>]*>")
+
+
+def html_to_markdown(html_text: str) -> str:
+    """HTML mail as Markdown: emphasis, links, lists, tables, block quotes and images kept."""
+    try:
+        markdown = _converter.convert(html_text)
+    except RecursionError:  # absurdly nested HTML: its text is still worth having
+        markdown = html.unescape(_TAG.sub(" ", html_text))
+    markdown = markdown.replace("\xa0", " ")
+    markdown = _TRAILING_SPACE.sub("", markdown)
+    return _BLANK_LINES.sub("\n\n", markdown).strip()
+
+
+def rewrite_cid_references(markdown: str, urls_by_content_id: dict[str, str]) -> str:
+    """Point ``](cid:…)`` image and link targets at the given URLs (keys without ``<>``)."""
+    if "cid:" not in markdown.lower() or not urls_by_content_id:
+        return markdown
+    urls = {key.strip().strip("<>"): url for key, url in urls_by_content_id.items()}
+    lowered = {key.lower(): url for key, url in urls.items()}
+
+    def replace(match: re.Match[str]) -> str:
+        content_id = unquote(match[1])
+        url = urls.get(content_id) or lowered.get(content_id.lower())
+        return f"]({url}" if url else match[0]
+
+    return _CID_LINK.sub(replace, markdown)
+
+
+_CID_LINK = re.compile(r"\]\(\s*<?cid:([^\s)>]+)>?", re.IGNORECASE)
+
+
+# ---------------------------------------------------------------------------------------------
+# The parsed email
+
+
+class ParsedEmail:
+    """One inbound email. Header properties are cheap; bodies are decoded on first use."""
+
+    def __init__(self, raw: bytes, fields: list[_Field], body_offset: int) -> None:
+        self.raw_size = len(raw)
+        self._raw = raw
+        self._fields = fields
+        self._body_offset = body_offset
+
+    def __repr__(self) -> str:
+        return f"<ParsedEmail {self.message_id} from {self.from_address}: {self.subject!r}>"
+
+    # Headers ---------------------------------------------------------------------------------
+
+    @functools.cached_property
+    def headers(self) -> list[tuple[str, str]]:
+        return [(f.name, decode_header_value(f.text)) for f in self._fields]
+
+    def header(self, name: str) -> str | None:
+        lname = name.lower()
+        for f in self._fields:
+            if f.lname == lname:
+                return decode_header_value(f.text)
+        return None
+
+    def header_all(self, name: str) -> list[str]:
+        lname = name.lower()
+        return [decode_header_value(f.text) for f in self._fields if f.lname == lname]
+
+    def addresses(self, name: str) -> list[tuple[str, str]]:
+        """(display name, address) pairs of every valid address in every ``name`` header."""
+        lname = name.lower()
+        values = [_FOLDING.sub("", f.text) for f in self._fields if f.lname == lname]
+        result = []
+        for display, address in getaddresses(values):
+            normalized = _normalize_address(address)
+            if normalized:
+                result.append((" ".join(decode_header_value(display).split()), normalized))
+        return result
+
+    @functools.cached_property
+    def message_id(self) -> str | None:
+        value = self.header("message-id")
+        if not value:
+            return None
+        ids = _MESSAGE_ID.findall(value)
+        if ids:
+            return f"<{ids[0]}>"
+        token = value.split()[0].strip("<>")
+        return f"<{token}>" if token else None
+
+    @functools.cached_property
+    def in_reply_to(self) -> list[str]:
+        return _unique(i for v in self.header_all("in-reply-to") for i in _message_ids(v))
+
+    @functools.cached_property
+    def references(self) -> list[str]:
+        # Outlook and iOS join References with commas; _message_ids does not mind.
+        return _unique(i for v in self.header_all("references") for i in _message_ids(v))
+
+    @functools.cached_property
+    def subject(self) -> str:
+        return " ".join((self.header("subject") or "").split())
+
+    @functools.cached_property
+    def _from(self) -> tuple[str, str] | None:
+        found = self.addresses("from")
+        return found[0] if found else None
+
+    @property
+    def from_address(self) -> str | None:
+        return self._from[1] if self._from else None
+
+    @property
+    def from_name(self) -> str:
+        return self._from[0] if self._from else ""
+
+    @functools.cached_property
+    def reply_to(self) -> str | None:
+        found = self.addresses("reply-to")
+        return found[0][1] if found else None
+
+    @functools.cached_property
+    def sender(self) -> str | None:
+        found = self.addresses("sender")
+        return found[0][1] if found else None
+
+    @functools.cached_property
+    def to(self) -> list[str]:
+        return _unique(address for _name, address in self.addresses("to"))
+
+    @functools.cached_property
+    def cc(self) -> list[str]:
+        return _unique(address for _name, address in self.addresses("cc"))
+
+    @functools.cached_property
+    def date(self) -> datetime | None:
+        value = self.header("date")
+        if not value:
+            return None
+        try:
+            return parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+
+    @functools.cached_property
+    def content_type(self) -> str:
+        value = self.header("content-type") or ""
+        content_type = value.split(";", 1)[0].strip().lower()
+        # As the stdlib does (RFC 2045 §5.2): an invalid type means text/plain.
+        if content_type.count("/") != 1 or " " in content_type:
+            return "text/plain"
+        return content_type
+
+    # Body ------------------------------------------------------------------------------------
+
+    @functools.cached_property
+    def _body_message(self) -> Message | None:
+        """The MIME tree of the body; None when it cannot be parsed safely."""
+        body = self._raw[self._body_offset :]
+        head = b"".join(
+            f.name.encode("ascii", "replace") + b": " + f.raw + b"\n"
+            for f in self._fields
+            if f.lname in _MIME_FIELDS
+        )
+        if _estimated_nesting(body) > _MAX_PARSE_DEPTH:
+            logger.info("MIME nesting deeper than %d; body not parsed", _MAX_PARSE_DEPTH)
+            return None
+        try:
+            return message_from_bytes(head + b"\n" + body, policy=_POLICY)
+        except RecursionError:  # nested message/rfc822 parts, which declare no boundary
+            logger.info("MIME nesting too deep for the parser; body not parsed")
+            return None
+
+    @functools.cached_property
+    def _content(self) -> _Content:
+        message = self._body_message
+        if message is None:
+            # Still nothing lost: the whole message is handed on as a file.
+            whole = Attachment("attachment-1.eml", "message/rfc822", self._raw)
+            return _Content(chunks=[], attachments=[whole])
+        walker = _Walker()
+        chunks = walker.walk(message)
+        return _Content(chunks=chunks, attachments=walker.attachments())
+
+    @functools.cached_property
+    def body_text(self) -> str:
+        pieces = []
+        for chunk in self._content.chunks:
+            if chunk.plain is not None and chunk.plain.strip():
+                pieces.append(chunk.plain)
+            elif chunk.html:
+                pieces.append(html_to_markdown(chunk.html))
+        return "\n\n".join(_strip_blank_edges(piece) for piece in pieces if piece.strip())
+
+    @functools.cached_property
+    def body_html(self) -> str | None:
+        htmls = [chunk.html for chunk in self._content.chunks if chunk.html]
+        return "\n".join(htmls) if htmls else None
+
+    @functools.cached_property
+    def attachments(self) -> list[Attachment]:
+        return self._content.attachments
+
+
+def _unique(items: object) -> list[str]:
+    return list(dict.fromkeys(items))  # type: ignore[call-overload]
+
+
+_LEADING_BLANK_LINES = re.compile(r"\A(?:[ \t]*\n)+")
+
+
+def _strip_blank_edges(text: str) -> str:
+    """Drop blank lines around the text, keeping the first line's indentation."""
+    return _LEADING_BLANK_LINES.sub("", text).rstrip()
+
+
+def parse_email(raw: bytes) -> ParsedEmail:
+    """Parse an email from its raw bytes. Raises MalformedEmail only if nothing is usable."""
+    raw = bytes(raw)
+    start = len(raw) - len(raw.lstrip(b"\r\n\t "))
+    if start == len(raw):
+        raise MalformedEmail("empty message")
+    if start:
+        raw = raw[start:]
+    if b"\n" not in raw[:8192] and b"\r" in raw[:8192]:
+        raw = raw.replace(b"\r", b"\n")  # classic Mac OS line ends
+    fields, body_offset = _split_header_block(raw)
+    if not fields:
+        raise MalformedEmail("no header fields")
+    return ParsedEmail(raw, fields, body_offset)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reply trimming
+
+# Languages whose reply headers ("Am … schrieb …:", "Le … a écrit :") are recognised. Left out:
+# da, sv and pl, whose patterns match ordinary lines ("/label", "Tak…", "Data: …").
+_REPLY_LANGUAGES = ("en", "de", "fr", "es", "it", "nl", "cs", "ja", "ko", "zh")
+_SIGNATURE_DELIMITER = re.compile(r"^(?:-- ?|__|—)$")
+_ORIGINAL_MESSAGE = re.compile(
+    r"^\s*(?:-{2,}\s*(?:Original Message|Forwarded message|Ursprüngliche Nachricht|"
+    r"Message d'origine)\s*-{2,}|_{20,})\s*$",
+    re.IGNORECASE,
+)
+_WROTE = re.compile(r"^\s*On\b.*\bwrote:\s*$", re.IGNORECASE)
+_AUTOMATIC_SIGNATURE = re.compile(
+    r"^\s*(?:Sent from my |Get Outlook for |Envoyé de mon |Gesendet von )", re.IGNORECASE
+)
+# A sign-off ("Thanks,", "Best regards") starts a signature only if little follows it.
+_MAX_SIGNOFF_LINES = 6
+
+
+def split_reply(text: str) -> tuple[str, str]:
+    """Split an email body into (the new reply, the quoted history and signature trimmed).
+
+    Nothing is lost: the two parts are the whole text. A body that is only quotes is kept
+    whole: (text, "").
+    """
+    normalized = _normalize_newlines(text)
+    lines = normalized.split("\n")
+    cut = min(_library_cut(normalized, lines), _rules_cut(lines))
+    if cut >= len(lines):
+        return text, ""
+    reply = "\n".join(lines[:cut]).rstrip()
+    if not reply.strip():
+        return text, ""
+    trimmed = "\n".join(lines[cut:]).strip("\n")
+    return _strip_blank_edges(reply), trimmed
+
+
+def _library_cut(text: str, lines: list[str]) -> int:
+    """The first line of quoted history or signature, as mail-parser-reply finds it."""
+    try:
+        parsed = ReplyParserMessage(
+            text=text, languages=list(_REPLY_LANGUAGES), keep_hyphen_lists=True
+        )
+        header = parsed.HEADER_REGEX.search(parsed.text)
+        header_at = header.start() if header else len(parsed.text)
+        signature = parsed.SIGNATURE_REGEX.search(parsed.text, 0, header_at)
+    except (RecursionError, re.error):
+        return len(lines)
+    library_lines = parsed.text.split("\n")
+    candidates = [len(lines)]
+    if header:
+        candidates.append(_original_line(parsed.text, header_at, library_lines, lines))
+    if signature:
+        at = signature.start() + len(signature[0]) - len(signature[0].lstrip())
+        line = _original_line(parsed.text, at, library_lines, lines)
+        if _is_signature_start(lines, line):
+            candidates.append(line)
+    return min(candidates)
+
+
+def _original_line(
+    library_text: str, offset: int, library_lines: list[str], lines: list[str]
+) -> int:
+    """Map an offset in mail-parser-reply's normalised text to a line of ours.
+
+    It strips every line and drops Outlook separator lines, so its lines are a subsequence of
+    our stripped lines; walk both.
+    """
+    while offset < len(library_text) and library_text[offset] == "\n":
+        offset += 1
+    target = library_text.count("\n", 0, offset)
+    ours = 0
+    for index in range(target + 1):
+        wanted = library_lines[index] if index < len(library_lines) else ""
+        while ours < len(lines) and lines[ours].strip() != wanted:
+            ours += 1
+        if index < target:
+            ours += 1
+    return min(ours, len(lines))
+
+
+def _is_signature_start(lines: list[str], index: int) -> bool:
+    if index >= len(lines):
+        return False
+    line = lines[index].strip()
+    if _SIGNATURE_DELIMITER.match(line) or line.startswith(("--", "__")):
+        return True
+    if _AUTOMATIC_SIGNATURE.match(line):
+        return True
+    rest = [other for other in lines[index:] if other.strip() and not other.startswith(">")]
+    return len(rest) <= _MAX_SIGNOFF_LINES
+
+
+def _rules_cut(lines: list[str]) -> int:
+    """Plain rules for what the library misses: delimiters and a trailing block of quotes."""
+    for index, line in enumerate(lines):
+        stripped = line.rstrip()
+        if stripped in ("--", "-- ") or line == "-- " or _ORIGINAL_MESSAGE.match(stripped):
+            return index
+        if _WROTE.match(stripped) and _only_quotes_after(lines, index + 1):
+            return index
+    # A block of ">" lines that runs to the end, with the attribution line just above it.
+    start = len(lines)
+    for index in range(len(lines) - 1, -1, -1):
+        if lines[index].startswith(">"):
+            start = index
+        elif lines[index].strip():
+            break
+    if start == len(lines):
+        return start
+    above = start - 1
+    while above >= 0 and not lines[above].strip():
+        above -= 1
+    if above >= 0 and lines[above].rstrip().endswith(":") and len(lines[above]) < 200:
+        return above
+    return start
+
+
+def _only_quotes_after(lines: list[str], index: int) -> bool:
+    rest = [line for line in lines[index:] if line.strip()]
+    return bool(rest) and all(line.startswith(">") for line in rest)
