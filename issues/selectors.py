@@ -84,8 +84,10 @@ def upload_get_for_user(*, user: AnyUser, upload_id: int) -> Upload:
         raise Http404("No such file") from None
     if upload.issue is None or not can_read_issue(user, upload.issue):
         raise Http404("No such file")
-    if upload.note is not None and upload.note.internal and not can_read_internal_notes(
-        user, upload.issue.project
+    if (
+        upload.note is not None
+        and upload.note.internal
+        and not can_read_internal_notes(user, upload.issue.project)
     ):
         raise Http404("No such file")
     return upload

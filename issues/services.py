@@ -29,7 +29,9 @@ def _next_iid(project: Project) -> int:
     """
     counters = IssueCounter.objects.filter(project_id=project.pk)
     if not counters.update(last_iid=F("last_iid") + 1):
-        IssueCounter.objects.bulk_create([IssueCounter(project_id=project.pk)], ignore_conflicts=True)
+        IssueCounter.objects.bulk_create(
+            [IssueCounter(project_id=project.pk)], ignore_conflicts=True
+        )
         counters.update(last_iid=F("last_iid") + 1)
     return counters.values_list("last_iid", flat=True).get()
 

@@ -33,7 +33,7 @@ from projects.models import Project, ServiceDeskSetting
 
 from .models import InboundMessage
 from .parsing import MalformedEmail, ParsedEmail, parse_email, rewrite_cid_references, split_reply
-from .routing import custom_key_candidates, find_key, parse_key
+from .routing import custom_key_candidates, default_key_candidates, find_key, parse_key
 from .rules import auto_generated_reason, delivery_report
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,14 @@ def _loop_reason(email: ParsedEmail) -> str:
     for address in (email.from_address, email.sender):
         if _our_address(address):
             return f"sent from our own address {address}"
+    # Gmail-style forwarding names the forwarding mailbox first in X-Forwarded-For. Mail *from*
+    # that mailbox is the mailbox writing to itself — verification mails ("Verify custom email
+    # address…") and forwarding loops — never a customer; it must not open an issue, and must
+    # not get a thank-you that would hand a verification secret to whoever asked for it.
+    for value in email.header_all("X-Forwarded-For"):
+        forwarder = value.split()[0].strip("<>").lower() if value.split() else ""
+        if forwarder and forwarder == (email.from_address or "").lower():
+            return f"sent by the mailbox that forwards to us ({forwarder})"
     return ""
 
 
@@ -203,12 +211,17 @@ def _follow_moves(issue: Issue) -> Issue:
 def _project_for(key: Any, raw_key: str) -> Project | None:
     projects = Project.objects.select_related("service_desk")
     if key.kind == "default":
-        project = projects.filter(pk=key.project_id).first()
-        if project is None or project.full_path_slug != key.project_slug:
-            return None
-        if (project.service_desk.address_token or "") != key.token:
-            return None
-        return project
+        # "<slug>-<id>-<token>-issue-" and "<slug>-<id>-issue-" can overlap (slugs hold digits):
+        # try every reading; slug, id and token must all agree with one project.
+        for reading in default_key_candidates(raw_key):
+            project = projects.filter(pk=reading.project_id or 0).first()
+            if (
+                project is not None
+                and project.full_path_slug == reading.project_slug
+                and project.service_desk.address_token.lower() == reading.token
+            ):
+                return project
+        return None
     if key.kind == "legacy":
         return projects.filter(full_path__iexact=key.full_path).first()
     if key.kind == "custom":
@@ -309,7 +322,7 @@ def _reopen_if_wanted(issue: Issue) -> None:
     note_create(
         issue=issue,
         author=bot,
-        body=f"This issue was reopened because the customer replied. {mentions}, please take a look.",
+        body=f"Reopened because the customer replied. {mentions}, please take a look.",
         internal=True,
     )
 
@@ -360,7 +373,7 @@ def _new_issue(
     )
     body, links = _attachments_markdown(email, issue, neutralise(email.body_text.strip()))
     parts = [body, links]
-    if setting.description_template_id:
+    if setting.description_template is not None:
         actions = apply_quick_actions(
             issue=issue, text=setting.description_template.content, user=bot
         )

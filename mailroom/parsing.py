@@ -26,7 +26,7 @@ from email.generator import BytesGenerator
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
 from io import BytesIO
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import charset_normalizer
@@ -230,10 +230,13 @@ def _is_utf8(data: bytes) -> bool:
 
 
 def _without_nul(text: str) -> str:
-    # PostgreSQL text cannot hold NUL, and no mail means one.
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    return text.replace("\x00", "") if "\x00" in text else text
+    # PostgreSQL text cannot hold NUL, and no mail means one. Byte order marks turn up at the
+    # start and, from iOS Mail, in the middle of quoted text; they are invisible either way.
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    if "\ufeff" in text:
+        text = text.replace("\ufeff", "")
+    return text
 
 
 def _guess_and_decode(data: bytes) -> str:
@@ -394,14 +397,22 @@ def _looks_like_base64(data: bytes) -> bool:
     return junk <= 2 or junk * 100 <= len(data)
 
 
+def _raw_payload(part: Message) -> str | list[Message]:
+    """The part's payload as parsed: its children, or its text with raw bytes surrogateescaped.
+
+    Not get_payload(): on 8-bit text that decodes with the declared charset, replacing what
+    does not fit (and raises TypeError on an RFC 2231 ``charset*``); we need the bytes.
+    """
+    payload = part._payload
+    return payload if isinstance(payload, list) else str(payload or "")
+
+
 def _payload_bytes(part: Message) -> bytes:
     """The part's content with its transfer encoding undone."""
-    # Not get_payload(): on 8-bit text it decodes with the declared charset, replacing errors,
-    # and returns str; the bytes are what we need, and they are in _payload (surrogateescaped).
-    payload = part._payload
+    payload = _raw_payload(part)
     if isinstance(payload, list):
         return _serialize_payload(payload)
-    data = _str_to_bytes(payload or "")
+    data = _str_to_bytes(payload)
     encoding = str(part.get("content-transfer-encoding") or "").strip().lower()
     encoding = encoding.split(None, 1)[0] if encoding else ""
     if encoding == "base64":
@@ -434,6 +445,32 @@ class _RawHeaderPolicy(Compat32):
 
 _POLICY = _RawHeaderPolicy()
 
+
+class _LenientMessage(Message):
+    """A MIME part whose parameters never raise.
+
+    ``email.utils.decode_params`` raises TypeError when a part has both ``name*`` and ``name*0``
+    (it sorts None against int), and the parser asks for the boundary while parsing, so one
+    such header would make the whole message unparseable. A bad parameter is a missing one.
+    """
+
+    def get_params(
+        self, failobj: Any = None, header: str = "content-type", unquote: bool = True
+    ) -> Any:
+        try:
+            return super().get_params(failobj, header, unquote)
+        except (TypeError, ValueError, IndexError, LookupError):
+            return failobj
+
+    def get_param(
+        self, param: str, failobj: Any = None, header: str = "content-type", unquote: bool = True
+    ) -> Any:
+        try:
+            return super().get_param(param, failobj, header, unquote)
+        except (TypeError, ValueError, IndexError, LookupError):
+            return failobj
+
+
 # RFC 5322 §2.2 field name: printable ASCII except colon; obsolete syntax allows WSP before ":".
 _HEADER_FIELD = re.compile(rb"([!-9;-~]+)[ \t]*:")
 _MIME_FIELDS = frozenset(
@@ -441,68 +478,63 @@ _MIME_FIELDS = frozenset(
 )
 
 
-@dataclass
 class _Field:
-    name: str
-    lname: str
-    raw: bytes  # the value as in the message, folding kept (continuation lines joined by "\n")
+    """One header field: its name as written, and its value with the folding kept
+    (continuation lines joined by "\\n"), as bytes and as text (8-bit read as UTF-8 or cp1252)."""
 
-    @functools.cached_property
-    def text(self) -> str:
-        return _decode_8bit_header(self.raw)
+    __slots__ = ("lname", "name", "raw", "text")
+
+    def __init__(self, name: bytes, raw: bytes) -> None:
+        self.name = _decode_8bit_header(name)
+        self.lname = self.name.lower()
+        self.raw = raw
+        self.text = _decode_8bit_header(raw)
+
+
+_HEADER_END = re.compile(rb"\n\r?\n")
 
 
 def _split_header_block(raw: bytes) -> tuple[list[_Field], int]:
     """Split the header fields off; return them and the offset of the body."""
+    end = _HEADER_END.search(raw)
+    lines = raw[: end.start() if end else len(raw)].split(b"\n")
     fields: list[_Field] = []
-    length = len(raw)
-    position = 0
-    pending_name: bytes | None = None
-    pending_value: list[bytes] = []
-
-    def close() -> None:
-        nonlocal pending_name
-        if pending_name is not None:
-            name = _decode_8bit_header(pending_name)
-            fields.append(_Field(name, name.lower(), b"\n".join(pending_value)))
-            pending_name = None
-
-    while position < length:
-        end = raw.find(b"\n", position)
-        next_position = length if end == -1 else end + 1
-        line = raw[position : length if end == -1 else end]
+    name: bytes | None = None
+    value: list[bytes] = []
+    offset = 0
+    for index, line in enumerate(lines):
+        start = offset
+        offset += len(line) + 1
         if line.endswith(b"\r"):
             line = line[:-1]
-        if not line:
-            close()
-            return fields, next_position
-        if line[0] in b" \t":
-            if pending_name is not None:
-                pending_value.append(line)
-        elif match := _HEADER_FIELD.match(line):
-            close()
-            pending_name = match[1]
-            pending_value = [line[match.end() :].lstrip(b" \t")]
-        elif not fields and pending_name is None and line.startswith(b"From "):
+        if line[:1] in (b" ", b"\t"):
+            if name is not None:
+                value.append(line)
+            continue
+        match = _HEADER_FIELD.match(line)
+        if match:
+            if name is not None:
+                fields.append(_Field(name, b"\n".join(value)))
+            name, value = match[1], [line[match.end() :].lstrip(b" \t")]
+        elif name is None and line.startswith(b"From "):
             pass  # an mbox "From " line, not a header
-        elif _next_line_is_header(raw, next_position):
+        elif index + 1 < len(lines) and _is_header_line(lines[index + 1]):
             # A line without a colon in the middle of the header block (a broken client, a
             # wrapped line that lost its indent): keep its text with the field before it.
-            if pending_name is not None:
-                pending_value.append(b" " + line)
+            if name is not None:
+                value.append(b" " + line)
         else:
             # No blank line between header and body: the body starts here.
-            close()
-            return fields, position
-        position = next_position
-    close()
-    return fields, length
+            if name is not None:
+                fields.append(_Field(name, b"\n".join(value)))
+            return fields, start
+    if name is not None:
+        fields.append(_Field(name, b"\n".join(value)))
+    return fields, end.end() if end else len(raw)
 
 
-def _next_line_is_header(raw: bytes, position: int) -> bool:
-    end = raw.find(b"\n", position)
-    line = raw[position : len(raw) if end == -1 else end]
-    return bool(line) and (line[0] in b" \t" or _HEADER_FIELD.match(line) is not None)
+def _is_header_line(line: bytes) -> bool:
+    return line[:1] in (b" ", b"\t") or _HEADER_FIELD.match(line) is not None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -519,10 +551,31 @@ def _message_ids(value: str) -> list[str]:
     return ids
 
 
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
+# "Name <addr>" or "addr", as almost every From/To/Cc is written: no quotes, comments, groups or
+# escapes. Those go to getaddresses, which handles everything but is slow (pure Python).
+_SIMPLE_ADDRESS = re.compile(
+    r"\s*(?:([^<>,\"()\\:;]*?)\s*<([^<>\s,\"()\\:;]+)>|([^<>\s,\"()\\:;]+))\s*"
+)
+
+
+def _parse_addresses(value: str) -> list[tuple[str, str]]:
+    """(display name, address) pairs, as email.utils.getaddresses returns them."""
+    pairs = []
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        match = _SIMPLE_ADDRESS.fullmatch(item)
+        if match is None:
+            return getaddresses([value])
+        pairs.append((match[1] or "", match[2] or match[3]))
+    return pairs
+
+
 def _normalize_address(address: str) -> str | None:
     address = address.strip().strip("<>").strip()
     local, at, domain = address.rpartition("@")
-    if not at or not local or not domain or any(ch.isspace() or ord(ch) < 32 for ch in address):
+    if not at or not local or not domain or _SPACE_OR_CONTROL.search(address):
         return None
     return f"{local}@{domain.rstrip('.').lower()}"
 
@@ -531,26 +584,34 @@ def _normalize_address(address: str) -> str | None:
 # Parts, filenames
 
 
-def _param(part: Message, name: str, header: str = "content-type") -> str | None:
-    """A header parameter as text: RFC 2231 (charset, continuations) and RFC 2047 decoded."""
-    try:
-        params = part.get_params(header=header) or []
-    except (TypeError, ValueError, IndexError, LookupError):  # e.g. "name*" and "name*0"
-        return None
-    plain: str | None = None
+def _params(part: Message, header: str = "content-type") -> dict[str, str]:
+    """A header's parameters as text: RFC 2231 (charset, continuations) and RFC 2047 decoded.
+
+    An RFC 2231 value wins over a plain one of the same name (RFC 6266 §4.3: the plain one is
+    the fallback for old readers).
+    """
+    params = part.get_params(header=header) or []
+    result: dict[str, str] = {}
+    extended: set[str] = set()
     for key, value in params[1:]:
-        if key.lower() != name:
-            continue
+        key = key.lower()
         if isinstance(value, tuple):  # RFC 2231: (charset, language, octets as latin-1 chars)
-            charset, _language, text = value
-            return decode_bytes(text.encode("latin-1", "surrogateescape"), charset or None)
-        if plain is None:
-            plain = value
-    if plain is None:
-        return None
-    # Encoded words inside a quoted parameter are forbidden by RFC 2047 §5 and written by
-    # Outlook and Gmail anyway; raw UTF-8 bytes are written by everything else.
-    return decode_header_value(_str_8bit_to_text(plain))
+            if key not in extended:
+                charset, _language, text = value
+                result[key] = decode_bytes(_latin1_octets(text), charset or None)
+                extended.add(key)
+        elif key not in result:
+            # Encoded words inside a quoted parameter are forbidden by RFC 2047 §5 and written
+            # by Outlook and Gmail anyway; raw UTF-8 bytes are written by everything else.
+            result[key] = decode_header_value(_str_8bit_to_text(value))
+    return result
+
+
+def _latin1_octets(text: str) -> bytes:
+    try:
+        return text.encode("latin-1", "surrogateescape")
+    except UnicodeEncodeError:
+        return _str_to_bytes(text)
 
 
 def _disposition(part: Message) -> str:
@@ -561,10 +622,6 @@ def _disposition(part: Message) -> str:
 def _content_id(part: Message) -> str | None:
     value = _str_8bit_to_text(str(part.get("content-id") or "")).strip().strip("<>").strip()
     return value or None
-
-
-def _charset(part: Message) -> str | None:
-    return _param(part, "charset")
 
 
 _CONTROL_CHARS = re.compile(
@@ -672,12 +729,14 @@ class _Walker:
 
     def walk(self, part: Message, depth: int = 0) -> list[_Chunk]:
         if depth > MAX_DEPTH:
-            logger.info("MIME tree deeper than %d levels; the rest is ignored", MAX_DEPTH)
+            # Not walked any further, but not lost: the whole subtree becomes one file.
+            logger.info("MIME tree deeper than %d levels; the rest kept as a file", MAX_DEPTH)
+            self.pending.append(_PendingAttachment(part, "message/rfc822", "attachment", None))
             return []
         content_type = part.get_content_type()
         maintype = content_type.partition("/")[0]
         if maintype == "multipart":
-            children = part.get_payload()
+            children = _raw_payload(part)
             if not isinstance(children, list):
                 children = _recover_multipart(part)
                 if children is None:
@@ -712,15 +771,17 @@ class _Walker:
 
     def _leaf(self, part: Message, content_type: str) -> list[_Chunk]:
         disposition = _disposition(part)
-        filename = _param(part, "filename", "content-disposition") or _param(part, "name")
+        type_params = _params(part)
+        filename = _params(part, "content-disposition").get("filename") or type_params.get("name")
         is_body = disposition != "attachment" and not filename
         if content_type in ("text/plain", "text/html") and is_body:
-            text = _normalize_newlines(decode_bytes(_payload_bytes(part), _charset(part)))
+            data = _payload_bytes(part)
+            text = _normalize_newlines(decode_bytes(data, type_params.get("charset")))
             if content_type == "text/html":
                 self.referenced_cids.update(unquote(c) for c in _CID_REFERENCE.findall(text))
                 return [_Chunk(html=text)]
-            if (_param(part, "format") or "").lower() == "flowed":
-                text = unflow(text, delsp=(_param(part, "delsp") or "").lower() == "yes")
+            if type_params.get("format", "").lower() == "flowed":
+                text = unflow(text, delsp=type_params.get("delsp", "").lower() == "yes")
             return [_Chunk(plain=text)]
         self.pending.append(_PendingAttachment(part, content_type, disposition, filename))
         return []
@@ -734,7 +795,10 @@ class _Walker:
             if content_type in ("message/rfc822", "message/global") and not filename:
                 subject = _attached_message_subject(part)
                 filename = f"{subject}.eml" if subject else None
-            content = _payload_bytes(part)
+            if content_type == part.get_content_type():
+                content = _payload_bytes(part)
+            else:  # a subtree cut off at MAX_DEPTH, kept whole
+                content = _serialize_payload([part])
             content_id = _content_id(part)
             inline = pending.disposition == "inline" or (
                 content_id is not None and (content_id in cids or content_id.lower() in cids)
@@ -752,7 +816,7 @@ class _Walker:
 
 
 def _attached_message_subject(part: Message) -> str:
-    payload = part.get_payload()
+    payload = _raw_payload(part)
     if isinstance(payload, list) and payload and isinstance(payload[0], Message):
         subject = payload[0].get("subject")
         if subject:
@@ -762,7 +826,7 @@ def _attached_message_subject(part: Message) -> str:
 
 def _recover_multipart(part: Message) -> list[Message] | None:
     """A multipart whose boundary parameter is missing or wrong: find the boundary it uses."""
-    payload = part.get_payload()
+    payload = _raw_payload(part)
     if not isinstance(payload, str):
         return None
     data = _str_to_bytes(payload)
@@ -773,11 +837,12 @@ def _recover_multipart(part: Message) -> list[Message] | None:
     try:
         recovered = message_from_bytes(
             b'Content-Type: multipart/mixed; boundary="' + boundary + b'"\n\n' + data,
+            _LenientMessage,
             policy=_POLICY,
         )
-    except RecursionError:
+    except Exception:  # RecursionError and whatever else: unrecoverable after all
         return None
-    children = recovered.get_payload()
+    children = _raw_payload(recovered)
     return children if isinstance(children, list) and children else None
 
 
@@ -856,13 +921,18 @@ _converter = _MarkdownConverter(heading_style="atx", bullets="-", table_infer_he
 _TRAILING_SPACE = re.compile(r"[ \t]+$", re.MULTILINE)
 _BLANK_LINES = re.compile(r"\n{3,}")
 _TAG = re.compile(r"<[^>]*>")
+# Outlook's "downlevel-revealed" conditionals (<![if !supportLists]>…<![endif]>) around list
+# bullets: html.parser shows the markers as text, or rejects the markup when they are mangled.
+_DOWNLEVEL_REVEALED = re.compile(r"<!\[\s*(?:if\b[^\]>]*|endif\s*)\]>", re.IGNORECASE)
 
 
 def html_to_markdown(html_text: str) -> str:
     """HTML mail as Markdown: emphasis, links, lists, tables, block quotes and images kept."""
+    html_text = _DOWNLEVEL_REVEALED.sub("", html_text)
     try:
         markdown = _converter.convert(html_text)
-    except RecursionError:  # absurdly nested HTML: its text is still worth having
+    except Exception:  # absurdly nested or broken HTML (bs4 gives up): its text is worth having
+        logger.info("HTML body could not be converted; falling back to its text", exc_info=True)
         markdown = html.unescape(_TAG.sub(" ", html_text))
     markdown = markdown.replace("\xa0", " ")
     markdown = _TRAILING_SPACE.sub("", markdown)
@@ -923,9 +993,14 @@ class ParsedEmail:
     def addresses(self, name: str) -> list[tuple[str, str]]:
         """(display name, address) pairs of every valid address in every ``name`` header."""
         lname = name.lower()
-        values = [_FOLDING.sub("", f.text) for f in self._fields if f.lname == lname]
         result = []
-        for display, address in getaddresses(values):
+        pairs = [
+            pair
+            for f in self._fields
+            if f.lname == lname
+            for pair in _parse_addresses(_FOLDING.sub("", f.text))
+        ]
+        for display, address in pairs:
             normalized = _normalize_address(address)
             if normalized:
                 result.append((" ".join(decode_header_value(display).split()), normalized))
@@ -1020,10 +1095,12 @@ class ParsedEmail:
             logger.info("MIME nesting deeper than %d; body not parsed", _MAX_PARSE_DEPTH)
             return None
         try:
-            return message_from_bytes(head + b"\n" + body, policy=_POLICY)
+            return message_from_bytes(head + b"\n" + body, _LenientMessage, policy=_POLICY)
         except RecursionError:  # nested message/rfc822 parts, which declare no boundary
             logger.info("MIME nesting too deep for the parser; body not parsed")
-            return None
+        except Exception:  # the stdlib parser is lenient; if it still fails, keep the mail whole
+            logger.warning("MIME parser failed; body kept as an attachment", exc_info=True)
+        return None
 
     @functools.cached_property
     def _content(self) -> _Content:
@@ -1090,7 +1167,6 @@ def parse_email(raw: bytes) -> ParsedEmail:
 # Languages whose reply headers ("Am … schrieb …:", "Le … a écrit :") are recognised. Left out:
 # da, sv and pl, whose patterns match ordinary lines ("/label", "Tak…", "Data: …").
 _REPLY_LANGUAGES = ("en", "de", "fr", "es", "it", "nl", "cs", "ja", "ko", "zh")
-_SIGNATURE_DELIMITER = re.compile(r"^(?:-- ?|__|—)$")
 _ORIGINAL_MESSAGE = re.compile(
     r"^\s*(?:-{2,}\s*(?:Original Message|Forwarded message|Ursprüngliche Nachricht|"
     r"Message d'origine)\s*-{2,}|_{20,})\s*$",
@@ -1102,6 +1178,7 @@ _AUTOMATIC_SIGNATURE = re.compile(
 )
 # A sign-off ("Thanks,", "Best regards") starts a signature only if little follows it.
 _MAX_SIGNOFF_LINES = 6
+_MAX_SIGNOFF_WORDS = 4
 
 
 def split_reply(text: str) -> tuple[str, str]:
@@ -1134,15 +1211,15 @@ def _library_cut(text: str, lines: list[str]) -> int:
     except (RecursionError, re.error):
         return len(lines)
     library_lines = parsed.text.split("\n")
-    candidates = [len(lines)]
+    history = len(lines)
     if header:
-        candidates.append(_original_line(parsed.text, header_at, library_lines, lines))
+        history = _original_line(parsed.text, header_at, library_lines, lines)
     if signature:
         at = signature.start() + len(signature[0]) - len(signature[0].lstrip())
         line = _original_line(parsed.text, at, library_lines, lines)
-        if _is_signature_start(lines, line):
-            candidates.append(line)
-    return min(candidates)
+        if line < history and _is_signature_start(lines[line:history]):
+            return line
+    return history
 
 
 def _original_line(
@@ -1166,16 +1243,19 @@ def _original_line(
     return min(ours, len(lines))
 
 
-def _is_signature_start(lines: list[str], index: int) -> bool:
-    if index >= len(lines):
-        return False
-    line = lines[index].strip()
-    if _SIGNATURE_DELIMITER.match(line) or line.startswith(("--", "__")):
+def _is_signature_start(signature: list[str]) -> bool:
+    """Whether the lines the library took for a signature (up to the history) are one."""
+    first = signature[0].strip()
+    if first.startswith(("--", "__")) or _AUTOMATIC_SIGNATURE.match(first):
         return True
-    if _AUTOMATIC_SIGNATURE.match(line):
-        return True
-    rest = [other for other in lines[index:] if other.strip() and not other.startswith(">")]
-    return len(rest) <= _MAX_SIGNOFF_LINES
+    # A sign-off ("Thanks,", "Best regards") is a short line that ends no sentence ("Thanks,
+    # that fixed it." is text), with little after it.
+    rest = [line for line in signature if line.strip() and not line.startswith(">")]
+    return (
+        len(first.split()) <= _MAX_SIGNOFF_WORDS
+        and not first.endswith((".", "!", "?"))
+        and len(rest) <= _MAX_SIGNOFF_LINES
+    )
 
 
 def _rules_cut(lines: list[str]) -> int:

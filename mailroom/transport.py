@@ -148,7 +148,7 @@ def poll_mailbox(
         return f"{name}: not a polled mailbox"
     if mailbox.inbox_method != "imap":
         return f"{name}: inbox_method {mailbox.inbox_method} is not supported yet"
-    ttl = int(mailbox.idle_timeout + 60)
+    ttl = settings.SERVICEDESK_IMAP_LOCK_TTL or int(mailbox.idle_timeout + 60)
     with mailbox_lock(name, ttl=ttl) as lease:
         if lease is None:
             return f"{name}: another worker is polling it"

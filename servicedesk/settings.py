@@ -216,6 +216,9 @@ SERVICEDESK_INBOUND_SWEEP_INTERVAL = env_int("SERVICEDESK_INBOUND_SWEEP_INTERVAL
 SERVICEDESK_IMAP_LEASE = env_int("SERVICEDESK_IMAP_LEASE", 300)
 SERVICEDESK_IMAP_POLL_INTERVAL = env_int("SERVICEDESK_IMAP_POLL_INTERVAL", 15)
 SERVICEDESK_IMAP_BATCH = env_int("SERVICEDESK_IMAP_BATCH", 100)
+# The poller lock expires this long after its holder stopped renewing it (died); 0: the
+# mailbox's idle_timeout + 60 s.
+SERVICEDESK_IMAP_LOCK_TTL = env_int("SERVICEDESK_IMAP_LOCK_TTL", 0)
 SERVICEDESK_SMTPD_PORT = env_int("SERVICEDESK_SMTPD_PORT", 2525)
 # Accept self-signed IMAP certificates (test servers only; never in production).
 SERVICEDESK_IMAP_INSECURE_TLS = env_bool("SERVICEDESK_IMAP_INSECURE_TLS", False) and not PRODUCTION

@@ -51,6 +51,7 @@ class Harness:
         self.postgres: PostgresServer | None = None
         self.redis: RedisServer | None = None
         self._lazy: dict[str, object] = {}
+        self.keep_files = False
         self._stoppers: list[Callable[[], None]] = []
 
     def start_core(self) -> None:
@@ -76,11 +77,12 @@ class Harness:
             raise value
         return value
 
-    def stop(self, keep_files: bool = False) -> None:
+    def stop(self) -> None:
+        """Stop everything (idempotent: also registered with atexit)."""
         while self._stoppers:
             with contextlib.suppress(Exception):
                 self._stoppers.pop()()
-        if not keep_files:
+        if not self.keep_files:
             shutil.rmtree(self.base, ignore_errors=True)
 
 
@@ -155,10 +157,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _harness is not None:
-        keep = bool(config.getoption("--keep-services-dir", default=False))
-        if keep:
+        _harness.keep_files = bool(config.getoption("--keep-services-dir", default=False))
+        if _harness.keep_files:
             print(f"\ntest services' files kept in {_harness.base}")
-        _harness.stop(keep_files=keep)
+        _harness.stop()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -286,7 +288,9 @@ def worker_factory(django_db_setup, smtp_server) -> Iterator[Callable[..., Celer
 
     started: list[CeleryWorker] = []
 
-    def start(name: str = "extra", env: dict[str, str] | None = None, **kwargs: object) -> CeleryWorker:
+    def start(
+        name: str = "extra", env: dict[str, str] | None = None, **kwargs: object
+    ) -> CeleryWorker:
         full_env = {**_worker_env(connection.settings_dict["NAME"], smtp_server), **(env or {})}
         worker = CeleryWorker(harness().base / "celery", full_env, name=name, **kwargs)  # type: ignore[arg-type]
         started.append(worker.start())

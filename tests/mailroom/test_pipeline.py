@@ -311,7 +311,7 @@ def test_our_error_is_retried_with_backoff_then_recorded_as_failed(settings, mon
 
     monkeypatch.setattr("mailroom.handlers.handle", broken)
     row = inbound_store(raw=make_email(to=address), transport="test", enqueue=False)
-    claimed, token = inbound_claim([row.pk])
+    _, token = inbound_claim([row.pk])
     inbound_process(row.pk, token)
     row.refresh_from_db()
     assert row.status == Status.QUEUED
@@ -319,7 +319,7 @@ def test_our_error_is_retried_with_backoff_then_recorded_as_failed(settings, mon
     assert row.next_attempt_at > timezone.now()
     assert inbound_claim([row.pk])[0] == []  # not before its backoff
     InboundMessage.objects.filter(pk=row.pk).update(next_attempt_at=timezone.now())
-    claimed, token = inbound_claim([row.pk])
+    _, token = inbound_claim([row.pk])
     inbound_process(row.pk, token)
     row.refresh_from_db()
     assert (row.status, row.outcome) == (Status.FAILED, Outcome.FAILED)
@@ -335,13 +335,13 @@ def test_sweeper_requeues_rows_left_processing_by_a_dead_worker(settings, addres
     assert inbound_sweep()["requeued"] == 1
     row.refresh_from_db()
     assert row.status == Status.QUEUED
-    claimed, token = inbound_claim([row.pk])
+    _, token = inbound_claim([row.pk])
     assert inbound_process(row.pk, token) == Outcome.ISSUE_CREATED
 
 
 def test_a_stale_claim_cannot_record_an_outcome(address) -> None:
     row = inbound_store(raw=make_email(to=address), transport="test", enqueue=False)
-    claimed, token = inbound_claim([row.pk])
+    _, token = inbound_claim([row.pk])
     assert inbound_process(row.pk, uuid.uuid4()) is None
     assert inbound_process(row.pk, token) == Outcome.ISSUE_CREATED
     assert inbound_process(row.pk, token) is None

@@ -28,7 +28,7 @@ class IntakeHandler:
     def __init__(self, transport: str) -> None:
         self.transport = transport
 
-    async def handle_DATA(self, server, session, envelope) -> str:  # type: ignore[no-untyped-def]  # noqa: N802
+    async def handle_DATA(self, server, session, envelope) -> str:  # type: ignore[no-untyped-def]
         raw = envelope.original_content or b""
         try:
             row = await sync_to_async(inbound_store)(raw=raw, transport=self.transport)
