@@ -924,11 +924,13 @@ _TAG = re.compile(r"<[^>]*>")
 # Outlook's "downlevel-revealed" conditionals (<![if !supportLists]>…<![endif]>) around list
 # bullets: html.parser shows the markers as text, or rejects the markup when they are mangled.
 _DOWNLEVEL_REVEALED = re.compile(r"<!\[\s*(?:if\b[^\]>]*|endif\s*)\]>", re.IGNORECASE)
+# Any other "<![" but CDATA makes html.parser give up on the whole document; show it as text.
+_MARKED_SECTION = re.compile(r"<!\[(?!CDATA\[)")
 
 
 def html_to_markdown(html_text: str) -> str:
     """HTML mail as Markdown: emphasis, links, lists, tables, block quotes and images kept."""
-    html_text = _DOWNLEVEL_REVEALED.sub("", html_text)
+    html_text = _MARKED_SECTION.sub("&lt;![", _DOWNLEVEL_REVEALED.sub("", html_text))
     try:
         markdown = _converter.convert(html_text)
     except Exception:  # absurdly nested or broken HTML (bs4 gives up): its text is worth having

@@ -205,4 +205,4 @@ def anymail_inbound_received(sender: Any, event: Any, esp_name: str, **kwargs: A
     message = event.message
     raw = message.as_bytes() if message is not None else b""
     with transaction.atomic():
-        store_from_webhook(raw, esp=esp_name.lower())
+        store_from_webhook(raw, esp=esp_name.lower().replace(" ", "_"))
