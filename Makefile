@@ -8,6 +8,7 @@ help:
 	@echo "make test   install what is missing, start throwaway services, lint and run all tests"
 	@echo "make lint   ruff and mypy only"
 	@echo "make format ruff format"
+	@echo "make bench  benchmarks (bench/): prints a table, writes bench/results/*.json"
 
 run:
 	@PYTHON=$(PYTHON) bash scripts/run.sh
@@ -24,3 +25,7 @@ format:
 
 clean:
 	rm -rf .venv artifacts .pytest_cache .ruff_cache .mypy_cache
+
+.PHONY: bench
+bench:
+	@PYTHON=$(PYTHON) bash -c 'source scripts/venv.sh && ensure_venv dev && bash scripts/install-system-deps.sh && .venv/bin/python bench/ingest.py'

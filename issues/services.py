@@ -6,8 +6,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from django.core.files.base import ContentFile
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -19,21 +18,32 @@ if TYPE_CHECKING:
     from accounts.models import User
 
 
-def _next_iid(project: Project) -> int:
-    """Allocate the project's next iid, race-free.
+def issue_iids_allocate(*, project_id: int, count: int = 1) -> range:
+    """Reserve ``count`` consecutive iids in a project, race-free.
 
     The UPDATE takes the counter row's lock until our transaction ends, so concurrent creators
-    queue behind it and each reads back its own increment (PostgreSQL READ COMMITTED re-checks
-    the row after the wait; SQLite serialises writers). The unique (project, iid) constraint is
-    the backstop.
+    queue behind it and each gets its own range (PostgreSQL READ COMMITTED re-checks the row
+    after the wait; SQLite serialises writers). The unique (project, iid) constraint is the
+    backstop.
     """
-    counters = IssueCounter.objects.filter(project_id=project.pk)
-    if not counters.update(last_iid=F("last_iid") + 1):
-        IssueCounter.objects.bulk_create(
-            [IssueCounter(project_id=project.pk)], ignore_conflicts=True
-        )
-        counters.update(last_iid=F("last_iid") + 1)
-    return counters.values_list("last_iid", flat=True).get()
+    table = IssueCounter._meta.db_table
+    sql = f"UPDATE {table} SET last_iid = last_iid + %s WHERE project_id = %s RETURNING last_iid"  # noqa: S608 - table name from our model
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [count, project_id])
+        row = cursor.fetchone()
+        if row is None:
+            IssueCounter.objects.bulk_create(
+                [IssueCounter(project_id=project_id)], ignore_conflicts=True
+            )
+            cursor.execute(sql, [count, project_id])
+            row = cursor.fetchone()
+    last = row[0]
+    return range(last - count + 1, last + 1)
+
+
+def issue_title(title: str) -> str:
+    """One line, at most 255 characters (a Subject can be anything)."""
+    return " ".join(title.split())[:255] or "(no title)"
 
 
 @transaction.atomic
@@ -49,11 +59,10 @@ def issue_create(
     external_author: str = "",
     service_desk_reply_to: str = "",
 ) -> Issue:
-    title = " ".join(title.split())[:255] or "(no title)"
     issue = Issue.objects.create(
         project=project,
-        iid=_next_iid(project),
-        title=title,
+        iid=issue_iids_allocate(project_id=project.pk)[0],
+        title=issue_title(title),
         description=description,
         author=author,
         confidential=confidential,

@@ -8,20 +8,24 @@ anything raised is our fault and is retried by the ledger.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
 
+from accounts.models import User
 from accounts.selectors import support_bot
 from issues.emails import service_desk_issue_created
-from issues.models import EmailParticipant, Issue, IssueEmail, Note, SentNotification
+from issues.models import EmailParticipant, Issue, IssueEmail, Note, SentNotification, Upload
 from issues.quick_actions import apply_quick_actions, neutralise
 from issues.services import (
     issue_create,
     issue_email_record,
+    issue_iids_allocate,
     issue_reopen,
+    issue_title,
     note_create,
     participant_add,
     participant_unsubscribe,
@@ -72,16 +76,63 @@ def _our_address(address: str | None) -> bool:
     return any(m.address_regex.match(lowered) for m in _mailboxes())
 
 
-def handle(row: InboundMessage) -> Result:
-    trace: dict[str, Any] = {"size": row.size}
+@dataclass
+class ProjectMail:
+    """An email that passed the rules and names a project with Service Desk on."""
+
+    email: ParsedEmail
+    project: Project
+    setting: ServiceDeskSetting
+    trace: dict[str, Any]
+
+
+@dataclass
+class BatchContext:
+    """What a batch looked up once for all its messages."""
+
+    outbound_ids: set[str] = field(default_factory=set)
+    projects: dict[str, Project | None] = field(default_factory=dict)
+
+
+def handle(row: InboundMessage, bot: User | None = None) -> Result:
+    """Decide and carry out what one email becomes (inside the caller's transaction)."""
+    bot = bot or support_bot()
+    step = _screen(row, bot=bot)
+    if isinstance(step, Result):
+        return step
+    threaded = _threaded_issue(step.project, step.email)
+    if threaded is not None:
+        rule = "thread (In-Reply-To/References)"
+        return _note_from_email(threaded, step.email, {**step.trace, "rule": rule}, bot)
+    return _new_issue(step.project, step.setting, step.email, step.trace, bot)
+
+
+def _parse(row: InboundMessage) -> ParsedEmail | Result:
     try:
         email = parse_email(bytes(row.raw))
     except MalformedEmail as exc:
-        return Result(Outcome.REJECTED, f"malformed email: {exc}", {**trace, "rule": "malformed"})
+        return Result(Outcome.REJECTED, f"malformed email: {exc}", {"rule": "malformed"})
     row.message_id = (email.message_id or "")[:998]
     row.from_address = (email.from_address or "")[:320]
     row.subject = email.subject[:998]
+    return email
 
+
+def _screen(
+    row: InboundMessage,
+    email: ParsedEmail | None = None,
+    batch: BatchContext | None = None,
+    *,
+    bot: User,
+) -> ProjectMail | Result:
+    """The rules, then routing. A Result when the email's fate is settled (rejected, ignored,
+    a reply or an unsubscribe carried out); otherwise the project it is for."""
+    if email is None:
+        parsed = _parse(row)
+        if isinstance(parsed, Result):
+            return parsed
+        email = parsed
+    trace: dict[str, Any] = {"size": row.size}
     if row.size > settings.SERVICEDESK_MAX_EMAIL_SIZE:
         limit = settings.SERVICEDESK_MAX_EMAIL_SIZE / 1024 / 1024
         return _reject(email, f"too large ({row.size / 1024 / 1024:.1f} MB > {limit:.0f} MB)",
@@ -89,11 +140,11 @@ def handle(row: InboundMessage) -> Result:
 
     report = delivery_report(bytes(row.raw), mailboxes=_mailboxes())
     if report is not None:
-        return _delivery_report(report, trace)
+        return _delivery_report(report, trace, bot)
     reason = auto_generated_reason(email.headers, content_type=email.content_type)
     if reason:
         return Result(Outcome.IGNORED, f"auto-generated: {reason}", {**trace, "rule": reason})
-    loop = _loop_reason(email)
+    loop = _loop_reason(email, batch)
     if loop:
         return Result(Outcome.IGNORED, f"loop: {loop}", {**trace, "rule": "loop"})
 
@@ -106,6 +157,8 @@ def handle(row: InboundMessage) -> Result:
         return _reject(email, "project not found", {**trace, "rule": "unrecognised key"})
     trace["key_kind"] = key.kind
     if key.kind in ("reply", "unsubscribe"):
+        if batch is not None:
+            raise NeedsOwnTransaction
         sent = (
             SentNotification.objects.select_related("issue", "participant")
             .filter(reply_key=key.reply_key)
@@ -114,11 +167,17 @@ def handle(row: InboundMessage) -> Result:
         if sent is None:
             return _reject(email, "reply key not found", {**trace, "rule": "unknown reply key"})
         if key.kind == "unsubscribe":
-            return _unsubscribe(sent, trace)
+            return _unsubscribe(sent, trace, bot)
         issue = _follow_moves(sent.issue)
-        return _note_from_email(issue, email, {**trace, "rule": "reply key"})
+        return _note_from_email(issue, email, {**trace, "rule": "reply key"}, bot)
 
-    project = _project_for(key, match.key.lower())
+    raw_key = match.key.lower()
+    if batch is not None and raw_key in batch.projects:
+        project = batch.projects[raw_key]
+    else:
+        project = _project_for(key, raw_key)
+        if batch is not None:
+            batch.projects[raw_key] = project
     if project is None:
         return _reject(email, "project not found", {**trace, "rule": "no such project"})
     setting = project.service_desk
@@ -126,12 +185,11 @@ def handle(row: InboundMessage) -> Result:
         return _reject(
             email, "project not found", {**trace, "rule": "service desk off"}, project=project
         )
-    threaded = _threaded_issue(project, email)
-    if threaded is not None:
-        return _note_from_email(
-            threaded, email, {**trace, "rule": "thread (In-Reply-To/References)"}
-        )
-    return _new_issue(project, setting, email, trace)
+    return ProjectMail(email, project, setting, trace)
+
+
+class NeedsOwnTransaction(Exception):
+    """Raised in batch mode for an email the bulk path does not handle: it is handled alone."""
 
 
 def _reject(
@@ -148,14 +206,16 @@ def _reject(
     )
 
 
-def _loop_reason(email: ParsedEmail) -> str:
-    if (
-        email.message_id
-        and IssueEmail.objects.filter(
-            message_id=email.message_id, direction=IssueEmail.Direction.OUTBOUND
-        ).exists()
-    ):
-        return "the Message-ID is one we sent"
+def _loop_reason(email: ParsedEmail, batch: BatchContext | None = None) -> str:
+    if email.message_id:
+        if batch is not None:
+            ours = email.message_id in batch.outbound_ids
+        else:
+            ours = IssueEmail.objects.filter(
+                message_id=email.message_id, direction=IssueEmail.Direction.OUTBOUND
+            ).exists()
+        if ours:
+            return "the Message-ID is one we sent"
     for address in (email.from_address, email.sender):
         if _our_address(address):
             return f"sent from our own address {address}"
@@ -170,13 +230,13 @@ def _loop_reason(email: ParsedEmail) -> str:
     return ""
 
 
-def _delivery_report(report: Any, trace: dict[str, Any]) -> Result:
+def _delivery_report(report: Any, trace: dict[str, Any], bot: User) -> Result:
     marked = 0
     if report.permanent and report.reply_keys:
         participants = EmailParticipant.objects.filter(
             sent_notifications__reply_key__in=report.reply_keys
         ).select_related("issue")
-        marked = participants_mark_bouncing(participants=participants, actor=support_bot())
+        marked = participants_mark_bouncing(participants=participants, actor=bot)
     return Result(
         Outcome.IGNORED,
         f"delivery report ({'permanent' if report.permanent else 'temporary'} failure); "
@@ -185,12 +245,12 @@ def _delivery_report(report: Any, trace: dict[str, Any]) -> Result:
     )
 
 
-def _unsubscribe(sent: SentNotification, trace: dict[str, Any]) -> Result:
+def _unsubscribe(sent: SentNotification, trace: dict[str, Any], bot: User) -> Result:
     participant = sent.participant
     issue = _follow_moves(sent.issue)
     if participant is None:
         return Result(Outcome.IGNORED, "participant already removed", trace, issue=issue)
-    participant_unsubscribe(participant=participant, actor=support_bot())
+    participant_unsubscribe(participant=participant, actor=bot)
     return Result(
         Outcome.UNSUBSCRIBED,
         "",
@@ -256,10 +316,9 @@ def _duplicate(issue: Issue, email: ParsedEmail) -> bool:
 
 
 def _attachments_markdown(
-    email: ParsedEmail, issue: Issue, body: str, note: Note | None = None
+    email: ParsedEmail, issue: Issue, body: str, bot: User, note: Note | None = None
 ) -> tuple[str, str]:
     """Store every attachment as an upload; return (body with cid: rewritten, links block)."""
-    bot = support_bot()
     urls_by_cid: dict[str, str] = {}
     links: list[str] = []
     for attachment in email.attachments:
@@ -281,7 +340,7 @@ def _attachments_markdown(
     return body, "\n".join(f"- {link}" if not link.startswith("!") else link for link in links)
 
 
-def _note_from_email(issue: Issue, email: ParsedEmail, trace: dict[str, Any]) -> Result:
+def _note_from_email(issue: Issue, email: ParsedEmail, trace: dict[str, Any], bot: User) -> Result:
     if _duplicate(issue, email):
         return Result(
             Outcome.IGNORED,
@@ -293,30 +352,34 @@ def _note_from_email(issue: Issue, email: ParsedEmail, trace: dict[str, Any]) ->
     reply, quoted = split_reply(email.body_text)
     if not reply.strip() and not email.attachments:
         return _reject(email, "empty reply", {**trace, "rule": "empty"}, project=issue.project)
-    bot = support_bot()
     author = email.from_address or email.reply_to or ""
-    note = note_create(issue=issue, author=bot, body="(email)", external_author=author)
-    body, links = _attachments_markdown(email, issue, neutralise(reply.strip()), note=note)
+    body = neutralise(reply.strip())
+    links = ""
+    if email.attachments:
+        # Uploads are stored first and linked to the note once it exists.
+        body, links = _attachments_markdown(email, issue, body, bot)
     parts = [body, links]
     if quoted.strip():
         parts.append(
             '<details markdown="1">\n<summary>Quoted text</summary>\n\n'
             f"{neutralise(quoted.strip())}\n\n</details>"
         )
-    Note.objects.filter(pk=note.pk).update(body="\n\n".join(p for p in parts if p))
-    note.refresh_from_db()
+    note = note_create(
+        issue=issue, author=bot, body="\n\n".join(p for p in parts if p), external_author=author
+    )
+    if email.attachments:
+        Upload.objects.filter(issue=issue, note__isnull=True, uploaded_by=bot).update(note=note)
     issue_email_record(issue=issue, message_id=email.message_id, direction="in")
-    _reopen_if_wanted(issue)
+    _reopen_if_wanted(issue, bot)
     return Result(Outcome.NOTE_ADDED, "", trace, project=issue.project, issue=issue, note=note)
 
 
-def _reopen_if_wanted(issue: Issue) -> None:
-    setting = ServiceDeskSetting.objects.filter(project_id=issue.project_id).first()
-    if issue.state != Issue.State.CLOSED or not (
-        setting and setting.reopen_issue_on_external_participant_note
-    ):
+def _reopen_if_wanted(issue: Issue, bot: User) -> None:
+    if issue.state != Issue.State.CLOSED:
         return
-    bot = support_bot()
+    setting = ServiceDeskSetting.objects.filter(project_id=issue.project_id).first()
+    if not (setting and setting.reopen_issue_on_external_participant_note):
+        return
     issue_reopen(issue=issue, user=bot)
     mentions = " ".join(f"@{u.username}" for u in issue.assignees.all()) or "the team"
     note_create(
@@ -342,7 +405,11 @@ def _rate_limited(project: Project, sender: str) -> bool:
 
 
 def _new_issue(
-    project: Project, setting: ServiceDeskSetting, email: ParsedEmail, trace: dict[str, Any]
+    project: Project,
+    setting: ServiceDeskSetting,
+    email: ParsedEmail,
+    trace: dict[str, Any],
+    bot: User,
 ) -> Result:
     if (
         email.message_id
@@ -360,7 +427,6 @@ def _new_issue(
     if _rate_limited(project, requester):
         return _reject(email, "rate limited", {**trace, "rule": "rate limit"}, project=project)
 
-    bot = support_bot()
     notify_to = email.reply_to if email.reply_to and email.reply_to != requester else ""
     issue = issue_create(
         project=project,
@@ -371,7 +437,7 @@ def _new_issue(
         external_author=requester,
         service_desk_reply_to=notify_to,
     )
-    body, links = _attachments_markdown(email, issue, neutralise(email.body_text.strip()))
+    body, links = _attachments_markdown(email, issue, neutralise(email.body_text.strip()), bot)
     parts = [body, links]
     if setting.description_template is not None:
         actions = apply_quick_actions(
@@ -407,3 +473,138 @@ def _add_cc(issue: Issue, email: ParsedEmail, exclude: set[str]) -> list[EmailPa
             room -= 1
         exclude.add(address.lower())
     return added
+
+
+# --- Batches -----------------------------------------------------------------------------------
+#
+# One task processes up to ledger.TASK_BATCH emails in one transaction. The common case — a new
+# email that opens a plain issue — is written in bulk: a handful of queries for the whole batch
+# instead of ~20 per email. Everything else (replies, unsubscribes, attachments, description
+# templates, Cc participants, threading) goes through ``handle`` one email at a time.
+
+
+def handle_batch(
+    rows: list[InboundMessage], bot: User
+) -> tuple[dict[int, Result], list[InboundMessage]]:
+    """Settle what can be settled in bulk; return (results by row id, rows to handle alone)."""
+    results: dict[int, Result] = {}
+    alone: list[InboundMessage] = []
+    parsed: list[tuple[InboundMessage, ParsedEmail]] = []
+    for row in rows:
+        email = _parse(row)
+        if isinstance(email, Result):
+            results[row.pk] = email
+        else:
+            parsed.append((row, email))
+
+    mentioned = {
+        mid
+        for _, email in parsed
+        for mid in (email.message_id, *email.in_reply_to, *email.references)
+        if mid
+    }
+    known = list(
+        IssueEmail.objects.filter(message_id__in=mentioned).values_list(
+            "message_id", "direction", "issue__project_id"
+        )
+    )
+    batch = BatchContext(
+        outbound_ids={m for m, d, _ in known if d == IssueEmail.Direction.OUTBOUND}
+    )
+    known_in_project = {(m, project_id) for m, _, project_id in known}
+
+    planned: list[ProjectMail] = []
+    planned_rows: list[InboundMessage] = []
+    new_here: set[tuple[str, int]] = set()
+    for row, email in parsed:
+        try:
+            step = _screen(row, email, batch, bot=bot)
+        except NeedsOwnTransaction:
+            alone.append(row)
+            continue
+        if isinstance(step, Result):
+            results[row.pk] = step
+            continue
+        pid = step.project.pk
+        references = (*email.in_reply_to, *email.references)
+        if any((m, pid) in known_in_project or (m, pid) in new_here for m in references):
+            alone.append(row)  # a reply in a thread: a note, handled alone
+            continue
+        if email.message_id and (
+            (email.message_id, pid) in known_in_project or (email.message_id, pid) in new_here
+        ):
+            results[row.pk] = Result(
+                Outcome.IGNORED,
+                "duplicate: an issue already exists for this Message-ID",
+                {**step.trace, "rule": "duplicate"},
+                project=step.project,
+            )
+            continue
+        cc_wanted = step.setting.add_external_participants_from_cc and email.cc
+        if email.attachments or step.setting.description_template_id or cc_wanted:
+            alone.append(row)
+            continue
+        if not email.subject.strip() and not email.body_text.strip():
+            results[row.pk] = _reject(email, "empty email", {**step.trace, "rule": "empty"},
+                                      project=step.project)  # fmt: skip
+            continue
+        if _rate_limited(step.project, _requester(email)):
+            results[row.pk] = _reject(email, "rate limited", {**step.trace, "rule": "rate limit"},
+                                      project=step.project)  # fmt: skip
+            continue
+        if email.message_id:
+            new_here.add((email.message_id, pid))
+        planned.append(step)
+        planned_rows.append(row)
+
+    for row, issue in zip(planned_rows, _bulk_new_issues(planned, bot), strict=True):
+        step = planned[planned_rows.index(row)]
+        results[row.pk] = Result(Outcome.ISSUE_CREATED, "", step.trace, project=step.project,
+                                 issue=issue)  # fmt: skip
+    return results, alone
+
+
+def _requester(email: ParsedEmail) -> str:
+    return email.from_address or email.reply_to or email.sender or ""
+
+
+def _bulk_new_issues(planned: list[ProjectMail], bot: User) -> list[Issue]:
+    if not planned:
+        return []
+    iids: dict[int, Iterator[int]] = {}
+    for project_id in {p.project.pk for p in planned}:
+        count = sum(1 for p in planned if p.project.pk == project_id)
+        iids[project_id] = iter(issue_iids_allocate(project_id=project_id, count=count))
+    issues = []
+    for p in planned:
+        requester = _requester(p.email)
+        notify_to = p.email.reply_to if p.email.reply_to and p.email.reply_to != requester else ""
+        issues.append(
+            Issue(
+                project=p.project,
+                iid=next(iids[p.project.pk]),
+                title=issue_title(p.email.subject or "(no subject)"),
+                description=neutralise(p.email.body_text.strip()),
+                author=bot,
+                confidential=p.setting.tickets_confidential_by_default or p.project.is_public,
+                external_author=requester,
+                service_desk_reply_to=notify_to,
+            )
+        )
+    Issue.objects.bulk_create(issues)
+    participants: dict[int, EmailParticipant] = {}
+    for issue in issues:
+        address = issue.service_desk_reply_to or issue.external_author
+        if address:
+            participants[issue.pk] = EmailParticipant(issue=issue, email=address)
+    EmailParticipant.objects.bulk_create(participants.values())
+    IssueEmail.objects.bulk_create(
+        [
+            IssueEmail(issue=issue, message_id=p.email.message_id[:998], direction="in")
+            for issue, p in zip(issues, planned, strict=True)
+            if p.email.message_id
+        ]
+    )
+    for issue in issues:
+        service_desk_issue_created(issue=issue, requester=participants.get(issue.pk), cc=[])
+    return issues

@@ -19,6 +19,7 @@ import functools
 import html
 import logging
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email._policybase import Compat32
@@ -202,7 +203,8 @@ def decode_bytes(data: bytes, charset: str | None = None) -> str:
     """Decode bytes from mail to text, whatever their label says; never raises.
 
     Order: the declared charset (aliases fixed) if it decodes strictly; UTF-8; charset-normalizer's
-    guess; windows-1252 with replacement characters.
+    guess; windows-1252 with replacement characters. One exception: text labelled Latin-1 or
+    windows-1252 that is valid UTF-8 is UTF-8.
     """
     if not data:
         return ""
@@ -357,7 +359,7 @@ def _decode_encoded_words(value: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # Transfer encodings
 
-_BASE64_KEEP = bytes(range(256)).translate(
+_NOT_BASE64_ALPHABET = bytes(range(256)).translate(
     None, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 )
 _BASE64_CHUNK = re.compile(rb"[A-Za-z0-9+/]+=*")
@@ -365,6 +367,7 @@ _BASE64_CHUNK = re.compile(rb"[A-Za-z0-9+/]+=*")
 
 def _b64decode(data: bytes) -> bytes:
     """Base64 as mailers write it: missing padding, truncated, or several padded chunks."""
+    decoded: bytes | None
     try:
         decoded = binascii.a2b_base64(data)
     except binascii.Error:
@@ -374,7 +377,7 @@ def _b64decode(data: bytes) -> bytes:
         # a2b_base64 stops at the first padding; data after it means concatenated chunks.
         if pad == -1 or not data[pad:].strip(b"=\r\n\t "):
             return decoded
-    cleaned = data.translate(None, _BASE64_KEEP)
+    cleaned = data.translate(None, _NOT_BASE64_ALPHABET)
     out = bytearray()
     for chunk in _BASE64_CHUNK.findall(cleaned):
         chunk = chunk.rstrip(b"=")
@@ -387,13 +390,13 @@ def _b64decode(data: bytes) -> bytes:
     return bytes(out) if out or decoded is None else decoded
 
 
-_NOT_BASE64_BODY = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\r\n"
+_BASE64_BODY_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\r\n"
 
 
 def _looks_like_base64(data: bytes) -> bool:
     # A part labelled base64 that is really plain text (a wrong Content-Transfer-Encoding):
     # base64 lines have no spaces or punctuation, prose has plenty.
-    junk = len(data.translate(None, _NOT_BASE64_BODY))
+    junk = len(data.translate(None, _BASE64_BODY_BYTES))
     return junk <= 2 or junk * 100 <= len(data)
 
 
@@ -403,7 +406,7 @@ def _raw_payload(part: Message) -> str | list[Message]:
     Not get_payload(): on 8-bit text that decodes with the declared charset, replacing what
     does not fit (and raises TypeError on an RFC 2231 ``charset*``); we need the bytes.
     """
-    payload = part._payload
+    payload = part._payload  # type: ignore[attr-defined]
     return payload if isinstance(payload, list) else str(payload or "")
 
 
@@ -497,7 +500,30 @@ _HEADER_END = re.compile(rb"\n\r?\n")
 def _split_header_block(raw: bytes) -> tuple[list[_Field], int]:
     """Split the header fields off; return them and the offset of the body."""
     end = _HEADER_END.search(raw)
-    lines = raw[: end.start() if end else len(raw)].split(b"\n")
+    block = raw[: end.start() if end else len(raw)]
+    body_offset = end.end() if end else len(raw)
+    # Fast path, one regex match per field: every line is a field or a continuation.
+    fields: list[_Field] = []
+    position = 0
+    while position < len(block):
+        match = _WELL_FORMED_FIELD.match(block, position)
+        if match is None:
+            return _split_header_lines(block, body_offset)
+        value = match[2]
+        if b"\r" in value:
+            value = value.replace(b"\r", b"")
+        fields.append(_Field(match[1], value))
+        position = match.end()
+    return fields, body_offset
+
+
+# A field and its continuation lines, "\r" optional before each "\n".
+_WELL_FORMED_FIELD = re.compile(rb"([!-9;-~]+)[ \t]*:[ \t]*([^\n]*(?:\n[ \t][^\n]*)*)(?:\n|\Z)")
+
+
+def _split_header_lines(block: bytes, body_offset: int) -> tuple[list[_Field], int]:
+    """The slow path, line by line, for a header block with lines that are not fields."""
+    lines = block.split(b"\n")
     fields: list[_Field] = []
     name: bytes | None = None
     value: list[bytes] = []
@@ -530,7 +556,7 @@ def _split_header_block(raw: bytes) -> tuple[list[_Field], int]:
             return fields, start
     if name is not None:
         fields.append(_Field(name, b"\n".join(value)))
-    return fields, end.end() if end else len(raw)
+    return fields, body_offset
 
 
 def _is_header_line(line: bytes) -> bool:
@@ -666,7 +692,8 @@ _EXTENSIONS = {
 
 def clean_filename(name: str | None, *, content_type: str, index: int) -> str:
     """A safe, non-empty file name: no directories, no control or bidi characters, ≤255 bytes."""
-    name = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    # NFC: macOS writes decomposed names ("U" + combining diaeresis for "Ü").
+    name = unicodedata.normalize("NFC", name or "").replace("\\", "/").rsplit("/", 1)[-1]
     name = _CONTROL_CHARS.sub("", name).strip().rstrip(". ")
     if name in ("", ".", ".."):
         name = f"attachment-{index}{_EXTENSIONS.get(content_type, '')}"
@@ -708,6 +735,7 @@ class _PendingAttachment:
     content_type: str
     disposition: str
     filename: str | None
+    whole: bool = False  # a subtree cut off at MAX_DEPTH: serialised as it is, not decoded
 
 
 @dataclass
@@ -731,16 +759,17 @@ class _Walker:
         if depth > MAX_DEPTH:
             # Not walked any further, but not lost: the whole subtree becomes one file.
             logger.info("MIME tree deeper than %d levels; the rest kept as a file", MAX_DEPTH)
-            self.pending.append(_PendingAttachment(part, "message/rfc822", "attachment", None))
+            self.pending.append(
+                _PendingAttachment(part, "message/rfc822", "attachment", None, whole=True)
+            )
             return []
         content_type = part.get_content_type()
         maintype = content_type.partition("/")[0]
         if maintype == "multipart":
-            children = _raw_payload(part)
-            if not isinstance(children, list):
-                children = _recover_multipart(part)
-                if children is None:
-                    return self._leaf(part, "text/plain")
+            payload = _raw_payload(part)
+            children = payload if isinstance(payload, list) else _recover_multipart(part)
+            if children is None:
+                return self._leaf(part, "text/plain")
             if content_type == "multipart/alternative":
                 return self._alternative(children, depth)
             chunks: list[_Chunk] = []
@@ -795,10 +824,7 @@ class _Walker:
             if content_type in ("message/rfc822", "message/global") and not filename:
                 subject = _attached_message_subject(part)
                 filename = f"{subject}.eml" if subject else None
-            if content_type == part.get_content_type():
-                content = _payload_bytes(part)
-            else:  # a subtree cut off at MAX_DEPTH, kept whole
-                content = _serialize_payload([part])
+            content = _serialize_payload([part]) if pending.whole else _payload_bytes(part)
             content_id = _content_id(part)
             inline = pending.disposition == "inline" or (
                 content_id is not None and (content_id in cids or content_id.lower() in cids)
@@ -941,6 +967,9 @@ def html_to_markdown(html_text: str) -> str:
     return _BLANK_LINES.sub("\n\n", markdown).strip()
 
 
+_CID_LINK = re.compile(r"\]\(\s*<?cid:([^\s)>]+)>?", re.IGNORECASE)
+
+
 def rewrite_cid_references(markdown: str, urls_by_content_id: dict[str, str]) -> str:
     """Point ``](cid:…)`` image and link targets at the given URLs (keys without ``<>``)."""
     if "cid:" not in markdown.lower() or not urls_by_content_id:
@@ -954,9 +983,6 @@ def rewrite_cid_references(markdown: str, urls_by_content_id: dict[str, str]) ->
         return f"]({url}" if url else match[0]
 
     return _CID_LINK.sub(replace, markdown)
-
-
-_CID_LINK = re.compile(r"\]\(\s*<?cid:([^\s)>]+)>?", re.IGNORECASE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1264,7 +1290,7 @@ def _rules_cut(lines: list[str]) -> int:
     """Plain rules for what the library misses: delimiters and a trailing block of quotes."""
     for index, line in enumerate(lines):
         stripped = line.rstrip()
-        if stripped in ("--", "-- ") or line == "-- " or _ORIGINAL_MESSAGE.match(stripped):
+        if stripped == "--" or _ORIGINAL_MESSAGE.match(stripped):  # "-- ": RFC 3676 §4.3
             return index
         if _WROTE.match(stripped) and _only_quotes_after(lines, index + 1):
             return index

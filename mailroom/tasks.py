@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from .ledger import inbound_claim, inbound_process, inbound_sweep
+from .ledger import inbound_claim, inbound_process_batch, inbound_sweep
 from .services import worker_heartbeat_record
 
 
 @shared_task(ignore_result=True)
 def process_inbound(ids: list[int]) -> None:
     claimed, token = inbound_claim(ids)
-    for message_id in claimed:
-        inbound_process(message_id, token)
+    if claimed:
+        inbound_process_batch(claimed, token)
 
 
 @shared_task(ignore_result=True)

@@ -1,4 +1,8 @@
-"""Inbound MIME parsing: real and crafted mail in, exact decoded text out, never an exception."""
+"""Inbound MIME parsing: real and crafted mail in, exact decoded text out, never an exception.
+
+Fixtures in tests/fixtures/mail/: ``gitlab_*.eml`` are copies of GitLab's Service Desk fixtures
+(MIT, via shared/corpus/gitlab/); the others are crafted after real clients' output.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,6 @@ from mailroom.parsing import (
 )
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "mail"
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "gitlab"
 
 
 def fixture(name: str) -> ParsedEmail:
@@ -26,10 +29,7 @@ def fixture(name: str) -> ParsedEmail:
 
 
 def corpus(name: str) -> ParsedEmail:
-    path = CORPUS / name
-    if not path.exists():
-        pytest.skip(f"shared corpus not present: {path}")
-    return parse_email(path.read_bytes())
+    return fixture(f"gitlab_{name}")
 
 
 def mail(body: bytes, *, content_type: bytes = b"text/plain", headers: bytes = b"") -> bytes:
@@ -536,6 +536,7 @@ def test_plain_and_rfc2231_filename_together_prefer_rfc2231() -> None:
         ("   ", "attachment-4.pdf"),
         (None, "attachment-4.pdf"),
         ("trailing dots. . .", "trailing dots"),
+        ("U\u0308bersicht.pdf", "\u00dcbersicht.pdf"),  # macOS decomposed → NFC
     ],
 )
 def test_clean_filename(name: str | None, expected: str) -> None:
