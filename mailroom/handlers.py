@@ -14,6 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.core.files.base import ContentFile
 
 from accounts.models import User
 from accounts.selectors import support_bot
@@ -319,10 +320,8 @@ def _attachments_markdown(
     email: ParsedEmail, issue: Issue, body: str, bot: User, note: Note | None = None
 ) -> tuple[str, str]:
     """Store every attachment as an upload; return (body with cid: rewritten, links block)."""
-    urls_by_cid: dict[str, str] = {}
-    links: list[str] = []
-    for attachment in email.attachments:
-        upload = upload_create(
+    uploads = [
+        upload_create(
             issue=issue,
             note=note,
             filename=attachment.filename,
@@ -330,6 +329,16 @@ def _attachments_markdown(
             content_type=attachment.content_type,
             uploaded_by=bot,
         )
+        for attachment in email.attachments
+    ]
+    return _link_uploads(body, list(zip(email.attachments, uploads, strict=True)))
+
+
+def _link_uploads(body: str, stored: list[tuple[Any, Upload]]) -> tuple[str, str]:
+    """Images referenced as ``cid:`` show inline where they were; the rest are listed below."""
+    urls_by_cid: dict[str, str] = {}
+    links: list[str] = []
+    for attachment, upload in stored:
         markdown = upload_markdown(upload)
         if attachment.content_id and f"cid:{attachment.content_id}" in body:
             urls_by_cid[attachment.content_id] = markdown[markdown.index("](") + 2 : -1]
@@ -541,10 +550,10 @@ def handle_batch(
             )
             continue
         cc_wanted = step.setting.add_external_participants_from_cc and email.cc
-        if email.attachments or step.setting.description_template_id or cc_wanted:
+        if step.setting.description_template_id or cc_wanted:
             alone.append(row)
             continue
-        if not email.subject.strip() and not email.body_text.strip():
+        if not email.subject.strip() and not email.body_text.strip() and not email.attachments:
             results[row.pk] = _reject(email, "empty email", {**step.trace, "rule": "empty"},
                                       project=step.project)  # fmt: skip
             continue
@@ -592,6 +601,7 @@ def _bulk_new_issues(planned: list[ProjectMail], bot: User) -> list[Issue]:
             )
         )
     Issue.objects.bulk_create(issues)
+    _bulk_attachments(issues, planned, bot)
     participants: dict[int, EmailParticipant] = {}
     for issue in issues:
         address = issue.service_desk_reply_to or issue.external_author
@@ -608,3 +618,31 @@ def _bulk_new_issues(planned: list[ProjectMail], bot: User) -> list[Issue]:
     for issue in issues:
         service_desk_issue_created(issue=issue, requester=participants.get(issue.pk), cc=[])
     return issues
+
+
+def _bulk_attachments(issues: list[Issue], planned: list[ProjectMail], bot: User) -> None:
+    """Files first (storage), then one INSERT for all uploads, one UPDATE for descriptions."""
+    stored: list[tuple[Issue, list[tuple[Any, Upload]]]] = []
+    for issue, p in zip(issues, planned, strict=True):
+        if not p.email.attachments:
+            continue
+        pairs = []
+        for attachment in p.email.attachments:
+            upload = Upload(
+                project_id=issue.project_id,
+                issue=issue,
+                filename=attachment.filename,
+                content_type=attachment.content_type or "application/octet-stream",
+                size=len(attachment.content),
+                uploaded_by=bot,
+            )
+            upload.file.save(attachment.filename, ContentFile(attachment.content), save=False)
+            pairs.append((attachment, upload))
+        stored.append((issue, pairs))
+    if not stored:
+        return
+    Upload.objects.bulk_create([upload for _, pairs in stored for _, upload in pairs])
+    for issue, pairs in stored:
+        body, links = _link_uploads(issue.description, pairs)
+        issue.description = "\n\n".join(part for part in (body, links) if part)
+    Issue.objects.bulk_update([issue for issue, _ in stored], ["description"])

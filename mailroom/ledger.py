@@ -109,6 +109,7 @@ def inbound_claim(ids: Sequence[int]) -> tuple[list[int], uuid.UUID]:
             InboundMessage.objects.select_for_update(skip_locked=True)
             .filter(pk__in=ids, status=Status.QUEUED)
             .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+            .order_by("pk")
             .values_list("pk", flat=True)
         )
         if claimable:

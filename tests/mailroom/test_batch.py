@@ -1,0 +1,116 @@
+"""A batch processed together ends exactly as if each email had been processed alone."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+
+import pytest
+
+from issues.models import EmailParticipant, Issue, Note, SentNotification, Upload
+from mailroom.ledger import inbound_claim, inbound_process_batch, inbound_store
+from mailroom.models import InboundMessage
+
+from .helpers import ALIAS, INCOMING, deliver, make_email
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def mailboxes(settings, redis_cache_flushed):  # type: ignore[no-untyped-def]
+    settings.SERVICEDESK_MAILBOXES = {"incoming_email": INCOMING, "service_desk_email": ALIAS}
+
+
+def with_attachment(to: str) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "Jake <jake@customer.example>"
+    msg["To"] = to
+    msg["Subject"] = "With picture"
+    msg["Message-ID"] = "<pic@customer.example>"
+    msg.set_content("See picture")
+    msg.add_alternative('<p>See <img src="cid:shot@x"> and the log</p>', subtype="html")
+    msg.get_payload()[1].add_related(b"\x89PNG fake", "image", "png", cid="<shot@x>")
+    msg.add_attachment(b"log\n", maintype="text", subtype="plain", filename="game.log")
+    return msg.as_bytes()
+
+
+def process_as_batch(raws: list[bytes]) -> list[InboundMessage]:
+    ids = [inbound_store(raw=raw, transport="test", enqueue=False).pk for raw in raws]
+    claimed, token = inbound_claim(ids)
+    assert claimed == ids
+    inbound_process_batch(claimed, token)
+    return list(InboundMessage.objects.filter(pk__in=ids).order_by("pk"))
+
+
+def test_mixed_batch_matches_one_by_one(project) -> None:
+    to = INCOMING.address_for(project.service_desk.default_key)
+    earlier = deliver(make_email(to=to, subject="Earlier", message_id="<earlier@c.example>"))
+    participant = EmailParticipant.objects.get(issue_id=earlier.issue_id)
+    key = SentNotification.objects.create(
+        issue_id=earlier.issue_id, participant=participant, recipient=participant.email
+    ).reply_key
+    raws = [
+        make_email(to=to, subject="Plain one", message_id="<one@c.example>"),
+        make_email(to=to, subject="Plain one again", message_id="<one@c.example>"),
+        with_attachment(to),
+        make_email(
+            to=to,
+            subject="Re: Plain one",
+            body="Reply in the same batch",
+            message_id="<two@c.example>",
+            headers={"In-Reply-To": "<one@c.example>"},
+        ),
+        make_email(to=to, subject="Out of office", headers={"Auto-Submitted": "auto-replied"}),
+        make_email(to=INCOMING.address_for(key), subject="Re: Earlier", body="By reply key"),
+        make_email(to="nobody@example.org", subject="No key"),
+        b"\x00\x01 garbage",
+    ]
+    rows = process_as_batch(raws)
+    outcomes = [(r.status, r.outcome, r.reason) for r in rows]
+    assert outcomes == [
+        ("done", "issue_created", ""),
+        ("done", "ignored", "duplicate: an issue already exists for this Message-ID"),
+        ("done", "issue_created", ""),
+        ("done", "note_added", ""),
+        ("done", "ignored", "auto-generated: Auto-Submitted: auto-replied"),
+        ("done", "note_added", ""),
+        ("done", "rejected", "no key found"),
+        outcomes[7],
+    ]
+    assert rows[7].outcome in ("rejected", "ignored")
+
+    plain = Issue.objects.get(title="Plain one")
+    assert rows[0].issue_id == plain.pk
+    assert plain.confidential
+    assert plain.author.username == "support-bot"
+    assert list(plain.email_participants.values_list("email", flat=True)) == [
+        "jake@customer.example"
+    ]
+    assert Note.objects.get(pk=rows[3].note_id).issue == plain
+    assert Note.objects.get(pk=rows[5].note_id).issue_id == earlier.issue_id
+    assert sorted(Issue.objects.values_list("iid", flat=True)) == [1, 2, 3]
+
+    pictured = Issue.objects.get(title="With picture")
+    uploads = {u.filename: u for u in Upload.objects.filter(issue=pictured)}
+    assert len(uploads) == 2
+    assert "game.log" in uploads
+    image = next(u for u in uploads.values() if u.is_image)
+    assert f"/-/uploads/{image.pk}/" in pictured.description
+    assert "cid:" not in pictured.description
+    assert f"/-/uploads/{uploads['game.log'].pk}/game.log" in pictured.description
+    assert uploads["game.log"].file.read() == b"log\n"
+
+
+def test_a_failing_email_in_a_batch_does_not_stop_the_others(project, monkeypatch) -> None:
+    to = INCOMING.address_for(project.service_desk.default_key)
+    from mailroom import handlers
+
+    real_bulk = handlers._bulk_new_issues
+
+    def explode_once(planned, bot):  # type: ignore[no-untyped-def]
+        monkeypatch.setattr(handlers, "_bulk_new_issues", real_bulk)
+        raise RuntimeError("bulk insert failed")
+
+    monkeypatch.setattr(handlers, "_bulk_new_issues", explode_once)
+    rows = process_as_batch([make_email(to=to, subject=f"n{i}") for i in range(3)])
+    assert [r.outcome for r in rows] == ["issue_created"] * 3
+    assert Issue.objects.count() == 3
