@@ -162,6 +162,8 @@ def main() -> None:
             "SERVICEDESK_INCOMING_EMAIL_IDLE_TIMEOUT": "30",
             "SERVICEDESK_IMAP_LEASE": "3600",
             "LOG_LEVEL": "WARNING",
+            # Production behaviour: DEBUG would record every query in memory.
+            "DEBUG": "0",
         }
         os.environ.update(env)
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "servicedesk.settings")

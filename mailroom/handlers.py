@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.core.files.base import ContentFile
 
 from accounts.models import User
@@ -35,6 +34,7 @@ from issues.services import (
     upload_markdown,
 )
 from projects.models import Project, ServiceDeskSetting
+from servicedesk import ratelimit
 
 from .models import InboundMessage
 from .parsing import MalformedEmail, ParsedEmail, parse_email, rewrite_cid_references, split_reply
@@ -399,18 +399,15 @@ def _reopen_if_wanted(issue: Issue, bot: User) -> None:
     )
 
 
+def _rate_key(project: Project, sender: str) -> str:
+    return f"new-issue:{project.pk}:{sender.lower()}"
+
+
 def _rate_limited(project: Project, sender: str) -> bool:
-    limit = settings.SERVICEDESK_NEW_ISSUES_PER_SENDER_PER_MINUTE
-    if not limit or not sender:
+    if not sender:
         return False
-    cache_key = f"sd:new-issue:{project.pk}:{sender.lower()}"
-    cache.add(cache_key, 0, timeout=60)
-    try:
-        count = cache.incr(cache_key)
-    except ValueError:  # expired between add and incr
-        cache.set(cache_key, 1, timeout=60)
-        count = 1
-    return count > limit
+    limit = settings.SERVICEDESK_NEW_ISSUES_PER_SENDER_PER_MINUTE
+    return ratelimit.hit(_rate_key(project, sender), limit=limit, window=60)
 
 
 def _new_issue(
@@ -557,17 +554,27 @@ def handle_batch(
             results[row.pk] = _reject(email, "empty email", {**step.trace, "rule": "empty"},
                                       project=step.project)  # fmt: skip
             continue
-        if _rate_limited(step.project, _requester(email)):
-            results[row.pk] = _reject(email, "rate limited", {**step.trace, "rule": "rate limit"},
-                                      project=step.project)  # fmt: skip
-            continue
         if email.message_id:
             new_here.add((email.message_id, pid))
         planned.append(step)
         planned_rows.append(row)
 
-    for row, issue in zip(planned_rows, _bulk_new_issues(planned, bot), strict=True):
-        step = planned[planned_rows.index(row)]
+    # Rate limits for the whole batch in one round trip to Redis.
+    limited = ratelimit.hit_many(
+        [_rate_key(p.project, _requester(p.email)) for p in planned],
+        limit=settings.SERVICEDESK_NEW_ISSUES_PER_SENDER_PER_MINUTE,
+        window=60,
+    )
+    kept = [(row, p) for row, p, over in zip(planned_rows, planned, limited, strict=True)
+            if not (over and _requester(p.email))]  # fmt: skip
+    for row, p, over in zip(planned_rows, planned, limited, strict=True):
+        if over and _requester(p.email):
+            results[row.pk] = _reject(p.email, "rate limited", {**p.trace, "rule": "rate limit"},
+                                      project=p.project)  # fmt: skip
+    planned_rows = [row for row, _ in kept]
+    planned = [p for _, p in kept]
+
+    for row, step, issue in zip(planned_rows, planned, _bulk_new_issues(planned, bot), strict=True):
         results[row.pk] = Result(Outcome.ISSUE_CREATED, "", step.trace, project=step.project,
                                  issue=issue)  # fmt: skip
     return results, alone

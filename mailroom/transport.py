@@ -167,7 +167,10 @@ def _poll_with_lease(
         try:
             if poller.client is None:
                 poller.connect()
-            fetched += poller.fetch_new()
+            # Mail that arrived while we fetched raises no EXISTS once we IDLE: fetch until a
+            # search finds nothing new, then IDLE.
+            while (batch := poller.fetch_new()) and time.monotonic() < deadline:
+                fetched += batch
             failures = 0
             remaining = deadline - time.monotonic()
             if remaining > 0:
