@@ -14,6 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
+from django.utils import timezone
 
 from accounts.models import User
 from accounts.selectors import support_bot
@@ -55,6 +56,7 @@ class Result:
     issue: Issue | None = None
     note: Note | None = None
     rejection_notice_due: bool = False
+    issue_id: int | None = None  # when only the id is at hand (bulk notes)
 
 
 def redact(key: str) -> str:
@@ -510,14 +512,23 @@ def handle_batch(
         if mid
     }
     known = list(
-        IssueEmail.objects.filter(message_id__in=mentioned).values_list(
-            "message_id", "direction", "issue__project_id"
+        IssueEmail.objects.filter(message_id__in=mentioned)
+        .order_by("-created_at")
+        .values_list(
+            "message_id", "direction", "issue__project_id", "issue_id", "issue__moved_to_id",
+            "issue__state",
         )
-    )
+    )  # fmt: skip
     batch = BatchContext(
-        outbound_ids={m for m, d, _ in known if d == IssueEmail.Direction.OUTBOUND}
+        outbound_ids={k[0] for k in known if k[1] == IssueEmail.Direction.OUTBOUND}
     )
-    known_in_project = {(m, project_id) for m, _, project_id in known}
+    known_in_project = {(k[0], k[2]) for k in known}
+    # The issue a Message-ID threads to, when it is open and was never moved (the common case).
+    plain_thread: dict[tuple[str, int], int] = {}
+    for message_id, _, project_id, issue_id, moved_to, state in known:
+        if moved_to is None and state == Issue.State.OPENED:
+            plain_thread.setdefault((message_id, project_id), issue_id)
+    replies: list[tuple[InboundMessage, ProjectMail, int]] = []
 
     planned: list[ProjectMail] = []
     planned_rows: list[InboundMessage] = []
@@ -534,7 +545,17 @@ def handle_batch(
         pid = step.project.pk
         references = (*email.in_reply_to, *email.references)
         if any((m, pid) in known_in_project or (m, pid) in new_here for m in references):
-            alone.append(row)  # a reply in a thread: a note, handled alone
+            # A reply in a thread becomes a note: in bulk when its issue is open and unmoved
+            # and the reply is plain text, otherwise alone (moves, reopening, attachments).
+            thread = next((plain_thread[(m, pid)] for m in references if (m, pid) in plain_thread),
+                          None)  # fmt: skip
+            dup = email.message_id and (email.message_id, pid) in known_in_project
+            if thread is None or email.attachments or dup or (email.message_id, pid) in new_here:
+                alone.append(row)
+            else:
+                replies.append((row, step, thread))
+                if email.message_id:
+                    new_here.add((email.message_id, pid))
             continue
         if email.message_id and (
             (email.message_id, pid) in known_in_project or (email.message_id, pid) in new_here
@@ -574,6 +595,7 @@ def handle_batch(
     planned_rows = [row for row, _ in kept]
     planned = [p for _, p in kept]
 
+    results.update(_bulk_notes(replies, bot))
     for row, step, issue in zip(planned_rows, planned, _bulk_new_issues(planned, bot), strict=True):
         results[row.pk] = Result(Outcome.ISSUE_CREATED, "", step.trace, project=step.project,
                                  issue=issue)  # fmt: skip
@@ -653,3 +675,57 @@ def _bulk_attachments(issues: list[Issue], planned: list[ProjectMail], bot: User
         body, links = _link_uploads(issue.description, pairs)
         issue.description = "\n\n".join(part for part in (body, links) if part)
     Issue.objects.bulk_update([issue for issue, _ in stored], ["description"])
+
+
+def _note_body(email: ParsedEmail) -> str:
+    reply, quoted = split_reply(email.body_text)
+    parts = [neutralise(reply.strip())]
+    if quoted.strip():
+        parts.append(
+            '<details markdown="1">\n<summary>Quoted text</summary>\n\n'
+            f"{neutralise(quoted.strip())}\n\n</details>"
+        )
+    return "\n\n".join(p for p in parts if p)
+
+
+def _bulk_notes(
+    replies: list[tuple[InboundMessage, ProjectMail, int]], bot: User
+) -> dict[int, Result]:
+    """Plain replies to open issues: one INSERT for the notes, one for their Message-IDs."""
+    results: dict[int, Result] = {}
+    notes: list[tuple[InboundMessage, ProjectMail, Note]] = []
+    for row, step, issue_id in replies:
+        body = _note_body(step.email)
+        if not body.strip():
+            results[row.pk] = _reject(step.email, "empty reply", {**step.trace, "rule": "empty"},
+                                      project=step.project)  # fmt: skip
+            continue
+        author = step.email.from_address or step.email.reply_to or ""
+        notes.append((row, step, Note(issue_id=issue_id, author=bot, body=body,
+                                      external_author=author)))  # fmt: skip
+    if not notes:
+        return results
+    Note.objects.bulk_create([note for _, _, note in notes])
+    Issue.objects.filter(pk__in={note.issue_id for _, _, note in notes}).update(
+        updated_at=timezone.now()
+    )
+    IssueEmail.objects.bulk_create(
+        [
+            IssueEmail(issue_id=note.issue_id, message_id=step.email.message_id[:998],
+                       direction="in")
+            for _, step, note in notes
+            if step.email.message_id
+        ],
+        ignore_conflicts=True,
+    )  # fmt: skip
+    rule = "thread (In-Reply-To/References)"
+    for row, step, note in notes:
+        results[row.pk] = Result(
+            Outcome.NOTE_ADDED,
+            "",
+            {**step.trace, "rule": rule},
+            project=step.project,
+            issue_id=note.issue_id,
+            note=note,
+        )
+    return results

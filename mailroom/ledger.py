@@ -31,7 +31,6 @@ from .models import InboundMessage
 log = logging.getLogger(__name__)
 Status = InboundMessage.Status
 Outcome = InboundMessage.Outcome
-TASK_BATCH = 10  # messages per processing task: fewer round trips, still spread over workers
 
 
 @dataclass(frozen=True)
@@ -43,8 +42,9 @@ class RawEmail:
 def _enqueue(ids: Sequence[int]) -> None:
     from .tasks import process_inbound
 
-    for start in range(0, len(ids), TASK_BATCH):
-        process_inbound.delay(list(ids[start : start + TASK_BATCH]))
+    size = settings.SERVICEDESK_INBOUND_TASK_BATCH
+    for start in range(0, len(ids), size):
+        process_inbound.delay(list(ids[start : start + size]))
 
 
 def inbound_store(
@@ -163,7 +163,7 @@ def _record_results(rows: list[InboundMessage], results: dict[int, Any]) -> None
     params = [
         (
             Status.DONE, r.outcome, r.reason[:10_000], json.dumps(r.decision),
-            r.project.pk if r.project else None, r.issue.pk if r.issue else None,
+            r.project.pk if r.project else None, r.issue.pk if r.issue else r.issue_id,
             r.note.pk if r.note else None, r.rejection_notice_due, now,
             row.message_id, row.from_address, row.subject, row.pk,
         )

@@ -212,6 +212,8 @@ SERVICEDESK_INBOUND_MAX_ATTEMPTS = env_int("SERVICEDESK_INBOUND_MAX_ATTEMPTS", 5
 # A row left in "processing" this long (a worker died) is re-queued by the sweeper.
 SERVICEDESK_INBOUND_STUCK_AFTER = env_int("SERVICEDESK_INBOUND_STUCK_AFTER", 120)
 SERVICEDESK_INBOUND_SWEEP_INTERVAL = env_int("SERVICEDESK_INBOUND_SWEEP_INTERVAL", 30)
+# Emails per processing task: processed in one transaction, plain new issues written in bulk.
+SERVICEDESK_INBOUND_TASK_BATCH = env_int("SERVICEDESK_INBOUND_TASK_BATCH", 25)
 # How long one poll task keeps a mailbox (IDLE loop) before handing over to the next.
 SERVICEDESK_IMAP_LEASE = env_int("SERVICEDESK_IMAP_LEASE", 300)
 SERVICEDESK_IMAP_POLL_INTERVAL = env_int("SERVICEDESK_IMAP_POLL_INTERVAL", 15)

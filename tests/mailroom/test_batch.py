@@ -129,3 +129,34 @@ def test_rate_limit_applies_inside_a_batch(project, settings) -> None:
         ("rejected", "rate limited"),
         ("rejected", "rate limited"),
     ]
+
+
+def test_replies_in_a_batch_thread_to_open_issues_and_reopen_closed_ones(project) -> None:
+    from issues.services import issue_close
+
+    project.service_desk.reopen_issue_on_external_participant_note = True
+    project.service_desk.save()
+    to = INCOMING.address_for(project.service_desk.default_key)
+    open_issue = deliver(make_email(to=to, subject="Open", message_id="<open@c.example>"))
+    closed = deliver(make_email(to=to, subject="Closed", message_id="<closed@c.example>"))
+    issue_close(issue=Issue.objects.get(pk=closed.issue_id), user=Issue.objects.first().author)
+    quoted = "Thanks!\n\nOn Monday Support wrote:\n> We fixed it\n"
+    rows = process_as_batch(
+        [
+            make_email(to=to, subject="Re: Open", body=quoted,
+                       headers={"In-Reply-To": "<open@c.example>"}),
+            make_email(to=to, subject="Re: Closed", body="Broken again",
+                       headers={"References": "<x@y> <closed@c.example>"}),
+        ]
+    )  # fmt: skip
+    assert [r.outcome for r in rows] == ["note_added", "note_added"]
+    first = Note.objects.get(pk=rows[0].note_id)
+    assert first.issue_id == open_issue.issue_id
+    assert first.external_author == "jake@customer.example"
+    assert first.body.startswith("Thanks!")
+    assert "<details" in first.body
+    assert "We fixed it" in first.body
+    assert rows[0].issue_id == open_issue.issue_id
+    reopened = Issue.objects.get(pk=closed.issue_id)
+    assert reopened.state == "opened"
+    assert Note.objects.get(pk=rows[1].note_id).issue == reopened
