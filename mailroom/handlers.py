@@ -8,6 +8,7 @@ anything raised is our fault and is retried by the ledger.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -141,7 +142,11 @@ def _screen(
         return _reject(email, f"too large ({row.size / 1024 / 1024:.1f} MB > {limit:.0f} MB)",
                        {**trace, "rule": "too large"})  # fmt: skip
 
-    report = delivery_report(bytes(row.raw), mailboxes=_mailboxes())
+    report = (
+        delivery_report(bytes(row.raw), mailboxes=_mailboxes())
+        if _may_be_bounce(row, email)
+        else None
+    )
     if report is not None:
         return _delivery_report(report, trace, bot)
     reason = auto_generated_reason(email.headers, content_type=email.content_type)
@@ -189,6 +194,23 @@ def _screen(
             email, "project not found", {**trace, "rule": "service desk off"}, project=project
         )
     return ProjectMail(email, project, setting, trace)
+
+
+_DELIVERY_STATUS = re.compile(rb"delivery-status", re.IGNORECASE)
+
+
+def _may_be_bounce(row: InboundMessage, email: ParsedEmail) -> bool:
+    """Cheap test before reading a bounce: a report part, a daemon sender, or failed recipients.
+
+    Mirrors what rules.delivery_report accepts, without parsing the whole message again.
+    """
+    senders = f"{email.header('From') or ''} {email.header('Sender') or ''}".lower()
+    return (
+        _DELIVERY_STATUS.search(bytes(row.raw)) is not None
+        or "mailer-daemon" in senders
+        or "postmaster" in senders
+        or email.header("X-Failed-Recipients") is not None
+    )
 
 
 class NeedsOwnTransaction(Exception):
@@ -529,6 +551,7 @@ def handle_batch(
         if moved_to is None and state == Issue.State.OPENED:
             plain_thread.setdefault((message_id, project_id), issue_id)
     replies: list[tuple[InboundMessage, ProjectMail, int]] = []
+    pending: list[tuple[InboundMessage, ProjectMail, tuple[str, ...]]] = []
 
     planned: list[ProjectMail] = []
     planned_rows: list[InboundMessage] = []
@@ -549,13 +572,18 @@ def handle_batch(
             # and the reply is plain text, otherwise alone (moves, reopening, attachments).
             thread = next((plain_thread[(m, pid)] for m in references if (m, pid) in plain_thread),
                           None)  # fmt: skip
-            dup = email.message_id and (email.message_id, pid) in known_in_project
-            if thread is None or email.attachments or dup or (email.message_id, pid) in new_here:
+            in_batch = any((m, pid) in new_here for m in references)
+            dup = email.message_id and (
+                (email.message_id, pid) in known_in_project or (email.message_id, pid) in new_here
+            )
+            if email.attachments or dup or (thread is None and not in_batch):
                 alone.append(row)
+            elif thread is None:
+                pending.append((row, step, references))  # its issue is created in this batch
             else:
                 replies.append((row, step, thread))
-                if email.message_id:
-                    new_here.add((email.message_id, pid))
+            if email.message_id:
+                new_here.add((email.message_id, pid))
             continue
         if email.message_id and (
             (email.message_id, pid) in known_in_project or (email.message_id, pid) in new_here
@@ -595,8 +623,21 @@ def handle_batch(
     planned_rows = [row for row, _ in kept]
     planned = [p for _, p in kept]
 
+    issues = _bulk_new_issues(planned, bot)
+    created = {
+        (step.email.message_id, step.project.pk): issue.pk
+        for step, issue in zip(planned, issues, strict=True)
+        if step.email.message_id
+    }
+    for row, step, references in pending:
+        pid = step.project.pk
+        thread = next((created[(m, pid)] for m in references if (m, pid) in created), None)
+        if thread is None:  # its thread's first email was not created here (rate limited…)
+            alone.append(row)
+        else:
+            replies.append((row, step, thread))
     results.update(_bulk_notes(replies, bot))
-    for row, step, issue in zip(planned_rows, planned, _bulk_new_issues(planned, bot), strict=True):
+    for row, step, issue in zip(planned_rows, planned, issues, strict=True):
         results[row.pk] = Result(Outcome.ISSUE_CREATED, "", step.trace, project=step.project,
                                  issue=issue)  # fmt: skip
     return results, alone

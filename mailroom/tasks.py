@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from . import handlers  # noqa: F401 - imported when the worker starts, not in its first task
 from .ledger import inbound_claim, inbound_process_batch, inbound_sweep
 from .services import worker_heartbeat_record
 

@@ -18,7 +18,7 @@ from mailroom.models import InboundMessage
 from projects.models import DescriptionTemplate, Visibility
 from tests.factories import LabelFactory, ProjectFactory, member
 
-from .helpers import ALIAS, INCOMING, deliver, make_email
+from .helpers import ALIAS, FIXTURES, INCOMING, deliver, make_email
 
 pytestmark = pytest.mark.django_db
 Outcome = InboundMessage.Outcome
@@ -349,3 +349,20 @@ def test_a_stale_claim_cannot_record_an_outcome(address) -> None:
     assert inbound_process(row.pk, token) == Outcome.ISSUE_CREATED
     assert inbound_process(row.pk, token) is None
     assert Issue.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "fixture",
+    [
+        "routing_dsn_postfix.eml",
+        "routing_ndr_exchange.eml",
+        "routing_dsn_gmail.eml",
+        "routing_dsn_delayed.eml",
+        "routing_bounce_exim.eml",
+    ],
+)
+def test_real_world_bounces_are_recognised_as_delivery_reports(fixture) -> None:
+    row = deliver((FIXTURES / fixture).read_bytes())
+    assert row.outcome == Outcome.IGNORED
+    assert row.reason.startswith("delivery report"), row.reason
+    assert not row.rejection_notice_due
