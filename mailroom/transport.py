@@ -174,7 +174,11 @@ def _poll_with_lease(
             failures = 0
             remaining = deadline - time.monotonic()
             if remaining > 0:
-                poller.idle_once(min(mailbox.idle_timeout, remaining))
+                # An EXISTS sent just before the server acknowledged IDLE is consumed by the
+                # client library, not reported by idle_check: a short re-check (SEARCH, then
+                # IDLE again) bounds how long such a message can wait.
+                wait = min(mailbox.idle_timeout, remaining, settings.SERVICEDESK_IMAP_RECHECK)
+                poller.idle_once(wait)
         except IMAP_ERRORS + (_imap_error_types()) as exc:
             failures += 1
             poller.client = None

@@ -218,6 +218,9 @@ SERVICEDESK_INBOUND_TASK_BATCH = env_int("SERVICEDESK_INBOUND_TASK_BATCH", 25)
 SERVICEDESK_IMAP_LEASE = env_int("SERVICEDESK_IMAP_LEASE", 300)
 SERVICEDESK_IMAP_POLL_INTERVAL = env_int("SERVICEDESK_IMAP_POLL_INTERVAL", 15)
 SERVICEDESK_IMAP_BATCH = env_int("SERVICEDESK_IMAP_BATCH", 100)
+# Longest IDLE before a fallback SEARCH (seconds): bounds the delay of a message whose EXISTS
+# notification was lost in the IDLE handshake.
+SERVICEDESK_IMAP_RECHECK = env_int("SERVICEDESK_IMAP_RECHECK", 5)
 # The poller lock expires this long after its holder stopped renewing it (died); 0: the
 # mailbox's idle_timeout + 60 s.
 SERVICEDESK_IMAP_LOCK_TTL = env_int("SERVICEDESK_IMAP_LOCK_TTL", 0)
