@@ -207,3 +207,16 @@ def test_worker_killed_mid_ingest_loses_nothing_and_duplicates_nothing(
     assert sorted(recorded) == sorted(ids)
     assert set(InboundMessage.objects.values_list("outcome", flat=True)) == {"issue_created"}
     wait_for(lambda: undeleted(imap_mailbox) == [], 20, "every message flagged deleted")
+
+
+def test_poller_reconnects_after_the_imap_server_restarts(
+    imap_mailbox, worker_factory, mailbox_env, address
+) -> None:
+    start_poller(worker_factory, mailbox_env)
+    append(imap_mailbox, [make_email(to=address, subject="Before restart")])
+    wait_for(lambda: Issue.objects.filter(title="Before restart").exists(), 30, "first issue")
+    imap_mailbox.restart()  # the poller's connection drops mid-IDLE
+    append(imap_mailbox, [make_email(to=address, subject="After restart")])
+    wait_for(lambda: Issue.objects.filter(title="After restart").exists(), 60, "reconnection")
+    state = MailboxState.objects.get(name="incoming_email")
+    assert state.consecutive_errors == 0  # reset by the first successful fetch after it
