@@ -77,9 +77,7 @@ def test_only_one_poller_per_mailbox(imap_mailbox, settings, redis_server) -> No
 
 
 @pytest.mark.django_db
-def test_reprocess_and_list_failures(
-    project, settings, django_capture_on_commit_callbacks
-) -> None:
+def test_reprocess_and_list_failures(project, settings, django_capture_on_commit_callbacks) -> None:
     settings.SERVICEDESK_MAILBOXES = {"incoming_email": INCOMING}
     rejected = deliver(make_email(to="nobody@example.org"))
     out = io.StringIO()
