@@ -10,7 +10,6 @@ from mailroom.ledger import inbound_claim, inbound_process, inbound_store
 from mailroom.models import InboundMessage
 from servicedesk.config import MailboxConfig
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "gitlab"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mail"
 
 INCOMING = MailboxConfig(

@@ -10,7 +10,7 @@ from mailroom.models import InboundMessage
 from projects.models import Project
 from tests.factories import GroupFactory, ProjectFactory
 
-from .helpers import ALIAS, CORPUS, INCOMING, deliver
+from .helpers import ALIAS, FIXTURES, INCOMING, deliver
 
 pytestmark = pytest.mark.django_db
 Outcome = InboundMessage.Outcome
@@ -32,7 +32,8 @@ def email_test() -> Project:
 
 
 def corpus(name: str, project: Project) -> bytes:
-    text = (CORPUS / name).read_bytes()
+    # Byte-exact copies of the GitLab corpus, kept as gitlab_<name> in tests/fixtures/mail/.
+    text = (FIXTURES / f"gitlab_{name}").read_bytes()
     default_key = project.service_desk.default_key.encode()
     return (
         text.replace(b"email-test-project_id-issue-", default_key)

@@ -1,6 +1,6 @@
 """Finding the key in a mail's headers and reading it (SPEC §2).
 
-The ``routing_gitlab_*.eml`` fixtures are byte-exact copies of GitLab FOSS's Service Desk
+The ``gitlab_*.eml`` fixtures are byte-exact copies of GitLab FOSS's Service Desk
 fixtures (MIT, ``spec/fixtures/emails/``, via ``../shared/corpus/gitlab/``); their placeholders
 are substituted the way GitLab's test helpers do.
 """
@@ -70,7 +70,7 @@ def address_in(header: str, key: str) -> str:
 
 
 def gitlab_fixture_headers(name: str) -> list[tuple[str, str]]:
-    raw = (FIXTURES / f"routing_gitlab_{name}.eml").read_bytes()
+    raw = (FIXTURES / f"gitlab_{name}.eml").read_bytes()
     raw = raw.replace(b"project_slug", b"email-test")
     raw = raw.replace(b"email-test-project_id-issue-", b"email-test-7-issue-")
     raw = raw.replace(b"project_key", b"desk")
