@@ -101,32 +101,28 @@ def note_create(
     return note
 
 
+def _issue_set_state(*, issue: Issue, user: User, state: str) -> Issue:
+    """Change the state under the row's lock with a system note; no-op if it is already so."""
+    locked = Issue.objects.select_for_update().get(pk=issue.pk)
+    if locked.state == state:
+        return locked
+    closing = state == Issue.State.CLOSED
+    locked.state = state
+    locked.closed_at = timezone.now() if closing else None
+    locked.closed_by = user if closing else None
+    locked.save(update_fields=["state", "closed_at", "closed_by", "updated_at"])
+    note_create(issue=locked, author=user, body="closed" if closing else "reopened", system=True)
+    return locked
+
+
 @transaction.atomic
 def issue_close(*, issue: Issue, user: User) -> Issue:
-    """Close the issue with a system note. Closing a closed issue changes nothing."""
-    locked = Issue.objects.select_for_update().get(pk=issue.pk)
-    if locked.state == Issue.State.CLOSED:
-        return locked
-    locked.state = Issue.State.CLOSED
-    locked.closed_at = timezone.now()
-    locked.closed_by = user
-    locked.save(update_fields=["state", "closed_at", "closed_by", "updated_at"])
-    note_create(issue=locked, author=user, body="closed", system=True)
-    return locked
+    return _issue_set_state(issue=issue, user=user, state=Issue.State.CLOSED)
 
 
 @transaction.atomic
 def issue_reopen(*, issue: Issue, user: User) -> Issue:
-    """Reopen the issue with a system note. Reopening an open issue changes nothing."""
-    locked = Issue.objects.select_for_update().get(pk=issue.pk)
-    if locked.state == Issue.State.OPENED:
-        return locked
-    locked.state = Issue.State.OPENED
-    locked.closed_at = None
-    locked.closed_by = None
-    locked.save(update_fields=["state", "closed_at", "closed_by", "updated_at"])
-    note_create(issue=locked, author=user, body="reopened", system=True)
-    return locked
+    return _issue_set_state(issue=issue, user=user, state=Issue.State.OPENED)
 
 
 @transaction.atomic

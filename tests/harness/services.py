@@ -135,17 +135,7 @@ class PostgresServer:
             check=True, capture_output=True, **run_as,
         )  # fmt: skip
         self.port = free_port()
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    str(bindir / "postgres"), "-D", str(data), "-p", str(self.port),
-                    "-k", str(self.base), "-c", f"listen_addresses={LOCALHOST}",
-                    # Throwaway data: durability is not what is under test here.
-                    "-c", "fsync=off", "-c", "synchronous_commit=off",
-                    "-c", "full_page_writes=off", "-c", "max_connections=200",
-                ],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **run_as,
-            )  # fmt: skip
+        self._spawn()
         try:
             wait_until(self._accepts, 30, "PostgreSQL to accept connections")
         except TimeoutError:
@@ -171,22 +161,26 @@ class PostgresServer:
         ) as conn:  # fmt: skip
             conn.execute(sql)  # type: ignore[arg-type]
 
-    def restart(self) -> None:
-        """Fast shutdown and start again on the same port and data (for fault tests)."""
-        _terminate(self.proc, signal.SIGINT)
-        bindir = postgres_bindir()
+    def _spawn(self) -> None:
         account = _service_user("postgres")
         run_as = {"user": account.pw_uid, "group": account.pw_gid} if account else {}
         with open(self.base / "postgres.log", "ab") as out:
             self.proc = subprocess.Popen(
                 [
-                    str(bindir / "postgres"), "-D", str(self.base / "data"), "-p", str(self.port),
-                    "-k", str(self.base), "-c", f"listen_addresses={LOCALHOST}",
+                    str(postgres_bindir() / "postgres"), "-D", str(self.base / "data"),
+                    "-p", str(self.port), "-k", str(self.base),
+                    "-c", f"listen_addresses={LOCALHOST}",
+                    # Throwaway data: durability is not what is under test here.
                     "-c", "fsync=off", "-c", "synchronous_commit=off",
                     "-c", "full_page_writes=off", "-c", "max_connections=200",
                 ],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **run_as,
             )  # fmt: skip
+
+    def restart(self) -> None:
+        """Fast shutdown and start again on the same port and data (for fault tests)."""
+        _terminate(self.proc, signal.SIGINT)
+        self._spawn()
         wait_until(self._accepts, 30, "PostgreSQL to accept connections again")
 
     def stop(self) -> None:

@@ -96,3 +96,19 @@ def test_smtp_outage_refuses_then_recovers(smtp) -> None:
     smtp.start()
     mail.send_mail("Found", "x", "support@servicedesk.test", ["jake@example.org"])
     assert [m.message["Subject"] for m in smtp.wait_for(1)] == ["Found"]
+
+
+def test_a_second_postgresql_can_be_restarted_on_its_port(tmp_path) -> None:
+    """Fault tests restart PostgreSQL; here on a throwaway instance of its own."""
+    from tests.harness.services import PostgresServer
+
+    tmp_path.chmod(0o755)
+    server = PostgresServer(tmp_path / "pg").start()
+    try:
+        port = server.port
+        server.execute("CREATE TABLE survives (x int)")
+        server.restart()
+        assert server.port == port
+        server.execute("SELECT * FROM survives", dbname="postgres")
+    finally:
+        server.stop()
