@@ -98,12 +98,13 @@ def test_smtp_outage_refuses_then_recovers(smtp) -> None:
     assert [m.message["Subject"] for m in smtp.wait_for(1)] == ["Found"]
 
 
-def test_a_second_postgresql_can_be_restarted_on_its_port(tmp_path) -> None:
+def test_a_second_postgresql_can_be_restarted_on_its_port() -> None:
     """Fault tests restart PostgreSQL; here on a throwaway instance of its own."""
+    from tests.harness.plugin import harness
     from tests.harness.services import PostgresServer
 
-    tmp_path.chmod(0o755)
-    server = PostgresServer(tmp_path / "pg").start()
+    # Under the harness's directory: the postgres user must be able to enter it.
+    server = PostgresServer(harness().base / "restartable-postgres").start()
     try:
         port = server.port
         server.execute("CREATE TABLE survives (x int)")
