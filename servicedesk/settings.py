@@ -184,10 +184,10 @@ EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", f"support@{_site.hostname}")
 SERVER_EMAIL = env_str("SERVER_EMAIL", DEFAULT_FROM_EMAIL)
 # django-anymail: ANYMAIL_* variables are passed through (e.g. ANYMAIL_MAILGUN_API_KEY).
+# Each may come from a file instead: ANYMAIL_MAILGUN_API_KEY_FILE=/run/secrets/mailgun.
 ANYMAIL = {
     name.removeprefix("ANYMAIL_"): env_secret(name)
-    for name in os.environ
-    if name.startswith("ANYMAIL_") and not name.endswith("_FILE")
+    for name in {n.removesuffix("_FILE") for n in os.environ if n.startswith("ANYMAIL_")}
 }
 
 # --- Service Desk ----------------------------------------------------------------------------

@@ -91,3 +91,15 @@ def test_bad_mailbox_config_fails_at_start(tmp_path) -> None:
     result = load("1", tmp_path, SERVICEDESK_CONFIG=str(config))
     assert result.returncode != 0
     assert "[incoming_email] address: must be an email address" in result.stderr
+
+
+def test_anymail_settings_come_from_env_or_files(tmp_path) -> None:
+    secret = tmp_path / "mailgun"
+    secret.write_text("key-from-file\n")
+    result = load(
+        "settings.ANYMAIL",
+        tmp_path,
+        ANYMAIL_MAILGUN_API_KEY_FILE=str(secret),
+        ANYMAIL_WEBHOOK_SECRET="user:pass",
+    )
+    assert value(result) == ({"MAILGUN_API_KEY": "key-from-file", "WEBHOOK_SECRET": "user:pass"},)
