@@ -517,130 +517,152 @@ def handle_batch(
     rows: list[InboundMessage], bot: User
 ) -> tuple[dict[int, Result], list[InboundMessage]]:
     """Settle what can be settled in bulk; return (results by row id, rows to handle alone)."""
-    results: dict[int, Result] = {}
-    alone: list[InboundMessage] = []
-    parsed: list[tuple[InboundMessage, ParsedEmail]] = []
-    for row in rows:
-        email = _parse(row)
-        if isinstance(email, Result):
-            results[row.pk] = email
-        else:
-            parsed.append((row, email))
+    plan = _BatchPlan(bot)
+    parsed = plan.parse(rows)
+    plan.look_up_message_ids(parsed)
+    for row, email in parsed:
+        plan.classify(row, email)
+    plan.apply_rate_limits()
+    plan.write()
+    return plan.results, plan.alone
 
-    mentioned = {
-        mid
-        for _, email in parsed
-        for mid in (email.message_id, *email.in_reply_to, *email.references)
-        if mid
-    }
-    known = list(
-        IssueEmail.objects.filter(message_id__in=mentioned)
-        .order_by("-created_at")
-        .values_list(
+
+Key = tuple[str, int]  # (Message-ID, project id)
+
+
+class _BatchPlan:
+    """The phases of a batch: parse, look up known Message-IDs once, sort each email into
+    bulk issue / bulk note / alone / settled, rate-limit in one round trip, write in bulk."""
+
+    def __init__(self, bot: User) -> None:
+        self.bot = bot
+        self.results: dict[int, Result] = {}
+        self.alone: list[InboundMessage] = []
+        self.issues: list[tuple[InboundMessage, ProjectMail]] = []
+        self.replies: list[tuple[InboundMessage, ProjectMail, int]] = []
+        self.pending: list[tuple[InboundMessage, ProjectMail, tuple[str, ...]]] = []
+        self.context = BatchContext()
+        self.known: set[Key] = set()  # Message-IDs already on an issue of the project
+        self.open_thread: dict[Key, int] = {}  # ...of an open, never moved issue: its id
+        self.new_here: set[Key] = set()  # Message-IDs of emails planned in this batch
+
+    def parse(self, rows: list[InboundMessage]) -> list[tuple[InboundMessage, ParsedEmail]]:
+        parsed = []
+        for row in rows:
+            email = _parse(row)
+            if isinstance(email, Result):
+                self.results[row.pk] = email
+            else:
+                parsed.append((row, email))
+        return parsed
+
+    def look_up_message_ids(self, parsed: list[tuple[InboundMessage, ParsedEmail]]) -> None:
+        mentioned = {
+            mid
+            for _, email in parsed
+            for mid in (email.message_id, *email.in_reply_to, *email.references)
+            if mid
+        }
+        rows = IssueEmail.objects.filter(message_id__in=mentioned).order_by("-created_at")
+        for message_id, direction, project_id, issue_id, moved_to, state in rows.values_list(
             "message_id", "direction", "issue__project_id", "issue_id", "issue__moved_to_id",
             "issue__state",
-        )
-    )  # fmt: skip
-    batch = BatchContext(
-        outbound_ids={k[0] for k in known if k[1] == IssueEmail.Direction.OUTBOUND}
-    )
-    known_in_project = {(k[0], k[2]) for k in known}
-    # The issue a Message-ID threads to, when it is open and was never moved (the common case).
-    plain_thread: dict[tuple[str, int], int] = {}
-    for message_id, _, project_id, issue_id, moved_to, state in known:
-        if moved_to is None and state == Issue.State.OPENED:
-            plain_thread.setdefault((message_id, project_id), issue_id)
-    replies: list[tuple[InboundMessage, ProjectMail, int]] = []
-    pending: list[tuple[InboundMessage, ProjectMail, tuple[str, ...]]] = []
+        ):  # fmt: skip
+            if direction == IssueEmail.Direction.OUTBOUND:
+                self.context.outbound_ids.add(message_id)
+            self.known.add((message_id, project_id))
+            if moved_to is None and state == Issue.State.OPENED:
+                self.open_thread.setdefault((message_id, project_id), issue_id)
 
-    planned: list[ProjectMail] = []
-    planned_rows: list[InboundMessage] = []
-    new_here: set[tuple[str, int]] = set()
-    for row, email in parsed:
+    def classify(self, row: InboundMessage, email: ParsedEmail) -> None:
         try:
-            step = _screen(row, email, batch, bot=bot)
+            step = _screen(row, email, self.context, bot=self.bot)
         except NeedsOwnTransaction:
-            alone.append(row)
-            continue
+            self.alone.append(row)
+            return
         if isinstance(step, Result):
-            results[row.pk] = step
-            continue
+            self.results[row.pk] = step
+            return
         pid = step.project.pk
+        own: Key = (email.message_id or "", pid)
+        seen = bool(email.message_id) and (own in self.known or own in self.new_here)
         references = (*email.in_reply_to, *email.references)
-        if any((m, pid) in known_in_project or (m, pid) in new_here for m in references):
-            # A reply in a thread becomes a note: in bulk when its issue is open and unmoved
-            # and the reply is plain text, otherwise alone (moves, reopening, attachments).
-            thread = next((plain_thread[(m, pid)] for m in references if (m, pid) in plain_thread),
-                          None)  # fmt: skip
-            in_batch = any((m, pid) in new_here for m in references)
-            dup = email.message_id and (
-                (email.message_id, pid) in known_in_project or (email.message_id, pid) in new_here
-            )
-            if email.attachments or dup or (thread is None and not in_batch):
-                alone.append(row)
-            elif thread is None:
-                pending.append((row, step, references))  # its issue is created in this batch
-            else:
-                replies.append((row, step, thread))
-            if email.message_id:
-                new_here.add((email.message_id, pid))
-            continue
-        if email.message_id and (
-            (email.message_id, pid) in known_in_project or (email.message_id, pid) in new_here
-        ):
-            results[row.pk] = Result(
+        if any((m, pid) in self.known or (m, pid) in self.new_here for m in references):
+            self._classify_reply(row, step, references, duplicate=seen)
+        elif seen:
+            self.results[row.pk] = Result(
                 Outcome.IGNORED,
                 "duplicate: an issue already exists for this Message-ID",
                 {**step.trace, "rule": "duplicate"},
                 project=step.project,
             )
-            continue
-        cc_wanted = step.setting.add_external_participants_from_cc and email.cc
-        if step.setting.description_template_id or cc_wanted:
-            alone.append(row)
-            continue
-        if not email.subject.strip() and not email.body_text.strip() and not email.attachments:
-            results[row.pk] = _reject(email, "empty email", {**step.trace, "rule": "empty"},
-                                      project=step.project)  # fmt: skip
-            continue
-        if email.message_id:
-            new_here.add((email.message_id, pid))
-        planned.append(step)
-        planned_rows.append(row)
-
-    # Rate limits for the whole batch in one round trip to Redis.
-    limited = ratelimit.hit_many(
-        [_rate_key(p.project, _requester(p.email)) for p in planned],
-        limit=settings.SERVICEDESK_NEW_ISSUES_PER_SENDER_PER_MINUTE,
-        window=60,
-    )
-    kept = [(row, p) for row, p, over in zip(planned_rows, planned, limited, strict=True)
-            if not (over and _requester(p.email))]  # fmt: skip
-    for row, p, over in zip(planned_rows, planned, limited, strict=True):
-        if over and _requester(p.email):
-            results[row.pk] = _reject(p.email, "rate limited", {**p.trace, "rule": "rate limit"},
-                                      project=p.project)  # fmt: skip
-    planned_rows = [row for row, _ in kept]
-    planned = [p for _, p in kept]
-
-    issues = _bulk_new_issues(planned, bot)
-    created = {
-        (step.email.message_id, step.project.pk): issue.pk
-        for step, issue in zip(planned, issues, strict=True)
-        if step.email.message_id
-    }
-    for row, step, references in pending:
-        pid = step.project.pk
-        thread = next((created[(m, pid)] for m in references if (m, pid) in created), None)
-        if thread is None:  # its thread's first email was not created here (rate limited…)
-            alone.append(row)
+        elif step.setting.description_template_id or (
+            step.setting.add_external_participants_from_cc and email.cc
+        ):
+            self.alone.append(row)
+        elif not email.subject.strip() and not email.body_text.strip() and not email.attachments:
+            self.results[row.pk] = _reject(email, "empty email", {**step.trace, "rule": "empty"},
+                                           project=step.project)  # fmt: skip
         else:
-            replies.append((row, step, thread))
-    results.update(_bulk_notes(replies, bot))
-    for row, step, issue in zip(planned_rows, planned, issues, strict=True):
-        results[row.pk] = Result(Outcome.ISSUE_CREATED, "", step.trace, project=step.project,
-                                 issue=issue)  # fmt: skip
-    return results, alone
+            self.issues.append((row, step))
+        if email.message_id:
+            self.new_here.add(own)
+
+    def _classify_reply(
+        self, row: InboundMessage, step: ProjectMail, references: tuple[str, ...], duplicate: bool
+    ) -> None:
+        """A reply in a thread becomes a note: in bulk when its issue is open and unmoved and the
+        reply is plain, otherwise alone (moves, reopening, attachments, duplicates)."""
+        pid = step.project.pk
+        thread = next(
+            (self.open_thread[(m, pid)] for m in references if (m, pid) in self.open_thread), None
+        )
+        in_batch = any((m, pid) in self.new_here for m in references)
+        if step.email.attachments or duplicate or (thread is None and not in_batch):
+            self.alone.append(row)
+        elif thread is None:
+            self.pending.append((row, step, references))  # its issue is created in this batch
+        else:
+            self.replies.append((row, step, thread))
+
+    def apply_rate_limits(self) -> None:
+        """New issues per sender per project, for the whole batch in one Redis round trip."""
+        over = ratelimit.hit_many(
+            [_rate_key(step.project, _requester(step.email)) for _, step in self.issues],
+            limit=settings.SERVICEDESK_NEW_ISSUES_PER_SENDER_PER_MINUTE,
+            window=60,
+        )
+        kept = []
+        for (row, step), limited in zip(self.issues, over, strict=True):
+            if limited and _requester(step.email):
+                self.results[row.pk] = _reject(
+                    step.email, "rate limited", {**step.trace, "rule": "rate limit"},
+                    project=step.project,
+                )  # fmt: skip
+            else:
+                kept.append((row, step))
+        self.issues = kept
+
+    def write(self) -> None:
+        steps = [step for _, step in self.issues]
+        issues = _bulk_new_issues(steps, self.bot)
+        created = {
+            (step.email.message_id, step.project.pk): issue.pk
+            for step, issue in zip(steps, issues, strict=True)
+            if step.email.message_id
+        }
+        for row, step, references in self.pending:
+            pid = step.project.pk
+            thread = next((created[(m, pid)] for m in references if (m, pid) in created), None)
+            if thread is None:  # the thread's first email was not created here (rate limited…)
+                self.alone.append(row)
+            else:
+                self.replies.append((row, step, thread))
+        self.results.update(_bulk_notes(self.replies, self.bot))
+        for (row, step), issue in zip(self.issues, issues, strict=True):
+            self.results[row.pk] = Result(
+                Outcome.ISSUE_CREATED, "", step.trace, project=step.project, issue=issue
+            )
 
 
 def _requester(email: ParsedEmail) -> str:
