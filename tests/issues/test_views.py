@@ -181,3 +181,17 @@ def test_public_project_issue_readable_anonymously(client, project) -> None:
 
 def test_health_endpoint(client) -> None:
     assert client.get("/-/health").json() == {"status": "ok"}
+
+
+def test_relative_times_read_naturally(client, reporter, project) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from issues.templatetags.relative_time import ago
+
+    assert ago(timezone.now()) == "just now"
+    assert ago(timezone.now() - timedelta(minutes=5)) == "5\xa0minutes ago"  # non-breaking
+    IssueFactory(project=project, title="Fresh")
+    client.force_login(reporter)
+    assert b"just now" in client.get(reverse("issue_list", args=[project.full_path])).content
