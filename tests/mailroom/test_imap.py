@@ -108,10 +108,17 @@ def test_appended_messages_become_issues_through_the_worker(
     assert state.last_success_at is not None
 
 
-def test_idle_push_turns_one_message_into_an_issue_quickly(
+def test_idle_push_turns_one_message_into_an_issue(
     imap_mailbox, worker_factory, mailbox_env, address
 ) -> None:
-    start_poller(worker_factory, mailbox_env)
+    # Fallback SEARCHes only every 60 s: an issue within 15 s can only come from IDLE's push.
+    push_only = {
+        **mailbox_env,
+        "SERVICEDESK_INCOMING_EMAIL_IDLE_TIMEOUT": "60",
+        "SERVICEDESK_IMAP_RECHECK": "60",
+        "SERVICEDESK_IMAP_LOCK_TTL": "90",
+    }
+    start_poller(worker_factory, push_only)
     wait_for(
         lambda: MailboxState.objects.filter(last_success_at__isnull=False).exists(),
         30,
@@ -121,11 +128,8 @@ def test_idle_push_turns_one_message_into_an_issue_quickly(
     started = time.monotonic()
     append(imap_mailbox, [make_email(to=address, subject="Pushed")])
     wait_for(lambda: Issue.objects.filter(title="Pushed").exists(), 15, "the pushed issue", 0.02)
-    latency = time.monotonic() - started
-    print(f"\nIMAP IDLE: APPEND to committed issue in {latency:.2f} s")
-    # The target ("about a second") is measured by bench/ingest.py; here only that push works:
-    # well below the 2 s IDLE re-check, the fallback poll would have been slower.
-    assert latency < 2.0
+    # Informational; the latency target is measured by bench/ingest.py, not asserted here.
+    print(f"\nIMAP IDLE: APPEND to committed issue in {time.monotonic() - started:.2f} s")
 
 
 def test_lmtp_delivery_is_routed_by_delivered_to(
