@@ -1,19 +1,147 @@
-"""Outbound Service Desk emails.
+"""Outbound Service Desk emails: rendered and recorded in the transaction that causes them.
 
-THE HOOK for the outbound mail work: the mailroom calls ``service_desk_issue_created`` inside
-the transaction that created an issue from email. Sending *thank you* (to the requester) and
-*new participant* (to Cc'd addresses) is not built yet: it arrives with the outbox ledger, which
-will write the emails to send right here, in the same transaction as their cause.
+``service_desk_issue_created`` is called by the mailroom in the transaction that created an
+issue from email: the requester gets *thank you*, Cc'd participants *new participant*. Each
+email gets its own reply key (a SentNotification) so replies and unsubscribes route back. The
+rows are sent after commit by ``issues.tasks.send_outbound_emails``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from email.utils import formataddr
+from urllib.parse import urlsplit
 
-from .models import EmailParticipant, Issue
+from django.conf import settings
+from django.db import transaction
+from django.template.loader import get_template
+from django.urls import reverse
+
+from projects.models import ServiceDeskSetting
+
+from .markdown import render_markdown
+from .models import EmailParticipant, Issue, IssueEmail, Note, OutboundEmail, SentNotification
+
+Kind = OutboundEmail.Kind
+_PLACEHOLDER = re.compile(r"%\{\s*([A-Z_]+)\s*\}")
+# A header value must be one line: names and subjects come from users and customers.
+_LINE_BREAKS = re.compile(r"[\r\n\x00]+")
+
+
+def render_placeholders(template: str, values: dict[str, str]) -> str:
+    """Replace ``%{NAME}`` / ``%{ NAME }``; unknown placeholders are left as they are."""
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
+
+
+def _host() -> str:
+    return urlsplit(settings.SITE_URL).hostname or "localhost"
+
+
+def issue_message_id(issue: Issue) -> str:
+    """The thread's root: the thank-you's Message-ID; later emails refer to it (SPEC §7)."""
+    return f"<issue_{issue.pk}@{_host()}>"
+
+
+def _template_text(setting: ServiceDeskSetting, kind: str) -> str:
+    custom = getattr(setting, f"{kind}_template", "")
+    # The raw file (our placeholders, not Django template syntax) from the template dirs.
+    return custom or get_template(f"emails/{kind}.md").template.source  # type: ignore[attr-defined]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(_LINE_BREAKS.sub(" ", text).split())
+
+
+def _compose(
+    *, kind: str, issue: Issue, participant: EmailParticipant, note: Note | None = None
+) -> OutboundEmail:
+    setting = issue.project.service_desk
+    sent = SentNotification.objects.create(
+        issue=issue, participant=participant, note=note, recipient=participant.email
+    )
+    key = sent.reply_key
+    incoming = settings.SERVICEDESK_MAILBOXES.get("incoming_email")
+    unsubscribe_url = settings.SITE_URL + reverse("unsubscribe", args=[key])
+    issue_url = settings.SITE_URL + reverse(
+        "issue_detail", args=[issue.project.full_path, issue.iid]
+    )
+    values = {
+        "ISSUE_ID": f"#{issue.iid}",
+        "ISSUE_PATH": f"{issue.project.full_path}#{issue.iid}",
+        "ISSUE_URL": issue_url,
+        "ISSUE_DESCRIPTION": issue.description,
+        "NOTE_TEXT": note.body if note is not None else "",
+        "UNSUBSCRIBE_URL": unsubscribe_url,
+        "SYSTEM_HEADER": settings.SERVICEDESK_EMAIL_HEADER,
+        "SYSTEM_FOOTER": settings.SERVICEDESK_EMAIL_FOOTER,
+        "ADDITIONAL_TEXT": settings.SERVICEDESK_EMAIL_ADDITIONAL_TEXT,
+    }
+    text = render_placeholders(_template_text(setting, kind), values).strip() + "\n"
+    root = issue_message_id(issue)
+    reply_id = f"<reply-{key}@{_host()}>"
+    message_id = root if kind == Kind.THANK_YOU else reply_id
+    headers = {
+        # Replies keep the thread (In-Reply-To/References) and carry the reply key even when a
+        # client drops Reply-To.
+        "References": root if message_id == root else f"{root} {reply_id}",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "Auto-Submitted": "auto-replied" if kind == Kind.THANK_YOU else "auto-generated",
+        "X-Auto-Response-Suppress": "All",
+    }
+    if message_id != root:
+        headers["In-Reply-To"] = root
+    unsubscribe = [f"<{unsubscribe_url}>"]
+    if incoming is not None and incoming.enabled:
+        headers["Reply-To"] = incoming.address_for(key)
+        unsubscribe.append(f"<mailto:{incoming.address_for(f'{key}-unsubscribe')}>")
+    headers["List-Unsubscribe"] = ", ".join(unsubscribe)
+    email = OutboundEmail.objects.create(
+        kind=kind,
+        issue=issue,
+        note=note,
+        participant=participant,
+        sent_notification=sent,
+        recipient=participant.email,
+        from_email=formataddr((_one_line(setting.display_name), settings.DEFAULT_FROM_EMAIL)),
+        subject=_one_line(f"Re: {issue.title} (#{issue.iid})"),
+        message_id=message_id,
+        headers=headers,
+        body_text=text,
+        body_html=render_markdown(text),
+    )
+    IssueEmail.objects.get_or_create(
+        issue=issue, message_id=message_id, defaults={"direction": IssueEmail.Direction.OUTBOUND}
+    )
+    return email
+
+
+def _send_after_commit(emails: Sequence[OutboundEmail]) -> None:
+    if not emails:
+        return
+    ids = [email.pk for email in emails]
+
+    def enqueue() -> None:
+        from .tasks import send_outbound_emails
+
+        send_outbound_emails.delay(ids)
+
+    transaction.on_commit(enqueue)
 
 
 def service_desk_issue_created(
     *, issue: Issue, requester: EmailParticipant | None, cc: Sequence[EmailParticipant]
-) -> None:
-    """Called in the issue's creating transaction. Sends nothing yet (outbound mail pending)."""
+) -> list[OutboundEmail]:
+    """Called in the issue's creating transaction: *thank you* to the requester, *new
+    participant* to each Cc'd address. Nothing when the project's Service Desk is off."""
+    setting = ServiceDeskSetting.objects.filter(project_id=issue.project_id).first()
+    if setting is None or not setting.service_desk_enabled:
+        return []
+    emails = []
+    if requester is not None and requester.is_reachable:
+        emails.append(_compose(kind=Kind.THANK_YOU, issue=issue, participant=requester))
+    for participant in cc:
+        if participant.is_reachable:
+            emails.append(_compose(kind=Kind.NEW_PARTICIPANT, issue=issue, participant=participant))
+    _send_after_commit(emails)
+    return emails

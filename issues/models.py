@@ -237,3 +237,61 @@ class Upload(models.Model):
     @property
     def is_image(self) -> bool:
         return self.content_type.startswith("image/")
+
+
+class OutboundEmail(models.Model):
+    """The outbox ledger: one email to send, written in the transaction that caused it.
+
+    The whole email (headers and both bodies) is rendered at that moment, so sending is pure
+    I/O and what was sent can always be shown. Sent after commit by a Celery task; temporary
+    failures are retried with backoff, permanent ones recorded with the reason.
+    """
+
+    class Kind(models.TextChoices):
+        THANK_YOU = "thank_you", "Thank you"
+        NEW_NOTE = "new_note", "New note"
+        NEW_PARTICIPANT = "new_participant", "New participant"
+        ISSUE_CLOSED = "issue_closed", "Issue closed"
+        REJECTED = "rejected", "Rejected"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    issue = models.ForeignKey(
+        Issue, null=True, blank=True, on_delete=models.SET_NULL, related_name="outbound_emails"
+    )
+    note = models.ForeignKey(
+        Note, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    participant = models.ForeignKey(
+        EmailParticipant, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    sent_notification = models.OneToOneField(
+        SentNotification, null=True, blank=True, on_delete=models.SET_NULL, related_name="email"
+    )
+    recipient = models.EmailField(max_length=320)
+    from_email = models.CharField(max_length=640)
+    subject = models.CharField(max_length=998)
+    message_id = models.CharField(max_length=998, unique=True)
+    headers = models.JSONField(default=dict, blank=True)
+    body_text = models.TextField()
+    body_html = models.TextField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    claim_token = models.UUIDField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="outbound_due")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} to {self.recipient} ({self.status})"

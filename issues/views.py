@@ -7,14 +7,16 @@ from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from accounts.selectors import support_bot
 from projects import permissions
 from projects.selectors import project_get_for_user, service_desk_addresses
 from servicedesk.http import anonymous_404_to_login
 
 from .forms import NoteForm
-from .models import Issue
+from .models import Issue, SentNotification
 from .selectors import (
     ISSUE_STATES,
     issue_counts_for_user,
@@ -23,7 +25,7 @@ from .selectors import (
     note_list_for_issue,
     upload_get_for_user,
 )
-from .services import issue_close, issue_reopen, note_create
+from .services import issue_close, issue_reopen, note_create, participant_unsubscribe
 
 ISSUES_PER_PAGE = 50
 INLINE_IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
@@ -144,3 +146,22 @@ def upload_download(request: HttpRequest, upload_id: int, filename: str) -> Http
     response["Content-Security-Policy"] = "default-src 'none'; sandbox"
     response["Cache-Control"] = "private, max-age=3600"
     return response
+
+
+@csrf_exempt  # RFC 8058 one-click POSTs come from mail providers; the key is the credential
+@require_http_methods(["GET", "POST"])
+def unsubscribe(request: HttpRequest, reply_key: str) -> HttpResponse:
+    """GET shows a confirmation (link scanners must not unsubscribe anyone); POST — the form's
+    button or a one-click ``List-Unsubscribe=One-Click`` — unsubscribes. No login needed."""
+    sent = (
+        SentNotification.objects.select_related("participant", "issue", "issue__project")
+        .filter(reply_key=reply_key.lower())
+        .first()
+    )
+    if sent is None or sent.participant is None:
+        raise Http404("Unknown or expired unsubscribe link")
+    context = {"issue": sent.issue, "email": sent.participant.email, "done": False}
+    if request.method == "POST":
+        participant_unsubscribe(participant=sent.participant, actor=support_bot())
+        context["done"] = True
+    return render(request, "issues/unsubscribe.html", context)

@@ -225,6 +225,12 @@ SERVICEDESK_IMAP_RECHECK = env_int("SERVICEDESK_IMAP_RECHECK", 5)
 # mailbox's idle_timeout + 60 s.
 SERVICEDESK_IMAP_LOCK_TTL = env_int("SERVICEDESK_IMAP_LOCK_TTL", 0)
 SERVICEDESK_SMTPD_PORT = env_int("SERVICEDESK_SMTPD_PORT", 2525)
+# Instance-wide texts for the %{SYSTEM_HEADER}, %{SYSTEM_FOOTER}, %{ADDITIONAL_TEXT} placeholders.
+SERVICEDESK_EMAIL_HEADER = env_str("SERVICEDESK_EMAIL_HEADER", "")
+SERVICEDESK_EMAIL_FOOTER = env_str("SERVICEDESK_EMAIL_FOOTER", "")
+SERVICEDESK_EMAIL_ADDITIONAL_TEXT = env_str("SERVICEDESK_EMAIL_ADDITIONAL_TEXT", "")
+# A temporary sending failure is retried with backoff up to this many attempts.
+SERVICEDESK_OUTBOUND_MAX_ATTEMPTS = env_int("SERVICEDESK_OUTBOUND_MAX_ATTEMPTS", 8)
 # Accept self-signed IMAP certificates (test servers only; never in production).
 SERVICEDESK_IMAP_INSECURE_TLS = env_bool("SERVICEDESK_IMAP_INSECURE_TLS", False) and not PRODUCTION
 
@@ -240,6 +246,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "mailroom.tasks.sweep_inbound",
         "schedule": float(SERVICEDESK_INBOUND_SWEEP_INTERVAL),
     },
+    "sweep-outbound": {"task": "issues.tasks.sweep_outbound", "schedule": 30.0},
     **{
         f"poll-{name}": {
             "task": "mailroom.tasks.poll_mailbox",

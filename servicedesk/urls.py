@@ -18,6 +18,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("-/health", views.health, name="health"),
     path("-/uploads/<int:upload_id>/<str:filename>", issue_views.upload_download, name="upload"),
+    path("-/unsubscribe/<str:reply_key>", issue_views.unsubscribe, name="unsubscribe"),
     # ESP inbound webhooks (django-anymail), e.g. /-/anymail/mailgun/inbound/
     path("-/anymail/", include("anymail.urls")),
     path("<path:full_path>/-/issues/", issue_views.issue_list, name="issue_list"),

@@ -7,11 +7,10 @@ from email.utils import make_msgid
 
 import pytest
 import redis
+from celery import Celery
 
 from issues.models import Issue, IssueEmail
-from mailroom.ledger import inbound_sweep
 from mailroom.models import InboundMessage, MailboxState
-from mailroom.tasks import poll_mailbox
 from servicedesk.config import load_mailboxes
 
 from .helpers import make_email
@@ -38,10 +37,28 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):  # ty
     pytest.fail(f"timed out after {timeout}s waiting for {what}; ledger/issues {counts}: {ledger}")
 
 
+# The IMAP tests' workers get a broker of their own (Redis database 2): a session-wide worker
+# with another mailbox configuration must never take their tasks.
+BROKER_DB = 2
+
+
+def broker_url(redis_server) -> str:  # type: ignore[no-untyped-def]
+    return redis_server.url.rsplit("/", 1)[0] + f"/{BROKER_DB}"
+
+
+def send(env: dict[str, str], task: str, *args: object, queue: str = "celery") -> None:
+    """Send a task to the IMAP tests' workers (through their broker), as beat would."""
+    # Not the current app: shared tasks sent later in this process must keep our broker.
+    app = Celery("imap-tests", broker=env["REDIS_URL"], set_as_current=False)
+    app.conf.broker_connection_retry_on_startup = True
+    app.send_task(task, args=list(args), queue=queue)
+
+
 @pytest.fixture
 def mailbox_env(imap_mailbox, redis_server, settings) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """Worker environment for the Dovecot test account; the test process gets the same config."""
     env = {
+        "REDIS_URL": broker_url(redis_server),
         "SERVICEDESK_INCOMING_EMAIL_ENABLED": "true",
         "SERVICEDESK_INCOMING_EMAIL_ADDRESS": "support+%{key}@example.test",
         "SERVICEDESK_INCOMING_EMAIL_HOST": "127.0.0.1",
@@ -57,10 +74,8 @@ def mailbox_env(imap_mailbox, redis_server, settings) -> dict[str, str]:  # type
     }
     settings.SERVICEDESK_MAILBOXES = load_mailboxes(None, environ=env)
     settings.SERVICEDESK_INBOUND_STUCK_AFTER = 3
-    # A poller killed by an earlier test must not keep the mailbox locked for this one.
-    client = redis.Redis.from_url(redis_server.url)
-    for key in client.scan_iter("servicedesk:mailbox-poller:*"):
-        client.delete(key)
+    # Queues and a poller lock left by an earlier test (its workers were killed) go.
+    redis.Redis.from_url(broker_url(redis_server)).flushdb()
     return env
 
 
@@ -85,8 +100,12 @@ def undeleted(dovecot) -> list[int]:  # type: ignore[no-untyped-def]
 
 def start_poller(worker_factory, env, name: str = "imap"):  # type: ignore[no-untyped-def]
     worker = worker_factory(name=name, env=env, queues="celery,mailbox", concurrency=3)
-    poll_mailbox.delay("incoming_email")
+    poll(env)
     return worker
+
+
+def poll(env: dict[str, str]) -> None:
+    send(env, "mailroom.tasks.poll_mailbox", "incoming_email", queue="mailbox")
 
 
 def test_appended_messages_become_issues_through_the_worker(
@@ -197,8 +216,8 @@ def test_worker_killed_mid_ingest_loses_nothing_and_duplicates_nothing(
     start_poller(worker_factory, mailbox_env, name="survivor")
 
     def finished() -> bool:
-        inbound_sweep()  # what beat runs every 30 s in production
-        poll_mailbox.delay("incoming_email")  # until the dead poller's lock has expired
+        send(mailbox_env, "mailroom.tasks.sweep_inbound")  # what beat runs every 30 s
+        poll(mailbox_env)  # until the dead poller's lock has expired
         return (
             InboundMessage.objects.count() == total
             and not InboundMessage.objects.exclude(status=Status.DONE).exists()

@@ -1,0 +1,148 @@
+"""Sending the outbox: claim rows, hand them to Django's email backend, record the result.
+
+Temporary failures (connection refused, timeouts, SMTP 4xx, ESP 5xx) go back to pending with
+exponential backoff; permanent ones (SMTP 5xx, refused recipients, ESP 4xx) are recorded as
+failed with the server's reason. Delivery is at least once: a worker that dies after the
+server accepted an email but before recording it sends it again after the sweeper's delay —
+with the same Message-ID, so mail clients show it once.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from .models import OutboundEmail
+
+log = logging.getLogger(__name__)
+Status = OutboundEmail.Status
+STUCK_AFTER = timedelta(minutes=10)
+
+
+class PermanentFailure(Exception):
+    """The receiving side refused for good: do not retry."""
+
+
+def _classify(exc: Exception) -> bool:
+    """True if the failure is permanent."""
+    if isinstance(exc, PermanentFailure | smtplib.SMTPRecipientsRefused):
+        return True
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return 500 <= exc.smtp_code < 600
+    try:
+        from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused
+    except ImportError:  # pragma: no cover - anymail is a dependency
+        return False
+    if isinstance(exc, AnymailRecipientsRefused):
+        return True
+    if isinstance(exc, AnymailAPIError):
+        status = getattr(exc, "status_code", None)
+        return status is not None and 400 <= status < 500 and status != 429
+    return False
+
+
+def outbound_claim(ids: Sequence[int]) -> tuple[list[int], uuid.UUID]:
+    token = uuid.uuid4()
+    now = timezone.now()
+    with transaction.atomic():
+        claimable = list(
+            OutboundEmail.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=ids, status=Status.PENDING)
+            .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        OutboundEmail.objects.filter(pk__in=claimable).update(
+            status=Status.SENDING, claimed_at=now, claim_token=token, attempts=F("attempts") + 1
+        )
+    return claimable, token
+
+
+def _message(email: OutboundEmail, connection) -> EmailMultiAlternatives:  # type: ignore[no-untyped-def]
+    headers = {**email.headers, "Message-ID": email.message_id}
+    reply_to = [headers.pop("Reply-To")] if "Reply-To" in headers else None
+    message = EmailMultiAlternatives(
+        subject=email.subject,
+        body=email.body_text,
+        from_email=email.from_email,
+        to=[email.recipient],
+        reply_to=reply_to,
+        headers=headers,
+        connection=connection,
+    )
+    message.attach_alternative(email.body_html, "text/html")
+    return message
+
+
+def outbound_send(ids: Sequence[int], token: uuid.UUID) -> dict[int, str]:
+    """Send claimed emails over one connection; return the status each ended in."""
+    emails = list(OutboundEmail.objects.filter(pk__in=ids, claim_token=token).order_by("pk"))
+    results: dict[int, str] = {}
+    connection = get_connection(fail_silently=False)
+    try:
+        for email in emails:
+            try:
+                _message(email, connection).send()
+            except Exception as exc:  # every failure is recorded; _classify decides its kind
+                results[email.pk] = _record_failure(email, exc)
+                # A broken connection is reopened for the next email by the backend.
+                continue
+            OutboundEmail.objects.filter(pk=email.pk, claim_token=token).update(
+                status=Status.SENT, sent_at=timezone.now(), last_error=""
+            )
+            results[email.pk] = Status.SENT
+    finally:
+        try:
+            connection.close()
+        except Exception:  # closing a dead connection: nothing left to do
+            log.debug("closing the email connection failed", exc_info=True)
+    return results
+
+
+def _record_failure(email: OutboundEmail, exc: Exception) -> str:
+    error = f"{type(exc).__name__}: {exc}"[:2000]
+    if _classify(exc):
+        status, when = Status.FAILED, None
+    elif email.attempts >= settings.SERVICEDESK_OUTBOUND_MAX_ATTEMPTS:
+        status, when = Status.FAILED, None
+        error = f"gave up after {email.attempts} attempts: {error}"
+    else:
+        status = Status.PENDING
+        when = timezone.now() + timedelta(seconds=min(10 * 2 ** (email.attempts - 1), 3600))
+    log.warning("email %s to participant of issue %s: %s (%s)", email.pk, email.issue_id,
+                error, status)  # fmt: skip
+    OutboundEmail.objects.filter(pk=email.pk, claim_token=email.claim_token).update(
+        status=status, next_attempt_at=when, last_error=error
+    )
+    return status
+
+
+def outbound_sweep() -> int:
+    """Re-queue emails left sending by a dead worker; enqueue those whose retry is due."""
+    from .tasks import send_outbound_emails
+
+    now = timezone.now()
+    OutboundEmail.objects.filter(status=Status.SENDING, claimed_at__lt=now - STUCK_AFTER).update(
+        status=Status.PENDING, next_attempt_at=now
+    )
+    due = list(
+        OutboundEmail.objects.filter(status=Status.PENDING)
+        .filter(
+            Q(next_attempt_at__lte=now)
+            | Q(next_attempt_at__isnull=True, created_at__lt=now - timedelta(seconds=30))
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)[:2000]
+    )
+    for start in range(0, len(due), 50):
+        send_outbound_emails.delay(due[start : start + 50])
+    return len(due)

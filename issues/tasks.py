@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from celery import shared_task
+
+from .outbox import outbound_claim, outbound_send, outbound_sweep
+
+
+@shared_task(ignore_result=True)
+def send_outbound_emails(ids: list[int]) -> None:
+    claimed, token = outbound_claim(ids)
+    if claimed:
+        outbound_send(claimed, token)
+
+
+@shared_task(ignore_result=True)
+def sweep_outbound() -> int:
+    return outbound_sweep()
