@@ -36,6 +36,7 @@ from tests.harness.services import (  # noqa: E402
     DovecotServer,
     PostgresServer,
     RedisServer,
+    SmtpServer,
 )
 
 PNG = bytes.fromhex(
@@ -148,6 +149,8 @@ def main() -> None:
         started.append(redis)
         dovecot = DovecotServer(base / "dovecot").start()
         started.append(dovecot)
+        smtp = SmtpServer().start()  # the thank-you emails go somewhere real
+        started.append(smtp)
         env = {
             "DATABASE_URL": pg.url,
             "REDIS_URL": redis.url,
@@ -161,6 +164,8 @@ def main() -> None:
             "SERVICEDESK_INCOMING_EMAIL_PASSWORD": dovecot.password,
             "SERVICEDESK_INCOMING_EMAIL_IDLE_TIMEOUT": "30",
             "SERVICEDESK_IMAP_LEASE": "3600",
+            "EMAIL_HOST": "127.0.0.1",
+            "EMAIL_PORT": str(smtp.port),
             "LOG_LEVEL": "WARNING",
             # Production behaviour: DEBUG would record every query in memory.
             "DEBUG": "0",
@@ -188,8 +193,11 @@ def main() -> None:
         poller = CeleryWorker(base / "celery", env, name="poller", concurrency=1,
                               queues="mailbox").start()  # fmt: skip
         started.append(poller)
-        processor = CeleryWorker(base / "celery", env, name="processor",
-                                 concurrency=args.concurrency, queues="celery").start()  # fmt: skip
+        # Inbound processing and outbound sending, as the production "worker" service.
+        processor = CeleryWorker(
+            base / "celery", env, name="processor", concurrency=args.concurrency,
+            queues="celery,outbound",
+        ).start()  # fmt: skip
         started.append(processor)
         sampler = RssSampler([poller, processor])
         sampler.start()

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from email.utils import formataddr
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -44,6 +46,7 @@ def issue_message_id(issue: Issue) -> str:
 
 
 def _template_text(setting: ServiceDeskSetting, kind: str) -> str:
+    """The project's own template, else the instance default file."""
     custom = getattr(setting, f"{kind}_template", "")
     # The raw file (our placeholders, not Django template syntax) from the template dirs.
     return custom or get_template(f"emails/{kind}.md").template.source  # type: ignore[attr-defined]
@@ -53,16 +56,35 @@ def _one_line(text: str) -> str:
     return " ".join(_LINE_BREAKS.sub(" ", text).split())
 
 
-def _compose(
-    *, kind: str, issue: Issue, participant: EmailParticipant, note: Note | None = None
-) -> OutboundEmail:
-    setting = issue.project.service_desk
-    sent = SentNotification.objects.create(
+@dataclass
+class _Draft:
+    """An email and the rows that go with it, built before being saved (so batches can save
+    many drafts with three INSERTs)."""
+
+    sent: SentNotification
+    email: OutboundEmail
+    record: IssueEmail
+
+
+@lru_cache(maxsize=1)
+def _unsubscribe_path() -> str:
+    return reverse("unsubscribe", args=["REPLYKEY"])
+
+
+def _draft(
+    *,
+    kind: str,
+    issue: Issue,
+    participant: EmailParticipant,
+    setting: ServiceDeskSetting,
+    note: Note | None = None,
+) -> _Draft:
+    sent = SentNotification(
         issue=issue, participant=participant, note=note, recipient=participant.email
     )
     key = sent.reply_key
     incoming = settings.SERVICEDESK_MAILBOXES.get("incoming_email")
-    unsubscribe_url = settings.SITE_URL + reverse("unsubscribe", args=[key])
+    unsubscribe_url = settings.SITE_URL + _unsubscribe_path().replace("REPLYKEY", key)
     issue_url = settings.SITE_URL + reverse(
         "issue_detail", args=[issue.project.full_path, issue.iid]
     )
@@ -96,7 +118,7 @@ def _compose(
         headers["Reply-To"] = incoming.address_for(key)
         unsubscribe.append(f"<mailto:{incoming.address_for(f'{key}-unsubscribe')}>")
     headers["List-Unsubscribe"] = ", ".join(unsubscribe)
-    email = OutboundEmail.objects.create(
+    email = OutboundEmail(
         kind=kind,
         issue=issue,
         note=note,
@@ -110,38 +132,84 @@ def _compose(
         body_text=text,
         body_html=render_markdown(text),
     )
-    IssueEmail.objects.get_or_create(
-        issue=issue, message_id=message_id, defaults={"direction": IssueEmail.Direction.OUTBOUND}
-    )
-    return email
+    record = IssueEmail(issue=issue, message_id=message_id, direction=IssueEmail.Direction.OUTBOUND)
+    return _Draft(sent, email, record)
 
 
-def _send_after_commit(emails: Sequence[OutboundEmail]) -> None:
-    if not emails:
-        return
+def _save(drafts: Sequence[_Draft]) -> list[OutboundEmail]:
+    if not drafts:
+        return []
+    SentNotification.objects.bulk_create([d.sent for d in drafts])
+    for d in drafts:
+        d.email.sent_notification = d.sent  # now with its primary key
+    OutboundEmail.objects.bulk_create([d.email for d in drafts])
+    IssueEmail.objects.bulk_create([d.record for d in drafts])
+    return [d.email for d in drafts]
+
+
+SEND_BATCH = 50  # emails per sending task
+
+
+def send_after_commit(emails: Sequence[OutboundEmail]) -> None:
+    """Queue the emails for sending once the transaction that recorded them commits."""
     ids = [email.pk for email in emails]
+    if not ids:
+        return
 
     def enqueue() -> None:
         from .tasks import send_outbound_emails
 
-        send_outbound_emails.delay(ids)
+        for start in range(0, len(ids), SEND_BATCH):
+            send_outbound_emails.delay(ids[start : start + SEND_BATCH])
 
     transaction.on_commit(enqueue)
 
 
 def service_desk_issue_created(
-    *, issue: Issue, requester: EmailParticipant | None, cc: Sequence[EmailParticipant]
+    *,
+    issue: Issue,
+    requester: EmailParticipant | None,
+    cc: Sequence[EmailParticipant],
+    send: bool = True,
 ) -> list[OutboundEmail]:
     """Called in the issue's creating transaction: *thank you* to the requester, *new
     participant* to each Cc'd address. Nothing when the project's Service Desk is off."""
-    setting = ServiceDeskSetting.objects.filter(project_id=issue.project_id).first()
+    emails = _save(_issue_drafts(issue, requester, cc))
+    if send:
+        send_after_commit(emails)
+    return emails
+
+
+def service_desk_issues_created(
+    items: Sequence[tuple[Issue, EmailParticipant | None]],
+) -> list[OutboundEmail]:
+    """The same for a batch of issues created together: three INSERTs and sending queued in
+    tasks of SEND_BATCH emails, whatever the number of issues."""
+    drafts = [draft for issue, requester in items for draft in _issue_drafts(issue, requester, [])]
+    emails = _save(drafts)
+    send_after_commit(emails)
+    return emails
+
+
+def _issue_drafts(
+    issue: Issue, requester: EmailParticipant | None, cc: Sequence[EmailParticipant]
+) -> list[_Draft]:
+    setting: ServiceDeskSetting | None
+    if "service_desk" in issue.project._state.fields_cache:
+        setting = issue.project.service_desk  # already loaded: no query per issue in a batch
+    else:
+        setting = ServiceDeskSetting.objects.filter(project_id=issue.project_id).first()
     if setting is None or not setting.service_desk_enabled:
         return []
-    emails = []
+    drafts = []
     if requester is not None and requester.is_reachable:
-        emails.append(_compose(kind=Kind.THANK_YOU, issue=issue, participant=requester))
+        drafts.append(
+            _draft(kind=Kind.THANK_YOU, issue=issue, participant=requester, setting=setting)
+        )
     for participant in cc:
         if participant.is_reachable:
-            emails.append(_compose(kind=Kind.NEW_PARTICIPANT, issue=issue, participant=participant))
-    _send_after_commit(emails)
-    return emails
+            drafts.append(
+                _draft(kind=Kind.NEW_PARTICIPANT, issue=issue, participant=participant,
+                       setting=setting)
+            )  # fmt: skip
+    return drafts

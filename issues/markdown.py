@@ -6,6 +6,8 @@ Everything a user or a customer writes goes through ``render_markdown``; nothing
 
 from __future__ import annotations
 
+import threading
+
 import bleach
 import markdown
 from bleach.css_sanitizer import CSSSanitizer
@@ -56,7 +58,23 @@ _cleaner = bleach.Cleaner(
 )
 
 
+_local = threading.local()
+
+
+def _parser() -> markdown.Markdown:
+    # Building a Markdown instance (extensions, processors) costs more than most conversions:
+    # one per thread, reset between documents.
+    parser = getattr(_local, "parser", None)
+    if parser is None:
+        parser = _local.parser = markdown.Markdown(extensions=_EXTENSIONS, output_format="html")
+    return parser
+
+
 def render_markdown(text: str) -> str:
     """Render Markdown and sanitise the result. Returns HTML safe to mark as such."""
-    html = markdown.markdown(text or "", extensions=_EXTENSIONS, output_format="html")
+    parser = _parser()
+    try:
+        html = parser.convert(text or "")
+    finally:
+        parser.reset()
     return _cleaner.clean(html)

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.selectors import support_bot
-from issues.emails import service_desk_issue_created
+from issues.emails import service_desk_issue_created, service_desk_issues_created
 from issues.models import EmailParticipant, Issue, IssueEmail, Note, SentNotification, Upload
 from issues.quick_actions import apply_quick_actions, neutralise
 from issues.services import (
@@ -707,8 +707,7 @@ def _bulk_new_issues(planned: list[ProjectMail], bot: User) -> list[Issue]:
             if p.email.message_id
         ]
     )
-    for issue in issues:
-        service_desk_issue_created(issue=issue, requester=participants.get(issue.pk), cc=[])
+    service_desk_issues_created([(issue, participants.get(issue.pk)) for issue in issues])
     return issues
 
 

@@ -236,7 +236,12 @@ SERVICEDESK_IMAP_INSECURE_TLS = env_bool("SERVICEDESK_IMAP_INSECURE_TLS", False)
 
 # Mailbox pollers hold a worker slot while they IDLE: they get their own queue so that a
 # worker consuming only "mailbox" (threads pool) keeps them apart from email processing.
-CELERY_TASK_ROUTES = {"mailroom.tasks.poll_mailbox": {"queue": "mailbox"}}
+# Sending gets its own queue too: a burst of thank-you emails must not delay processing the
+# next inbound email (workers consume both; the Redis transport rotates between queues).
+CELERY_TASK_ROUTES = {
+    "mailroom.tasks.poll_mailbox": {"queue": "mailbox"},
+    "issues.tasks.send_outbound_emails": {"queue": "outbound"},
+}
 CELERY_BEAT_SCHEDULE = {
     "record-worker-heartbeat": {
         "task": "mailroom.tasks.record_worker_heartbeat",

@@ -468,7 +468,7 @@ class CeleryWorker:
     env: dict[str, str]
     name: str = "test-worker"
     concurrency: int = 2
-    queues: str = ""
+    queues: str = "celery,outbound"
     proc: subprocess.Popen[bytes] | None = None
 
     @property

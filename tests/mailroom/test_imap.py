@@ -99,7 +99,7 @@ def undeleted(dovecot) -> list[int]:  # type: ignore[no-untyped-def]
 
 
 def start_poller(worker_factory, env, name: str = "imap"):  # type: ignore[no-untyped-def]
-    worker = worker_factory(name=name, env=env, queues="celery,mailbox", concurrency=3)
+    worker = worker_factory(name=name, env=env, queues="celery,outbound,mailbox", concurrency=3)
     poll(env)
     return worker
 
