@@ -181,7 +181,15 @@ _default_backend = (
 )
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", _default_backend)
 EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
-DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", f"support@{_site.hostname}")
+# An IP address or "localhost" is no mail domain: development mail comes from the dev one.
+_mail_domain = (
+    "servicedesk.localhost"
+    if _site.hostname == "localhost"
+    or _site.hostname.replace(".", "").isdigit()
+    or ":" in _site.hostname
+    else _site.hostname
+)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", f"support@{_mail_domain}")
 SERVER_EMAIL = env_str("SERVER_EMAIL", DEFAULT_FROM_EMAIL)
 # django-anymail: ANYMAIL_* variables are passed through (e.g. ANYMAIL_MAILGUN_API_KEY).
 # Each may come from a file instead: ANYMAIL_MAILGUN_API_KEY_FILE=/run/secrets/mailgun.

@@ -103,3 +103,17 @@ def test_anymail_settings_come_from_env_or_files(tmp_path) -> None:
         ANYMAIL_WEBHOOK_SECRET="user:pass",
     )
     assert value(result) == ({"MAILGUN_API_KEY": "key-from-file", "WEBHOOK_SECRET": "user:pass"},)
+
+
+def test_default_from_address_is_a_mail_domain(tmp_path) -> None:
+    assert value(load("settings.DEFAULT_FROM_EMAIL", tmp_path)) == (
+        "support@servicedesk.localhost",
+    )
+    production = load(
+        "settings.DEFAULT_FROM_EMAIL",
+        tmp_path,
+        SERVICEDESK_ENV="production",
+        SECRET_KEY="k" * 50,
+        SITE_URL="https://help.acme.example",
+    )
+    assert value(production) == ("support@help.acme.example",)
