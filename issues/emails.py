@@ -213,3 +213,27 @@ def _issue_drafts(
                        setting=setting)
             )  # fmt: skip
     return drafts
+
+
+def note_added(note: Note, *, send: bool = True) -> list[OutboundEmail]:
+    """*New note* to every reachable participant except the note's own email author.
+
+    Only public, non-system notes; nothing when the project's Service Desk is off. Called in
+    the transaction that created the note.
+    """
+    if note.internal or note.system:
+        return []
+    issue = note.issue
+    setting = ServiceDeskSetting.objects.filter(project_id=issue.project_id).first()
+    if setting is None or not setting.service_desk_enabled:
+        return []
+    author = note.external_author.lower()
+    drafts = [
+        _draft(kind=Kind.NEW_NOTE, issue=issue, participant=p, setting=setting, note=note)
+        for p in issue.email_participants.filter(unsubscribed_at=None, bouncing_at=None)
+        if p.email.lower() != author
+    ]
+    emails = _save(drafts)
+    if send:
+        send_after_commit(emails)
+    return emails

@@ -4,6 +4,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.db import transaction
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -15,6 +16,7 @@ from projects import permissions
 from projects.selectors import project_get_for_user, service_desk_addresses
 from servicedesk.http import anonymous_404_to_login
 
+from .emails import note_added
 from .forms import NoteForm
 from .models import Issue, SentNotification
 from .selectors import (
@@ -92,9 +94,11 @@ def note_add(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
     internal = form.cleaned_data["internal"]
     if internal and not permissions.can_add_internal_note(request.user, issue):
         raise PermissionDenied
-    note = note_create(
-        issue=issue, author=request.user, body=form.cleaned_data["body"], internal=internal
-    )
+    with transaction.atomic():
+        note = note_create(
+            issue=issue, author=request.user, body=form.cleaned_data["body"], internal=internal
+        )
+        note_added(note)  # emails the participants (public notes only), sent after commit
     url = reverse("issue_detail", kwargs={"full_path": issue.project.full_path, "iid": issue.iid})
     return redirect(f"{url}#note-{note.pk}")
 

@@ -19,7 +19,12 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.selectors import support_bot
-from issues.emails import service_desk_issue_created, service_desk_issues_created
+from issues.emails import (
+    note_added,
+    send_after_commit,
+    service_desk_issue_created,
+    service_desk_issues_created,
+)
 from issues.models import EmailParticipant, Issue, IssueEmail, Note, SentNotification, Upload
 from issues.quick_actions import apply_quick_actions, neutralise
 from issues.services import (
@@ -404,6 +409,7 @@ def _note_from_email(issue: Issue, email: ParsedEmail, trace: dict[str, Any], bo
         Upload.objects.filter(issue=issue, note__isnull=True, uploaded_by=bot).update(note=note)
     issue_email_record(issue=issue, message_id=email.message_id, direction="in")
     _reopen_if_wanted(issue, bot)
+    note_added(note)  # the other participants (Cc'd people) get the customer's reply
     return Result(Outcome.NOTE_ADDED, "", trace, project=issue.project, issue=issue, note=note)
 
 
@@ -768,6 +774,11 @@ def _bulk_notes(
     if not notes:
         return results
     Note.objects.bulk_create([note for _, _, note in notes])
+    emails = []
+    for _, step, note in notes:
+        note.issue.project = step.project  # loaded already: no query per note
+        emails += note_added(note, send=False)
+    send_after_commit(emails)
     Issue.objects.filter(pk__in={note.issue_id for _, _, note in notes}).update(
         updated_at=timezone.now()
     )

@@ -181,3 +181,47 @@ def test_the_worker_sends_after_commit(project, smtp, celery_worker) -> None:
     [captured] = smtp.wait_for(1, timeout=30)
     assert captured.message["Auto-Submitted"] == "auto-replied"
     assert OutboundEmail.objects.get().status == Status.SENT
+
+
+def test_team_comment_emails_the_requester_but_internal_and_system_notes_do_not(
+    client, project, reporter, smtp
+) -> None:
+    issue = new_email_issue(project)
+    OutboundEmail.objects.all().delete()
+    client.force_login(reporter)
+    url = reverse("note_add", args=[project.full_path, issue.iid])
+    client.post(url, {"body": "Team only", "internal": "on"})
+    client.post(reverse("issue_close", args=[project.full_path, issue.iid]))
+    assert not OutboundEmail.objects.exists()
+    client.post(url, {"body": "We **fixed** it in 2.3.2."})
+    [email] = OutboundEmail.objects.all()
+    assert (email.kind, email.recipient) == ("new_note", "jake@customer.example")
+    send_pending()
+    message = smtp.wait_for(1)[0].message
+    assert "We **fixed** it in 2.3.2." in message.get_body(("plain",)).get_content()
+    assert "<strong>fixed</strong>" in message.get_body(("html",)).get_content()
+    assert message["In-Reply-To"] == f"<issue_{issue.pk}@servicedesk.test>"
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert "Team only" not in message.as_string()
+
+
+def test_customer_reply_goes_to_the_other_participants_only(project, smtp) -> None:
+    project.service_desk.add_external_participants_from_cc = True
+    project.service_desk.save()
+    issue = new_email_issue(project, headers={"Cc": "boss@customer.example, gone@customer.example"})
+    gone = EmailParticipant.objects.get(issue=issue, email="gone@customer.example")
+    gone.unsubscribed_at = gone.created_at
+    gone.save()
+    OutboundEmail.objects.all().delete()
+    row = deliver(
+        make_email(
+            to=INCOMING.address_for(project.service_desk.default_key),
+            subject="Re: Printer on fire",
+            body="Still burning.",
+            headers={"In-Reply-To": f"<issue_{issue.pk}@servicedesk.test>"},
+        )
+    )
+    assert row.outcome == "note_added", row.reason
+    assert list(OutboundEmail.objects.values_list("kind", "recipient")) == [
+        ("new_note", "boss@customer.example")
+    ]
