@@ -17,9 +17,10 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
-from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
+
+from servicedesk.claims import claim_due
 
 from .models import OutboundEmail
 
@@ -51,20 +52,7 @@ def _classify(exc: Exception) -> bool:
 
 
 def outbound_claim(ids: Sequence[int]) -> tuple[list[int], uuid.UUID]:
-    token = uuid.uuid4()
-    now = timezone.now()
-    with transaction.atomic():
-        claimable = list(
-            OutboundEmail.objects.select_for_update(skip_locked=True)
-            .filter(pk__in=ids, status=Status.PENDING)
-            .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-            .order_by("pk")
-            .values_list("pk", flat=True)
-        )
-        OutboundEmail.objects.filter(pk__in=claimable).update(
-            status=Status.SENDING, claimed_at=now, claim_token=token, attempts=F("attempts") + 1
-        )
-    return claimable, token
+    return claim_due(OutboundEmail, ids, waiting=Status.PENDING, claimed=Status.SENDING)
 
 
 def _message(email: OutboundEmail, connection) -> EmailMultiAlternatives:  # type: ignore[no-untyped-def]

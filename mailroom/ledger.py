@@ -23,8 +23,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
+
+from servicedesk.claims import claim_due
 
 from .models import InboundMessage
 
@@ -102,24 +104,7 @@ def inbound_store_imap_batch(
 
 def inbound_claim(ids: Sequence[int]) -> tuple[list[int], uuid.UUID]:
     """Claim queued rows for this worker (committed); rows locked or taken elsewhere are left."""
-    token = uuid.uuid4()
-    now = timezone.now()
-    with transaction.atomic():
-        claimable = list(
-            InboundMessage.objects.select_for_update(skip_locked=True)
-            .filter(pk__in=ids, status=Status.QUEUED)
-            .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-            .order_by("pk")
-            .values_list("pk", flat=True)
-        )
-        if claimable:
-            InboundMessage.objects.filter(pk__in=claimable).update(
-                status=Status.PROCESSING,
-                claimed_at=now,
-                claim_token=token,
-                attempts=F("attempts") + 1,
-            )
-    return claimable, token
+    return claim_due(InboundMessage, ids, waiting=Status.QUEUED, claimed=Status.PROCESSING)
 
 
 def inbound_process(message_id: int, token: uuid.UUID) -> str | None:

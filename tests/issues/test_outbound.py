@@ -225,3 +225,20 @@ def test_customer_reply_goes_to_the_other_participants_only(project, smtp) -> No
     assert list(OutboundEmail.objects.values_list("kind", "recipient")) == [
         ("new_note", "boss@customer.example")
     ]
+
+
+def test_sweeper_requeues_emails_left_sending_by_a_dead_worker(project) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from issues.outbox import STUCK_AFTER, outbound_sweep
+
+    new_email_issue(project)
+    email = OutboundEmail.objects.get()
+    outbound_claim([email.pk])  # ...and the worker dies before sending
+    OutboundEmail.objects.update(claimed_at=timezone.now() - STUCK_AFTER - timedelta(seconds=1))
+    assert outbound_sweep() == 1
+    email.refresh_from_db()
+    assert email.status == Status.PENDING
+    assert outbound_claim([email.pk])[0] == [email.pk]
