@@ -9,8 +9,10 @@ rows are sent after commit by ``issues.tasks.send_outbound_emails``.
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from email.utils import formataddr
 from functools import lru_cache
 from urllib.parse import urlsplit
@@ -19,11 +21,21 @@ from django.conf import settings
 from django.db import transaction
 from django.template.loader import get_template
 from django.urls import reverse
+from django.utils import timezone
 
-from projects.models import ServiceDeskSetting
+from projects.models import Project, ServiceDeskSetting
 
 from .markdown import render_markdown
-from .models import EmailParticipant, Issue, IssueEmail, Note, OutboundEmail, SentNotification
+from .models import (
+    EmailParticipant,
+    Issue,
+    IssueEmail,
+    Note,
+    OutboundEmail,
+    SentNotification,
+    Upload,
+)
+from .selectors import upload_email_token
 
 Kind = OutboundEmail.Kind
 _PLACEHOLDER = re.compile(r"%\{\s*([A-Z_]+)\s*\}")
@@ -71,6 +83,45 @@ def _unsubscribe_path() -> str:
     return reverse("unsubscribe", args=["REPLYKEY"])
 
 
+_UPLOAD_PATH = re.compile(r"/-/uploads/(\d+)/([^\s()<>\"'\]\[]+)")
+
+
+def email_links(text: str, issue: Issue) -> str:
+    """Links to this issue's files, rewritten for an email: absolute, and signed so that the
+    customer can open them without an account. Files of internal notes are never signed (a
+    public comment may quote such a link); other links are left as they are."""
+    if "/-/uploads/" not in text:
+        return text
+    site = settings.SITE_URL
+    pattern = re.compile(f"(?:{re.escape(site)})?{_UPLOAD_PATH.pattern}")
+    ids = {int(m.group(1)) for m in pattern.finditer(text)}
+    uploads = {
+        u.pk: u for u in Upload.objects.filter(pk__in=ids, issue=issue).exclude(note__internal=True)
+    }
+
+    def signed(match: re.Match[str]) -> str:
+        upload = uploads.get(int(match.group(1)))
+        if upload is None or not match.group(0).endswith(
+            reverse("upload", args=[upload.pk, upload.filename])
+        ):
+            return match.group(0)
+        return site + reverse("upload_by_token", args=[upload_email_token(upload), upload.filename])
+
+    return pattern.sub(signed, text)
+
+
+def _attachments(note: Note | None) -> list[int]:
+    """The note's files as real attachments when they total at most the limit, else none (the
+    note's text links them)."""
+    if note is None:
+        return []
+    files = list(Upload.objects.filter(note=note).values_list("pk", "size"))
+    total = sum(size for _, size in files)
+    if not files or total > settings.SERVICEDESK_EMAIL_ATTACHMENTS_MAX_SIZE:
+        return []
+    return [pk for pk, _ in files]
+
+
 def _draft(
     *,
     kind: str,
@@ -78,6 +129,8 @@ def _draft(
     participant: EmailParticipant,
     setting: ServiceDeskSetting,
     note: Note | None = None,
+    note_text: str = "",
+    attachments: Sequence[int] = (),
 ) -> _Draft:
     sent = SentNotification(
         issue=issue, participant=participant, note=note, recipient=participant.email
@@ -88,18 +141,21 @@ def _draft(
     issue_url = settings.SITE_URL + reverse(
         "issue_detail", args=[issue.project.full_path, issue.iid]
     )
+    template = _template_text(setting, kind)
     values = {
         "ISSUE_ID": f"#{issue.iid}",
         "ISSUE_PATH": f"{issue.project.full_path}#{issue.iid}",
         "ISSUE_URL": issue_url,
-        "ISSUE_DESCRIPTION": issue.description,
-        "NOTE_TEXT": note.body if note is not None else "",
+        "ISSUE_DESCRIPTION": (
+            email_links(issue.description, issue) if "ISSUE_DESCRIPTION" in template else ""
+        ),
+        "NOTE_TEXT": note_text,
         "UNSUBSCRIBE_URL": unsubscribe_url,
         "SYSTEM_HEADER": settings.SERVICEDESK_EMAIL_HEADER,
         "SYSTEM_FOOTER": settings.SERVICEDESK_EMAIL_FOOTER,
         "ADDITIONAL_TEXT": settings.SERVICEDESK_EMAIL_ADDITIONAL_TEXT,
     }
-    text = render_placeholders(_template_text(setting, kind), values).strip() + "\n"
+    text = render_placeholders(template, values).strip() + "\n"
     root = issue_message_id(issue)
     reply_id = f"<reply-{key}@{_host()}>"
     message_id = root if kind == Kind.THANK_YOU else reply_id
@@ -131,6 +187,7 @@ def _draft(
         headers=headers,
         body_text=text,
         body_html=render_markdown(text),
+        attachments=list(attachments),
     )
     record = IssueEmail(issue=issue, message_id=message_id, direction=IssueEmail.Direction.OUTBOUND)
     return _Draft(sent, email, record)
@@ -224,16 +281,139 @@ def note_added(note: Note, *, send: bool = True) -> list[OutboundEmail]:
     if note.internal or note.system:
         return []
     issue = note.issue
-    setting = ServiceDeskSetting.objects.filter(project_id=issue.project_id).first()
-    if setting is None or not setting.service_desk_enabled:
+    setting = _enabled_setting(issue)
+    if setting is None:
         return []
     author = note.external_author.lower()
+    recipients = [p for p in _reachable(issue) if p.email.lower() != author]
+    if not recipients:
+        return []
+    text, attachments = email_links(note.body, issue), _attachments(note)
     drafts = [
-        _draft(kind=Kind.NEW_NOTE, issue=issue, participant=p, setting=setting, note=note)
-        for p in issue.email_participants.filter(unsubscribed_at=None, bouncing_at=None)
-        if p.email.lower() != author
-    ]
+        _draft(kind=Kind.NEW_NOTE, issue=issue, participant=p, setting=setting, note=note,
+               note_text=text, attachments=attachments)
+        for p in recipients
+    ]  # fmt: skip
     emails = _save(drafts)
     if send:
         send_after_commit(emails)
     return emails
+
+
+def issue_closed(issue: Issue, *, send: bool = True) -> list[OutboundEmail]:
+    """*Issue closed* to every reachable participant, if the project turned it on (it is off by
+    default). Called in the transaction that closed the issue."""
+    setting = _enabled_setting(issue)
+    if setting is None or not setting.send_issue_closed_email:
+        return []
+    emails = _save(
+        [
+            _draft(kind=Kind.ISSUE_CLOSED, issue=issue, participant=p, setting=setting)
+            for p in _reachable(issue)
+        ]
+    )
+    if send:
+        send_after_commit(emails)
+    return emails
+
+
+def _enabled_setting(issue: Issue) -> ServiceDeskSetting | None:
+    setting = ServiceDeskSetting.objects.filter(project_id=issue.project_id).first()
+    return setting if setting is not None and setting.service_desk_enabled else None
+
+
+def _reachable(issue: Issue) -> list[EmailParticipant]:
+    return list(issue.email_participants.filter(unsubscribed_at=None, bouncing_at=None))
+
+
+# What a sender is told, by the start of the reason the mailroom recorded. Unknown and
+# disabled addresses read the same: a notice never confirms that a project exists.
+_REJECTION_WORDING = [
+    ("too large", "it is larger than we accept"),
+    ("no key found", "the address it was sent to does not belong to a support desk"),
+    ("project not found", "the address it was sent to does not belong to a support desk"),
+    ("reply key not found", "the ticket it answers is unknown, or the address was changed"),
+    ("empty", "it had no text"),
+    ("rate limited", "too many emails came from your address in a short time; "
+                     "please try again in a few minutes"),
+]  # fmt: skip
+REJECTION_INTERVAL = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A rejected email whose sender should hear about it."""
+
+    recipient: str
+    subject: str
+    reason: str
+    message_id: str = ""
+    project: Project | None = None
+
+
+def rejection_wording(reason: str) -> str:
+    for start, wording in _REJECTION_WORDING:
+        if reason.startswith(start):
+            return wording
+    return "it could not be processed"
+
+
+def rejection_notices(rejections: Sequence[Rejection]) -> list[OutboundEmail]:
+    """The "[Rejected] <subject>" notices, at most one per sender per hour (counting notices
+    already recorded), written in the transaction that records the rejections.
+
+    The mailroom decides who may get one (never auto-generated mail, never our own addresses).
+    """
+    wanted: dict[str, Rejection] = {}
+    for rejection in rejections:
+        address = rejection.recipient.strip().lower()
+        if address and "@" in address:
+            wanted.setdefault(address, rejection)
+    if not wanted:
+        return []
+    recent = set(
+        OutboundEmail.objects.filter(
+            kind=Kind.REJECTED,
+            recipient__in=list(wanted),
+            created_at__gte=timezone.now() - REJECTION_INTERVAL,
+        ).values_list("recipient", flat=True)
+    )
+    template = get_template("emails/rejected.md").template.source  # type: ignore[attr-defined]
+    emails = []
+    for address, rejection in wanted.items():
+        if address in recent:
+            continue
+        subject = _one_line(rejection.subject) or "(no subject)"
+        text = render_placeholders(template, {
+            "REASON": rejection_wording(rejection.reason),
+            "SYSTEM_HEADER": settings.SERVICEDESK_EMAIL_HEADER,
+            "SYSTEM_FOOTER": settings.SERVICEDESK_EMAIL_FOOTER,
+        }).strip() + "\n"  # fmt: skip
+        headers = {"Auto-Submitted": "auto-replied", "X-Auto-Response-Suppress": "All"}
+        name = _one_line(_sender_name(rejection.project))
+        original = _one_line(rejection.message_id)
+        if original.startswith("<") and original.endswith(">"):
+            headers["In-Reply-To"] = headers["References"] = original
+        emails.append(
+            OutboundEmail(
+                kind=Kind.REJECTED,
+                recipient=address,
+                from_email=formataddr((name, settings.DEFAULT_FROM_EMAIL)),
+                subject=f"[Rejected] {subject}"[:998],
+                message_id=f"<rejected-{secrets.token_hex(16)}@{_host()}>",
+                headers=headers,
+                body_text=text,
+                body_html=render_markdown(text),
+            )
+        )
+    OutboundEmail.objects.bulk_create(emails)
+    send_after_commit(emails)
+    return emails
+
+
+def _sender_name(project: Project | None) -> str:
+    if project is not None:
+        setting = ServiceDeskSetting.objects.filter(project=project).first()
+        if setting is not None and setting.service_desk_enabled:
+            return setting.display_name
+    return ServiceDeskSetting.DEFAULT_OUTGOING_NAME

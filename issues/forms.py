@@ -1,4 +1,28 @@
+from __future__ import annotations
+
+from typing import Any
+
 from django import forms
+from django.conf import settings
+from django.template.defaultfilters import filesizeformat
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    """Any number of files (Django's FileField takes one)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("widget", MultipleFileInput())
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data: Any, initial: Any = None) -> list[Any]:
+        if not data:
+            return []
+        files = data if isinstance(data, list | tuple) else [data]
+        return [super(MultipleFileField, self).clean(f, initial) for f in files]
 
 
 class NoteForm(forms.Form):
@@ -7,9 +31,31 @@ class NoteForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 5, "placeholder": "Write a comment (Markdown)"}),
         max_length=1_000_000,
         strip=True,
+        required=False,
     )
+    files = MultipleFileField(label="Attach files", required=False)
     internal = forms.BooleanField(
         label="Internal note",
         required=False,
         help_text="Only Reporters and up can see it; it is never emailed.",
     )
+
+    def clean_files(self) -> list[Any]:
+        files = self.cleaned_data["files"]
+        limit = settings.SERVICEDESK_MAX_UPLOADS_PER_NOTE
+        if len(files) > limit:
+            raise forms.ValidationError(f"At most {limit} files per comment.")
+        largest = settings.SERVICEDESK_MAX_UPLOAD_SIZE
+        for f in files:
+            if f.size > largest:
+                raise forms.ValidationError(
+                    f"{f.name} is {filesizeformat(f.size)}; files may be at most "
+                    f"{filesizeformat(largest)}."
+                )
+        return files
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if not cleaned.get("body") and not cleaned.get("files") and not self.errors:
+            self.add_error("body", "Write a comment or attach a file.")
+        return cleaned

@@ -280,6 +280,9 @@ class OutboundEmail(models.Model):
     headers = models.JSONField(default=dict, blank=True)
     body_text = models.TextField()
     body_html = models.TextField()
+    # Upload ids sent as real attachments (a comment's files totalling at most
+    # SERVICEDESK_EMAIL_ATTACHMENTS_MAX_SIZE; larger ones are links in the body instead).
+    attachments = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
@@ -291,7 +294,11 @@ class OutboundEmail(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["status", "next_attempt_at"], name="outbound_due")]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="outbound_due"),
+            # "At most one [Rejected] notice per sender per hour" looks here.
+            models.Index(fields=["kind", "recipient", "created_at"], name="outbound_by_recipient"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} to {self.recipient} ({self.status})"

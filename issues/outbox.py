@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from servicedesk.claims import claim_due
 
-from .models import OutboundEmail
+from .models import OutboundEmail, Upload
 
 log = logging.getLogger(__name__)
 Status = OutboundEmail.Status
@@ -68,32 +68,62 @@ def _message(email: OutboundEmail, connection) -> EmailMultiAlternatives:  # typ
         connection=connection,
     )
     message.attach_alternative(email.body_html, "text/html")
+    if email.attachments:
+        # A file deleted since the email was written is left out; the text still links it.
+        for upload in Upload.objects.filter(pk__in=email.attachments).order_by("pk"):
+            try:
+                with upload.file.open("rb") as handle:
+                    content = handle.read()
+            except FileNotFoundError:
+                log.warning("upload %s is missing from storage; sent as a link only", upload.pk)
+                continue
+            message.attach(upload.filename, content, upload.content_type)
     return message
 
 
 def outbound_send(ids: Sequence[int], token: uuid.UUID) -> dict[int, str]:
-    """Send claimed emails over one connection; return the status each ended in."""
+    """Send claimed emails over one connection; return the status each ended in.
+
+    The connection is opened once for the batch (SMTP: one connect/EHLO/STARTTLS/AUTH per
+    task, not per email). After a failure it is closed, so the next email starts on a fresh
+    one; if even connecting fails, the rest of the batch is not tried now and goes back to
+    pending with the same error (the server is down: retrying each now only waits longer).
+    """
     emails = list(OutboundEmail.objects.filter(pk__in=ids, claim_token=token).order_by("pk"))
     results: dict[int, str] = {}
     connection = get_connection(fail_silently=False)
+    unreachable: Exception | None = None
     try:
         for email in emails:
+            if unreachable is not None:
+                results[email.pk] = _record_failure(email, unreachable)
+                continue
+            try:
+                connection.open()  # no-op while the connection is open
+            except Exception as exc:
+                unreachable = exc
+                results[email.pk] = _record_failure(email, exc)
+                continue
             try:
                 _message(email, connection).send()
             except Exception as exc:  # every failure is recorded; _classify decides its kind
                 results[email.pk] = _record_failure(email, exc)
-                # A broken connection is reopened for the next email by the backend.
+                _close(connection)
                 continue
             OutboundEmail.objects.filter(pk=email.pk, claim_token=token).update(
                 status=Status.SENT, sent_at=timezone.now(), last_error=""
             )
             results[email.pk] = Status.SENT
     finally:
-        try:
-            connection.close()
-        except Exception:  # closing a dead connection: nothing left to do
-            log.debug("closing the email connection failed", exc_info=True)
+        _close(connection)
     return results
+
+
+def _close(connection) -> None:  # type: ignore[no-untyped-def]
+    try:
+        connection.close()
+    except Exception:  # closing a dead connection: nothing left to do
+        log.debug("closing the email connection failed", exc_info=True)
 
 
 def _record_failure(email: OutboundEmail, exc: Exception) -> str:

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from django.conf import settings
+from django.core import signing
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.http import Http404
 
@@ -90,4 +93,26 @@ def upload_get_for_user(*, user: AnyUser, upload_id: int) -> Upload:
         and not can_read_internal_notes(user, upload.issue.project)
     ):
         raise Http404("No such file")
+    return upload
+
+
+_FILE_LINK_SALT = "issues.upload-email-link"
+
+
+def upload_email_token(upload: Upload) -> str:
+    """A token for a link in an email: downloads this one file without login (the customer
+    received it anyway), until SERVICEDESK_EMAIL_FILE_LINK_DAYS have passed."""
+    return signing.TimestampSigner(salt=_FILE_LINK_SALT, sep=".").sign(str(upload.pk))
+
+
+def upload_get_by_token(*, token: str, filename: str) -> Upload:
+    """The upload an email link names; 404 for a forged, altered or expired token."""
+    max_age = timedelta(days=settings.SERVICEDESK_EMAIL_FILE_LINK_DAYS)
+    try:
+        upload_id = int(
+            signing.TimestampSigner(salt=_FILE_LINK_SALT, sep=".").unsign(token, max_age=max_age)
+        )
+        upload = Upload.objects.get(pk=upload_id, filename=filename)
+    except (signing.BadSignature, ValueError, Upload.DoesNotExist):
+        raise Http404("No such file, or the link has expired") from None
     return upload

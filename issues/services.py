@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from django.core.files.base import ContentFile
+from django.core.files.base import ContentFile, File
 from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
 from projects.models import Project
 
+from .emails import issue_closed
 from .models import EmailParticipant, Issue, IssueCounter, IssueEmail, Label, Note, Upload
 
 if TYPE_CHECKING:
@@ -85,9 +86,12 @@ def note_create(
     internal: bool = False,
     system: bool = False,
     external_author: str = "",
+    files: Sequence[File] = (),
 ) -> Note:
+    """A comment; ``files`` (uploaded in the browser) are stored as the note's uploads and
+    linked below its text (images shown inline)."""
     body = body.strip()
-    if not body:
+    if not body and not files:
         raise ValueError("A note needs a body.")
     note = Note.objects.create(
         issue=issue,
@@ -97,6 +101,22 @@ def note_create(
         system=system,
         external_author=external_author,
     )
+    if files:
+        links = [
+            upload_markdown(
+                upload_create(
+                    issue=issue,
+                    note=note,
+                    filename=_safe_filename(f.name or "file"),
+                    content=f,
+                    content_type=getattr(f, "content_type", "") or "",
+                    uploaded_by=author,
+                )
+            )
+            for f in files
+        ]
+        note.body = "\n\n".join([body, *links] if body else links)
+        note.save(update_fields=["body"])
     Issue.objects.filter(pk=issue.pk).update(updated_at=note.created_at)
     return note
 
@@ -112,6 +132,8 @@ def _issue_set_state(*, issue: Issue, user: User, state: str) -> Issue:
     locked.closed_by = user if closing else None
     locked.save(update_fields=["state", "closed_at", "closed_by", "updated_at"])
     note_create(issue=locked, author=user, body="closed" if closing else "reopened", system=True)
+    if closing:
+        issue_closed(locked)  # the optional "issue closed" email, sent after commit
     return locked
 
 
@@ -181,11 +203,18 @@ def issue_email_record(*, issue: Issue, message_id: str | None, direction: str) 
         )
 
 
+def _safe_filename(name: str) -> str:
+    """A browser-supplied name without directories or control characters."""
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if c.isprintable()).strip()
+    return name[:200] or "file"
+
+
 def upload_create(
     *,
     issue: Issue,
     filename: str,
-    content: bytes,
+    content: bytes | File,
     content_type: str,
     uploaded_by: User | None,
     note: Note | None = None,
@@ -196,10 +225,12 @@ def upload_create(
         note=note,
         filename=filename,
         content_type=content_type or "application/octet-stream",
-        size=len(content),
+        size=content.size if isinstance(content, File) else len(content),
         uploaded_by=uploaded_by,
     )
-    upload.file.save(filename, ContentFile(content), save=False)
+    upload.file.save(
+        filename, content if isinstance(content, File) else ContentFile(content), save=False
+    )
     upload.save()
     return upload
 

@@ -18,13 +18,14 @@ from servicedesk.http import anonymous_404_to_login
 
 from .emails import note_added
 from .forms import NoteForm
-from .models import Issue, SentNotification
+from .models import Issue, SentNotification, Upload
 from .selectors import (
     ISSUE_STATES,
     issue_counts_for_user,
     issue_get_for_user,
     issue_list_for_user,
     note_list_for_issue,
+    upload_get_by_token,
     upload_get_for_user,
 )
 from .services import issue_close, issue_reopen, note_create, participant_unsubscribe
@@ -88,7 +89,7 @@ def note_add(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
     issue = _issue_for(request, full_path, iid)
     if not permissions.can_comment_on_issue(request.user, issue):
         raise PermissionDenied
-    form = NoteForm(request.POST)
+    form = NoteForm(request.POST, request.FILES)
     if not form.is_valid():
         return _render_issue(request, issue, form, status=400)
     internal = form.cleaned_data["internal"]
@@ -96,7 +97,11 @@ def note_add(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
         raise PermissionDenied
     with transaction.atomic():
         note = note_create(
-            issue=issue, author=request.user, body=form.cleaned_data["body"], internal=internal
+            issue=issue,
+            author=request.user,
+            body=form.cleaned_data["body"],
+            internal=internal,
+            files=form.cleaned_data["files"],
         )
         note_added(note)  # emails the participants (public notes only), sent after commit
     url = reverse("issue_detail", kwargs={"full_path": issue.project.full_path, "iid": issue.iid})
@@ -139,6 +144,16 @@ def upload_download(request: HttpRequest, upload_id: int, filename: str) -> Http
     upload = upload_get_for_user(user=request.user, upload_id=upload_id)
     if upload.filename != filename:
         raise Http404("No such file")
+    return _file_response(upload)
+
+
+@require_GET
+def upload_by_token(request: HttpRequest, token: str, filename: str) -> HttpResponse:
+    """A file linked from an email: the signed token stands in for a login."""
+    return _file_response(upload_get_by_token(token=token, filename=filename))
+
+
+def _file_response(upload: Upload) -> HttpResponse:
     inline = upload.content_type in INLINE_IMAGE_TYPES
     response = FileResponse(
         upload.file.open("rb"),

@@ -232,7 +232,10 @@ def _reject(
         reason,
         decision,
         project=project,
-        rejection_notice_due=bool(email.from_address) and not _our_address(email.from_address),
+        rejection_notice_due=bool(email.from_address)
+        and not _our_address(email.from_address)
+        # Size is checked before the auto-generated rules: never answer a robot anyway.
+        and not auto_generated_reason(email.headers, content_type=email.content_type),
     )
 
 

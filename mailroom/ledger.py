@@ -128,6 +128,8 @@ def inbound_process(message_id: int, token: uuid.UUID) -> str | None:
             row.processed_at = timezone.now()
             row.last_error = ""
             row.save()
+            if row.rejection_notice_due:
+                _rejection_notices([(row, result)])
             return row.outcome
     except Exception as exc:
         # Our fault, not the sender's: record it, retry later with backoff, or give up.
@@ -191,11 +193,31 @@ def inbound_process_batch(ids: Sequence[int], token: uuid.UUID) -> None:
                 except Exception:
                     alone_after.append(row.pk)
             _record_results(rows, results)
+            _rejection_notices([(row, results[row.pk]) for row in rows if row.pk in results])
     except Exception:
         log.exception("inbound batch of %d failed; processing its messages one by one", len(ids))
         alone_after = list(ids)
     for message_id in alone_after:
         inbound_process(message_id, token)
+
+
+def _rejection_notices(done: Sequence[tuple[InboundMessage, Any]]) -> None:
+    """Record the "[Rejected]" notices of rejected rows, in the transaction of their outcome."""
+    from issues.emails import Rejection, rejection_notices
+
+    rejection_notices(
+        [
+            Rejection(
+                recipient=row.from_address,
+                subject=row.subject,
+                reason=result.reason,
+                message_id=row.message_id,
+                project=result.project,
+            )
+            for row, result in done
+            if result.rejection_notice_due
+        ]
+    )
 
 
 def _record_error(message_id: int, token: uuid.UUID, exc: Exception) -> str | None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from .models import Group, Membership, Project, Role, ServiceDeskSetting, Visibility
@@ -61,3 +62,25 @@ def member_add(
     )
     user.__dict__.pop("_project_roles", None)
     return membership
+
+
+# The Service Desk emails a project may word itself (SPEC §7); blank means the instance default
+# file templates/emails/<kind>.md.
+EMAIL_TEMPLATE_KINDS = ("thank_you", "new_note", "new_participant", "issue_closed")
+EMAIL_TEMPLATE_MAX_LENGTH = 20_000
+
+
+@transaction.atomic
+def service_desk_email_template_set(*, project: Project, kind: str, text: str) -> None:
+    """Store the project's own text for one email (Markdown with %{PLACEHOLDERS}); an empty
+    text goes back to the default. Emails recorded from now on use it."""
+    if kind not in EMAIL_TEMPLATE_KINDS:
+        raise ValidationError(f"Unknown email template {kind!r}.")
+    text = text.replace("\r\n", "\n").strip()
+    if len(text) > EMAIL_TEMPLATE_MAX_LENGTH:
+        raise ValidationError(
+            f"An email template may be at most {EMAIL_TEMPLATE_MAX_LENGTH} characters."
+        )
+    setting, _ = ServiceDeskSetting.objects.select_for_update().get_or_create(project=project)
+    setattr(setting, f"{kind}_template", text)
+    setting.save(update_fields=[f"{kind}_template", "updated_at"])

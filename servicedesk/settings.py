@@ -239,6 +239,16 @@ SERVICEDESK_EMAIL_FOOTER = env_str("SERVICEDESK_EMAIL_FOOTER", "")
 SERVICEDESK_EMAIL_ADDITIONAL_TEXT = env_str("SERVICEDESK_EMAIL_ADDITIONAL_TEXT", "")
 # A temporary sending failure is retried with backoff up to this many attempts.
 SERVICEDESK_OUTBOUND_MAX_ATTEMPTS = env_int("SERVICEDESK_OUTBOUND_MAX_ATTEMPTS", 8)
+# A comment's files go with its email as real attachments up to this total (bytes); above it
+# the email carries links instead (SPEC §7).
+SERVICEDESK_EMAIL_ATTACHMENTS_MAX_SIZE = env_int(
+    "SERVICEDESK_EMAIL_ATTACHMENTS_MAX_SIZE", 10 * 1024 * 1024
+)
+# File links in emails work without login (signed for that one file) for this many days.
+SERVICEDESK_EMAIL_FILE_LINK_DAYS = env_int("SERVICEDESK_EMAIL_FILE_LINK_DAYS", 90)
+# Largest file a team member may attach to a comment in the browser (bytes), and how many.
+SERVICEDESK_MAX_UPLOAD_SIZE = env_int("SERVICEDESK_MAX_UPLOAD_SIZE", 25 * 1024 * 1024)
+SERVICEDESK_MAX_UPLOADS_PER_NOTE = env_int("SERVICEDESK_MAX_UPLOADS_PER_NOTE", 10)
 # Accept self-signed IMAP certificates (test servers only; never in production).
 SERVICEDESK_IMAP_INSECURE_TLS = env_bool("SERVICEDESK_IMAP_INSECURE_TLS", False) and not PRODUCTION
 

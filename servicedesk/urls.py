@@ -18,6 +18,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("-/health", views.health, name="health"),
     path("-/uploads/<int:upload_id>/<str:filename>", issue_views.upload_download, name="upload"),
+    # Links to files in emails: a signed token instead of a login.
+    path("-/files/<str:token>/<str:filename>", issue_views.upload_by_token, name="upload_by_token"),
     path("-/unsubscribe/<str:reply_key>", issue_views.unsubscribe, name="unsubscribe"),
     # ESP inbound webhooks (django-anymail), e.g. /-/anymail/mailgun/inbound/
     path("-/anymail/", include("anymail.urls")),

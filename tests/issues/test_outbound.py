@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -12,6 +14,10 @@ from tests.mailroom.helpers import ALIAS, INCOMING, deliver, make_email
 
 pytestmark = pytest.mark.django_db
 Status = OutboundEmail.Status
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -242,3 +248,318 @@ def test_sweeper_requeues_emails_left_sending_by_a_dead_worker(project) -> None:
     email.refresh_from_db()
     assert email.status == Status.PENDING
     assert outbound_claim([email.pk])[0] == [email.pk]
+
+
+# --- Issue closed -----------------------------------------------------------------------------
+
+
+def test_issue_closed_email_is_off_by_default_and_sent_when_the_project_turns_it_on(
+    client, project, reporter, smtp
+) -> None:
+    issue = new_email_issue(project)
+    OutboundEmail.objects.all().delete()
+    client.force_login(reporter)
+    close = reverse("issue_close", args=[project.full_path, issue.iid])
+    reopen = reverse("issue_reopen", args=[project.full_path, issue.iid])
+    client.post(close)
+    assert not OutboundEmail.objects.exists()
+
+    client.post(reopen)
+    project.service_desk.send_issue_closed_email = True
+    project.service_desk.save()
+    client.post(close)
+    client.post(close)  # already closed: no second email
+    [email] = OutboundEmail.objects.all()
+    assert (email.kind, email.recipient) == ("issue_closed", "jake@customer.example")
+    send_pending()
+    message = smtp.wait_for(1)[0].message
+    assert message["Subject"] == f"Re: Printer on fire (#{issue.iid})"
+    assert message["In-Reply-To"] == f"<issue_{issue.pk}@servicedesk.test>"
+    text = message.get_body(("plain",)).get_content()
+    assert f"Ticket **#{issue.iid}** has been closed" in text
+    assert email.sent_notification.reply_key in text  # its own unsubscribe link
+
+
+# --- [Rejected] notices -----------------------------------------------------------------------
+
+
+def test_rejected_email_gets_one_notice_per_sender_per_hour(project, smtp) -> None:
+    unknown = INCOMING.address_for("nobody-here-issue-")
+    first = deliver(make_email(to=unknown, subject="Where does this go?", message_id="<a@c.ex>"))
+    assert first.outcome == "rejected"
+    [notice] = OutboundEmail.objects.filter(kind="rejected")
+    assert notice.recipient == "jake@customer.example"
+    assert notice.issue is None
+    assert notice.sent_notification is None
+    deliver(make_email(to=unknown, subject="Again"))
+    deliver(make_email(to=unknown, subject="And again", sender="JAKE@customer.example"))
+    assert OutboundEmail.objects.filter(kind="rejected").count() == 1
+    deliver(make_email(to=unknown, subject="Me too", sender="amy@customer.example"))
+    assert OutboundEmail.objects.filter(kind="rejected").count() == 2
+
+    send_pending()
+    messages = {m.recipients[0]: m.message for m in smtp.wait_for(2)}
+    message = messages["jake@customer.example"]
+    assert message["Subject"] == "[Rejected] Where does this go?"
+    assert message["In-Reply-To"] == "<a@c.ex>"
+    assert message["Auto-Submitted"] == "auto-replied"
+    assert "Reply-To" not in message
+    assert "List-Unsubscribe" not in message
+    text = message.get_body(("plain",)).get_content()
+    assert "does not belong to a support desk" in text
+    assert "nobody-here" not in text  # the notice never repeats the key or what was sent
+
+
+def test_an_hour_later_the_sender_may_get_another_notice(project) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    unknown = INCOMING.address_for("nobody-here-issue-")
+    deliver(make_email(to=unknown))
+    OutboundEmail.objects.update(created_at=timezone.now() - timedelta(minutes=61))
+    deliver(make_email(to=unknown))
+    assert OutboundEmail.objects.filter(kind="rejected").count() == 2
+
+
+def test_no_notice_to_auto_generated_mail_or_to_ourselves(project, settings) -> None:
+    settings.SERVICEDESK_MAX_EMAIL_SIZE = 100
+    to = INCOMING.address_for(project.service_desk.default_key)
+    robot = deliver(make_email(to=to, headers={"Auto-Submitted": "auto-replied"}))
+    assert (robot.outcome, robot.reason[:9]) == ("rejected", "too large")  # size comes first
+    ours = deliver(make_email(to=to, sender="support@servicedesk.test"))
+    assert ours.outcome == "rejected"
+    assert not OutboundEmail.objects.filter(kind="rejected").exists()
+
+
+def test_rejections_in_a_batch_send_one_notice_per_sender(project) -> None:
+    from mailroom.ledger import inbound_claim, inbound_process_batch, inbound_store
+
+    unknown = INCOMING.address_for("nobody-here-issue-")
+    rows = [
+        inbound_store(raw=make_email(to=unknown, subject=f"n{i}"), transport="test", enqueue=False)
+        for i in range(3)
+    ]
+    claimed, token = inbound_claim([r.pk for r in rows])
+    inbound_process_batch(claimed, token)
+    assert OutboundEmail.objects.filter(kind="rejected").count() == 1
+
+
+def test_rejection_wording_for_each_reason() -> None:
+    from issues.emails import rejection_wording
+
+    assert rejection_wording("too large (30.0 MB > 25 MB)") == "it is larger than we accept"
+    assert rejection_wording("project not found") == rejection_wording("no key found")
+    assert "try again" in rejection_wording("rate limited")
+    assert rejection_wording("something new") == "it could not be processed"
+
+
+# --- Attachments and file links ---------------------------------------------------------------
+
+
+def _comment_with_files(client, project, issue, files, internal=False):  # type: ignore[no-untyped-def]
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    uploads = [
+        SimpleUploadedFile(name, content, content_type=ctype) for name, content, ctype in files
+    ]
+    data = {"body": "See attached.", "files": uploads}
+    if internal:
+        data["internal"] = "on"
+    return client.post(reverse("note_add", args=[project.full_path, issue.iid]), data)
+
+
+def test_comment_files_go_as_real_attachments(client, project, reporter, smtp) -> None:
+    issue = new_email_issue(project)
+    OutboundEmail.objects.all().delete()
+    client.force_login(reporter)
+    response = _comment_with_files(client, project, issue, [
+        ("log.txt", b"line 1\nline 2\n", "text/plain"),
+        ("shot.png", PNG, "image/png"),
+    ])  # fmt: skip
+    assert response.status_code == 302
+    [email] = OutboundEmail.objects.all()
+    assert len(email.attachments) == 2
+    send_pending()
+    message = smtp.wait_for(1)[0].message
+    attached = {part.get_filename(): part.get_content() for part in message.iter_attachments()}
+    assert attached["shot.png"] == PNG
+    assert attached["log.txt"].replace("\r\n", "\n") == "line 1\nline 2\n"  # CRLF on the wire
+    assert set(attached) == {"log.txt", "shot.png"}
+    text = message.get_body(("plain",)).get_content()
+    assert "See attached." in text
+    assert "http://servicedesk.test/-/files/" in text  # links work without login too
+
+
+def test_files_over_the_limit_are_links_that_work_without_login(
+    client, project, reporter, smtp, settings
+) -> None:
+    settings.SERVICEDESK_EMAIL_ATTACHMENTS_MAX_SIZE = 1000
+    issue = new_email_issue(project)
+    OutboundEmail.objects.all().delete()
+    client.force_login(reporter)
+    _comment_with_files(client, project, issue, [("big.bin", b"x" * 1001, "application/zip")])
+    [email] = OutboundEmail.objects.all()
+    assert email.attachments == []
+    send_pending()
+    message = smtp.wait_for(1)[0].message
+    assert list(message.iter_attachments()) == []
+    [link] = re.findall(r"http://servicedesk\.test(/-/files/\S+/big\.bin)", email.body_text)
+
+    client.logout()
+    download = client.get(link)
+    assert download.status_code == 200
+    assert b"".join(download.streaming_content) == b"x" * 1001
+    assert download["Content-Disposition"].startswith("attachment")
+    token = link.split("/")[3]
+    forged = link.replace(token, token[:-1] + ("A" if token[-1] != "A" else "B"))
+    assert client.get(forged).status_code == 404
+    other_name = link.replace("big.bin", "other.bin")
+    assert client.get(other_name).status_code == 404
+
+
+def test_expired_file_links_stop_working(client, project, reporter, settings) -> None:
+    issue = new_email_issue(project)
+    client.force_login(reporter)
+    settings.SERVICEDESK_EMAIL_ATTACHMENTS_MAX_SIZE = 0
+    _comment_with_files(client, project, issue, [("a.txt", b"a", "text/plain")])
+    email = OutboundEmail.objects.get(kind="new_note")
+    [link] = re.findall(r"http://servicedesk\.test(/-/files/\S+/a\.txt)", email.body_text)
+    client.logout()
+    assert client.get(link).status_code == 200
+    settings.SERVICEDESK_EMAIL_FILE_LINK_DAYS = -1
+    assert client.get(link).status_code == 404
+
+
+def test_links_to_internal_files_are_never_signed(client, project, reporter) -> None:
+    issue = new_email_issue(project)
+    client.force_login(reporter)
+    _comment_with_files(client, project, issue, [("secret.txt", b"s", "text/plain")],
+                        internal=True)  # fmt: skip
+    internal = issue.notes.get(internal=True)
+    assert not OutboundEmail.objects.filter(kind="new_note").exists()
+    path = re.search(r"\((/-/uploads/\d+/secret\.txt)\)", internal.body).group(1)
+    client.post(reverse("note_add", args=[project.full_path, issue.iid]),
+                {"body": f"Quoting the internal file: [it]({path})"})  # fmt: skip
+    email = OutboundEmail.objects.get(kind="new_note")
+    assert "/-/files/" not in email.body_text
+    assert path in email.body_text  # left as it was: it needs a login
+
+
+def test_comment_form_validates_files(client, project, reporter, settings) -> None:
+    issue = new_email_issue(project)
+    client.force_login(reporter)
+    settings.SERVICEDESK_MAX_UPLOAD_SIZE = 10
+    response = _comment_with_files(client, project, issue, [("big.txt", b"x" * 11, "text/plain")])
+    assert response.status_code == 400
+    assert b"big.txt is 11\xc2\xa0bytes; files may be at most 10\xc2\xa0bytes." in response.content
+    settings.SERVICEDESK_MAX_UPLOADS_PER_NOTE = 1
+    response = _comment_with_files(client, project, issue, [("a", b"a", ""), ("b", b"b", "")])
+    assert b"At most 1 files per comment." in response.content
+    empty = client.post(reverse("note_add", args=[project.full_path, issue.iid]), {"body": " "})
+    assert b"Write a comment or attach a file." in empty.content
+    assert not issue.notes.filter(system=False).exists()
+
+
+# --- Per-project templates --------------------------------------------------------------------
+
+
+def test_project_templates_override_the_defaults_and_blank_restores_them(project, smtp) -> None:
+    from django.core.exceptions import ValidationError
+
+    from projects.services import service_desk_email_template_set
+
+    service_desk_email_template_set(
+        project=project,
+        kind="thank_you",
+        text="Hi! Your ticket is %{ ISSUE_ID } (%{ISSUE_PATH}). %{UNKNOWN} stays.\r\n"
+        "Stop: %{UNSUBSCRIBE_URL}",
+    )
+    issue = new_email_issue(project)
+    email = OutboundEmail.objects.get(issue=issue)
+    key = email.sent_notification.reply_key
+    assert email.body_text == (
+        f"Hi! Your ticket is #{issue.iid} ({project.full_path}#{issue.iid}). %{{UNKNOWN}} stays.\n"
+        f"Stop: http://servicedesk.test/-/unsubscribe/{key}\n"
+    )
+    service_desk_email_template_set(project=project, kind="thank_you", text="  ")
+    second = new_email_issue(project, message_id="<other@customer.example>")
+    assert "Thank you for your message" in OutboundEmail.objects.get(issue=second).body_text
+    with pytest.raises(ValidationError):
+        service_desk_email_template_set(project=project, kind="rejected", text="x")
+    with pytest.raises(ValidationError):
+        service_desk_email_template_set(project=project, kind="new_note", text="x" * 20_001)
+
+
+# --- Backends ---------------------------------------------------------------------------------
+
+
+def test_an_anymail_esp_backend_sends_the_same_email(project, settings) -> None:
+    from django.core import mail
+
+    settings.EMAIL_BACKEND = "anymail.backends.test.EmailBackend"
+    issue = new_email_issue(project)
+    assert list(send_pending().values()) == [Status.SENT]
+    [message] = mail.outbox
+    assert message.to == ["jake@customer.example"]
+    assert message.extra_headers["Message-ID"] == f"<issue_{issue.pk}@servicedesk.test>"
+    assert message.extra_headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message.reply_to == [OutboundEmail.objects.get().headers["Reply-To"]]
+    assert message.alternatives[0][1] == "text/html"
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"), [(400, Status.FAILED), (429, Status.PENDING), (503, Status.PENDING)]
+)
+def test_esp_api_errors_are_permanent_for_4xx_and_retried_otherwise(
+    project, monkeypatch, settings, status, expected
+) -> None:
+    from anymail.exceptions import AnymailAPIError
+
+    class Response:
+        status_code = status
+        text = "{}"
+        reason = "test"
+
+        def json(self) -> dict:  # type: ignore[type-arg]
+            return {}
+
+    def fail(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AnymailAPIError("ESP said no", status_code=status, response=Response())
+
+    settings.EMAIL_BACKEND = "anymail.backends.test.EmailBackend"
+    new_email_issue(project)
+    monkeypatch.setattr("anymail.backends.test.EmailBackend.send_messages", fail)
+    assert list(send_pending().values()) == [expected]
+    assert "ESP said no" in OutboundEmail.objects.get().last_error
+
+
+def test_a_batch_is_sent_over_one_connection_and_not_retried_while_the_server_is_down(
+    project, smtp, monkeypatch
+) -> None:
+    import smtplib
+
+    project.service_desk.add_external_participants_from_cc = True
+    project.service_desk.save()
+    new_email_issue(project, headers={"Cc": "a@customer.example, b@customer.example"})
+    connects = []
+    real_connect = smtplib.SMTP.connect
+
+    def counting_connect(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        connects.append(args)
+        return real_connect(self, *args, **kwargs)
+
+    monkeypatch.setattr(smtplib.SMTP, "connect", counting_connect)
+    smtp.stop()
+    assert list(send_pending().values()) == [Status.PENDING] * 3
+    assert len(connects) == 1  # the first refusal stands for the batch
+    assert {e.last_error[:22] for e in OutboundEmail.objects.all()} == {"ConnectionRefusedError"}
+
+    smtp.start()
+    connects.clear()
+    OutboundEmail.objects.update(next_attempt_at=None)
+    assert list(send_pending().values()) == [Status.SENT] * 3
+    assert len(connects) == 1
+    assert sorted(m.recipients[0] for m in smtp.wait_for(3)) == [
+        "a@customer.example", "b@customer.example", "jake@customer.example"
+    ]  # fmt: skip

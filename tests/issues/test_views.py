@@ -153,7 +153,7 @@ def test_empty_comment_is_rejected_with_a_message(client, reporter, email_issue)
     url = reverse("note_add", args=[email_issue.project.full_path, email_issue.iid])
     response = client.post(url, {"body": "   "})
     assert response.status_code == 400
-    assert b"This field is required" in response.content
+    assert b"Write a comment or attach a file." in response.content
 
 
 def test_close_and_reopen(client, reporter, guest, project) -> None:
