@@ -28,4 +28,4 @@ clean:
 
 .PHONY: bench
 bench:
-	@PYTHON=$(PYTHON) bash -c 'source scripts/venv.sh && ensure_venv dev && bash scripts/install-system-deps.sh && .venv/bin/python bench/ingest.py'
+	@PYTHON=$(PYTHON) bash -c 'source scripts/venv.sh && ensure_venv dev && bash scripts/install-system-deps.sh && .venv/bin/python bench/ingest.py && .venv/bin/python bench/outbound.py'

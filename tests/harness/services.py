@@ -398,6 +398,7 @@ class CapturedMail:
     envelope_from: str
     recipients: list[str]
     data: bytes
+    received_at: float = 0.0  # time.time() when the server accepted the DATA
 
     @property
     def message(self) -> EmailMessage:
@@ -423,10 +424,14 @@ class SmtpServer:
 
         class Handler:
             async def handle_DATA(self, _server, _session, envelope):  # type: ignore[no-untyped-def]
+                received_at = time.time()
                 with server._lock:
                     server.messages.append(
                         CapturedMail(
-                            envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content
+                            envelope.mail_from,
+                            list(envelope.rcpt_tos),
+                            envelope.original_content,
+                            received_at,
                         )
                     )
                 return "250 Message accepted for delivery"
