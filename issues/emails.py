@@ -122,6 +122,38 @@ def _attachments(note: Note | None) -> list[int]:
     return [pk for pk, _ in files]
 
 
+@dataclass(frozen=True)
+class _Rendered:
+    """An email's text and HTML for one recipient-to-be: ``placeholder_key`` stands where the
+    recipient's reply key goes (a random 32-hex string, rendered exactly like a real key)."""
+
+    text: str
+    html: str
+    placeholder_key: str
+
+
+def _render(kind: str, issue: Issue, setting: ServiceDeskSetting, note_text: str) -> _Rendered:
+    placeholder_key = secrets.token_hex(16)
+    template = _template_text(setting, kind)
+    values = {
+        "ISSUE_ID": f"#{issue.iid}",
+        "ISSUE_PATH": f"{issue.project.full_path}#{issue.iid}",
+        "ISSUE_URL": settings.SITE_URL
+        + reverse("issue_detail", args=[issue.project.full_path, issue.iid]),
+        "ISSUE_DESCRIPTION": (
+            email_links(issue.description, issue) if "ISSUE_DESCRIPTION" in template else ""
+        ),
+        "NOTE_TEXT": note_text,
+        "UNSUBSCRIBE_URL": settings.SITE_URL
+        + _unsubscribe_path().replace("REPLYKEY", placeholder_key),
+        "SYSTEM_HEADER": settings.SERVICEDESK_EMAIL_HEADER,
+        "SYSTEM_FOOTER": settings.SERVICEDESK_EMAIL_FOOTER,
+        "ADDITIONAL_TEXT": settings.SERVICEDESK_EMAIL_ADDITIONAL_TEXT,
+    }
+    text = render_placeholders(template, values).strip() + "\n"
+    return _Rendered(text, render_markdown(text), placeholder_key)
+
+
 def _draft(
     *,
     kind: str,
@@ -131,6 +163,7 @@ def _draft(
     note: Note | None = None,
     note_text: str = "",
     attachments: Sequence[int] = (),
+    bodies: dict[tuple[str, int, int | None], _Rendered] | None = None,
 ) -> _Draft:
     sent = SentNotification(
         issue=issue, participant=participant, note=note, recipient=participant.email
@@ -138,24 +171,16 @@ def _draft(
     key = sent.reply_key
     incoming = settings.SERVICEDESK_MAILBOXES.get("incoming_email")
     unsubscribe_url = settings.SITE_URL + _unsubscribe_path().replace("REPLYKEY", key)
-    issue_url = settings.SITE_URL + reverse(
-        "issue_detail", args=[issue.project.full_path, issue.iid]
-    )
-    template = _template_text(setting, kind)
-    values = {
-        "ISSUE_ID": f"#{issue.iid}",
-        "ISSUE_PATH": f"{issue.project.full_path}#{issue.iid}",
-        "ISSUE_URL": issue_url,
-        "ISSUE_DESCRIPTION": (
-            email_links(issue.description, issue) if "ISSUE_DESCRIPTION" in template else ""
-        ),
-        "NOTE_TEXT": note_text,
-        "UNSUBSCRIBE_URL": unsubscribe_url,
-        "SYSTEM_HEADER": settings.SERVICEDESK_EMAIL_HEADER,
-        "SYSTEM_FOOTER": settings.SERVICEDESK_EMAIL_FOOTER,
-        "ADDITIONAL_TEXT": settings.SERVICEDESK_EMAIL_ADDITIONAL_TEXT,
-    }
-    text = render_placeholders(template, values).strip() + "\n"
+    # Rendered once per email kind and issue: recipients differ only in their reply key.
+    cache_key = (kind, issue.pk, note.pk if note is not None else None)
+    if bodies is None or cache_key not in bodies:
+        rendered = _render(kind, issue, setting, note_text)
+        if bodies is not None:
+            bodies[cache_key] = rendered
+    else:
+        rendered = bodies[cache_key]
+    text = rendered.text.replace(rendered.placeholder_key, key)
+    html = rendered.html.replace(rendered.placeholder_key, key)
     root = issue_message_id(issue)
     reply_id = f"<reply-{key}@{_host()}>"
     message_id = root if kind == Kind.THANK_YOU else reply_id
@@ -186,7 +211,7 @@ def _draft(
         message_id=message_id,
         headers=headers,
         body_text=text,
-        body_html=render_markdown(text),
+        body_html=html,
         attachments=list(attachments),
     )
     record = IssueEmail(issue=issue, message_id=message_id, direction=IssueEmail.Direction.OUTBOUND)
@@ -289,9 +314,10 @@ def note_added(note: Note, *, send: bool = True) -> list[OutboundEmail]:
     if not recipients:
         return []
     text, attachments = email_links(note.body, issue), _attachments(note)
+    bodies: dict[tuple[str, int, int | None], _Rendered] = {}
     drafts = [
         _draft(kind=Kind.NEW_NOTE, issue=issue, participant=p, setting=setting, note=note,
-               note_text=text, attachments=attachments)
+               note_text=text, attachments=attachments, bodies=bodies)
         for p in recipients
     ]  # fmt: skip
     emails = _save(drafts)
@@ -306,12 +332,14 @@ def issue_closed(issue: Issue, *, send: bool = True) -> list[OutboundEmail]:
     setting = _enabled_setting(issue)
     if setting is None or not setting.send_issue_closed_email:
         return []
+    bodies: dict[tuple[str, int, int | None], _Rendered] = {}
     emails = _save(
         [
-            _draft(kind=Kind.ISSUE_CLOSED, issue=issue, participant=p, setting=setting)
+            _draft(kind=Kind.ISSUE_CLOSED, issue=issue, participant=p, setting=setting,
+                   bodies=bodies)
             for p in _reachable(issue)
         ]
-    )
+    )  # fmt: skip
     if send:
         send_after_commit(emails)
     return emails

@@ -15,7 +15,7 @@ cat <<MSG
 
 Service Desk is starting:
   web      http://127.0.0.1:8000/  (admin: create one with .venv/bin/python manage.py createsuperuser)
-  mail     outbound email is written to var/mail/ as .eml files unless EMAIL_HOST is set
+  mail     outbound email is written to var/mail/*.log (whole messages) unless EMAIL_HOST is set
   stop     Ctrl-C
 
 MSG

@@ -163,7 +163,7 @@ CACHES = {
 
 # --- Email -----------------------------------------------------------------------------------
 # Django's standard EMAIL_* settings. In development without EMAIL_HOST, outbound mail is written
-# as .eml files under var/mail/ so it can be read without any server.
+# as files under var/mail/ (one .log per connection) so it can be read without any server.
 _email_host_set = "EMAIL_HOST" in os.environ
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25)

@@ -563,3 +563,77 @@ def test_a_batch_is_sent_over_one_connection_and_not_retried_while_the_server_is
     assert sorted(m.recipients[0] for m in smtp.wait_for(3)) == [
         "a@customer.example", "b@customer.example", "jake@customer.example"
     ]  # fmt: skip
+
+
+ESPS = {
+    # EMAIL_BACKEND and ANYMAIL_* variables exactly as the README shows them.
+    "mailgun": {"MAILGUN_API_KEY": "key-test", "MAILGUN_SENDER_DOMAIN": "mg.servicedesk.test"},
+    "postmark": {"POSTMARK_SERVER_TOKEN": "server-token"},
+    "sendgrid": {"SENDGRID_API_KEY": "SG.test"},
+    "amazon_ses": {
+        "AMAZON_SES_CLIENT_PARAMS": {
+            "region_name": "eu-west-1", "aws_access_key_id": "AKIATEST",
+            "aws_secret_access_key": "secret",
+        }
+    },
+}  # fmt: skip
+
+
+@pytest.mark.filterwarnings("ignore::anymail.exceptions.AnymailNotSupportedWarning")
+@pytest.mark.parametrize("esp", sorted(ESPS))
+def test_each_documented_esp_carries_our_headers(project, settings, esp) -> None:
+    """What each ESP would be asked to send (its API payload, built offline): the threading,
+    Reply-To and unsubscribe headers survive the translation."""
+    from email import message_from_bytes, policy
+
+    from django.core.mail import get_connection
+
+    from issues.outbox import _message
+
+    settings.ANYMAIL = ESPS[esp]
+    issue = new_email_issue(project)
+    email = OutboundEmail.objects.get()
+    connection = get_connection(f"anymail.backends.{esp}.EmailBackend")
+    connection.open()
+    payload = connection.build_message_payload(
+        _message(email, connection), connection.send_defaults
+    )
+    if esp == "amazon_ses":  # SES gets the whole MIME message
+        payload.finalize_payload()
+        sent = message_from_bytes(payload.params["Content"]["Raw"]["Data"], policy=policy.default)
+        serialized = str(sent)
+        assert sent["Reply-To"] == email.headers["Reply-To"]
+    else:
+        serialized = str(payload.serialize_data())  # Mailgun's is a form (a dict)
+    for expected in (
+        f"<issue_{issue.pk}@servicedesk.test>",
+        email.headers["Reply-To"],
+        "List-Unsubscribe=One-Click",
+        email.sent_notification.reply_key + "-unsubscribe",
+        "auto-replied",
+        "Re: Printer on fire",
+    ):
+        assert expected in serialized, (esp, expected)
+
+
+def test_each_recipient_of_a_comment_gets_their_own_unsubscribe_link(
+    client, project, reporter
+) -> None:
+    project.service_desk.add_external_participants_from_cc = True
+    project.service_desk.save()
+    issue = new_email_issue(project, headers={"Cc": "boss@customer.example"})
+    OutboundEmail.objects.all().delete()
+    client.force_login(reporter)
+    client.post(reverse("note_add", args=[project.full_path, issue.iid]), {"body": "Fixed."})
+    emails = list(OutboundEmail.objects.select_related("sent_notification"))
+    keys = [e.sent_notification.reply_key for e in emails]
+    assert len(emails) == 2
+    assert len(set(keys)) == 2
+    for email, key in zip(emails, keys, strict=True):
+        other = next(k for k in keys if k != key)
+        assert f"/-/unsubscribe/{key}" in email.body_text
+        assert f'href="http://servicedesk.test/-/unsubscribe/{key}"' in email.body_html
+        assert other not in email.body_text + email.body_html
+        assert email.headers["List-Unsubscribe"].startswith(
+            f"<http://servicedesk.test/-/unsubscribe/{key}>"
+        )

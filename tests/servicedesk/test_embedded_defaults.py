@@ -1,5 +1,6 @@
 """`make run`'s embedded defaults: SQLite and no Redis. The suite runs on PostgreSQL, so this
-runs the inbound pipeline (bulk and one-by-one paths) on SQLite in a subprocess."""
+runs the inbound pipeline (bulk and one-by-one paths) on SQLite in a subprocess, and sends the
+thank-you emails with the development file backend."""
 
 from __future__ import annotations
 
@@ -46,6 +47,11 @@ inbound_process_batch(claimed, token)
 for row in InboundMessage.objects.filter(pk__in=ids).order_by("pk"):
     print(row.status, row.outcome)
 print("iids", sorted(Issue.objects.filter(project=project).values_list("iid", flat=True))[-2:])
+from issues.models import OutboundEmail
+from issues.outbox import outbound_claim, outbound_send
+pending = list(OutboundEmail.objects.filter(status="pending").values_list("pk", flat=True))
+claimed, token = outbound_claim(pending)
+print("sent", sorted(str(s) for s in outbound_send(claimed, token).values()))
 """
 
 
@@ -72,3 +78,9 @@ def test_inbound_pipeline_runs_on_sqlite_without_redis(tmp_path) -> None:
     ]
     # The demo made issues 1-4; the batch added two more.
     assert lines[4] == "iids [5, 6]"
+    # Their thank-you emails went to files under var/mail/, where `make run` says to look.
+    assert lines[5] == "sent ['sent', 'sent']"
+    written = "".join(p.read_text() for p in (tmp_path / "mail").glob("*.log"))
+    assert written.count("Subject: Re: ") == 2
+    assert "Thank you for your message" in written
+    assert "Subject: Re: two (#6)" in written
