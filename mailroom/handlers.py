@@ -43,6 +43,7 @@ from issues.services import (
 from projects.models import Project, ServiceDeskSetting
 from servicedesk import ratelimit
 
+from . import spam
 from .models import InboundMessage
 from .parsing import MalformedEmail, ParsedEmail, parse_email, rewrite_cid_references, split_reply
 from .routing import custom_key_candidates, default_key_candidates, find_key, parse_key
@@ -113,7 +114,9 @@ def handle(row: InboundMessage, bot: User | None = None) -> Result:
     if threaded is not None:
         rule = "thread (In-Reply-To/References)"
         return _note_from_email(threaded, step.email, {**step.trace, "rule": rule}, bot)
-    return _new_issue(step.project, step.setting, step.email, step.trace, bot)
+    return _new_issue(
+        step.project, step.setting, step.email, step.trace, bot, spam_check=not row.spam_released
+    )
 
 
 def _parse(row: InboundMessage) -> ParsedEmail | Result:
@@ -449,6 +452,8 @@ def _new_issue(
     email: ParsedEmail,
     trace: dict[str, Any],
     bot: User,
+    *,
+    spam_check: bool = True,
 ) -> Result:
     if (
         email.message_id
@@ -465,6 +470,13 @@ def _new_issue(
     requester = email.from_address or email.reply_to or email.sender or ""
     if _rate_limited(project, requester):
         return _reject(email, "rate limited", {**trace, "rule": "rate limit"}, project=project)
+    if spam_check and spam.enabled():
+        is_spam, verdict = spam.check(email)
+        trace["akismet"] = verdict
+        if is_spam:
+            # Quarantined: no issue, no thank-you; a Reporter+ decides on the spam page.
+            return Result(Outcome.SPAM, f"spam ({verdict})", {**trace, "rule": "akismet"},
+                          project=project)  # fmt: skip
 
     notify_to = email.reply_to if email.reply_to and email.reply_to != requester else ""
     issue = issue_create(
@@ -605,8 +617,10 @@ class _BatchPlan:
                 {**step.trace, "rule": "duplicate"},
                 project=step.project,
             )
-        elif step.setting.description_template_id or (
-            step.setting.add_external_participants_from_cc and email.cc
+        elif (
+            step.setting.description_template_id
+            or (step.setting.add_external_participants_from_cc and email.cc)
+            or spam.enabled()  # one Akismet call per email: the one-by-one path
         ):
             self.alone.append(row)
         elif not email.subject.strip() and not email.body_text.strip() and not email.attachments:

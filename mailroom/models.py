@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -55,6 +56,13 @@ class InboundMessage(models.Model):
     processed_at = models.DateTimeField(null=True, blank=True)
     # The sender should get one "[Rejected]" notice (sent by the outbound mail code).
     rejection_notice_due = models.BooleanField(default=False)
+    # Spam quarantine: a Reporter+ decided ("not spam" releases it: processed again without
+    # the spam check; "spam" confirms it). Undecided spam rows are the quarantine.
+    spam_reviewed_at = models.DateTimeField(null=True, blank=True)
+    spam_reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    spam_released = models.BooleanField(default=False)
 
     project = models.ForeignKey(
         "projects.Project", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -4,7 +4,12 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from .models import WorkerHeartbeat
+from accounts.models import User
+
+from . import spam
+from .ledger import inbound_reprocess
+from .models import InboundMessage, WorkerHeartbeat
+from .parsing import parse_email
 
 
 @transaction.atomic
@@ -17,3 +22,45 @@ def worker_heartbeat_record(*, hostname: str) -> WorkerHeartbeat:
         WorkerHeartbeat.objects.filter(pk=heartbeat.pk).update(seen_at=now, beats=F("beats") + 1)
         heartbeat.refresh_from_db()
     return heartbeat
+
+
+class NotInQuarantine(Exception):
+    """The email is not (or no longer) waiting for a spam decision."""
+
+
+def _quarantined(message_id: int) -> InboundMessage:
+    row = InboundMessage.objects.select_for_update().filter(pk=message_id).first()
+    if row is None or row.outcome != InboundMessage.Outcome.SPAM or row.spam_reviewed_at:
+        raise NotInQuarantine(f"inbound message {message_id} is not in the spam quarantine")
+    return row
+
+
+def spam_release(*, message_id: int, user: User) -> InboundMessage:
+    """ "Not spam": tell Akismet (ham) and process the email again without the spam check — it
+    becomes an issue, with its thank-you, like any other."""
+    with transaction.atomic():
+        row = _quarantined(message_id)
+        row.spam_reviewed_at = timezone.now()
+        row.spam_reviewed_by = user
+        row.spam_released = True
+        row.save(update_fields=["spam_reviewed_at", "spam_reviewed_by", "spam_released"])
+    _report(row, spam_verdict=False)
+    return inbound_reprocess(row.pk)
+
+
+@transaction.atomic
+def spam_confirm(*, message_id: int, user: User) -> InboundMessage:
+    """ "Spam": tell Akismet it was right and take the email out of the quarantine (the ledger
+    row stays, with who decided)."""
+    row = _quarantined(message_id)
+    row.spam_reviewed_at = timezone.now()
+    row.spam_reviewed_by = user
+    row.reason = f"spam (confirmed by {user.get_username()})"
+    row.save(update_fields=["spam_reviewed_at", "spam_reviewed_by", "reason"])
+    transaction.on_commit(lambda: _report(row, spam_verdict=True))
+    return row
+
+
+def _report(row: InboundMessage, *, spam_verdict: bool) -> None:
+    parsed = parse_email(bytes(row.raw))
+    spam.report(parsed, spam=spam_verdict)

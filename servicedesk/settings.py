@@ -215,6 +215,9 @@ SERVICEDESK_MAX_EMAIL_SIZE = env_int("SERVICEDESK_MAX_EMAIL_SIZE", 25 * 1024 * 1
 # New issues one sender may open in one project per minute (0: no limit).
 SERVICEDESK_NEW_ISSUES_PER_SENDER_PER_MINUTE = env_int("SERVICEDESK_NEW_ISSUES_PER_MINUTE", 10)
 SERVICEDESK_MAX_PARTICIPANTS = env_int("SERVICEDESK_MAX_PARTICIPANTS", 10)
+# After "regenerate address" the old default address keeps routing for this many hours, so
+# mail already on its way (and customers' saved address) is not rejected at once; 0: never.
+SERVICEDESK_ADDRESS_GRACE_HOURS = env_int("SERVICEDESK_ADDRESS_GRACE_HOURS", 24)
 # An error of ours is retried with exponential backoff up to this many attempts.
 SERVICEDESK_INBOUND_MAX_ATTEMPTS = env_int("SERVICEDESK_INBOUND_MAX_ATTEMPTS", 5)
 # A row left in "processing" this long (a worker died) is re-queued by the sweeper.
@@ -232,6 +235,9 @@ SERVICEDESK_IMAP_RECHECK = env_int("SERVICEDESK_IMAP_RECHECK", 5)
 # The poller lock expires this long after its holder stopped renewing it (died); 0: the
 # mailbox's idle_timeout + 60 s.
 SERVICEDESK_IMAP_LOCK_TTL = env_int("SERVICEDESK_IMAP_LOCK_TTL", 0)
+# Project pages show a banner when an IMAP mailbox has errors and no successful fetch for
+# longer than this (minutes).
+SERVICEDESK_MAILBOX_ALERT_MINUTES = env_int("SERVICEDESK_MAILBOX_ALERT_MINUTES", 10)
 SERVICEDESK_SMTPD_PORT = env_int("SERVICEDESK_SMTPD_PORT", 2525)
 # Instance-wide texts for the %{SYSTEM_HEADER}, %{SYSTEM_FOOTER}, %{ADDITIONAL_TEXT} placeholders.
 SERVICEDESK_EMAIL_HEADER = env_str("SERVICEDESK_EMAIL_HEADER", "")
@@ -249,6 +255,11 @@ SERVICEDESK_EMAIL_FILE_LINK_DAYS = env_int("SERVICEDESK_EMAIL_FILE_LINK_DAYS", 9
 # Largest file a team member may attach to a comment in the browser (bytes), and how many.
 SERVICEDESK_MAX_UPLOAD_SIZE = env_int("SERVICEDESK_MAX_UPLOAD_SIZE", 25 * 1024 * 1024)
 SERVICEDESK_MAX_UPLOADS_PER_NOTE = env_int("SERVICEDESK_MAX_UPLOADS_PER_NOTE", 10)
+# Akismet checks every new email issue when a key is set (spam goes to the quarantine).
+AKISMET_API_KEY = env_secret("AKISMET_API_KEY", "")
+AKISMET_SITE_URL = env_str("AKISMET_SITE_URL", SITE_URL)
+# The akismet package's client; tests use its TestSyncClient subclasses (no network).
+AKISMET_CLIENT_CLASS = env_str("AKISMET_CLIENT_CLASS", "akismet.SyncClient")
 # Accept self-signed IMAP certificates (test servers only; never in production).
 SERVICEDESK_IMAP_INSECURE_TLS = env_bool("SERVICEDESK_IMAP_INSECURE_TLS", False) and not PRODUCTION
 
