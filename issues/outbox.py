@@ -11,18 +11,23 @@ from __future__ import annotations
 
 import logging
 import smtplib
+import time
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.mail import EmailMultiAlternatives, get_connection
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
+from accounts.selectors import support_bot
+from servicedesk import ratelimit
 from servicedesk.claims import claim_due
 
 from .models import OutboundEmail, Upload
+from .services import note_create
 
 log = logging.getLogger(__name__)
 Status = OutboundEmail.Status
@@ -89,8 +94,13 @@ def outbound_send(ids: Sequence[int], token: uuid.UUID) -> dict[int, str]:
     one; if even connecting fails, the rest of the batch is not tried now and goes back to
     pending with the same error (the server is down: retrying each now only waits longer).
     """
-    emails = list(OutboundEmail.objects.filter(pk__in=ids, claim_token=token).order_by("pk"))
+    emails = list(
+        OutboundEmail.objects.filter(pk__in=ids, claim_token=token)
+        .select_related("issue")
+        .order_by("pk")
+    )
     results: dict[int, str] = {}
+    emails = _hold_over_limit(emails, results)
     connection = get_connection(fail_silently=False)
     unreachable: Exception | None = None
     try:
@@ -117,6 +127,51 @@ def outbound_send(ids: Sequence[int], token: uuid.UUID) -> dict[int, str]:
     finally:
         _close(connection)
     return results
+
+
+def _hold_over_limit(emails: list[OutboundEmail], results: dict[int, str]) -> list[OutboundEmail]:
+    """The outbound limit per project per hour: emails over it wait (pending, not counted as
+    an attempt) until the next hour; Support Bot says so once per issue and hour in an
+    internal note. Returns the emails that may go now."""
+    limit = settings.SERVICEDESK_OUTBOUND_EMAILS_PER_PROJECT_PER_HOUR
+    counted = [e for e in emails if e.issue is not None]
+    if limit <= 0 or not counted:
+        return emails
+    try:
+        over = ratelimit.hit_many(
+            [f"outbound:{e.issue.project_id}" for e in counted], limit=limit, window=3600
+        )
+    except Exception:  # the limiter's store is down: sending matters more than the limit
+        log.warning("outbound rate limit unavailable; sending without it", exc_info=True)
+        return emails
+    held = {e.pk for e, is_over in zip(counted, over, strict=True) if is_over}
+    if not held:
+        return emails
+    hour = int(time.time() // 3600)
+    resume = datetime.fromtimestamp((hour + 1) * 3600, tz=UTC)
+    OutboundEmail.objects.filter(pk__in=held).update(
+        status=Status.PENDING,
+        next_attempt_at=resume,
+        attempts=F("attempts") - 1,
+        last_error=f"held: over {limit} emails per project per hour",
+    )
+    for email in emails:
+        if email.pk not in held:
+            continue
+        results[email.pk] = Status.PENDING
+        if email.issue is not None and cache.add(f"outbound-held:{email.issue_id}:{hour}", 1, 3700):
+            note_create(
+                issue=email.issue,
+                author=support_bot(),
+                body=(
+                    f"Emails about this issue are held: the project sent more than {limit} "
+                    f"emails in the past hour. They go out automatically after "
+                    f"{resume:%H:%M} UTC."
+                ),
+                internal=True,
+                system=True,
+            )
+    return [e for e in emails if e.pk not in held]
 
 
 def _close(connection) -> None:  # type: ignore[no-untyped-def]

@@ -76,7 +76,27 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
 ]
+
+# Content-Security-Policy (django-csp): scripts only from our own files — no inline script, no
+# event-handler attributes, no eval — so injected markup cannot run. Inline *styles* stay
+# allowed (label colours); images from our origin and data: only, so a customer's HTML email
+# cannot make the team's browsers call tracking pixels.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 ROOT_URLCONF = "servicedesk.urls"
 WSGI_APPLICATION = "servicedesk.wsgi.application"
@@ -245,6 +265,14 @@ SERVICEDESK_EMAIL_FOOTER = env_str("SERVICEDESK_EMAIL_FOOTER", "")
 SERVICEDESK_EMAIL_ADDITIONAL_TEXT = env_str("SERVICEDESK_EMAIL_ADDITIONAL_TEXT", "")
 # A temporary sending failure is retried with backoff up to this many attempts.
 SERVICEDESK_OUTBOUND_MAX_ATTEMPTS = env_int("SERVICEDESK_OUTBOUND_MAX_ATTEMPTS", 8)
+# Sign-in attempts per account and client address per window (seconds); five times as many
+# per address. Over it, the login page answers 429 until the window ends.
+SERVICEDESK_LOGIN_ATTEMPTS = env_int("SERVICEDESK_LOGIN_ATTEMPTS", 10)
+SERVICEDESK_LOGIN_WINDOW = env_int("SERVICEDESK_LOGIN_WINDOW", 300)
+# Emails one project may send per hour (0: no limit); more wait for the next hour.
+SERVICEDESK_OUTBOUND_EMAILS_PER_PROJECT_PER_HOUR = env_int(
+    "SERVICEDESK_OUTBOUND_EMAILS_PER_PROJECT_PER_HOUR", 2000
+)
 # A comment's files go with its email as real attachments up to this total (bytes); above it
 # the email carries links instead (SPEC §7).
 SERVICEDESK_EMAIL_ATTACHMENTS_MAX_SIZE = env_int(
@@ -330,7 +358,11 @@ if PRODUCTION:
     SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _site.scheme == "https"
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", _site.scheme == "https")
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if _site.scheme == "https" else 0)
-    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+    # HSTS covers this host and its own subdomains (support.example.com, not example.com);
+    # "preload" only consents to the browsers' preload list, it submits nothing.
+    _hsts = _site.scheme == "https"
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", _hsts)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", _hsts)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 LANGUAGE_CODE = "en-us"

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from accounts import views as account_views
 from issues import views as issue_views
 from projects import views as project_views
 
@@ -13,7 +14,7 @@ issue = "<path:full_path>/-/issues/<int:iid>/"
 
 urlpatterns = [
     path("", project_views.home, name="home"),
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("login/", account_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("-/health", views.health, name="health"),

@@ -637,3 +637,32 @@ def test_each_recipient_of_a_comment_gets_their_own_unsubscribe_link(
         assert email.headers["List-Unsubscribe"].startswith(
             f"<http://servicedesk.test/-/unsubscribe/{key}>"
         )
+
+
+def test_over_the_hourly_project_limit_emails_wait_and_the_bot_says_so_once(
+    project, smtp, settings
+) -> None:
+    from servicedesk.ratelimit import _redis
+
+    settings.SERVICEDESK_OUTBOUND_EMAILS_PER_PROJECT_PER_HOUR = 2
+    project.service_desk.add_external_participants_from_cc = True
+    project.service_desk.save()
+    issue = new_email_issue(project, headers={"Cc": "a@customer.example, b@customer.example"})
+    results = send_pending()
+    assert sorted(results.values()) == [Status.PENDING, Status.SENT, Status.SENT]
+    [held] = OutboundEmail.objects.filter(status=Status.PENDING)
+    assert held.attempts == 0  # waiting is not a failed attempt
+    assert held.next_attempt_at.minute == 0  # the next hour
+    assert held.last_error == "held: over 2 emails per project per hour"
+    assert outbound_claim([held.pk])[0] == []  # not before then
+    [note] = issue.notes.filter(author__is_bot=True, internal=True)
+    assert "more than 2 emails in the past hour" in note.body
+
+    OutboundEmail.objects.update(next_attempt_at=None)
+    assert list(send_pending().values()) == [Status.PENDING]  # still this hour
+    assert issue.notes.filter(author__is_bot=True, internal=True).count() == 1  # said once
+
+    _redis(settings.REDIS_CACHE_URL or settings.REDIS_URL).flushdb()  # the next hour
+    OutboundEmail.objects.update(next_attempt_at=None)
+    assert list(send_pending().values()) == [Status.SENT]
+    assert len(smtp.wait_for(3)) == 3
