@@ -1,0 +1,180 @@
+"""Fuzzing the whole inbound pipeline: stored → claimed → parsed → rules → routing → issue/note.
+
+Hypothesis generates random bytes, random headers and mutations of the real email corpus
+(truncation, flipped and inserted bytes, repeated headers, bogus charsets); hand-made monsters
+cover huge headers, deep MIME nesting and 10 000 parts. Whatever comes in, no exception escapes
+and every email ends processed with a recorded outcome — never as an error of ours.
+"""
+
+from __future__ import annotations
+
+import re
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mailroom.ledger import inbound_claim, inbound_process, inbound_store
+from mailroom.models import InboundMessage
+from tests.mailroom.helpers import ALIAS, FIXTURES, INCOMING
+
+pytestmark = pytest.mark.django_db
+CORPUS = sorted(FIXTURES.glob("*.eml"))
+OUTCOMES = {choice for choice, _ in InboundMessage.Outcome.choices} - {"failed"}
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    derandomize=True,  # CI runs the same examples every time; failures reproduce
+)
+
+
+@pytest.fixture(autouse=True)
+def mailboxes(settings, redis_cache_flushed):  # type: ignore[no-untyped-def]
+    settings.SERVICEDESK_MAILBOXES = {"incoming_email": INCOMING, "service_desk_email": ALIAS}
+    settings.SERVICEDESK_NEW_ISSUES_PER_SENDER_PER_MINUTE = 0  # fuzzing is not abuse
+
+
+def run(raw: bytes) -> InboundMessage:
+    """Store and process as a worker would; the row must end done with an outcome."""
+    if not raw:
+        raw = b"\r\n"  # the ledger refuses nothing; an empty body is still a message
+    row = inbound_store(raw=raw, transport="fuzz", enqueue=False)
+    claimed, token = inbound_claim([row.pk])
+    assert claimed == [row.pk]
+    inbound_process(row.pk, token)  # catches our errors and records them: check below
+    row.refresh_from_db()
+    assert row.last_error == "", row.last_error
+    assert row.status == "done", (row.status, row.reason)
+    assert row.outcome in OUTCOMES, (row.outcome, row.reason)
+    return row
+
+
+def project_address(project) -> bytes:  # type: ignore[no-untyped-def]
+    return INCOMING.address_for(project.service_desk.default_key).encode()
+
+
+@FUZZ
+@given(raw=st.binary(max_size=4000))
+def test_random_bytes(project, raw: bytes) -> None:
+    run(raw)
+
+
+header_name = st.text(
+    alphabet=st.characters(min_codepoint=33, max_codepoint=126, exclude_characters=":"),
+    min_size=1,
+    max_size=30,
+)
+header_value = st.text(max_size=300)  # any Unicode, control characters and newlines included
+
+
+@FUZZ
+@given(
+    headers=st.lists(st.tuples(header_name, header_value), max_size=15),
+    body=st.binary(max_size=2000),
+)
+def test_random_headers_to_a_real_project(project, headers, body: bytes) -> None:
+    lines = [b"To: " + project_address(project), b"From: fuzz@customer.example"]
+    lines += [f"{name}: {value}".encode("utf-8", "surrogateescape") for name, value in headers]
+    run(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+
+
+def addressed_to(raw: bytes, address: bytes) -> bytes:
+    """A corpus email re-addressed to our project, so that it goes all the way through."""
+    return re.sub(rb"(?im)^(to|delivered-to):[^\r\n]*(\r?\n[ \t][^\r\n]*)*", b"To: " + address,
+                  raw, count=1)  # fmt: skip
+
+
+@st.composite
+def mutated_corpus_email(draw: st.DrawFn, address: bytes) -> bytes:
+    raw = bytearray(addressed_to(Path(draw(st.sampled_from(CORPUS))).read_bytes(), address))
+    for _ in range(draw(st.integers(min_value=1, max_value=4))):
+        kind = draw(st.sampled_from(["truncate", "flip", "insert", "repeat", "charset", "cut"]))
+        at = draw(st.integers(min_value=0, max_value=max(len(raw) - 1, 0)))
+        if kind == "truncate":
+            del raw[at:]
+        elif kind == "flip" and raw:
+            raw[at] = draw(st.integers(min_value=0, max_value=255))
+        elif kind == "insert":
+            raw[at:at] = draw(st.binary(min_size=1, max_size=200))
+        elif kind == "repeat":
+            end = raw.find(b"\n", at)
+            raw[at:at] = raw[at : end + 1 if end >= 0 else len(raw)] * draw(st.integers(2, 50))
+        elif kind == "charset":
+            name = draw(st.sampled_from([b"x-unknown", b"utf-7", b"shift_jis", b"", b'"', b"\xff"]))
+            raw = bytearray(bytes(raw).replace(b"charset=", b"charset=" + name + b";x=", 1))
+        elif kind == "cut":  # drop a slice from the middle (boundaries, headers…)
+            del raw[at : at + draw(st.integers(1, 500))]
+    return bytes(raw)
+
+
+@FUZZ
+@given(data=st.data())
+def test_mutated_real_emails(project, data: st.DataObject) -> None:
+    run(data.draw(mutated_corpus_email(project_address(project))))
+
+
+def test_the_unmutated_corpus_goes_all_the_way_through(project) -> None:
+    """The mutations start from emails that reach the project (else fuzzing tests routing only)."""
+    outcomes = [run(addressed_to(path.read_bytes(), project_address(project))).outcome
+                for path in CORPUS]  # fmt: skip
+    assert outcomes.count("issue_created") + outcomes.count("note_added") >= len(CORPUS) // 2
+
+
+def _peak_mib(raw: bytes) -> tuple[InboundMessage, float]:
+    tracemalloc.start()
+    try:
+        row = run(raw)
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+    return row, peak
+
+
+def _header(project, subject: bytes = b"Monster") -> bytes:  # type: ignore[no-untyped-def]
+    return (
+        b"From: monster@customer.example\r\nTo: " + project_address(project) + b"\r\n"
+        b"Subject: " + subject + b"\r\nMIME-Version: 1.0\r\n"
+    )
+
+
+def test_huge_headers(project) -> None:
+    folded = b"\r\n ".join([b"x" * 900] * 1100)  # a 1 MB folded Subject
+    many = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"y" * 50) for i in range(20_000))
+    raw = _header(project, folded) + many + b"Content-Type: text/plain\r\n\r\nHello\r\n"
+    row, peak = _peak_mib(raw)
+    assert row.outcome == "issue_created"
+    assert len(row.subject) <= 998
+    assert peak < 25 * len(raw) / 2**20 + 20  # proportional to the email (measured ~16x)
+
+
+def test_deep_mime_nesting(project) -> None:
+    depth = 500
+    parts = [_header(project)]
+    for level in range(depth):
+        parts.append(
+            b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (level, level)
+        )
+    parts.append(b"Content-Type: text/plain\r\n\r\nAt the bottom.\r\n")
+    for level in reversed(range(depth)):
+        parts.append(b"--b%d--\r\n" % level)
+    row, peak = _peak_mib(b"".join(parts))
+    assert row.outcome in {"issue_created", "rejected"}, row.reason
+    assert peak < 20  # measured 0.4 MiB
+
+
+def test_ten_thousand_parts(project) -> None:
+    body = b"".join(
+        b"--sep\r\nContent-Type: text/plain\r\n\r\npart %d\r\n" % i for i in range(10_000)
+    )
+    raw = (
+        _header(project)
+        + b'Content-Type: multipart/mixed; boundary="sep"\r\n\r\n'
+        + body
+        + b"--sep--\r\n"
+    )
+    row, peak = _peak_mib(raw)
+    assert row.outcome == "issue_created", row.reason
+    assert peak < 50  # measured 9 MiB
