@@ -90,7 +90,7 @@ def note_create(
 ) -> Note:
     """A comment; ``files`` (uploaded in the browser) are stored as the note's uploads and
     linked below its text (images shown inline)."""
-    body = body.strip()
+    body = body.replace("\x00", "").strip()  # PostgreSQL stores no NUL; browsers send none
     if not body and not files:
         raise ValueError("A note needs a body.")
     note = Note.objects.create(

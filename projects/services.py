@@ -76,7 +76,7 @@ def service_desk_email_template_set(*, project: Project, kind: str, text: str) -
     text goes back to the default. Emails recorded from now on use it."""
     if kind not in EMAIL_TEMPLATE_KINDS:
         raise ValidationError(f"Unknown email template {kind!r}.")
-    text = text.replace("\r\n", "\n").strip()
+    text = text.replace("\r\n", "\n").replace("\x00", "").strip()  # PostgreSQL stores no NUL
     if len(text) > EMAIL_TEMPLATE_MAX_LENGTH:
         raise ValidationError(
             f"An email template may be at most {EMAIL_TEMPLATE_MAX_LENGTH} characters."
