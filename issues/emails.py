@@ -445,3 +445,27 @@ def _sender_name(project: Project | None) -> str:
         if setting is not None and setting.service_desk_enabled:
             return setting.display_name
     return ServiceDeskSetting.DEFAULT_OUTGOING_NAME
+
+
+def email_preview(*, project: Project, kind: str, text: str) -> tuple[str, str]:
+    """One Service Desk email worded with ``text`` (blank: the default), as a customer would
+    get it — for the settings page's live preview. Rendered by the same code as real emails,
+    from a sample issue that is never saved; nothing is written. Returns (subject, HTML)."""
+    if kind not in (Kind.THANK_YOU, Kind.NEW_NOTE, Kind.NEW_PARTICIPANT, Kind.ISSUE_CLOSED):
+        raise ValueError(f"No preview for {kind!r} emails.")
+    text = text.replace("\r\n", "\n").strip()
+    # project_id, not project: assigning the one-to-one would replace project.service_desk.
+    setting = ServiceDeskSetting(project_id=project.pk, **{f"{kind}_template": text})
+    issue = Issue(
+        project=project,
+        iid=42,
+        title="The app crashes when I open my inventory",
+        description=(
+            "Hello,\n\nsince yesterday's update the app closes as soon as I open my "
+            "inventory.\n\n- Windows 11\n- version 2.3.1\n\nThanks, Jake"
+        ),
+        external_author="jake@customer.example",
+    )
+    note_text = "Thanks Jake! We found the cause; the fix ships with **version 2.3.2**."
+    rendered = _render(kind, issue, setting, note_text if kind == Kind.NEW_NOTE else "")
+    return _one_line(f"Re: {issue.title} (#{issue.iid})"), rendered.html

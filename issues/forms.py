@@ -59,3 +59,39 @@ class NoteForm(forms.Form):
         if not cleaned.get("body") and not cleaned.get("files") and not self.errors:
             self.add_error("body", "Write a comment or attach a file.")
         return cleaned
+
+
+# --- The issue page's sidebar ------------------------------------------------------------------
+# These validate POSTs only; the page renders its controls from the selectors' lists (one query
+# each), and the choices here are filled by the view from the same lists.
+
+
+class LabelsForm(forms.Form):
+    labels = forms.TypedMultipleChoiceField(label="Labels", coerce=int, required=False)
+
+
+class AssigneesForm(forms.Form):
+    assignees = forms.TypedMultipleChoiceField(label="Assignees", coerce=int, required=False)
+
+
+class ConfidentialityForm(forms.Form):
+    confidential = forms.TypedChoiceField(
+        choices=[("true", "Confidential"), ("false", "Visible to everyone")],
+        coerce=lambda value: value == "true",
+    )
+
+
+class ParticipantForm(forms.Form):
+    email = forms.EmailField(label="Add a participant by email", max_length=320)
+
+
+class ConvertForm(forms.Form):
+    email = forms.EmailField(label="Requester's email", max_length=320)
+
+
+class MoveForm(forms.Form):
+    project = forms.TypedChoiceField(label="Move to project", coerce=int)
+
+
+class PreviewForm(forms.Form):
+    body = forms.CharField(max_length=1_000_000, required=False, strip=True)

@@ -31,7 +31,7 @@ from .services import note_create
 
 log = logging.getLogger(__name__)
 Status = OutboundEmail.Status
-STUCK_AFTER = timedelta(minutes=10)
+STUCK_AFTER = timedelta(seconds=settings.SERVICEDESK_OUTBOUND_STUCK_AFTER)
 
 
 class PermanentFailure(Exception):
@@ -134,17 +134,17 @@ def _hold_over_limit(emails: list[OutboundEmail], results: dict[int, str]) -> li
     an attempt) until the next hour; Support Bot says so once per issue and hour in an
     internal note. Returns the emails that may go now."""
     limit = settings.SERVICEDESK_OUTBOUND_EMAILS_PER_PROJECT_PER_HOUR
-    counted = [e for e in emails if e.issue is not None]
+    counted = [(e, e.issue.project_id) for e in emails if e.issue is not None]
     if limit <= 0 or not counted:
         return emails
     try:
         over = ratelimit.hit_many(
-            [f"outbound:{e.issue.project_id}" for e in counted], limit=limit, window=3600
+            [f"outbound:{project_id}" for _, project_id in counted], limit=limit, window=3600
         )
     except Exception:  # the limiter's store is down: sending matters more than the limit
         log.warning("outbound rate limit unavailable; sending without it", exc_info=True)
         return emails
-    held = {e.pk for e, is_over in zip(counted, over, strict=True) if is_over}
+    held = {e.pk for (e, _), is_over in zip(counted, over, strict=True) if is_over}
     if not held:
         return emails
     hour = int(time.time() // 3600)

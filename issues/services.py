@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile, File
-from django.db import connection, transaction
+from django.core.validators import validate_email
+from django.db import connection, models, transaction
+from django.db.models import Case, F, Value, When
 from django.urls import reverse
 from django.utils import timezone
 
-from projects.models import Project
+from projects.models import Project, ServiceDeskSetting
 
 from .emails import issue_closed
-from .models import EmailParticipant, Issue, IssueCounter, IssueEmail, Label, Note, Upload
+from .models import (
+    EmailParticipant,
+    Issue,
+    IssueCounter,
+    IssueEmail,
+    Label,
+    Note,
+    SentNotification,
+    Upload,
+)
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -240,3 +254,382 @@ def upload_markdown(upload: Upload) -> str:
     url = reverse("upload", args=[upload.pk, upload.filename])
     label = upload.filename.replace("[", "(").replace("]", ")")
     return f"![{label}]({url})" if upload.is_image else f"[{label}]({url})"
+
+
+# --- The issue page: labels, assignees, confidentiality, participants, moving, converting ------
+#
+# Permissions are the views' business (projects.permissions); these enforce the product's rules
+# (SPEC §4, §10) whoever calls them. Every change leaves a system note; a note that names an
+# email address is internal, because only Reporter+ may see customer addresses (SPEC §8).
+
+
+def _plural(word: str, names: Sequence[str]) -> str:
+    return f"{word}{'s' if len(names) > 1 else ''} {', '.join(names)}"
+
+
+def _changes_sentence(
+    added: Sequence[str], removed: Sequence[str], *, add: str, remove: str
+) -> str:
+    parts = []
+    if added:
+        parts.append(f"{add} {', '.join(added)}")
+    if removed:
+        parts.append(f"{remove} {', '.join(removed)}")
+    return " and ".join(parts)
+
+
+@transaction.atomic
+def issue_labels_set(*, issue: Issue, user: User, labels: Iterable[Label]) -> Issue:
+    """Make the issue's labels exactly ``labels`` (all from its project)."""
+    wanted = {label.pk: label for label in labels}
+    if any(label.project_id != issue.project_id for label in wanted.values()):
+        raise ValidationError("Labels must belong to the issue's project.")
+    locked = Issue.objects.select_for_update().get(pk=issue.pk)
+    current = {label.pk: label for label in locked.labels.all()}
+    added = sorted((wanted[pk] for pk in wanted.keys() - current.keys()), key=str)
+    removed = sorted((current[pk] for pk in current.keys() - wanted.keys()), key=str)
+    if not added and not removed:
+        return locked
+    if removed:
+        locked.labels.remove(*removed)
+    if added:
+        locked.labels.add(*added)
+    parts = []
+    if added:
+        parts.append(f"added {_plural('label', [label.title for label in added])}")
+    if removed:
+        parts.append(f"removed {_plural('label', [label.title for label in removed])}")
+    note_create(issue=locked, author=user, body=" and ".join(parts), system=True)
+    return locked
+
+
+@transaction.atomic
+def issue_assignees_set(*, issue: Issue, user: User, assignees: Iterable[User]) -> Issue:
+    """Make the issue's assignees exactly ``assignees``; each must be able to be assigned in
+    the issue's project (``permissions.ASSIGNABLE_ROLE``)."""
+    from .selectors import assignable_users
+
+    wanted_ids = {assignee.pk for assignee in assignees}
+    wanted = {u.pk: u for u in assignable_users(project=issue.project).filter(pk__in=wanted_ids)}
+    if len(wanted) != len(wanted_ids):
+        raise ValidationError(
+            "Only project members with the Reporter role or higher can be assigned."
+        )
+    locked = Issue.objects.select_for_update().get(pk=issue.pk)
+    current = {u.pk: u for u in locked.assignees.all()}
+    added = sorted((wanted[pk] for pk in wanted.keys() - current.keys()), key=lambda u: u.username)
+    removed = sorted(
+        (current[pk] for pk in current.keys() - wanted.keys()), key=lambda u: u.username
+    )
+    if not added and not removed:
+        return locked
+    if removed:
+        locked.assignees.remove(*removed)
+    if added:
+        locked.assignees.add(*added)
+    body = _changes_sentence(
+        [f"@{u.username}" for u in added],
+        [f"@{u.username}" for u in removed],
+        add="assigned to",
+        remove="unassigned",
+    )
+    note_create(issue=locked, author=user, body=body, system=True)
+    return locked
+
+
+def confidentiality_required(issue: Issue) -> bool:
+    """An issue that came by email (it has a requester) in a public project must stay
+    confidential: its thread holds a customer's words (SPEC §4)."""
+    return issue.is_service_desk and issue.project.is_public
+
+
+@transaction.atomic
+def issue_confidentiality_set(*, issue: Issue, user: User, confidential: bool) -> Issue:
+    locked = Issue.objects.select_for_update().select_related("project").get(pk=issue.pk)
+    if locked.confidential == confidential:
+        return locked
+    if not confidential and confidentiality_required(locked):
+        raise ValidationError(
+            "Service Desk issues in public projects are always confidential: the customer's "
+            "words must not become public."
+        )
+    locked.confidential = confidential
+    locked.save(update_fields=["confidential", "updated_at"])
+    body = "made the issue confidential" if confidential else "made the issue visible to everyone"
+    note_create(issue=locked, author=user, body=body, system=True)
+    return locked
+
+
+def _is_our_address(address: str) -> bool:
+    """Our sending address or one of our mailboxes: a participant there would mail us."""
+    lowered = address.lower()
+    if lowered == settings.DEFAULT_FROM_EMAIL.lower():
+        return True
+    return any(
+        m.enabled and m.address_regex.match(lowered)
+        for m in settings.SERVICEDESK_MAILBOXES.values()
+    )
+
+
+def _clean_email(email: str) -> str:
+    email = email.strip()
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise ValidationError(f"{email or 'That'} is not a valid email address.") from None
+    if len(email) > 320:
+        raise ValidationError("That email address is too long.")
+    if _is_our_address(email):
+        raise ValidationError("That is one of this Service Desk's own addresses.")
+    return email
+
+
+def _participant_room_check(issue: Issue, email: str) -> None:
+    limit = settings.SERVICEDESK_MAX_PARTICIPANTS
+    participants = EmailParticipant.objects.filter(issue=issue)
+    if participants.filter(email__iexact=email).exists():
+        raise ValidationError(f"{email} is already a participant.")
+    if participants.count() >= limit:
+        raise ValidationError(f"An issue can have at most {limit} email participants.")
+
+
+@transaction.atomic
+def issue_participant_add(*, issue: Issue, user: User, email: str) -> EmailParticipant:
+    """A team member adds an email participant: they get the issue's public comments from now
+    on. No *new participant* email is sent (as in GitLab, a manual add is silent); the next
+    public comment reaches them. At most SERVICEDESK_MAX_PARTICIPANTS per issue."""
+    email = _clean_email(email)
+    Issue.objects.select_for_update().filter(pk=issue.pk).first()  # serialise adds per issue
+    _participant_room_check(issue, email)
+    participant = EmailParticipant.objects.create(issue=issue, email=email)
+    note_create(
+        issue=issue, author=user, body=f"added {email} as participant", system=True, internal=True
+    )
+    return participant
+
+
+@transaction.atomic
+def issue_participant_remove(*, participant: EmailParticipant, user: User) -> None:
+    """Stop emailing a participant and forget them; replies they send later still arrive, shown
+    as "not a participant"."""
+    issue = participant.issue
+    participant.delete()
+    note_create(
+        issue=issue,
+        author=user,
+        body=f"removed {participant.email} as participant",
+        system=True,
+        internal=True,
+    )
+
+
+@transaction.atomic
+def participant_bouncing_clear(*, participant: EmailParticipant, user: User) -> bool:
+    """A member clears a bouncing participant: emails go to it again (SPEC §3)."""
+    if participant.bouncing_at is None:
+        return False
+    participant.bouncing_at = None
+    participant.save(update_fields=["bouncing_at"])
+    note_create(
+        issue=participant.issue,
+        author=user,
+        body=f"cleared the bouncing state of {participant.email}: emails go to it again",
+        system=True,
+        internal=True,
+    )
+    return True
+
+
+@transaction.atomic
+def issue_convert_to_service_desk(*, issue: Issue, user: User, email: str) -> Issue:
+    """Turn a normal issue into a Service Desk issue with ``email`` as its requester (SPEC §10),
+    as the mailroom would have made it: Support Bot becomes the author, the requester a
+    participant, and the issue confidential when the project wants tickets confidential (always
+    in public projects). Like GitLab's ``/convert_to_ticket``, no *thank you* email is sent:
+    the requester hears from the next public comment."""
+    from accounts.selectors import support_bot
+
+    email = _clean_email(email)
+    locked = Issue.objects.select_for_update().select_related("project", "author").get(pk=issue.pk)
+    if locked.is_service_desk:
+        raise ValidationError("This issue is already a Service Desk issue.")
+    setting = ServiceDeskSetting.objects.filter(project_id=locked.project_id).first()
+    if setting is None or not setting.service_desk_enabled:
+        raise ValidationError("Service Desk is off in this project: turn it on first.")
+    if not EmailParticipant.objects.filter(issue=locked, email__iexact=email).exists():
+        _participant_room_check(locked, email)
+        EmailParticipant.objects.create(issue=locked, email=email)
+    original_author = locked.author
+    locked.external_author = email
+    locked.service_desk_reply_to = ""
+    locked.author = support_bot()
+    became_confidential = not locked.confidential and (
+        setting.tickets_confidential_by_default or locked.project.is_public
+    )
+    locked.confidential = locked.confidential or became_confidential
+    locked.save(
+        update_fields=[
+            "external_author", "service_desk_reply_to", "author", "confidential", "updated_at"
+        ]
+    )  # fmt: skip
+    note_create(
+        issue=locked,
+        author=user,
+        body=f"converted this issue into a Service Desk issue for {email} "
+        f"(opened by @{original_author.username})",
+        system=True,
+        internal=True,
+    )
+    if became_confidential:
+        note_create(issue=locked, author=user, body="made the issue confidential", system=True)
+    return locked
+
+
+@transaction.atomic
+def issue_move(*, issue: Issue, user: User, target: Project) -> Issue:
+    """Move an issue to another project (SPEC §10) the way GitLab does: a copy is created in
+    ``target`` and the original is closed, pointing to it (``moved_to``).
+
+    The copy gets the thread (every note, with its time), the files, the labels the target has
+    (by title), the assignees who can be assigned there, the requester and the email
+    participants. The reply keys already sent now belong to the copy, so a customer's reply or
+    unsubscribe reaches it (the mailroom also follows ``moved_to`` for older keys and threads),
+    and the customer keeps getting emails if the target has Service Desk on. Nothing is emailed
+    by the move itself.
+    """
+    from .selectors import assignable_users
+
+    locked = Issue.objects.select_for_update().select_related("project").get(pk=issue.pk)
+    if locked.moved_to_id is not None:
+        raise ValidationError("This issue was already moved.")
+    if target.pk == locked.project_id:
+        raise ValidationError("The issue is already in that project.")
+    copy = Issue.objects.create(
+        project=target,
+        iid=issue_iids_allocate(project_id=target.pk)[0],
+        title=locked.title,
+        description=locked.description,
+        author_id=locked.author_id,
+        # Confidential stays confidential; a Service Desk issue becomes so in a public target.
+        confidential=locked.confidential or (locked.is_service_desk and target.is_public),
+        state=locked.state,
+        closed_at=locked.closed_at,
+        closed_by_id=locked.closed_by_id,
+        external_author=locked.external_author,
+        service_desk_reply_to=locked.service_desk_reply_to,
+    )
+    titles = [label.title for label in locked.labels.all()]
+    if titles:
+        copy.labels.set(Label.objects.filter(project=target, title__in=titles))
+    assignee_ids = [u.pk for u in locked.assignees.all()]
+    if assignee_ids:
+        copy.assignees.set(assignable_users(project=target).filter(pk__in=assignee_ids))
+    notes = _move_notes(locked, copy)
+    links = _move_uploads(locked, copy, notes)
+    if links:
+        copy.description = _rewrite_links(copy.description, links)
+        copy.save(update_fields=["description"])
+        changed = []
+        for note in notes.values():
+            body = _rewrite_links(note.body, links)
+            if body != note.body:
+                note.body = body
+                changed.append(note)
+        Note.objects.bulk_update(changed, ["body"])
+    _move_participants(locked, copy)
+    IssueEmail.objects.bulk_create(
+        [
+            IssueEmail(issue=copy, message_id=e.message_id, direction=e.direction)
+            for e in locked.emails.all()
+        ],
+        ignore_conflicts=True,
+    )
+    note_create(
+        issue=copy, author=user, body=f"moved this issue from {locked.reference}", system=True
+    )
+    locked.moved_to = copy
+    note_create(
+        issue=locked, author=user, body=f"moved this issue to {copy.reference}", system=True
+    )
+    if locked.is_open:
+        # Closed quietly: the optional *issue closed* email must not tell the customer their
+        # issue was closed when it just moved.
+        locked.state = Issue.State.CLOSED
+        locked.closed_at = timezone.now()
+        locked.closed_by = user
+        note_create(issue=locked, author=user, body="closed", system=True)
+    locked.save(update_fields=["moved_to", "state", "closed_at", "closed_by", "updated_at"])
+    copy.project = target
+    return copy
+
+
+def _move_notes(old: Issue, new: Issue) -> dict[int, Note]:
+    """Copy the thread, keeping each note's time (auto_now_add would stamp them all "now")."""
+    originals = list(old.notes.order_by("created_at", "id"))
+    copies = Note.objects.bulk_create(
+        [
+            Note(issue=new, author_id=n.author_id, body=n.body, internal=n.internal,
+                 system=n.system, external_author=n.external_author)
+            for n in originals
+        ]
+    )  # fmt: skip
+    pairs = list(zip(originals, copies, strict=True))
+    if pairs:
+        times = [When(pk=c.pk, then=Value(o.created_at)) for o, c in pairs]
+        Note.objects.filter(pk__in=[c.pk for c in copies]).update(
+            created_at=Case(*times, output_field=models.DateTimeField())
+        )
+    return {o.pk: c for o, c in pairs}
+
+
+def _move_uploads(old: Issue, new: Issue, notes: dict[int, Note]) -> dict[str, str]:
+    """The issue's files as uploads of the copy (same stored file: nothing is duplicated on
+    disk), so the target project's members can open them. Returns old path → new path."""
+    originals = list(Upload.objects.filter(issue=old))
+    copies = Upload.objects.bulk_create(
+        [
+            Upload(project_id=new.project_id, issue=new,
+                   note=notes.get(u.note_id) if u.note_id else None, file=u.file.name,
+                   filename=u.filename, content_type=u.content_type, size=u.size,
+                   uploaded_by_id=u.uploaded_by_id)
+            for u in originals
+        ]
+    )  # fmt: skip
+    return {
+        reverse("upload", args=[o.pk, o.filename]): reverse("upload", args=[c.pk, c.filename])
+        for o, c in zip(originals, copies, strict=True)
+    }
+
+
+def _rewrite_links(text: str, links: dict[str, str]) -> str:
+    """Replace every old file path by its copy's, in one pass (a replaced path is never
+    looked at again)."""
+    if "/-/uploads/" not in text:
+        return text
+    pattern = re.compile("|".join(re.escape(path) for path in sorted(links, key=len, reverse=True)))
+    return pattern.sub(lambda match: links[match.group(0)], text)
+
+
+def _move_participants(old: Issue, new: Issue) -> None:
+    """Participants are copied (the old issue keeps its record); every reply key sent for the
+    old issue now names the copy and the participant's copy, so a reply lands on the new issue
+    and an unsubscribe stops the emails that the new issue sends."""
+    originals = list(old.email_participants.all())
+    copies = EmailParticipant.objects.bulk_create(
+        [
+            EmailParticipant(issue=new, email=p.email, unsubscribed_at=p.unsubscribed_at,
+                             bouncing_at=p.bouncing_at)
+            for p in originals
+        ]
+    )  # fmt: skip
+    sent = SentNotification.objects.filter(issue=old)
+    if not copies:
+        sent.update(issue=new)
+        return
+    mapping = [
+        When(participant_id=o.pk, then=Value(c.pk)) for o, c in zip(originals, copies, strict=True)
+    ]
+    sent.update(
+        issue=new,
+        participant=Case(*mapping, default=F("participant"), output_field=models.IntegerField()),
+    )

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -17,18 +19,44 @@ from projects.selectors import project_get_for_user, service_desk_addresses
 from servicedesk.http import anonymous_404_to_login
 
 from .emails import note_added
-from .forms import NoteForm
-from .models import Issue, SentNotification, Upload
+from .filters import SORTS, IssueFilterForm
+from .forms import (
+    AssigneesForm,
+    ConfidentialityForm,
+    ConvertForm,
+    LabelsForm,
+    MoveForm,
+    NoteForm,
+    ParticipantForm,
+    PreviewForm,
+)
+from .models import EmailParticipant, Issue, SentNotification, Upload
 from .selectors import (
-    ISSUE_STATES,
-    issue_counts_for_user,
+    assignable_users,
     issue_get_for_user,
-    issue_list_for_user,
+    issue_move_targets,
+    issue_tracker_for_user,
+    label_list_for_project,
     note_list_for_issue,
+    participant_list_for_issue,
     upload_get_by_token,
     upload_get_for_user,
 )
-from .services import issue_close, issue_reopen, note_create, participant_unsubscribe
+from .services import (
+    confidentiality_required,
+    issue_assignees_set,
+    issue_close,
+    issue_confidentiality_set,
+    issue_convert_to_service_desk,
+    issue_labels_set,
+    issue_move,
+    issue_participant_add,
+    issue_participant_remove,
+    issue_reopen,
+    note_create,
+    participant_bouncing_clear,
+    participant_unsubscribe,
+)
 
 ISSUES_PER_PAGE = 50
 INLINE_IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
@@ -42,39 +70,101 @@ def _issue_for(request: HttpRequest, full_path: str, iid: int) -> Issue:
 @anonymous_404_to_login
 @require_GET
 def issue_list(request: HttpRequest, full_path: str) -> HttpResponse:
-    project = project_get_for_user(user=request.user, full_path=full_path)
-    state = request.GET.get("state", "opened")
-    if state not in ISSUE_STATES:
-        state = "opened"
-    issues = issue_list_for_user(user=request.user, project=project, state=state)
-    page = Paginator(issues, ISSUES_PER_PAGE).get_page(request.GET.get("page"))
+    """The tracker: state tabs, the Service Desk view, filters, sorting, pages (SPEC §5).
+
+    The filter form is a plain GET form; htmx sends the same GET and swaps only the results.
+    """
+    user = request.user
+    project = project_get_for_user(user=user, full_path=full_path)
+    tracker = issue_tracker_for_user(
+        user=user,
+        project=project,
+        filters=IssueFilterForm(request.GET).filters(),
+        page_number=request.GET.get("page"),
+        per_page=ISSUES_PER_PAGE,
+    )
+    can_see_emails = permissions.can_see_customer_emails(user, project)
     context = {
         "project": project,
-        "state": state,
-        "page": page,
-        "counts": issue_counts_for_user(user=request.user, project=project),
-        "can_see_emails": permissions.can_see_customer_emails(request.user, project),
+        "tracker": tracker,
+        "filters": tracker.filters,
+        "page": tracker.page,
+        "can_see_emails": can_see_emails,
+        "can_filter_confidential": permissions.can_read_confidential_issues(user, project),
+        "service_desk_enabled": project.service_desk.service_desk_enabled,
+        "sorts": SORTS.items(),
     }
-    if context["can_see_emails"] and project.service_desk.service_desk_enabled:
+    if can_see_emails and project.service_desk.service_desk_enabled:
         context["service_desk_addresses"] = service_desk_addresses(project=project)
-    return render(request, "issues/issue_list.html", context)
+    # A history restore after a cache miss asks for the whole page, HX-Request or not.
+    partial = request.headers.get("HX-Request") and not request.headers.get(
+        "HX-History-Restore-Request"
+    )
+    template = "issues/_issue_list_results.html" if partial else "issues/issue_list.html"
+    response = render(request, template, context)
+    patch_vary_headers(response, ["HX-Request"])
+    return response
 
 
 def _render_issue(
-    request: HttpRequest, issue: Issue, form: NoteForm | None = None, status: int = 200
+    request: HttpRequest,
+    issue: Issue,
+    form: NoteForm | None = None,
+    status: int = 200,
+    *,
+    preview: str | None = None,
+    errors: dict[str, list[str]] | None = None,
+    values: dict[str, str] | None = None,
 ) -> HttpResponse:
+    """The issue page. ``errors``/``values`` put a failed sidebar form's messages and input back
+    next to it (keys: labels, assignees, confidential, participants, convert, move)."""
     user = request.user
+    project = issue.project
+    can_see_emails = permissions.can_see_customer_emails(user, project)
+    can_triage = permissions.can_triage_issue(user, issue)
+    participants = participant_list_for_issue(user=user, issue=issue)
+    notes = list(note_list_for_issue(user=user, issue=issue))
+    if can_see_emails:
+        known = _participant_addresses(issue, participants)
+        for note in notes:
+            note.sender_is_participant = note.external_author.lower() in known  # type: ignore[attr-defined]
     context = {
-        "project": issue.project,
+        "project": project,
         "issue": issue,
-        "notes": note_list_for_issue(user=user, issue=issue),
+        "notes": notes,
         "form": form or NoteForm(),
+        "preview": preview,
+        "errors": errors or {},
+        "values": values or {},
         "can_comment": permissions.can_comment_on_issue(user, issue),
         "can_add_internal_note": permissions.can_add_internal_note(user, issue),
         "can_update": permissions.can_update_issue(user, issue),
-        "can_see_emails": permissions.can_see_customer_emails(user, issue.project),
+        "can_see_emails": can_see_emails,
+        "can_triage": can_triage,
+        "participants": participants,
+        "requester_address": (issue.service_desk_reply_to or issue.external_author).lower(),
+        "max_participants": settings.SERVICEDESK_MAX_PARTICIPANTS,
+        "confidentiality_required": confidentiality_required(issue),
+        "service_desk_on": project.service_desk.service_desk_enabled,
+        "moved_to_visible": issue.moved_to is not None
+        and permissions.can_read_issue(user, issue.moved_to),
     }
+    if can_triage:
+        context["project_labels"] = label_list_for_project(project=project)
+        context["assignable"] = list(assignable_users(project=project))
+        context["move_targets"] = issue_move_targets(user=user, issue=issue)
+        context["label_ids"] = {label.pk for label in issue.labels.all()}
+        context["assignee_ids"] = {u.pk for u in issue.assignees.all()}
     return render(request, "issues/issue_detail.html", context, status=status)
+
+
+def _participant_addresses(issue: Issue, participants: list[EmailParticipant]) -> set[str]:
+    """Lower-cased senders whose emails count as from a participant: every participant, and
+    the requester's From address when their Reply-To address is the participant."""
+    known = {p.email.lower() for p in participants}
+    if issue.service_desk_reply_to and issue.service_desk_reply_to.lower() in known:
+        known.add(issue.external_author.lower())
+    return known
 
 
 @anonymous_404_to_login
@@ -131,6 +221,197 @@ def issue_close_view(request: HttpRequest, full_path: str, iid: int) -> HttpResp
 @require_POST
 def issue_reopen_view(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
     return _change_state(request, full_path, iid, close=False)
+
+
+# --- The issue page's other actions: each a plain POST form (works without JS) that redirects
+# back to the issue, or re-renders it with the error next to the form (400).
+
+
+def _issue_url(issue: Issue, anchor: str = "") -> str:
+    url = reverse("issue_detail", kwargs={"full_path": issue.project.full_path, "iid": issue.iid})
+    return f"{url}#{anchor}" if anchor else url
+
+
+def _triaged_issue(request: HttpRequest, full_path: str, iid: int) -> Issue:
+    """The issue for a sidebar action: 404 if unreadable, 403 below Reporter."""
+    issue = _issue_for(request, full_path, iid)
+    if not permissions.can_triage_issue(request.user, issue):
+        raise PermissionDenied
+    return issue
+
+
+def _form_errors(form: forms.Form) -> list[str]:
+    return [message for field_errors in form.errors.values() for message in field_errors]
+
+
+@login_required
+@require_POST
+def note_preview(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
+    """The comment box's Markdown, rendered and sanitised as it will be shown. htmx gets the
+    fragment; without JS the page comes back with the text kept and the preview above it."""
+    issue = _issue_for(request, full_path, iid)
+    if not permissions.can_comment_on_issue(request.user, issue):
+        raise PermissionDenied
+    form = PreviewForm(request.POST)
+    body = form.cleaned_data["body"] if form.is_valid() else ""
+    if request.headers.get("HX-Request"):
+        return render(request, "issues/_markdown_preview.html", {"preview": body})
+    note_form = NoteForm(initial={"body": body, "internal": bool(request.POST.get("internal"))})
+    return _render_issue(request, issue, note_form, preview=body)
+
+
+@login_required
+@require_POST
+def issue_labels_update(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
+    issue = _triaged_issue(request, full_path, iid)
+    labels = label_list_for_project(project=issue.project)
+    form = LabelsForm(request.POST)
+    form.fields["labels"].choices = [(label.pk, label.title) for label in labels]
+    if not form.is_valid():
+        return _render_issue(request, issue, status=400, errors={"labels": _form_errors(form)})
+    chosen = set(form.cleaned_data["labels"])
+    issue_labels_set(
+        issue=issue, user=request.user, labels=[label for label in labels if label.pk in chosen]
+    )
+    messages.success(request, "Labels saved.")
+    return redirect(_issue_url(issue))
+
+
+@login_required
+@require_POST
+def issue_assignees_update(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
+    issue = _triaged_issue(request, full_path, iid)
+    people = list(assignable_users(project=issue.project))
+    form = AssigneesForm(request.POST)
+    form.fields["assignees"].choices = [(u.pk, u.username) for u in people]
+    if not form.is_valid():
+        return _render_issue(request, issue, status=400, errors={"assignees": _form_errors(form)})
+    chosen = set(form.cleaned_data["assignees"])
+    issue_assignees_set(
+        issue=issue, user=request.user, assignees=[u for u in people if u.pk in chosen]
+    )
+    messages.success(request, "Assignees saved.")
+    return redirect(_issue_url(issue))
+
+
+@login_required
+@require_POST
+def issue_confidentiality_update(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
+    issue = _triaged_issue(request, full_path, iid)
+    form = ConfidentialityForm(request.POST)
+    try:
+        if not form.is_valid():
+            raise ValidationError(_form_errors(form))
+        confidential = form.cleaned_data["confidential"]
+        issue_confidentiality_set(issue=issue, user=request.user, confidential=confidential)
+    except ValidationError as error:
+        return _render_issue(request, issue, status=400, errors={"confidential": error.messages})
+    messages.success(
+        request, "The issue is confidential." if confidential else "The issue is visible to all."
+    )
+    return redirect(_issue_url(issue))
+
+
+@login_required
+@require_POST
+def participant_add_view(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
+    issue = _triaged_issue(request, full_path, iid)
+    form = ParticipantForm(request.POST)
+    try:
+        if not form.is_valid():
+            raise ValidationError(_form_errors(form))
+        participant = issue_participant_add(
+            issue=issue, user=request.user, email=form.cleaned_data["email"]
+        )
+    except ValidationError as error:
+        return _render_issue(
+            request,
+            issue,
+            status=400,
+            errors={"participants": error.messages},
+            values={"participant": request.POST.get("email", "")},
+        )
+    messages.success(request, f"{participant.email} added as a participant.")
+    return redirect(_issue_url(issue, "participants"))
+
+
+def _participant_of(issue: Issue, participant_id: int) -> EmailParticipant:
+    participant = EmailParticipant.objects.filter(issue=issue, pk=participant_id).first()
+    if participant is None:
+        raise Http404("No such participant")
+    participant.issue = issue
+    return participant
+
+
+@login_required
+@require_POST
+def participant_remove_view(
+    request: HttpRequest, full_path: str, iid: int, participant_id: int
+) -> HttpResponse:
+    issue = _triaged_issue(request, full_path, iid)
+    participant = _participant_of(issue, participant_id)
+    issue_participant_remove(participant=participant, user=request.user)
+    messages.success(request, f"{participant.email} is no longer a participant.")
+    return redirect(_issue_url(issue, "participants"))
+
+
+@login_required
+@require_POST
+def participant_bouncing_clear_view(
+    request: HttpRequest, full_path: str, iid: int, participant_id: int
+) -> HttpResponse:
+    issue = _triaged_issue(request, full_path, iid)
+    participant = _participant_of(issue, participant_id)
+    participant_bouncing_clear(participant=participant, user=request.user)
+    messages.success(request, f"Emails go to {participant.email} again.")
+    return redirect(_issue_url(issue, "participants"))
+
+
+@login_required
+@require_POST
+def issue_convert_view(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
+    """A normal issue becomes a Service Desk issue: the email given is its requester."""
+    issue = _triaged_issue(request, full_path, iid)
+    form = ConvertForm(request.POST)
+    try:
+        if not form.is_valid():
+            raise ValidationError(_form_errors(form))
+        issue = issue_convert_to_service_desk(
+            issue=issue, user=request.user, email=form.cleaned_data["email"]
+        )
+    except ValidationError as error:
+        return _render_issue(
+            request,
+            issue,
+            status=400,
+            errors={"convert": error.messages},
+            values={"requester": request.POST.get("email", "")},
+        )
+    messages.success(request, f"This is now a Service Desk issue for {issue.external_author}.")
+    return redirect(_issue_url(issue))
+
+
+@login_required
+@require_POST
+def issue_move_view(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
+    """Move to another project where the user is Reporter+ (SPEC §10); then show the copy."""
+    issue = _issue_for(request, full_path, iid)
+    if not permissions.can_move_issue(request.user, issue):
+        raise PermissionDenied
+    targets = {p.pk: p for p in issue_move_targets(user=request.user, issue=issue)}
+    form = MoveForm(request.POST)
+    form.fields["project"].choices = [(pk, p.full_path) for pk, p in targets.items()]
+    try:
+        if not form.is_valid():
+            raise ValidationError(_form_errors(form))
+        target = targets[form.cleaned_data["project"]]
+        if not permissions.can_move_issue(request.user, issue, target):
+            raise PermissionDenied
+        moved = issue_move(issue=issue, user=request.user, target=target)
+    except ValidationError as error:
+        return _render_issue(request, issue, status=400, errors={"move": error.messages})
+    messages.success(request, f"Moved from {issue.reference} to {moved.reference}.")
+    return redirect(_issue_url(moved))
 
 
 @anonymous_404_to_login

@@ -314,12 +314,17 @@ def _project_for(key: Any, raw_key: str) -> Project | None:
             if (
                 project is not None
                 and project.full_path_slug == reading.project_slug
-                and project.service_desk.address_token.lower() == reading.token
+                and reading.token in _valid_tokens(project.service_desk)
             ):
                 return project
         return None
     if key.kind == "legacy":
-        return projects.filter(full_path__iexact=key.full_path).first()
+        # "incoming+group/project@" can be guessed from the path: once a project regenerated
+        # its address (it wants the old one retired), the legacy form is retired as well.
+        project = projects.filter(full_path__iexact=key.full_path).first()
+        if project is not None and project.service_desk.address_token:
+            return None
+        return project
     if key.kind == "custom":
         # Slugs contain dashes: try every split; the slug tells projects with one suffix apart.
         for slug, suffix in custom_key_candidates(raw_key):
@@ -327,6 +332,15 @@ def _project_for(key: Any, raw_key: str) -> Project | None:
                 if project.full_path_slug == slug:
                     return project
     return None
+
+
+def _valid_tokens(setting: ServiceDeskSetting) -> set[str]:
+    """The address token, and the one before "regenerate address" during its grace period."""
+    tokens = {setting.address_token.lower()}
+    expires = setting.previous_address_expires_at
+    if expires is not None and expires > timezone.now():
+        tokens.add(setting.previous_address_token.lower())
+    return tokens
 
 
 def _threaded_issue(project: Project, email: ParsedEmail) -> Issue | None:

@@ -64,3 +64,50 @@ def spam_confirm(*, message_id: int, user: User) -> InboundMessage:
 def _report(row: InboundMessage, *, spam_verdict: bool) -> None:
     parsed = parse_email(bytes(row.raw))
     spam.report(parsed, spam=spam_verdict)
+
+
+class ReprocessRefused(Exception):
+    """The ledger page's "Reprocess" cannot run for this email now; the text says why."""
+
+
+# Done with these, an email's work exists: processing it again would only be recorded as a
+# duplicate (and lose the ledger's link to the issue it made).
+_CARRIED_OUT = {InboundMessage.Outcome.ISSUE_CREATED, InboundMessage.Outcome.NOTE_ADDED}
+
+
+def inbound_reprocess_refusal(row: InboundMessage) -> str:
+    """Why "Reprocess" cannot run for this email now; empty when it can."""
+    if row.status == InboundMessage.Status.PROCESSING:
+        return f"Email #{row.pk} is being processed right now; try again when it is done."
+    if row.status == InboundMessage.Status.DONE and (
+        (row.outcome in _CARRIED_OUT and row.issue_id)
+        or row.outcome == InboundMessage.Outcome.UNSUBSCRIBED
+    ):
+        return (
+            f"Email #{row.pk} was carried out ({row.get_outcome_display().lower()}); processing "
+            "it again would only record a duplicate."
+        )
+    if row.outcome == InboundMessage.Outcome.SPAM:
+        return (
+            f"Email #{row.pk} was classified as spam: it is released or confirmed in the spam "
+            "quarantine, not processed again here."
+        )
+    return ""
+
+
+@transaction.atomic
+def inbound_message_reprocess(*, message_id: int) -> InboundMessage:
+    """Queue one email for processing again (the ledger page's "Reprocess").
+
+    Refused while a worker is processing it, for an email that became an issue or a note of
+    an issue that still exists, for a carried-out unsubscribe, and for spam (decided in the
+    quarantine: ``spam_release``/``spam_confirm``).
+    """
+    row = InboundMessage.objects.defer("raw").select_for_update().get(pk=message_id)
+    refusal = inbound_reprocess_refusal(row)
+    if refusal:
+        raise ReprocessRefused(refusal)
+    try:
+        return inbound_reprocess(row.pk)
+    except ValueError as exc:  # started processing since we looked
+        raise ReprocessRefused(str(exc)) from None

@@ -180,6 +180,11 @@ class ServiceDeskSetting(models.Model):
     )
     # Extra secret part of the address; set by "regenerate address" so it cannot be guessed.
     address_token = models.CharField(max_length=32, blank=True, editable=False)
+    # The token before the last regeneration keeps routing until previous_address_expires_at
+    # (SERVICEDESK_ADDRESS_GRACE_HOURS); it may be "" (the original, token-less address), so
+    # the expiry, not the token, says whether there is a previous address.
+    previous_address_token = models.CharField(max_length=32, blank=True, editable=False)
+    previous_address_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     outgoing_name = models.CharField("email display name", max_length=255, blank=True)
     description_template = models.ForeignKey(
         DescriptionTemplate, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -204,7 +209,10 @@ class ServiceDeskSetting(models.Model):
     @property
     def default_key(self) -> str:
         """The key of the default address: ``<slug>-<id>[-<token>]-issue-`` (SPEC §2)."""
-        token = f"-{self.address_token}" if self.address_token else ""
+        return self.key_with_token(self.address_token)
+
+    def key_with_token(self, token: str) -> str:
+        token = f"-{token}" if token else ""
         return f"{self.project.full_path_slug}-{self.project_id}{token}-issue-"
 
     @property

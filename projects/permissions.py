@@ -7,7 +7,11 @@ Rules (SPEC §1, §8):
 - Internal notes and every customer email address are for Reporter and up.
 - Commenting needs a signed-in human who can read the issue; internal notes need Reporter+.
 - Closing/reopening needs Reporter+ (or being the issue's author).
+- Labels, assignees, confidentiality, email participants, moving (Reporter+ in both
+  projects) and converting to Service Desk need Reporter+; only Reporter+ can be assigned.
 - Administering a project (settings, Service Desk) needs Maintainer+.
+- Members: anyone signed in who can read the project sees the list; Maintainer+ manage it,
+  but only Owners grant, change or remove the Owner role.
 """
 
 from __future__ import annotations
@@ -76,6 +80,12 @@ def can_read_issue(user: AnyUser, issue: Issue) -> bool:
     return not issue.confidential or has_role(user, issue.project, Role.REPORTER)
 
 
+def can_read_confidential_issues(user: AnyUser, project: Project) -> bool:
+    """Lists (the tracker, its counts and filter choices) include confidential issues: Reporter+.
+    The same rule as ``can_read_issue``, asked once for a whole project."""
+    return has_role(user, project, Role.REPORTER)
+
+
 def can_read_internal_notes(user: AnyUser, project: Project) -> bool:
     return has_role(user, project, Role.REPORTER)
 
@@ -106,9 +116,87 @@ def can_update_issue(user: AnyUser, issue: Issue) -> bool:
     )
 
 
+# Who can be assigned to issues: members who can read every issue of the project, including the
+# confidential Service Desk ones (Reporter+). Guests could be handed an issue they cannot open.
+ASSIGNABLE_ROLE = Role.REPORTER
+
+
+def can_be_assigned(user: AnyUser, project: Project) -> bool:
+    return _is_human(user) and has_role(user, project, ASSIGNABLE_ROLE)
+
+
+def can_triage_issue(user: AnyUser, issue: Issue) -> bool:
+    """The issue page's sidebar: labels, assignees, confidentiality, email participants, and
+    converting an issue into a Service Desk issue. Reporter+ (authors below Reporter may still
+    close and reopen their own issues, ``can_update_issue``)."""
+    return can_read_issue(user, issue) and has_role(user, issue.project, Role.REPORTER)
+
+
+def can_move_issue(user: AnyUser, issue: Issue, target: Project | None = None) -> bool:
+    """Move an issue to another project (SPEC §10): Reporter+ in its project and, when a
+    target is given, in the target too."""
+    if not can_triage_issue(user, issue):
+        return False
+    return target is None or has_role(user, target, Role.REPORTER)
+
+
 def can_administer_project(user: AnyUser, project: Project) -> bool:
     return has_role(user, project, Role.MAINTAINER)
 
 
 def can_manage_members(user: AnyUser, project: Project) -> bool:
     return has_role(user, project, Role.MAINTAINER)
+
+
+def can_see_members(user: AnyUser, project: Project) -> bool:
+    """The members page: any signed-in person who can read the project (read-only below
+    Maintainer). Anonymous visitors of a public project do not get the team's names."""
+    return _is_human(user) and can_read_project(user, project)
+
+
+def can_grant_role(user: AnyUser, project: Project, role: int) -> bool:
+    """Give someone ``role`` (add or change): Maintainers up to Maintainer, Owners any."""
+    return can_manage_members(user, project) and (
+        role < Role.OWNER or has_role(user, project, Role.OWNER)
+    )
+
+
+def can_change_member(user: AnyUser, project: Project, membership: Membership) -> bool:
+    """Change the role of, or remove, a direct member of the project: a Maintainer may not
+    touch an Owner. Memberships inherited from a group are changed in the group."""
+    return membership.project_id == project.pk and can_grant_role(user, project, membership.role)
+
+
+def admin_denial_is_visible(user: AnyUser, project: Project) -> bool:
+    """For someone who may not administer the project: True → 403, False → 404.
+
+    Reporter+ members know the settings exist; so do Guests of a public project. Anyone else
+    (non-members, Guests of a private or internal project) must not learn even that."""
+    role = project_role(user, project)
+    if role is None:
+        return False
+    return role >= Role.REPORTER or project.visibility == Visibility.PUBLIC
+
+
+def can_view_inbound_ledger(user: AnyUser, project: Project) -> bool:
+    """The project's inbound ledger — every email received for it, with the senders' addresses,
+    the raw .eml and "Reprocess": Maintainer+ (denied as ``admin_denial_is_visible`` says)."""
+    return has_role(user, project, Role.MAINTAINER)
+
+
+def can_view_instance_inbound(user: AnyUser) -> bool:
+    """The instance-wide ledger (also emails no project claimed) and mailbox health: staff and
+    superusers; everyone else gets a 404."""
+    return _is_human(user) and (user.is_staff or user.is_superuser)
+
+
+def can_see_mailbox_alerts(user: AnyUser, project: Project) -> bool:
+    """The "mailbox is not fetching" banner on a project's pages: the people who answer its
+    customers, Reporter+."""
+    return has_role(user, project, Role.REPORTER)
+
+
+def can_review_spam(user: AnyUser, project: Project) -> bool:
+    """The spam quarantine (emails Akismet held back, with the senders' addresses): the people
+    who answer the project's customers, Reporter+. Everyone else gets a 404."""
+    return has_role(user, project, Role.REPORTER)

@@ -3,13 +3,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from django.db.models import Count, Q
+from django.conf import settings
+from django.db.models import Count, Q, QuerySet
 from django.http import Http404
+from django.template.loader import get_template
+from django.utils import timezone
 
-from .models import Membership, Project, Role
+from .models import DescriptionTemplate, Membership, Project, Role, ServiceDeskSetting
 from .permissions import can_read_project, remember_project_role
 
 if TYPE_CHECKING:
+    from accounts.models import User
+
     from .permissions import AnyUser
 
 
@@ -90,3 +95,137 @@ def service_desk_addresses(*, project: Project) -> list[str]:
     if alias is not None and alias.enabled:
         addresses.append(alias.address_for(setting.custom_key or setting.default_key))
     return addresses
+
+
+@dataclass(frozen=True)
+class ServiceDeskAddress:
+    label: str
+    address: str
+
+
+def service_desk_address_list(*, project: Project) -> list[ServiceDeskAddress]:
+    """The settings page's view of :func:`service_desk_addresses`, each with what it is."""
+    setting = project.service_desk
+    mailboxes = settings.SERVICEDESK_MAILBOXES
+    result = []
+    incoming = mailboxes.get("incoming_email")
+    if incoming is not None and incoming.enabled:
+        result.append(ServiceDeskAddress("Address", incoming.address_for(setting.default_key)))
+    alias = mailboxes.get("service_desk_email")
+    if alias is not None and alias.enabled:
+        label = "Alias address (custom suffix)" if setting.custom_key else "Alias address"
+        key = setting.custom_key or setting.default_key
+        result.append(ServiceDeskAddress(label, alias.address_for(key)))
+    return result
+
+
+def service_desk_previous_key(setting: ServiceDeskSetting) -> str | None:
+    """The default key from before the last "regenerate address", while its grace period
+    lasts (SERVICEDESK_ADDRESS_GRACE_HOURS); None when there is none or it has expired.
+
+    The previous token may be "" (the original ``<slug>-<id>-issue-`` key)."""
+    expires = setting.previous_address_expires_at
+    if expires is None or expires <= timezone.now():
+        return None
+    return setting.key_with_token(setting.previous_address_token)
+
+
+def service_desk_previous_address(*, project: Project) -> str | None:
+    """The incoming address of :func:`service_desk_previous_key`, for the settings page."""
+    key = service_desk_previous_key(project.service_desk)
+    incoming = settings.SERVICEDESK_MAILBOXES.get("incoming_email")
+    if key is None or incoming is None or not incoming.enabled:
+        return None
+    return incoming.address_for(key)
+
+
+def email_template_default(kind: str) -> str:
+    """The instance default text of one Service Desk email (templates/emails/<kind>.md): our
+    placeholders, not Django template syntax, so the raw source."""
+    return get_template(f"emails/{kind}.md").template.source  # type: ignore[attr-defined,no-any-return]
+
+
+def email_template_text(*, setting: ServiceDeskSetting, kind: str) -> tuple[str, bool]:
+    """The text of one email as it is sent now, and whether it is the project's own."""
+    custom: str = getattr(setting, f"{kind}_template")
+    return (custom, True) if custom else (email_template_default(kind), False)
+
+
+def description_templates_for_project(*, project: Project) -> QuerySet[DescriptionTemplate]:
+    """Templates the project may append to email issues: its own, its groups' (inherited) and
+    the instance's."""
+    return DescriptionTemplate.objects.filter(
+        Q(project=project)
+        | Q(group__full_path__in=project.ancestor_group_paths)
+        | Q(project__isnull=True, group__isnull=True)
+    ).select_related("group")
+
+
+def description_template_get(*, project: Project, template_id: int) -> DescriptionTemplate:
+    """One of the project's own templates (group and instance ones are not edited here)."""
+    template = DescriptionTemplate.objects.filter(project=project, pk=template_id).first()
+    if template is None:
+        raise Http404("No such template")
+    return template
+
+
+@dataclass
+class ProjectMember:
+    """One person on the members page: their direct membership of the project and/or the
+    highest membership they inherit from the project's groups; the effective role is the
+    higher of the two."""
+
+    user: User
+    direct: Membership | None = None
+    inherited: Membership | None = None
+
+    @property
+    def role(self) -> Role:
+        roles = [m.role for m in (self.direct, self.inherited) if m is not None]
+        return Role(max(roles))
+
+    @property
+    def inherited_role(self) -> Role | None:
+        return Role(self.inherited.role) if self.inherited is not None else None
+
+
+def project_member_list(*, project: Project) -> list[ProjectMember]:
+    """Everyone with a role in the project, directly or through a group above it, highest role
+    first, then by name. One query whatever the number of members."""
+    memberships = (
+        Membership.objects.filter(
+            Q(project=project) | Q(group__full_path__in=project.ancestor_group_paths)
+        )
+        .select_related("user", "group")
+        .filter(user__is_active=True)
+    )
+    members: dict[int, ProjectMember] = {}
+    for m in memberships:
+        member = members.setdefault(m.user_id, ProjectMember(user=m.user))
+        if m.project_id is not None:
+            member.direct = m
+        elif member.inherited is None or m.role > member.inherited.role:
+            member.inherited = m
+    return sorted(members.values(), key=lambda p: (-p.role, p.user.display_name.lower(), p.user.pk))
+
+
+def project_membership_get(*, project: Project, membership_id: int) -> Membership:
+    """A direct membership of the project (inherited ones belong to their group)."""
+    membership = (
+        Membership.objects.select_related("user", "project")
+        .filter(project=project, pk=membership_id)
+        .first()
+    )
+    if membership is None:
+        raise Http404("No such member")
+    return membership
+
+
+def group_role_of(*, user: User, project: Project) -> Membership | None:
+    """The user's highest membership of a group above the project, if any."""
+    return (
+        Membership.objects.filter(user=user, group__full_path__in=project.ancestor_group_paths)
+        .select_related("group")
+        .order_by("-role")
+        .first()
+    )

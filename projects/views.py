@@ -1,13 +1,53 @@
 from __future__ import annotations
 
-from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET
+from dataclasses import dataclass
+from typing import Any
 
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from issues.emails import email_preview
 from servicedesk.http import anonymous_404_to_login
 
-from .selectors import project_get_for_user, project_list_for_user
+from . import permissions
+from .forms import (
+    DescriptionTemplateForm,
+    EmailTemplateForm,
+    MemberAddForm,
+    MemberRoleForm,
+    ServiceDeskSettingsForm,
+)
+from .models import Membership, Project, Role
+from .selectors import (
+    ProjectMember,
+    description_template_get,
+    description_templates_for_project,
+    email_template_default,
+    email_template_text,
+    project_get_for_user,
+    project_list_for_user,
+    project_member_list,
+    project_membership_get,
+    service_desk_address_list,
+    service_desk_previous_address,
+)
+from .services import (
+    EMAIL_TEMPLATE_MAX_LENGTH,
+    description_template_create,
+    description_template_delete,
+    description_template_update,
+    project_member_add,
+    project_member_remove,
+    project_member_role_change,
+    service_desk_address_regenerate,
+    service_desk_email_template_set,
+    service_desk_settings_update,
+)
 
 
 @login_required
@@ -23,3 +63,392 @@ def home(request: HttpRequest) -> HttpResponse:
 def project_detail(request: HttpRequest, full_path: str) -> HttpResponse:
     project = project_get_for_user(user=request.user, full_path=full_path)
     return redirect("issue_list", full_path=project.full_path)
+
+
+# --- Settings (Maintainer+) -------------------------------------------------------------------
+
+
+def _project_to_administer(request: HttpRequest, full_path: str) -> Project:
+    """The project if the user may administer it; 403 for members who know the settings exist
+    but lack the role, 404 for everyone else (and so a login redirect for anonymous users)."""
+    project = project_get_for_user(user=request.user, full_path=full_path)
+    if permissions.can_administer_project(request.user, project):
+        return project
+    if permissions.admin_denial_is_visible(request.user, project):
+        raise PermissionDenied
+    raise Http404("No such project")
+
+
+@dataclass(frozen=True)
+class EmailKind:
+    kind: str
+    label: str
+    when: str
+
+
+EMAIL_KINDS = {
+    k.kind: k
+    for k in [
+        EmailKind("thank_you", "Thank you", "to the customer whose email became an issue"),
+        EmailKind(
+            "new_participant", "New participant", "to each person added from Cc of a new email"
+        ),
+        EmailKind("new_note", "New note", "to the participants for each public comment"),
+        EmailKind(
+            "issue_closed",
+            "Issue closed",
+            "to the participants when the issue is closed (if turned on)",
+        ),
+    ]
+}
+PLACEHOLDERS = [
+    ("%{ISSUE_ID}", "#<number> of the issue"),
+    ("%{ISSUE_PATH}", "project path and number, e.g. acme/game#42"),
+    ("%{ISSUE_URL}", "link to the issue"),
+    ("%{ISSUE_DESCRIPTION}", "the issue's description"),
+    ("%{NOTE_TEXT}", "the comment (new note only)"),
+    ("%{UNSUBSCRIBE_URL}", "the recipient's unsubscribe link"),
+    ("%{SYSTEM_HEADER}", "instance-wide header"),
+    ("%{SYSTEM_FOOTER}", "instance-wide footer"),
+    ("%{ADDITIONAL_TEXT}", "instance-wide additional text"),
+]
+
+
+@anonymous_404_to_login
+@require_http_methods(["GET", "POST"])
+def service_desk_settings(request: HttpRequest, full_path: str) -> HttpResponse:
+    project = _project_to_administer(request, full_path)
+    setting = project.service_desk
+    templates = description_templates_for_project(project=project)
+    status = 200
+    if request.method == "POST":
+        form = ServiceDeskSettingsForm(request.POST, project=project, templates=templates)
+        if form.is_valid():
+            try:
+                service_desk_settings_update(project=project, **form.cleaned_data)
+            except ValidationError as error:
+                form.add_error(None, error)
+            else:
+                messages.success(request, "Service Desk settings saved.")
+                return redirect("service_desk_settings", full_path=project.full_path)
+        status = 400
+    else:
+        initial = ServiceDeskSettingsForm.initial_from(setting)
+        form = ServiceDeskSettingsForm(initial=initial, project=project, templates=templates)
+    emails = [(k, bool(getattr(setting, f"{k.kind}_template"))) for k in EMAIL_KINDS.values()]
+    context = {
+        "project": project,
+        "setting": setting,
+        "form": form,
+        "addresses": service_desk_address_list(project=project),
+        "previous_address": service_desk_previous_address(project=project),
+        "emails": emails,
+    }
+    return render(request, "projects/settings_service_desk.html", context, status=status)
+
+
+@anonymous_404_to_login
+@require_http_methods(["GET", "POST"])
+def service_desk_regenerate(request: HttpRequest, full_path: str) -> HttpResponse:
+    """GET asks for confirmation; POST gives the default address a new random token."""
+    project = _project_to_administer(request, full_path)
+    if request.method == "POST":
+        setting = service_desk_address_regenerate(project=project)
+        if setting.previous_address_expires_at is not None:
+            hours = settings.SERVICEDESK_ADDRESS_GRACE_HOURS
+            messages.success(
+                request,
+                f"New address generated. The old one keeps working for {hours} hours.",
+            )
+        else:
+            messages.success(request, "New address generated. The old one no longer works.")
+        return redirect("service_desk_settings", full_path=project.full_path)
+    context = {
+        "project": project,
+        "addresses": service_desk_address_list(project=project),
+        "previous_address": service_desk_previous_address(project=project),
+        "grace_hours": settings.SERVICEDESK_ADDRESS_GRACE_HOURS,
+    }
+    return render(request, "projects/settings_regenerate.html", context)
+
+
+def _email_kind(kind: str) -> EmailKind:
+    if kind not in EMAIL_KINDS:
+        raise Http404("No such email")
+    return EMAIL_KINDS[kind]
+
+
+def _same_text(a: str, b: str) -> bool:
+    return a.replace("\r\n", "\n").strip() == b.replace("\r\n", "\n").strip()
+
+
+def _render_email_editor(
+    request: HttpRequest,
+    project: Project,
+    kind: EmailKind,
+    form: EmailTemplateForm,
+    text: str,
+    status: int = 200,
+) -> HttpResponse:
+    is_custom = bool(getattr(project.service_desk, f"{kind.kind}_template"))
+    context = {
+        "project": project,
+        "kind": kind,
+        "kinds": EMAIL_KINDS.values(),
+        "form": form,
+        "is_custom": is_custom,
+        "placeholders": PLACEHOLDERS,
+        **_preview_context(project, kind, text),
+    }
+    return render(request, "projects/settings_email_template.html", context, status=status)
+
+
+def _preview_context(project: Project, kind: EmailKind, text: str) -> dict[str, Any]:
+    if len(text) > EMAIL_TEMPLATE_MAX_LENGTH:
+        return {"preview_error": f"At most {EMAIL_TEMPLATE_MAX_LENGTH} characters."}
+    subject, html = email_preview(project=project, kind=kind.kind, text=text)
+    sender = f"{project.service_desk.display_name} <{settings.DEFAULT_FROM_EMAIL}>"
+    return {"preview_subject": subject, "preview_html": html, "preview_from": sender}
+
+
+@anonymous_404_to_login
+@require_http_methods(["GET", "POST"])
+def service_desk_email_template(request: HttpRequest, full_path: str, kind: str) -> HttpResponse:
+    """Edit one email's text. The default text is shown when the project has none, and saving
+    it unchanged keeps following the default."""
+    project = _project_to_administer(request, full_path)
+    email = _email_kind(kind)
+    if request.method == "POST":
+        if "reset" in request.POST:
+            service_desk_email_template_set(project=project, kind=kind, text="")
+            messages.success(request, f"The “{email.label}” email uses the default text again.")
+            return redirect("service_desk_email_template", full_path=project.full_path, kind=kind)
+        form = EmailTemplateForm(request.POST)
+        if form.is_valid():
+            text = form.cleaned_data["text"]
+            if _same_text(text, email_template_default(kind)):
+                text = ""
+            try:
+                service_desk_email_template_set(project=project, kind=kind, text=text)
+            except ValidationError as error:
+                form.add_error("text", error)
+            else:
+                messages.success(request, f"The “{email.label}” email template is saved.")
+                return redirect(
+                    "service_desk_email_template", full_path=project.full_path, kind=kind
+                )
+        return _render_email_editor(
+            request, project, email, form, request.POST.get("text", ""), status=400
+        )
+    text, _ = email_template_text(setting=project.service_desk, kind=kind)
+    form = EmailTemplateForm(initial={"text": text})
+    return _render_email_editor(request, project, email, form, text)
+
+
+@anonymous_404_to_login
+@require_POST
+def service_desk_email_preview(request: HttpRequest, full_path: str, kind: str) -> HttpResponse:
+    """The live preview: htmx posts the text on each pause in typing and swaps in the partial.
+    Without JavaScript the editor's "Preview" button lands here and gets the whole page."""
+    project = _project_to_administer(request, full_path)
+    email = _email_kind(kind)
+    text = request.POST.get("text", "")
+    if request.headers.get("HX-Request"):
+        context = {"project": project, **_preview_context(project, email, text)}
+        return render(request, "projects/_email_preview.html", context)
+    form = EmailTemplateForm(initial={"text": text})
+    return _render_email_editor(request, project, email, form, text)
+
+
+# --- Description templates ----------------------------------------------------------------------
+
+
+@anonymous_404_to_login
+@require_GET
+def description_template_list(request: HttpRequest, full_path: str) -> HttpResponse:
+    project = _project_to_administer(request, full_path)
+    templates = list(description_templates_for_project(project=project))
+    context = {
+        "project": project,
+        "own": [t for t in templates if t.project_id == project.pk],
+        "inherited": [t for t in templates if t.project_id is None],
+        "selected_id": project.service_desk.description_template_id,
+    }
+    return render(request, "projects/description_templates.html", context)
+
+
+@anonymous_404_to_login
+@require_http_methods(["GET", "POST"])
+def description_template_new(request: HttpRequest, full_path: str) -> HttpResponse:
+    project = _project_to_administer(request, full_path)
+    form = DescriptionTemplateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            template = description_template_create(project=project, **form.cleaned_data)
+        except ValidationError as error:
+            form.add_error(None, error)
+        else:
+            messages.success(request, f"Template “{template.name}” created.")
+            return redirect("description_template_list", full_path=project.full_path)
+    status = 400 if request.method == "POST" else 200
+    context = {"project": project, "form": form, "template": None}
+    return render(request, "projects/description_template_form.html", context, status=status)
+
+
+@anonymous_404_to_login
+@require_http_methods(["GET", "POST"])
+def description_template_edit(
+    request: HttpRequest, full_path: str, template_id: int
+) -> HttpResponse:
+    project = _project_to_administer(request, full_path)
+    template = description_template_get(project=project, template_id=template_id)
+    initial = {"name": template.name, "content": template.content}
+    form = DescriptionTemplateForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            description_template_update(template=template, **form.cleaned_data)
+        except ValidationError as error:
+            form.add_error(None, error)
+        else:
+            messages.success(request, f"Template “{template.name}” saved.")
+            return redirect("description_template_list", full_path=project.full_path)
+    status = 400 if request.method == "POST" else 200
+    context = {"project": project, "form": form, "template": template}
+    return render(request, "projects/description_template_form.html", context, status=status)
+
+
+@anonymous_404_to_login
+@require_http_methods(["GET", "POST"])
+def description_template_remove(
+    request: HttpRequest, full_path: str, template_id: int
+) -> HttpResponse:
+    """GET asks for confirmation; POST deletes."""
+    project = _project_to_administer(request, full_path)
+    template = description_template_get(project=project, template_id=template_id)
+    if request.method == "POST":
+        description_template_delete(template=template)
+        messages.success(request, f"Template “{template.name}” deleted.")
+        return redirect("description_template_list", full_path=project.full_path)
+    in_use = project.service_desk.description_template_id == template.pk
+    context = {"project": project, "template": template, "in_use": in_use}
+    return render(request, "projects/description_template_delete.html", context)
+
+
+# --- Members ------------------------------------------------------------------------------------
+
+
+@dataclass
+class MemberRow:
+    member: ProjectMember
+    editable: bool
+    error: str = ""
+
+
+def _project_members_for(request: HttpRequest, full_path: str, *, manage: bool) -> Project:
+    """404 for those who may not see the members (and a login redirect for anonymous users);
+    403 when ``manage`` and the user only may look."""
+    project = project_get_for_user(user=request.user, full_path=full_path)
+    if not permissions.can_see_members(request.user, project):
+        raise Http404("No such project")
+    if manage and not permissions.can_manage_members(request.user, project):
+        raise PermissionDenied
+    return project
+
+
+def _render_members(
+    request: HttpRequest,
+    project: Project,
+    *,
+    form: MemberAddForm | None = None,
+    errors: dict[int, str] | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    user = request.user
+    errors = errors or {}
+    rows = []
+    for m in project_member_list(project=project):
+        if m.direct is None:
+            rows.append(MemberRow(member=m, editable=False))
+        else:
+            editable = permissions.can_change_member(user, project, m.direct)
+            rows.append(MemberRow(member=m, editable=editable, error=errors.get(m.direct.pk, "")))
+    grantable = [r for r in Role if permissions.can_grant_role(user, project, r)]
+    context = {
+        "project": project,
+        "rows": rows,
+        "can_manage": permissions.can_manage_members(user, project),
+        "grantable": grantable,
+        "form": form or MemberAddForm(),
+    }
+    return render(request, "projects/members.html", context, status=status)
+
+
+@anonymous_404_to_login
+@require_http_methods(["GET", "POST"])
+def project_members(request: HttpRequest, full_path: str) -> HttpResponse:
+    """The members list (read-only below Maintainer); POST adds a member."""
+    project = _project_members_for(request, full_path, manage=request.method == "POST")
+    if request.method == "GET":
+        return _render_members(request, project)
+    form = MemberAddForm(request.POST)
+    if form.is_valid():
+        try:
+            membership = project_member_add(
+                actor=request.user, project=project, **form.cleaned_data
+            )
+        except ValidationError as error:
+            form.add_error(None, error)
+        else:
+            role = Role(membership.role).label
+            messages.success(request, f"{membership.user.display_name} added as {role}.")
+            return redirect("project_members", full_path=project.full_path)
+    return _render_members(request, project, form=form, status=400)
+
+
+def _membership_for(request: HttpRequest, full_path: str, membership_id: int) -> Membership:
+    project = _project_members_for(request, full_path, manage=True)
+    membership = project_membership_get(project=project, membership_id=membership_id)
+    membership.project = project
+    return membership
+
+
+@anonymous_404_to_login
+@require_POST
+def project_member_update(request: HttpRequest, full_path: str, membership_id: int) -> HttpResponse:
+    membership = _membership_for(request, full_path, membership_id)
+    project = membership.project
+    assert project is not None
+    form = MemberRoleForm(request.POST)
+    if not form.is_valid():
+        errors = {membership.pk: "Choose a role."}
+        return _render_members(request, project, errors=errors, status=400)
+    try:
+        project_member_role_change(actor=request.user, membership=membership, **form.cleaned_data)
+    except ValidationError as error:
+        errors = {membership.pk: " ".join(error.messages)}
+        return _render_members(request, project, errors=errors, status=400)
+    role = Role(membership.role).label
+    messages.success(request, f"{membership.user.display_name} is now {role}.")
+    return _after_member_change(request, project)
+
+
+@anonymous_404_to_login
+@require_POST
+def project_member_delete(request: HttpRequest, full_path: str, membership_id: int) -> HttpResponse:
+    membership = _membership_for(request, full_path, membership_id)
+    project = membership.project
+    assert project is not None
+    try:
+        project_member_remove(actor=request.user, membership=membership)
+    except ValidationError as error:
+        errors = {membership.pk: " ".join(error.messages)}
+        return _render_members(request, project, errors=errors, status=400)
+    messages.success(request, f"{membership.user.display_name} removed from {project.full_path}.")
+    return _after_member_change(request, project)
+
+
+def _after_member_change(request: HttpRequest, project: Project) -> HttpResponse:
+    """Back to the list — unless the user just removed their own access to it."""
+    if permissions.can_see_members(request.user, project):
+        return redirect("project_members", full_path=project.full_path)
+    return redirect("home")

@@ -265,6 +265,9 @@ SERVICEDESK_EMAIL_FOOTER = env_str("SERVICEDESK_EMAIL_FOOTER", "")
 SERVICEDESK_EMAIL_ADDITIONAL_TEXT = env_str("SERVICEDESK_EMAIL_ADDITIONAL_TEXT", "")
 # A temporary sending failure is retried with backoff up to this many attempts.
 SERVICEDESK_OUTBOUND_MAX_ATTEMPTS = env_int("SERVICEDESK_OUTBOUND_MAX_ATTEMPTS", 8)
+# An email left "sending" this long (its worker died mid-send) is handed out again by the
+# sweeper (seconds). Delivery is therefore at least once; see issues/outbox.py.
+SERVICEDESK_OUTBOUND_STUCK_AFTER = env_int("SERVICEDESK_OUTBOUND_STUCK_AFTER", 600)
 # Sign-in attempts per account and client address per window (seconds); five times as many
 # per address. Over it, the login page answers 429 until the window ends.
 SERVICEDESK_LOGIN_ATTEMPTS = env_int("SERVICEDESK_LOGIN_ATTEMPTS", 10)

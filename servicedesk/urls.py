@@ -4,6 +4,8 @@ from django.urls import include, path
 
 from accounts import views as account_views
 from issues import views as issue_views
+from mailroom import quarantine
+from mailroom import urls as mailroom_urls
 from projects import views as project_views
 
 from . import views
@@ -11,6 +13,9 @@ from . import views
 admin.site.site_header = "Service Desk administration"
 
 issue = "<path:full_path>/-/issues/<int:iid>/"
+settings_sd = "<path:full_path>/-/settings/service_desk/"
+templates = "<path:full_path>/-/settings/description_templates/"
+members = "<path:full_path>/-/members/"
 
 urlpatterns = [
     path("", project_views.home, name="home"),
@@ -29,6 +34,85 @@ urlpatterns = [
     path(f"{issue}notes/", issue_views.note_add, name="note_add"),
     path(f"{issue}close/", issue_views.issue_close_view, name="issue_close"),
     path(f"{issue}reopen/", issue_views.issue_reopen_view, name="issue_reopen"),
+    # The issue page's sidebar and comment preview (issues/views.py).
+    path(f"{issue}preview/", issue_views.note_preview, name="note_preview"),
+    path(f"{issue}labels/", issue_views.issue_labels_update, name="issue_labels"),
+    path(f"{issue}assignees/", issue_views.issue_assignees_update, name="issue_assignees"),
+    path(
+        f"{issue}confidentiality/",
+        issue_views.issue_confidentiality_update,
+        name="issue_confidentiality",
+    ),
+    path(f"{issue}participants/", issue_views.participant_add_view, name="participant_add"),
+    path(
+        f"{issue}participants/<int:participant_id>/remove/",
+        issue_views.participant_remove_view,
+        name="participant_remove",
+    ),
+    path(
+        f"{issue}participants/<int:participant_id>/clear-bouncing/",
+        issue_views.participant_bouncing_clear_view,
+        name="participant_bouncing_clear",
+    ),
+    path(f"{issue}convert/", issue_views.issue_convert_view, name="issue_convert"),
+    path(f"{issue}move/", issue_views.issue_move_view, name="issue_move"),
+    # Project settings and members (projects/views.py).
+    path(settings_sd, project_views.service_desk_settings, name="service_desk_settings"),
+    path(
+        f"{settings_sd}regenerate/",
+        project_views.service_desk_regenerate,
+        name="service_desk_regenerate",
+    ),
+    path(
+        f"{settings_sd}emails/<str:kind>/",
+        project_views.service_desk_email_template,
+        name="service_desk_email_template",
+    ),
+    path(
+        f"{settings_sd}emails/<str:kind>/preview/",
+        project_views.service_desk_email_preview,
+        name="service_desk_email_preview",
+    ),
+    path(templates, project_views.description_template_list, name="description_template_list"),
+    path(
+        f"{templates}new/", project_views.description_template_new, name="description_template_new"
+    ),
+    path(
+        f"{templates}<int:template_id>/",
+        project_views.description_template_edit,
+        name="description_template_edit",
+    ),
+    path(
+        f"{templates}<int:template_id>/delete/",
+        project_views.description_template_remove,
+        name="description_template_delete",
+    ),
+    path(members, project_views.project_members, name="project_members"),
+    path(
+        f"{members}<int:membership_id>/",
+        project_views.project_member_update,
+        name="project_member_update",
+    ),
+    path(
+        f"{members}<int:membership_id>/remove/",
+        project_views.project_member_delete,
+        name="project_member_remove",
+    ),
+    # The spam quarantine (mailroom/quarantine.py): Reporter+.
+    path("<path:full_path>/-/spam/", quarantine.spam_list, name="spam_list"),
+    path(
+        "<path:full_path>/-/spam/<int:message_id>/not-spam/",
+        quarantine.spam_not_spam,
+        name="spam_not_spam",
+    ),
+    path(
+        "<path:full_path>/-/spam/<int:message_id>/delete/",
+        quarantine.spam_delete,
+        name="spam_delete",
+    ),
+    # The inbound ledger: per project (Maintainer+) and instance-wide (staff), mailroom/urls.py.
+    path("-/admin/inbound/", include(mailroom_urls.instance_patterns)),
+    path("<path:full_path>/-/inbound/", include(mailroom_urls.project_patterns)),
     # Last: a project's own page is any path that matched nothing above.
     path("<path:full_path>/", project_views.project_detail, name="project_detail"),
 ]

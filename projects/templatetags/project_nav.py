@@ -7,6 +7,7 @@ from typing import Any
 from django import template
 from django.urls import reverse
 
+from projects import permissions
 from projects.models import Project
 
 register = template.Library()
@@ -21,4 +22,15 @@ def project_nav(context: dict[str, Any], project: Project, active: str) -> dict[
     ``projects.permissions`` function its view uses (``context["request"].user``).
     """
     tabs = [("issues", "Issues", reverse("issue_list", args=[project.full_path]))]
+    user = context["request"].user
+    if permissions.can_review_spam(user, project):
+        tabs.append(("spam", "Spam", reverse("spam_list", args=[project.full_path])))
+    if permissions.can_see_members(user, project):
+        tabs.append(("members", "Members", reverse("project_members", args=[project.full_path])))
+    if permissions.can_view_inbound_ledger(user, project):
+        url = reverse("project_inbound_list", args=[project.full_path])
+        tabs.append(("inbound", "Inbound mail", url))
+    if permissions.can_administer_project(user, project):
+        url = reverse("service_desk_settings", args=[project.full_path])
+        tabs.append(("settings", "Settings", url))
     return {"project": project, "tabs": tabs, "active": active}

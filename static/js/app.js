@@ -28,3 +28,102 @@ document.addEventListener("click", async (event) => {
     selection.addRange(range);
   }
 });
+
+// --- Keyboard shortcuts: the issue list (tracker) and the issue page ---------------------------
+// j / k select the next / previous issue row ([data-issue-row]); Enter or o opens it; / focuses
+// the search ([data-shortcut-search]); ? opens the help (<dialog id="shortcut-help">, which
+// lists them); on an issue page c focuses the comment box (.comment-form #id_body). Keys are
+// ignored while typing in a field, while a dialog is open, and with Ctrl, Alt or Meta held.
+(() => {
+  const isTyping = (element) =>
+    element instanceof Element &&
+    (element.closest("input, textarea, select, [contenteditable]:not([contenteditable=false])") !== null);
+  const rows = () => Array.from(document.querySelectorAll("[data-issue-row]"));
+  const selectedRow = () => document.querySelector("[data-issue-row].is-selected");
+  const help = () => document.getElementById("shortcut-help");
+
+  function select(row) {
+    const previous = selectedRow();
+    if (previous) previous.classList.remove("is-selected");
+    row.classList.add("is-selected");
+    // Focusing the row's link makes the selection visible to screen readers too, and Enter
+    // then opens it natively.
+    const link = row.querySelector("[data-issue-link]");
+    if (link) link.focus({ preventScroll: true });
+    row.scrollIntoView({ block: "nearest" });
+  }
+
+  function move(step) {
+    const all = rows();
+    if (all.length === 0) return false;
+    const index = all.indexOf(selectedRow());
+    const next = index === -1 ? 0 : Math.min(Math.max(index + step, 0), all.length - 1);
+    select(all[next]);
+    return true;
+  }
+
+  function openSelected() {
+    const link = selectedRow()?.querySelector("[data-issue-link]");
+    if (!link) return false;
+    link.click();
+    return true;
+  }
+
+  function focusElement(element) {
+    if (!element) return false;
+    element.focus();
+    if (typeof element.select === "function") element.select();
+    return true;
+  }
+
+  function showHelp() {
+    const dialog = help();
+    if (!dialog || dialog.open) return false;
+    dialog.showModal();
+    return true;
+  }
+
+  const actions = {
+    j: () => move(1),
+    k: () => move(-1),
+    o: openSelected,
+    // Enter on a focused link or button keeps its own meaning; only a bare page opens the row.
+    Enter: () => (document.activeElement === document.body || !document.activeElement) && openSelected(),
+    "/": () => focusElement(document.querySelector("[data-shortcut-search]")),
+    "?": showHelp,
+    c: () => {
+      const box = document.querySelector(".comment-form #id_body");
+      if (!box) return false;
+      box.focus();
+      box.scrollIntoView({ block: "center" });
+      return true;
+    },
+  };
+
+  document.addEventListener("keydown", (event) => {
+    if (event.defaultPrevented || event.isComposing || event.ctrlKey || event.altKey || event.metaKey) return;
+    if (isTyping(event.target) || document.querySelector("dialog[open]")) return;
+    const action = actions[event.key];
+    // preventDefault only when the key did something: "/" must not type into the search box
+    // it just focused, nor "c" into the comment box.
+    if (action && action()) event.preventDefault();
+  });
+
+  // A row whose link gets focus another way (Tab, a click) becomes the selected one.
+  document.addEventListener("focusin", (event) => {
+    const row = event.target instanceof Element && event.target.closest("[data-issue-row]");
+    if (row && !row.classList.contains("is-selected")) {
+      selectedRow()?.classList.remove("is-selected");
+      row.classList.add("is-selected");
+    }
+  });
+
+  // The "Keyboard shortcuts" button exists for those who do not know about "?"; it is hidden
+  // in the HTML because without JavaScript there are no shortcuts.
+  document.addEventListener("DOMContentLoaded", () => {
+    document.querySelectorAll("[data-shortcut-help]").forEach((button) => { button.hidden = false; });
+  });
+  document.addEventListener("click", (event) => {
+    if (event.target instanceof Element && event.target.closest("[data-shortcut-help]")) showHelp();
+  });
+})();

@@ -1,0 +1,124 @@
+"""Forms of the project settings and members pages. They parse and label; the rules live in
+projects.services (the forms' errors come back from there too)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.db.models import QuerySet
+
+from .models import DescriptionTemplate, Project, Role, ServiceDeskSetting
+from .services import DESCRIPTION_TEMPLATE_MAX_LENGTH, EMAIL_TEMPLATE_MAX_LENGTH
+
+
+class DescriptionTemplateChoiceField(forms.ModelChoiceField):  # type: ignore[type-arg]
+    """The templates grouped by where they come from: project, group, instance."""
+
+    def label_from_instance(self, obj: DescriptionTemplate) -> str:
+        if obj.project_id is not None:
+            return f"{obj.name} (project)"
+        if obj.group is not None:
+            return f"{obj.name} (group {obj.group.full_path})"
+        return f"{obj.name} (instance)"
+
+
+class ServiceDeskSettingsForm(forms.Form):
+    service_desk_enabled = forms.BooleanField(
+        label="Activate Service Desk",
+        required=False,
+        help_text="Emails to the project's address become confidential issues.",
+    )
+    project_key = forms.CharField(
+        label="Custom email address suffix",
+        required=False,
+        max_length=255,
+        help_text="Lowercase letters, digits and underscores, e.g. support. Used by the alias "
+        "address: <project slug>-<suffix>.",
+    )
+    outgoing_name = forms.CharField(
+        label="Email display name",
+        required=False,
+        max_length=255,
+        help_text=f"Shown as the sender of emails to customers. Empty: "
+        f"“{ServiceDeskSetting.DEFAULT_OUTGOING_NAME}”.",
+    )
+    description_template = DescriptionTemplateChoiceField(
+        label="Description template",
+        queryset=DescriptionTemplate.objects.none(),
+        required=False,
+        empty_label="None",
+        help_text="Appended to the description of every issue created from an email; quick "
+        "actions in it (/label …) run.",
+    )
+    reopen_issue_on_external_participant_note = forms.BooleanField(
+        label="Reopen a closed issue when a customer replies", required=False
+    )
+    add_external_participants_from_cc = forms.BooleanField(
+        label="Add people in Cc of a new email as participants",
+        required=False,
+        help_text="They get the “new participant” email and every public comment.",
+    )
+    tickets_confidential_by_default = forms.BooleanField(
+        label="New email issues are confidential", required=False
+    )
+    send_issue_closed_email = forms.BooleanField(
+        label="Email participants when an issue is closed", required=False
+    )
+
+    def __init__(
+        self,
+        *args: Any,
+        project: Project,
+        templates: QuerySet[DescriptionTemplate],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["description_template"].queryset = templates  # type: ignore[attr-defined]
+        if project.is_public:
+            field = self.fields["tickets_confidential_by_default"]
+            field.disabled = True
+            field.initial = True
+            field.help_text = "Always on in public projects: customers' emails are never public."
+
+    @classmethod
+    def initial_from(cls, setting: ServiceDeskSetting) -> dict[str, Any]:
+        fields = [name for name in cls.base_fields if name != "description_template"]
+        initial = {name: getattr(setting, name) for name in fields}
+        # The id, not the object: no query to load the selected template.
+        initial["description_template"] = setting.description_template_id
+        return initial
+
+
+class EmailTemplateForm(forms.Form):
+    text = forms.CharField(
+        label="Template",
+        required=False,
+        strip=False,
+        max_length=EMAIL_TEMPLATE_MAX_LENGTH,
+        widget=forms.Textarea(attrs={"rows": 14, "spellcheck": "true"}),
+    )
+
+
+class DescriptionTemplateForm(forms.Form):
+    name = forms.CharField(label="Name", max_length=100)
+    content = forms.CharField(
+        label="Text",
+        max_length=DESCRIPTION_TEMPLATE_MAX_LENGTH,
+        widget=forms.Textarea(attrs={"rows": 10}),
+        help_text="Markdown, appended after the customer's email. Quick actions (/label bug) run.",
+    )
+
+
+class MemberAddForm(forms.Form):
+    """Every role parses; which ones this user may grant is the service's question (a forged
+    Owner from a Maintainer is a 403, not a form error). The page offers only grantable ones."""
+
+    username = forms.CharField(label="Username", max_length=150)
+    role = forms.TypedChoiceField(
+        label="Role", coerce=int, choices=Role.choices, initial=Role.REPORTER
+    )
+
+
+class MemberRoleForm(forms.Form):
+    role = forms.TypedChoiceField(label="Role", coerce=int, choices=Role.choices)

@@ -1,0 +1,144 @@
+"""The issue tracker in a real browser: filters (htmx swaps the list), search, sort, keyboard
+shortcuts, and what a Guest does not see."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from django.core.management import call_command
+from playwright.sync_api import Page, expect
+
+from issues.models import Issue
+
+PASSWORD = "demo-browser-pass"
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def demo(monkeypatch, transactional_db) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("DEMO_PASSWORD", PASSWORD)
+    call_command("demo", stdout=io.StringIO())
+
+
+def log_in(page: Page, base_url: str, username: str) -> None:
+    page.goto(f"{base_url}/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Your projects")).to_be_visible()
+
+
+def row_titles(page: Page) -> list[str]:
+    return page.locator("[data-issue-link]").all_inner_texts()
+
+
+def test_reporter_filters_searches_sorts_and_drives_the_tracker_by_keyboard(
+    demo, live_server, page: Page, screenshot
+) -> None:
+    tracker = f"{live_server.url}/acme/game/-/issues/"
+    crash = Issue.objects.get(project__full_path="acme/game", title__startswith="Game crashes")
+    log_in(page, live_server.url, "bob")
+    page.goto(tracker)
+    rows = page.get_by_test_id("issue-row")
+    expect(rows).to_have_count(3)  # open: the colour-blind mode, the refund, the crash
+    expect(page.get_by_test_id("count-closed")).to_have_text("1")
+    expect(page.get_by_test_id("issue-list")).to_contain_text("jake@customer.example")
+    screenshot(page, "tracker")
+
+    # Label: htmx swaps the list and puts the filter in the address bar.
+    page.get_by_label("Label").select_option("bug")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("Game crashes when I open the inventory")
+    expect(page).to_have_url(re.compile(r"[?&]label=bug(&|$)"))
+    expect(page.get_by_test_id("count-opened")).to_have_text("1")
+
+    # Search (debounced while typing), together with the Service Desk view.
+    page.get_by_label("Label").select_option("")
+    expect(rows).to_have_count(3)
+    page.get_by_role("link", name=re.compile(r"^Service Desk \d+")).click()
+    page.get_by_label("Search").fill("double charge")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("Refund for a double charge")
+    expect(page.get_by_test_id("tracker-summary")).to_contain_text("matching the filters")
+    screenshot(page, "tracker-filtered")
+
+    # Nothing matches: the empty state offers to clear the filters, which keeps the view.
+    page.get_by_label("Search").fill("no such words anywhere")
+    expect(page.get_by_text("No issues match these filters.")).to_be_visible()
+    page.get_by_role("link", name="Clear filters").click()
+    expect(rows).to_have_count(2)  # Service Desk, open: the refund and the crash
+    expect(page).to_have_url(re.compile(r"service_desk=1"))
+
+    # Sort: oldest first.
+    page.goto(tracker)
+    page.get_by_label("Sort by").select_option("created_asc")
+    expect(rows.first).to_contain_text("Game crashes when I open the inventory")
+    assert row_titles(page) == [
+        "Game crashes when I open the inventory",
+        "Refund for a double charge",
+        "Add a colour-blind mode",
+    ]
+
+    # "?" shows the help; Escape closes it.
+    page.locator("h1").click()  # leave the form: shortcuts are off while typing
+    page.keyboard.press("?")
+    help_dialog = page.get_by_role("dialog", name="Keyboard shortcuts")
+    expect(help_dialog).to_be_visible()
+    expect(help_dialog).to_contain_text("Select the next / previous issue")
+    screenshot(page, "tracker-help")
+    page.keyboard.press("Escape")
+    expect(help_dialog).to_be_hidden()
+
+    # "/" focuses the search without typing a slash into it.
+    page.keyboard.press("/")
+    search = page.get_by_label("Search")
+    expect(search).to_be_focused()
+    expect(search).to_have_value("")
+    page.locator("h1").click()
+
+    # j j k: the first row is selected (visibly, and its link has focus); Enter opens it.
+    page.keyboard.press("j")
+    page.keyboard.press("j")
+    expect(rows.nth(1)).to_have_class(re.compile(r"\bis-selected\b"))
+    page.keyboard.press("k")
+    expect(rows.nth(0)).to_have_class(re.compile(r"\bis-selected\b"))
+    expect(rows.nth(1)).not_to_have_class(re.compile(r"\bis-selected\b"))
+    expect(rows.nth(0).locator("[data-issue-link]")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{tracker}{crash.iid}/")
+
+    # On the issue page, "c" puts the cursor in the comment box (and types no "c").
+    page.keyboard.press("c")
+    comment_box = page.locator("#id_body")
+    expect(comment_box).to_be_focused()
+    expect(comment_box).to_have_value("")
+
+    # "o" opens the selected row too; a modifier key turns the shortcut off.
+    page.goto(tracker)
+    page.keyboard.press("Control+j")
+    expect(page.locator("[data-issue-row].is-selected")).to_have_count(0)
+    page.keyboard.press("j")
+    page.keyboard.press("o")
+    expect(page).to_have_url(re.compile(r"/-/issues/\d+/$"))
+
+
+def test_guest_sees_no_confidential_issue_and_no_customer_email(
+    demo, live_server, page: Page, screenshot
+) -> None:
+    log_in(page, live_server.url, "carol")
+    page.goto(f"{live_server.url}/acme/game/-/issues/?state=all")
+    rows = page.get_by_test_id("issue-row")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("Add a colour-blind mode")
+    content = page.content()
+    assert "@customer.example" not in content
+    assert "incoming+" not in content
+    assert "Confidential" not in page.locator("main").inner_text()
+    expect(page.get_by_label("Confidentiality")).to_have_count(0)
+    screenshot(page, "tracker-guest")
+
+    page.get_by_label("Search").fill("inventory")
+    expect(page.get_by_text("No issues match these filters.")).to_be_visible()
+    assert "@customer.example" not in page.content()
