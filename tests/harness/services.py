@@ -364,6 +364,11 @@ class DovecotServer:
         self._spawn()
 
     def stop(self) -> None:
+        """Stop the master and every process it forked (its own session): the processes
+        serving open IMAP connections end too, as in a real restart — clients get EOF."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
         _terminate(self.proc)
 
     def imap(self, user: str = "support", *, ssl: bool = False):  # type: ignore[no-untyped-def]
