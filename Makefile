@@ -9,6 +9,7 @@ help:
 	@echo "make lint   ruff and mypy only"
 	@echo "make format ruff format"
 	@echo "make bench  benchmarks (bench/): prints a table, writes bench/results/*.json"
+	@echo "make faults fault injection (bench/faults.py): kills, restarts, outages; prints a table"
 
 run:
 	@PYTHON=$(PYTHON) bash scripts/run.sh
@@ -29,3 +30,7 @@ clean:
 .PHONY: bench
 bench:
 	@PYTHON=$(PYTHON) bash -c 'source scripts/venv.sh && ensure_venv dev && bash scripts/install-system-deps.sh && .venv/bin/python bench/ingest.py && .venv/bin/python bench/outbound.py'
+
+.PHONY: faults
+faults:
+	@PYTHON=$(PYTHON) bash -c 'source scripts/venv.sh && ensure_venv dev && bash scripts/install-system-deps.sh && .venv/bin/python bench/faults.py'
