@@ -6,12 +6,16 @@ Everything a user or a customer writes goes through ``render_markdown``; nothing
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import threading
+from collections.abc import Sequence
 
 import bleach
 import markdown
 from bleach.css_sanitizer import CSSSanitizer
 from bleach.linkifier import DEFAULT_CALLBACKS
+from django.core.cache import cache
 
 ALLOWED_TAGS = frozenset(
     {
@@ -58,6 +62,7 @@ _cleaner = bleach.Cleaner(
 )
 
 
+log = logging.getLogger(__name__)
 _local = threading.local()
 
 
@@ -78,3 +83,38 @@ def render_markdown(text: str) -> str:
     finally:
         parser.reset()
     return _cleaner.clean(html)
+
+
+# Rendered HTML is cached by the text's hash (content-addressed: nothing to invalidate). Bump
+# the version when the allow-list or the extensions change.
+_CACHE_VERSION = "md1"
+_CACHE_SECONDS = 7 * 24 * 3600
+
+
+def _cache_key(text: str) -> str:
+    return f"{_CACHE_VERSION}:{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()}"
+
+
+def render_markdown_many(texts: Sequence[str]) -> list[str]:
+    """``render_markdown`` for a whole thread: one cache round trip for all of them, and only
+    the texts nobody rendered before are rendered (a long thread is not re-rendered per view)."""
+    keys = [_cache_key(text) for text in texts]
+    try:
+        cached = cache.get_many(keys)
+    except Exception:  # the cache is down: render, the page still works
+        log.warning("markdown cache unavailable", exc_info=True)
+        cached = {}
+    fresh: dict[str, str] = {}
+    out = []
+    for key, text in zip(keys, texts, strict=True):
+        html = cached.get(key)
+        if html is None:
+            html = fresh.get(key) or render_markdown(text)
+            fresh[key] = html
+        out.append(html)
+    if fresh:
+        try:
+            cache.set_many(fresh, timeout=_CACHE_SECONDS)
+        except Exception:
+            log.warning("markdown cache unavailable", exc_info=True)
+    return out

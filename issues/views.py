@@ -10,6 +10,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
+from django.utils.safestring import mark_safe
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -30,6 +31,7 @@ from .forms import (
     ParticipantForm,
     PreviewForm,
 )
+from .markdown import render_markdown_many
 from .models import EmailParticipant, Issue, SentNotification, Upload
 from .selectors import (
     assignable_users,
@@ -124,6 +126,12 @@ def _render_issue(
     can_triage = permissions.can_triage_issue(user, issue)
     participants = participant_list_for_issue(user=user, issue=issue)
     notes = list(note_list_for_issue(user=user, issue=issue))
+    texts = [issue.description, *(note.body for note in notes if not note.system)]
+    description_html, *notes_html = render_markdown_many(texts)
+    rendered = iter(notes_html)
+    for note in notes:
+        if not note.system:
+            note.body_html = mark_safe(next(rendered))  # type: ignore[attr-defined]  # noqa: S308 - sanitised
     if can_see_emails:
         known = _participant_addresses(issue, participants)
         for note in notes:
@@ -131,6 +139,7 @@ def _render_issue(
     context = {
         "project": project,
         "issue": issue,
+        "description_html": mark_safe(description_html),  # noqa: S308 - sanitised by bleach
         "notes": notes,
         "form": form or NoteForm(),
         "preview": preview,

@@ -88,6 +88,8 @@ class InboundMessage(models.Model):
         indexes = [
             models.Index(fields=["status", "claimed_at"], name="inbound_status_claimed"),
             models.Index(fields=["outcome", "-received_at"], name="inbound_outcome"),
+            # A project's ledger page and its spam quarantine: newest first.
+            models.Index(fields=["project", "-received_at"], name="inbound_project_recent"),
         ]
 
     def __str__(self) -> str:

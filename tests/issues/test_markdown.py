@@ -57,3 +57,20 @@ def test_nothing_executable_survives(vector: str) -> None:
 
 def test_line_breaks_are_kept_like_email() -> None:
     assert render_markdown("line one\nline two") == "<p>line one<br>\nline two</p>"
+
+
+def test_a_thread_is_rendered_once_then_read_from_the_cache(
+    monkeypatch, redis_cache_flushed
+) -> None:
+    from issues import markdown as md
+
+    calls = []
+    real = md.render_markdown
+    monkeypatch.setattr(md, "render_markdown", lambda text: calls.append(text) or real(text))
+    texts = ["**one**", "two <script>x</script>", "**one**"]
+    first = md.render_markdown_many(texts)
+    assert first == [real(t) for t in texts]
+    assert calls == ["**one**", "two <script>x</script>"]  # the repeat is rendered once
+    calls.clear()
+    assert md.render_markdown_many(texts) == first
+    assert calls == []  # the second view renders nothing
