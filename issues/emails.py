@@ -57,6 +57,18 @@ def issue_message_id(issue: Issue) -> str:
     return f"<issue_{issue.pk}@{_host()}>"
 
 
+def thread_root(issue: Issue) -> str:
+    """The Message-ID customers' mail clients thread on: the thank-you of the issue this one was
+    moved from (through any number of moves), so a moved ticket stays one conversation."""
+    original = issue
+    for _ in range(20):  # a chain of moves; a cycle is impossible but never loop forever
+        earlier = Issue.objects.filter(moved_to=original).only("pk").first()
+        if earlier is None:
+            break
+        original = earlier
+    return issue_message_id(original)
+
+
 def _template_text(setting: ServiceDeskSetting, kind: str) -> str:
     """The project's own template, else the instance default file."""
     custom = getattr(setting, f"{kind}_template", "")
@@ -164,6 +176,7 @@ def _draft(
     note_text: str = "",
     attachments: Sequence[int] = (),
     bodies: dict[tuple[str, int, int | None], _Rendered] | None = None,
+    root: str | None = None,
 ) -> _Draft:
     sent = SentNotification(
         issue=issue, participant=participant, note=note, recipient=participant.email
@@ -181,7 +194,7 @@ def _draft(
         rendered = bodies[cache_key]
     text = rendered.text.replace(rendered.placeholder_key, key)
     html = rendered.html.replace(rendered.placeholder_key, key)
-    root = issue_message_id(issue)
+    root = root or issue_message_id(issue)
     reply_id = f"<reply-{key}@{_host()}>"
     message_id = root if kind == Kind.THANK_YOU else reply_id
     headers = {
@@ -315,9 +328,10 @@ def note_added(note: Note, *, send: bool = True) -> list[OutboundEmail]:
         return []
     text, attachments = email_links(note.body, issue), _attachments(note)
     bodies: dict[tuple[str, int, int | None], _Rendered] = {}
+    root = thread_root(issue)
     drafts = [
         _draft(kind=Kind.NEW_NOTE, issue=issue, participant=p, setting=setting, note=note,
-               note_text=text, attachments=attachments, bodies=bodies)
+               note_text=text, attachments=attachments, bodies=bodies, root=root)
         for p in recipients
     ]  # fmt: skip
     emails = _save(drafts)
@@ -333,10 +347,11 @@ def issue_closed(issue: Issue, *, send: bool = True) -> list[OutboundEmail]:
     if setting is None or not setting.send_issue_closed_email:
         return []
     bodies: dict[tuple[str, int, int | None], _Rendered] = {}
+    root = thread_root(issue)
     emails = _save(
         [
             _draft(kind=Kind.ISSUE_CLOSED, issue=issue, participant=p, setting=setting,
-                   bodies=bodies)
+                   bodies=bodies, root=root)
             for p in _reachable(issue)
         ]
     )  # fmt: skip

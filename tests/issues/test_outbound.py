@@ -666,3 +666,21 @@ def test_over_the_hourly_project_limit_emails_wait_and_the_bot_says_so_once(
     OutboundEmail.objects.update(next_attempt_at=None)
     assert list(send_pending().values()) == [Status.SENT]
     assert len(smtp.wait_for(3)) == 3
+
+
+def test_a_moved_ticket_stays_one_conversation_in_the_customers_mail_client(
+    project, reporter
+) -> None:
+    from issues.emails import note_added
+    from issues.services import issue_move, note_create
+    from projects.services import member_add
+    from tests.factories import ProjectFactory
+
+    issue = new_email_issue(project)
+    target = ProjectFactory(group=project.group, path="web", service_desk_enabled=True)
+    member_add(user=reporter, project=target, role=20)
+    copy = issue_move(issue=issue, target=target, user=reporter)
+    [email] = note_added(note_create(issue=copy, author=reporter, body="Moved, still on it."))
+    root = f"<issue_{issue.pk}@servicedesk.test>"
+    assert email.headers["In-Reply-To"] == root
+    assert email.headers["References"].startswith(root)
