@@ -28,7 +28,7 @@ NO_ASSIGNEE = "none"
 class IssueFilters:
     state: str = "opened"
     service_desk: bool = False  # only issues that came by email
-    search: str = ""  # in the title or the description; "#12" or "12" also finds issue 12
+    search: str = ""  # title, description, readable comments; "#12" or "12" finds issue 12
     label: str = ""  # a label's title
     author: str = ""  # a username
     assignee: str = ""  # a username, or NO_ASSIGNEE

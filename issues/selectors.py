@@ -8,8 +8,10 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.contrib.postgres.search import SearchQuery, SearchVector
 from django.core import signing
 from django.core.paginator import Page, Paginator
+from django.db import connection
 from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.http import Http404
@@ -106,16 +108,42 @@ def _visible_issues(*, user: AnyUser, project: Project) -> QuerySet[Issue]:
     return issues
 
 
-def _narrow(issues: QuerySet[Issue], filters: IssueFilters) -> QuerySet[Issue]:
+def _search(search: str, *, internal_notes: bool) -> Q:
+    """Title, description and the comments the viewer may read (internal notes for Reporter+
+    only: search must not leak what the page would hide).
+
+    Substrings always match (``crash`` finds "crashes", ``inven`` finds "inventory"). On
+    PostgreSQL full-text search is added: stemmed words anywhere in the issue or its notes,
+    web-search syntax (``"exact phrase"``, ``-word``, ``or``)."""
+    notes = Note.objects.filter(issue=OuterRef("pk"), system=False)
+    if not internal_notes:
+        notes = notes.filter(internal=False)
+    text = (
+        Q(title__icontains=search)
+        | Q(description__icontains=search)
+        | Q(Exists(notes.filter(body__icontains=search)))
+    )
+    if connection.vendor == "postgresql":
+        config = settings.SERVICEDESK_SEARCH_CONFIG
+        query = SearchQuery(search, search_type="websearch", config=config)
+        issue_vector = SearchVector("title", "description", config=config)
+        note_vector = SearchVector("body", config=config)
+        text |= Q(Exists(notes.annotate(_v=note_vector).filter(_v=query)))
+        text |= Q(pk__in=Issue.objects.annotate(_v=issue_vector).filter(_v=query).values("pk"))
+    if number := _ISSUE_NUMBER.fullmatch(search.strip()):
+        text |= Q(iid=int(number[1]))
+    return text
+
+
+def _narrow(
+    issues: QuerySet[Issue], filters: IssueFilters, *, internal_notes: bool = False
+) -> QuerySet[Issue]:
     """Every filter except the state tab and the Service Desk view (the counts vary those).
 
     Labels and assignees are matched with EXISTS, not a join, so no row is ever repeated.
     """
     if filters.search:
-        text = Q(title__icontains=filters.search) | Q(description__icontains=filters.search)
-        if number := _ISSUE_NUMBER.fullmatch(filters.search.strip()):
-            text |= Q(iid=int(number[1]))
-        issues = issues.filter(text)
+        issues = issues.filter(_search(filters.search, internal_notes=internal_notes))
     if filters.label:
         label_links = Issue.labels.through.objects.filter(issue=OuterRef("pk"))
         issues = issues.filter(Exists(label_links.filter(label__title=filters.label)))
@@ -138,7 +166,11 @@ def issue_list_for_user(
     its comments, without system notes, and without internal notes for those who may not read
     them (below Reporter). Confidential issues are left out below Reporter."""
     filters = filters or IssueFilters()
-    issues = _narrow(_visible_issues(user=user, project=project), filters)
+    issues = _narrow(
+        _visible_issues(user=user, project=project),
+        filters,
+        internal_notes=can_read_internal_notes(user, project),
+    )
     if filters.service_desk:
         issues = issues.filter(SERVICE_DESK_ISSUES)
     if filters.state in ("opened", "closed"):
@@ -162,7 +194,11 @@ def issue_counts_for_user(
     """One query. ``opened``/``closed``/``all``: the state tabs, in the current view;
     ``issues``/``service_desk``: the two views, in the current state. All under the filters."""
     filters = filters or IssueFilters()
-    issues = _narrow(_visible_issues(user=user, project=project), filters)
+    issues = _narrow(
+        _visible_issues(user=user, project=project),
+        filters,
+        internal_notes=can_read_internal_notes(user, project),
+    )
     in_view = SERVICE_DESK_ISSUES if filters.service_desk else Q()
     in_state = Q(state=filters.state) if filters.state in ("opened", "closed") else Q()
     return issues.aggregate(

@@ -286,6 +286,8 @@ SERVICEDESK_EMAIL_FILE_LINK_DAYS = env_int("SERVICEDESK_EMAIL_FILE_LINK_DAYS", 9
 # Largest file a team member may attach to a comment in the browser (bytes), and how many.
 SERVICEDESK_MAX_UPLOAD_SIZE = env_int("SERVICEDESK_MAX_UPLOAD_SIZE", 25 * 1024 * 1024)
 SERVICEDESK_MAX_UPLOADS_PER_NOTE = env_int("SERVICEDESK_MAX_UPLOADS_PER_NOTE", 10)
+# PostgreSQL text-search configuration for the tracker's search (stemming language).
+SERVICEDESK_SEARCH_CONFIG = env_str("SERVICEDESK_SEARCH_CONFIG", "english")
 # Akismet checks every new email issue when a key is set (spam goes to the quarantine).
 AKISMET_API_KEY = env_secret("AKISMET_API_KEY", "")
 AKISMET_SITE_URL = env_str("AKISMET_SITE_URL", SITE_URL)

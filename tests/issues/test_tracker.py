@@ -608,3 +608,25 @@ def test_the_tracker_works_on_sqlite(tmp_path) -> None:
         ],
         [200, 9, ["Add a colour-blind mode"]],
     ]
+
+
+def test_full_text_search_stems_words_and_reads_comments_the_viewer_may_see(
+    client, project, reporter, guest
+) -> None:
+    crash = IssueFactory(project=project, author=reporter, title="Game crashes on start",
+                         description="It stops.")  # fmt: skip
+    refund = IssueFactory(project=project, author=reporter, title="Refund please")
+    note_create(issue=refund, author=reporter, body="Customer paid twice via PayPal.")
+    note_create(issue=crash, author=reporter, body="Escalated to the engine team", internal=True)
+    client.force_login(reporter)
+
+    def found(q: str) -> list[str]:
+        return titles(client.get(url(project), {"search": q, "state": "all"}))
+
+    assert found("crashing") == ["Game crashes on start"]  # stemmed: crashing ~ crashes
+    assert found("paypal") == ["Refund please"]  # words in comments
+    assert found('"paid twice"') == ["Refund please"]  # a phrase
+    assert found("engine") == ["Game crashes on start"]  # internal note: Reporter+ only
+    client.force_login(guest)
+    assert found("engine") == []
+    assert found("paypal") == ["Refund please"]
