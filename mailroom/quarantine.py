@@ -9,6 +9,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from accounts.models import User
 from projects import permissions
 from projects.models import Project
 from projects.selectors import project_get_for_user
@@ -48,14 +49,18 @@ def spam_list(request: HttpRequest, full_path: str) -> HttpResponse:
 
 def _decide(request: HttpRequest, full_path: str, message_id: int, *, spam: bool) -> HttpResponse:
     project = _project(request, full_path)
-    if not quarantine_list(project=project).filter(pk=message_id).exists():
+    user = request.user
+    if (
+        not isinstance(user, User)
+        or not quarantine_list(project=project).filter(pk=message_id).exists()
+    ):
         raise Http404("Not in this project's quarantine")
     try:
         if spam:
-            spam_confirm(message_id=message_id, user=request.user)
+            spam_confirm(message_id=message_id, user=user)
             messages.success(request, "Deleted as spam; Akismet was told.")
         else:
-            spam_release(message_id=message_id, user=request.user)
+            spam_release(message_id=message_id, user=user)
             messages.success(request, "Released: it becomes an issue in a moment.")
     except NotInQuarantine:
         messages.info(request, "Somebody already decided on that email.")

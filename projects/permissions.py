@@ -200,3 +200,10 @@ def can_review_spam(user: AnyUser, project: Project) -> bool:
     """The spam quarantine (emails Akismet held back, with the senders' addresses): the people
     who answer the project's customers, Reporter+. Everyone else gets a 404."""
     return has_role(user, project, Role.REPORTER)
+
+
+def can_view_dashboard(user: AnyUser, project: Project) -> bool:
+    """The project dashboard (SPEC §11: Service Desk tickets opened, closed, first response,
+    backlog): the people who answer the project's customers, Reporter+. Everyone else gets a
+    404."""
+    return has_role(user, project, Role.REPORTER)

@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from accounts import views as account_views
+from issues import dashboard_views
 from issues import views as issue_views
 from mailroom import quarantine
 from mailroom import urls as mailroom_urls
@@ -113,6 +114,10 @@ urlpatterns = [
     # The inbound ledger: per project (Maintainer+) and instance-wide (staff), mailroom/urls.py.
     path("-/admin/inbound/", include(mailroom_urls.instance_patterns)),
     path("<path:full_path>/-/inbound/", include(mailroom_urls.project_patterns)),
+    # The project dashboard (issues/dashboard_views.py): Reporter+.
+    path(
+        "<path:full_path>/-/dashboard/", dashboard_views.issue_dashboard, name="project_dashboard"
+    ),
     # Last: a project's own page is any path that matched nothing above.
     path("<path:full_path>/", project_views.project_detail, name="project_detail"),
 ]

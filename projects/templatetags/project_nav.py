@@ -17,12 +17,16 @@ register = template.Library()
 def project_nav(context: dict[str, Any], project: Project, active: str) -> dict[str, Any]:
     """``{% project_nav project "issues" %}`` — the tabs (key, label, url) this user may open.
 
-    Further tabs are added with the page they link to, in this order: spam quarantine
-    (Reporter+), members, inbound mail (Maintainer+), settings (Maintainer+); each guarded by the
-    ``projects.permissions`` function its view uses (``context["request"].user``).
+    Further tabs are added with the page they link to, in this order: dashboard (Reporter+),
+    spam quarantine (Reporter+), members, inbound mail (Maintainer+), settings (Maintainer+);
+    each guarded by the ``projects.permissions`` function its view uses
+    (``context["request"].user``).
     """
     tabs = [("issues", "Issues", reverse("issue_list", args=[project.full_path]))]
     user = context["request"].user
+    if permissions.can_view_dashboard(user, project):
+        url = reverse("project_dashboard", args=[project.full_path])
+        tabs.append(("dashboard", "Dashboard", url))
     if permissions.can_review_spam(user, project):
         tabs.append(("spam", "Spam", reverse("spam_list", args=[project.full_path])))
     if permissions.can_see_members(user, project):

@@ -307,6 +307,9 @@ ROUTES: dict[str, Route] = {
     "instance_inbound_reprocess": Route(
         "POST", _global("instance_inbound_reprocess", "message_id"), staff_only, per_issue=False
     ),
+    "project_dashboard": Route(
+        "GET", _project("project_dashboard"), reporter_only, per_issue=False
+    ),
     "spam_list": Route("GET", _project("spam_list"), reporter_only, per_issue=False),
     "spam_not_spam": Route(
         "POST", _project("spam_not_spam", "spam_id"), reporter_only, per_issue=False
