@@ -23,6 +23,7 @@ from .dashboard import Dashboard, DayStats, project_dashboard
 WIDTH = 600
 HEIGHT = 200
 LEFT = 32  # room for the axis labels
+LABEL_HALF_WIDTH = 20  # half of a "22 Nov" label: the last one must not be clipped
 BOTTOM = 20
 TOP = 10
 
@@ -59,11 +60,14 @@ def _frame(
     days: list[DayStats], top: int
 ) -> tuple[list[tuple[float, int]], list[tuple[float, str]]]:
     step = (WIDTH - LEFT) / max(len(days), 1)
-    ticks = sorted({(_y(v, top), v) for v in (0, top // 2, top)})
+    values = range(top + 1) if top <= 4 else range(0, top + 1, top // 4)  # whole numbers only
+    ticks = sorted({(_y(v, top), v) for v in values})
+    last = len(days) - 1
     labels = [
-        (round(LEFT + step * (i + 0.5), 1), f"{d.day:%d %b}")
+        # Weekly, counted back from today so that labels never crowd; kept inside the chart.
+        (min(round(LEFT + step * (i + 0.5), 1), WIDTH - LABEL_HALF_WIDTH), f"{d.day:%d %b}")
         for i, d in enumerate(days)
-        if i % 7 == 0 or i == len(days) - 1
+        if (last - i) % 7 == 0
     ]
     return ticks, labels
 
