@@ -85,6 +85,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.ingest import set_body  # noqa: E402
 from tests.harness.services import (  # noqa: E402
     LOCALHOST,
     CeleryWorker,
@@ -105,10 +106,6 @@ SCENARIOS = {
     "e": "two pollers, one mailbox",
 }
 TOKEN = re.compile(r"fault-[a-e]-\d{5}")
-PNG = bytes.fromhex(
-    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
-)
 EVENTS: list[dict[str, Any]] = []
 
 
@@ -158,24 +155,7 @@ def new_issue_mail(token: str, i: int, address: str, lmtp: bool) -> Mail:
     message_id = make_msgid(domain="customers.example")
     msg["Message-ID"] = message_id
     body = f"Hello team,\n\nthe game crashes on level {i % 40} ({token}).\n\nThanks\n"
-    if style == 0:
-        msg.set_content(body)
-    elif style == 1:
-        msg.set_content(body)
-        msg.add_alternative(f"<p>{body.replace(chr(10), '<br>')}</p>", subtype="html")
-    elif style == 2:
-        msg.set_content(
-            f"<h1>Crash</h1><p>It <b>crashes</b> ({token}) — see "
-            f"<a href='https://x.example'>log</a></p><ul><li>one</li></ul>",
-            subtype="html",
-        )
-    elif style == 3:
-        msg.set_content(body)
-        msg.add_attachment(PNG, maintype="image", subtype="png", filename="screen.png")
-        msg.add_attachment(b"log line\n" * 100, maintype="text", subtype="plain",
-                           filename="game.log")  # fmt: skip
-    else:
-        msg.set_content(f"Привет! 日本語のテキスト, ça marche pas ({token})\n" * 3)
+    set_body(msg, style, body, token)
     return Mail(token, "new", message_id, msg.as_bytes(), address, lmtp)
 
 

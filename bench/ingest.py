@@ -45,6 +45,32 @@ PNG = bytes.fromhex(
 )
 
 
+BODY_STYLES = ["plain", "html", "html-only", "attachment", "ünïcødé"]
+
+
+def set_body(msg: EmailMessage, style: int, text: str, label: str) -> None:
+    """The body of one of the kinds of mail a Service Desk receives (BODY_STYLES[style]):
+    plain text, text + HTML, HTML only, text with two attachments, non-ASCII text."""
+    if style == 0:
+        msg.set_content(text)
+    elif style == 1:
+        msg.set_content(text)
+        msg.add_alternative(f"<p>{text.replace(chr(10), '<br>')}</p>", subtype="html")
+    elif style == 2:
+        msg.set_content(
+            f"<h1>{label}</h1><p>It <b>crashes</b> — see <a href='https://x.example'>log</a>"
+            f"</p><ul><li>one</li><li>two</li></ul><blockquote>quoted</blockquote>",
+            subtype="html",
+        )
+    elif style == 3:
+        msg.set_content(text)
+        msg.add_attachment(PNG, maintype="image", subtype="png", filename="screen.png")
+        msg.add_attachment(b"log line\n" * 200, maintype="text", subtype="plain",
+                           filename="game.log")  # fmt: skip
+    else:
+        msg.set_content(f"Привет! 日本語のテキスト, ça marche pas, {label}\n" * 5)
+
+
 def mixed_messages(address: str, count: int, tag: str) -> list[tuple[str, bytes]]:
     """(subject, raw) pairs cycling through the kinds of mail a Service Desk receives."""
     messages: list[tuple[str, bytes]] = []
@@ -61,24 +87,8 @@ def mixed_messages(address: str, count: int, tag: str) -> list[tuple[str, bytes]
         message_id = make_msgid(domain="bench.example")
         msg["Message-ID"] = message_id
         body = f"Hello team,\n\nticket {i}: the game crashes on level {i % 40}.\n\nThanks\n" * 3
-        if kind == 0:
-            msg.set_content(body)
-        elif kind == 1:
-            msg.set_content(body)
-            msg.add_alternative(f"<p>{body.replace(chr(10), '<br>')}</p>", subtype="html")
-        elif kind == 2:
-            msg.set_content(
-                f"<h1>Ticket {i}</h1><p>It <b>crashes</b> — see <a href='https://x.example'>"
-                f"log</a></p><ul><li>one</li><li>two</li></ul><blockquote>quoted</blockquote>",
-                subtype="html",
-            )
-        elif kind == 3:
-            msg.set_content(body)
-            msg.add_attachment(PNG, maintype="image", subtype="png", filename="screen.png")
-            msg.add_attachment(b"log line\n" * 200, maintype="text", subtype="plain",
-                               filename="game.log")  # fmt: skip
-        elif kind == 4:
-            msg.set_content(f"Привет! 日本語のテキスト, ça marche pas, ticket {i}\n" * 5)
+        if kind < 5:
+            set_body(msg, kind, body, f"ticket {i}")
         else:
             msg["In-Reply-To"] = sent_ids[-3] if len(sent_ids) >= 3 else make_msgid()
             msg.set_content(f"Any news?\n\nOn Monday you wrote:\n> {body}")

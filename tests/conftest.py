@@ -53,3 +53,16 @@ def outsider(db) -> User:  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args: dict) -> dict:  # type: ignore[type-arg]
     return chromium_launch_args(browser_type_launch_args)
+
+
+@pytest.fixture
+def rate_window_frozen(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Rate limits count in fixed windows of time.time(): pin the clock they read, so a test
+    never straddles two windows (instead of waiting for the next one to start)."""
+    import time
+    import types
+
+    import servicedesk.ratelimit
+
+    now = time.time()
+    monkeypatch.setattr(servicedesk.ratelimit, "time", types.SimpleNamespace(time=lambda: now))

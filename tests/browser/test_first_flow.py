@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-import io
-
 import pytest
-from django.core.management import call_command
 from playwright.sync_api import Page, expect
 
 from issues.models import Issue, Note
+from tests.browser.helpers import log_in
 
-PASSWORD = "demo-browser-pass"
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def demo(monkeypatch, transactional_db) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("DEMO_PASSWORD", PASSWORD)
-    call_command("demo", stdout=io.StringIO())
-
-
-def log_in(page: Page, base_url: str, username: str) -> None:
-    page.goto(f"{base_url}/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", name="Your projects")).to_be_visible()
 
 
 def test_reporter_adds_internal_note_guest_gets_404_outsider_sees_nothing(

@@ -4,11 +4,9 @@ project — and carol (Guest) sees neither the confidential issue nor any custom
 
 from __future__ import annotations
 
-import io
 import re
 
 import pytest
-from django.core.management import call_command
 from playwright.sync_api import Page, expect
 
 from accounts.models import User
@@ -17,29 +15,20 @@ from issues.models import EmailParticipant, Issue, Note
 from issues.services import note_create
 from projects.models import Group, Role
 from projects.services import member_add, project_create
+from tests.browser.helpers import demo_data, log_in
 
-PASSWORD = "demo-browser-pass"
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
 def demo(monkeypatch, transactional_db) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("DEMO_PASSWORD", PASSWORD)
-    call_command("demo", stdout=io.StringIO())
+    demo_data(monkeypatch)
     # A second project where bob is Reporter too: somewhere to move issues to.
     web = project_create(
         group=Group.objects.get(full_path="acme"), path="web", name="Web",
         service_desk_enabled=True,
     )  # fmt: skip
     member_add(user=User.objects.get(username="bob"), project=web, role=Role.REPORTER)
-
-
-def log_in(page: Page, base_url: str, username: str) -> None:
-    page.goto(f"{base_url}/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", name="Your projects")).to_be_visible()
 
 
 def system_note(page: Page, text: str):  # type: ignore[no-untyped-def]

@@ -3,14 +3,11 @@ it and has the worker process it again; staff read mailbox health; bob (Reporter
 
 from __future__ import annotations
 
-import io
-import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
-from django.core.management import call_command
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
@@ -19,16 +16,16 @@ from issues.models import OutboundEmail
 from mailroom.models import InboundMessage, MailboxState, WorkerHeartbeat
 from projects.models import Project
 from servicedesk.config import MailboxConfig
+from tests.browser.helpers import PASSWORD, demo_data, log_in
+from tests.harness.services import wait_until
 from tests.mailroom.helpers import deliver, make_email
 
-PASSWORD = "demo-browser-pass"
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
 def emails(monkeypatch, transactional_db, redis_cache_flushed) -> dict[str, InboundMessage]:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("DEMO_PASSWORD", PASSWORD)
-    call_command("demo", stdout=io.StringIO())
+    demo_data(monkeypatch)
     project = Project.objects.get(full_path="acme/game")
     # The development mailbox (address only): the same in the worker process.
     address = django_settings.SERVICEDESK_MAILBOXES["incoming_email"].address_for(
@@ -43,31 +40,23 @@ def emails(monkeypatch, transactional_db, redis_cache_flushed) -> dict[str, Inbo
     }
 
 
-def log_in(page: Page, base_url: str, username: str) -> None:
-    page.goto(f"{base_url}/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", name="Your projects")).to_be_visible()
-
-
 def wait_until_done(row: InboundMessage, timeout: float = 30) -> InboundMessage:
-    deadline = time.monotonic() + timeout
-    while True:
+    def done() -> bool:
         row.refresh_from_db()
-        if row.status == "done":
-            return row
-        assert time.monotonic() < deadline, (row.status, row.last_error)
-        time.sleep(0.1)
+        return row.status == "done"
+
+    wait_until(done, timeout, f"inbound #{row.pk} to be processed")
+    return row
 
 
 def wait_for_outbox(timeout: float = 30) -> None:
     """The thank-you and [Rejected] notices the emails caused are sent by the worker: let it
     finish before the test's database is emptied under it."""
-    deadline = time.monotonic() + timeout
-    while OutboundEmail.objects.filter(status__in=["pending", "sending"]).exists():
-        assert time.monotonic() < deadline, list(OutboundEmail.objects.values("status", "kind"))
-        time.sleep(0.1)
+    wait_until(
+        lambda: not OutboundEmail.objects.filter(status__in=["pending", "sending"]).exists(),
+        timeout,
+        "the worker to send the outbox",
+    )
 
 
 def test_owner_reads_downloads_and_reprocesses_a_rejected_email(

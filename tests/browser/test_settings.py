@@ -3,17 +3,15 @@ project; bob (Reporter) may not open the settings."""
 
 from __future__ import annotations
 
-import io
 import re
 
 import pytest
-from django.core.management import call_command
 from playwright.sync_api import Browser, Page, expect
 
 from projects.models import Membership, ServiceDeskSetting
 from servicedesk.config import MailboxConfig
+from tests.browser.helpers import demo_data, log_in
 
-PASSWORD = "demo-browser-pass"
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 INCOMING = MailboxConfig(name="incoming_email", enabled=True, address="in+%{key}@sd.example")
@@ -22,17 +20,8 @@ ALIAS = MailboxConfig(name="service_desk_email", enabled=True, address="help+%{k
 
 @pytest.fixture
 def demo(monkeypatch, transactional_db, settings) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("DEMO_PASSWORD", PASSWORD)
-    call_command("demo", stdout=io.StringIO())
+    demo_data(monkeypatch)
     settings.SERVICEDESK_MAILBOXES = {"incoming_email": INCOMING, "service_desk_email": ALIAS}
-
-
-def log_in(page: Page, base_url: str, username: str) -> None:
-    page.goto(f"{base_url}/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", name="Your projects")).to_be_visible()
 
 
 def save_settings(page: Page) -> None:

@@ -3,26 +3,22 @@ deletes another; the released one becomes an issue through the real worker."""
 
 from __future__ import annotations
 
-import io
-import time
-
 import pytest
-from django.core.management import call_command
 from playwright.sync_api import Page, expect
 
 from issues.models import Issue
 from mailroom.models import InboundMessage
 from projects.models import Project
+from tests.browser.helpers import demo_data, log_in
+from tests.harness.services import wait_until
 from tests.mailroom.helpers import deliver, make_email
 
-PASSWORD = "demo-browser-pass"
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
 def held(monkeypatch, transactional_db, settings, redis_cache_flushed) -> Project:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("DEMO_PASSWORD", PASSWORD)
-    call_command("demo", stdout=io.StringIO())
+    demo_data(monkeypatch)
     # The address the worker process knows too (its settings are the defaults).
     incoming = settings.SERVICEDESK_MAILBOXES["incoming_email"]
     settings.AKISMET_API_KEY = "akismet-test-key"
@@ -38,10 +34,7 @@ def held(monkeypatch, transactional_db, settings, redis_cache_flushed) -> Projec
 def test_bob_releases_one_and_deletes_the_other(
     held, live_server, page: Page, celery_worker, screenshot
 ) -> None:
-    page.goto(f"{live_server.url}/login/")
-    page.get_by_label("Username").fill("bob")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    log_in(page, live_server.url, "bob")
     page.goto(f"{live_server.url}/acme/game/-/issues/")
     page.get_by_role("navigation", name="Project").get_by_role("link", name="Spam").click()
     rows = page.get_by_test_id("spam-list").locator("li")
@@ -57,10 +50,11 @@ def test_bob_releases_one_and_deletes_the_other(
     watches.get_by_role("button", name="Delete").click()
     expect(page.get_by_test_id("spam-empty")).to_be_visible()
 
-    deadline = time.monotonic() + 30
-    while not Issue.objects.filter(title="Order 66 shipped").exists():
-        assert time.monotonic() < deadline, "the released email never became an issue"
-        time.sleep(0.2)
+    wait_until(
+        lambda: Issue.objects.filter(title="Order 66 shipped").exists(),
+        30,
+        "the released email to become an issue",
+    )
     assert not Issue.objects.filter(title="CHEAP WATCHES").exists()
     deleted = InboundMessage.objects.get(subject="CHEAP WATCHES")
     assert deleted.spam_reviewed_by.username == "bob"

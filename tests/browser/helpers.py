@@ -1,0 +1,25 @@
+"""What every browser test needs: the demo data and signing in as one of its people."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import call_command
+from playwright.sync_api import Page, expect
+
+PASSWORD = "demo-browser-pass"
+
+
+def demo_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``manage.py demo`` (alice Owner, bob Reporter, carol Guest, dave no membership)."""
+    monkeypatch.setenv("DEMO_PASSWORD", PASSWORD)
+    call_command("demo", stdout=io.StringIO())
+
+
+def log_in(page: Page, base_url: str, username: str) -> None:
+    page.goto(f"{base_url}/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Your projects")).to_be_visible()
