@@ -44,6 +44,7 @@ from projects.models import Project, ServiceDeskSetting
 from servicedesk import ratelimit
 
 from . import spam
+from .ledger import WAITING
 from .models import InboundMessage
 from .parsing import MalformedEmail, ParsedEmail, parse_email, rewrite_cid_references, split_reply
 from .routing import custom_key_candidates, default_key_candidates, find_key, parse_key
@@ -51,6 +52,7 @@ from .rules import auto_generated_reason, delivery_report
 
 log = logging.getLogger(__name__)
 Outcome = InboundMessage.Outcome
+Status = InboundMessage.Status
 MAX_MOVE_HOPS = 20
 
 
@@ -104,10 +106,22 @@ class BatchContext:
     projects: dict[str, Project | None] = field(default_factory=dict)
 
 
-def handle(row: InboundMessage, bot: User | None = None) -> Result:
-    """Decide and carry out what one email becomes (inside the caller's transaction)."""
+def handle(
+    row: InboundMessage, bot: User | None = None, *, batch_ids: set[int] | None = None
+) -> Result:
+    """Decide and carry out what one email becomes (inside the caller's transaction).
+
+    ``batch_ids``: the rows processed with this one, in arrival order, whose outcomes are not
+    recorded yet — this email does not wait for them.
+    """
     bot = bot or support_bot()
-    step = _screen(row, bot=bot)
+    email = _parse(row)
+    if isinstance(email, Result):
+        return email
+    waiting = waiting_for_earlier([(row, email)], batch_ids or {row.pk})
+    if waiting:
+        return waiting[row.pk]
+    step = _screen(row, email, bot=bot)
     if isinstance(step, Result):
         return step
     threaded = _threaded_issue(step.project, step.email)
@@ -117,6 +131,52 @@ def handle(row: InboundMessage, bot: User | None = None) -> Result:
     return _new_issue(
         step.project, step.setting, step.email, step.trace, bot, spam_check=not row.spam_released
     )
+
+
+def _named_message_ids(email: ParsedEmail) -> set[str]:
+    """The Message-IDs an email names: its own (a copy may be in the ledger twice) and those
+    it answers."""
+    named = (email.message_id, *email.in_reply_to[:50], *email.references[:50])
+    return {mid[:998] for mid in named if mid}
+
+
+def waiting_for_earlier(
+    parsed: list[tuple[InboundMessage, ParsedEmail]], batch_ids: set[int]
+) -> dict[int, Result]:
+    """Emails that must wait: each names an earlier email that is still queued or being
+    processed (outside this batch), or one of this batch that waits itself.
+
+    Only earlier rows count, so two emails never wait for each other. One query per batch.
+    """
+    named = {row.pk: _named_message_ids(email) for row, email in parsed}
+    wanted = set().union(*named.values())
+    if not wanted:
+        return {}
+    unfinished: dict[str, list[int]] = {}
+    for pk, message_id in (
+        InboundMessage.objects.filter(
+            message_id__in=wanted, status__in=[Status.QUEUED, Status.PROCESSING]
+        )
+        .exclude(pk__in=batch_ids)
+        .values_list("pk", "message_id")
+    ):
+        unfinished.setdefault(message_id, []).append(pk)
+    waiting: dict[int, Result] = {}
+    for row, email in sorted(parsed, key=lambda pair: pair[0].pk):
+        blocker = min(
+            (pk for mid in named[row.pk] for pk in unfinished.get(mid, ()) if pk < row.pk),
+            default=None,
+        )
+        if blocker is None:
+            continue
+        waiting[row.pk] = Result(
+            WAITING,
+            f"waiting for inbound #{blocker}, which it names, to be processed first",
+            {"rule": "wait", "waiting_for": blocker},
+        )
+        if email.message_id:  # what answers this one waits too
+            unfinished.setdefault(email.message_id[:998], []).append(row.pk)
+    return waiting
 
 
 def _parse(row: InboundMessage) -> ParsedEmail | Result:
@@ -554,6 +614,8 @@ def handle_batch(
     """Settle what can be settled in bulk; return (results by row id, rows to handle alone)."""
     plan = _BatchPlan(bot)
     parsed = plan.parse(rows)
+    plan.results.update(waiting_for_earlier(parsed, {row.pk for row in rows}))
+    parsed = [(row, email) for row, email in parsed if row.pk not in plan.results]
     plan.look_up_message_ids(parsed)
     for row, email in parsed:
         plan.classify(row, email)

@@ -13,6 +13,7 @@ Never lose mail (SPEC §3):
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import uuid
@@ -23,7 +24,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from servicedesk.claims import claim_due
@@ -32,6 +33,9 @@ from .models import InboundMessage
 
 log = logging.getLogger(__name__)
 Status = InboundMessage.Status
+# Not an outcome: the email waits in the queue for an earlier one it names (see _wait).
+WAITING = "waiting"
+WAIT_MAX_SECONDS = 15.0
 Outcome = InboundMessage.Outcome
 
 
@@ -41,12 +45,29 @@ class RawEmail:
     uid: int | None = None
 
 
-def _enqueue(ids: Sequence[int]) -> None:
+def _enqueue(ids: Sequence[int], countdown: float = 0) -> None:
+    """Queue processing tasks in arrival order (a task's rows, and the tasks themselves)."""
     from .tasks import process_inbound
 
+    ids = sorted(ids)
     size = settings.SERVICEDESK_INBOUND_TASK_BATCH
     for start in range(0, len(ids), size):
-        process_inbound.delay(list(ids[start : start + size]))
+        batch = ids[start : start + size]
+        if countdown:
+            process_inbound.apply_async(args=[batch], countdown=countdown)
+        else:
+            process_inbound.delay(batch)
+
+
+def stored_message_id(raw: bytes) -> str:
+    """The Message-ID, read when the email is stored: a reply can then wait for its original
+    while that is still in the ledger (headers only; the body is not parsed here)."""
+    from .parsing import MalformedEmail, parse_email
+
+    try:
+        return (parse_email(raw).message_id or "")[:998]
+    except MalformedEmail:
+        return ""
 
 
 def inbound_store(
@@ -55,7 +76,11 @@ def inbound_store(
     """Store one email and commit; processing is queued after the commit."""
     with transaction.atomic():
         row = InboundMessage.objects.create(
-            transport=transport, mailbox=mailbox, raw=raw, size=len(raw)
+            transport=transport,
+            mailbox=mailbox,
+            raw=raw,
+            size=len(raw),
+            message_id=stored_message_id(raw),
         )
         if enqueue:
             transaction.on_commit(lambda: _enqueue([row.pk]))
@@ -83,6 +108,7 @@ def inbound_store_imap_batch(
                     uid=email.uid,
                     raw=email.raw,
                     size=len(email.raw),
+                    message_id=stored_message_id(email.raw),
                 )
                 for email in batch
             ],
@@ -95,7 +121,9 @@ def inbound_store_imap_batch(
                 uid__in=[email.uid for email in batch],
                 status=Status.QUEUED,
                 attempts=0,
-            ).values_list("pk", flat=True)
+            )
+            .order_by("pk")
+            .values_list("pk", flat=True)
         )
         if enqueue and ids:
             transaction.on_commit(lambda: _enqueue(ids))
@@ -117,6 +145,9 @@ def inbound_process(message_id: int, token: uuid.UUID) -> str | None:
             if row.status != Status.PROCESSING or row.claim_token != token:
                 return None
             result = handle(row)
+            if result.outcome == WAITING:
+                _wait([(row, result)])
+                return None
             row.outcome = result.outcome
             row.reason = result.reason[:10_000]
             row.decision = result.decision
@@ -189,9 +220,12 @@ def inbound_process_batch(ids: Sequence[int], token: uuid.UUID) -> None:
             for row in alone:
                 try:
                     with transaction.atomic():
-                        results[row.pk] = handle(row, bot)
+                        results[row.pk] = handle(row, bot, batch_ids=set(ids))
                 except Exception:
                     alone_after.append(row.pk)
+            waiting = [(row, results.pop(row.pk)) for row in rows
+                       if row.pk in results and results[row.pk].outcome == WAITING]  # fmt: skip
+            _wait(waiting)
             _record_results(rows, results)
             _rejection_notices([(row, results[row.pk]) for row in rows if row.pk in results])
     except Exception:
@@ -199,6 +233,34 @@ def inbound_process_batch(ids: Sequence[int], token: uuid.UUID) -> None:
         alone_after = list(ids)
     for message_id in alone_after:
         inbound_process(message_id, token)
+
+
+def _wait(rows: Sequence[tuple[InboundMessage, Any]]) -> None:
+    """Give rows back to the queue, unprocessed, until what they wait for is finished: a reply
+    whose original is still in the ledger is processed after it, never beside it (two workers
+    would each miss the other's issue, and the reply would open an issue of its own).
+
+    Waiting is not an attempt; the delay grows from one second to WAIT_MAX_SECONDS.
+    """
+    if not rows:
+        return
+    now = timezone.now()
+    delays: dict[float, list[int]] = {}
+    for row, result in rows:
+        waits = row.decision.get("waits", 0) + 1 if row.decision.get("rule") == "wait" else 1
+        delay = min(2.0 ** (waits - 1), WAIT_MAX_SECONDS)
+        InboundMessage.objects.filter(pk=row.pk).update(
+            status=Status.QUEUED,
+            claim_token=None,
+            attempts=F("attempts") - 1,
+            next_attempt_at=now + timedelta(seconds=delay),
+            reason=result.reason,
+            decision={**result.decision, "waits": waits},
+            message_id=row.message_id,
+        )
+        delays.setdefault(delay, []).append(row.pk)
+    for delay, ids in delays.items():
+        transaction.on_commit(functools.partial(_enqueue, ids, countdown=delay + 0.05))
 
 
 def _rejection_notices(done: Sequence[tuple[InboundMessage, Any]]) -> None:

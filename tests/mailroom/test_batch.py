@@ -157,3 +157,40 @@ def test_replies_in_a_batch_thread_to_open_issues_and_reopen_closed_ones(project
     reopened = Issue.objects.get(pk=closed.issue_id)
     assert reopened.state == "opened"
     assert Note.objects.get(pk=rows[1].note_id).issue == reopened
+
+
+def test_reply_waits_while_its_original_is_still_in_the_ledger(project) -> None:
+    """Two workers: one still holds the original, the other takes the reply. The reply goes
+    back to the queue (not an attempt) instead of opening an issue of its own."""
+    to = INCOMING.address_for(project.service_desk.default_key)
+    original = inbound_store(
+        raw=make_email(to=to, subject="Original", message_id="<orig@c.example>"),
+        transport="test",
+        enqueue=False,
+    )
+    held, held_token = inbound_claim([original.pk])  # the first worker, not finished yet
+    replies = [
+        make_email(to=to, subject="Re: Original", body="More details",
+                   message_id="<re1@c.example>", headers={"In-Reply-To": "<orig@c.example>"}),
+        make_email(to=to, subject="Re: Re: Original", body="Even more",
+                   message_id="<re2@c.example>",
+                   headers={"References": "<orig@c.example> <re1@c.example>"}),
+        make_email(to=to, subject="Unrelated", message_id="<other@c.example>"),
+    ]  # fmt: skip
+    rows = process_as_batch(replies)
+    assert [(r.status, r.outcome, r.attempts) for r in rows] == [
+        ("queued", "", 0), ("queued", "", 0), ("done", "issue_created", 1),
+    ]  # fmt: skip
+    assert rows[0].decision == {"rule": "wait", "waiting_for": original.pk, "waits": 1}
+    assert rows[1].next_attempt_at is not None
+    assert not Issue.objects.filter(title__startswith="Re:").exists()
+
+    inbound_process_batch(held, held_token)  # the original is finished
+    InboundMessage.objects.filter(pk__in=[r.pk for r in rows]).update(next_attempt_at=None)
+    claimed, token = inbound_claim([rows[0].pk, rows[1].pk])
+    inbound_process_batch(claimed, token)
+    issue = Issue.objects.get(title="Original")
+    assert list(Note.objects.filter(issue=issue).values_list("body", flat=True)) == [
+        "More details", "Even more",
+    ]  # fmt: skip
+    assert Issue.objects.count() == 2

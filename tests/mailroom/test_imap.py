@@ -243,3 +243,56 @@ def test_poller_reconnects_after_the_imap_server_restarts(
     wait_for(lambda: Issue.objects.filter(title="After restart").exists(), 60, "reconnection")
     state = MailboxState.objects.get(name="incoming_email")
     assert state.consecutive_errors == 0  # reset by the first successful fetch after it
+
+
+def _backlog_corpus(address: str, total: int, seed: int) -> tuple[list[bytes], set[str]]:
+    """New emails and replies (about a third), in the order a mailbox would hold them.
+
+    A reply names an earlier email of the corpus by In-Reply-To/References — the original, or
+    another reply of its thread — as mail clients do. Returns the emails and the Message-IDs of
+    the replies.
+    """
+    import random
+
+    rng = random.Random(seed)
+    threads: list[list[str]] = []  # Message-IDs of each thread, oldest first
+    emails: list[bytes] = []
+    replies: set[str] = set()
+    for n in range(total):
+        message_id = make_msgid(domain="backlog.example")
+        if threads and rng.random() < 0.35:
+            thread = rng.choice(threads[-60:])  # replies come soon after what they answer
+            parent = rng.choice(thread)
+            headers = {"In-Reply-To": parent, "References": " ".join([thread[0], parent])}
+            subject = f"Re: backlog {n}"
+            thread.append(message_id)
+            replies.add(message_id)
+        else:
+            headers, subject = {}, f"backlog {n}"
+            threads.append([message_id])
+        emails.append(make_email(to=address, subject=subject, message_id=message_id,
+                                 sender=f"Customer {n % 40} <c{n % 40}@backlog.example>",
+                                 body=f"Email number {n}.", headers=headers))  # fmt: skip
+    return emails, replies
+
+
+@pytest.mark.timeout(300)
+def test_backlog_replies_thread_whatever_order_workers_claim_them(
+    imap_mailbox, worker_factory, mailbox_env, address
+) -> None:
+    """A backlog fetched at once is processed by several processes at the same time: a reply
+    whose original is still in the ledger waits for it, it never opens an issue of its own."""
+    emails, replies = _backlog_corpus(address, 1000, seed=10)
+    assert len(replies) >= 250
+    append(imap_mailbox, emails)
+    start_poller(worker_factory, {**mailbox_env, "SERVICEDESK_NEW_ISSUES_PER_MINUTE": "0"})
+    wait_for(
+        lambda: InboundMessage.objects.filter(status=Status.DONE).count() == len(emails),
+        240,
+        f"all {len(emails)} emails processed",
+        interval=0.5,
+    )
+    as_issues = InboundMessage.objects.filter(outcome="issue_created", message_id__in=replies)
+    assert as_issues.count() == 0, f"{as_issues.count()} replies became issues"
+    assert Issue.objects.count() == len(emails) - len(replies)
+    assert InboundMessage.objects.filter(outcome="note_added").count() == len(replies)

@@ -19,10 +19,11 @@ from django.core.management import call_command
 from django.db import connection
 
 from issues.models import Issue
+from mailroom.ledger import inbound_claim, inbound_process
 from mailroom.models import InboundMessage
 from tests.harness.services import free_port, port_open, wait_until
 
-from .helpers import ALIAS, INCOMING, deliver, make_email
+from .helpers import ALIAS, INCOMING, make_email
 
 ROOT = Path(__file__).resolve().parents[2]
 AUTH = "Basic " + base64.b64encode(b"hook:s3cret").decode()
@@ -46,7 +47,10 @@ def raw(project, mailboxes) -> bytes:  # type: ignore[no-untyped-def]
 def stored_and_processed(transport: str) -> Issue:
     row = InboundMessage.objects.get(transport=transport)
     assert b"Sent through the ESP" in bytes(row.raw)
-    processed = deliver(bytes(row.raw), transport="replay")
+    claimed, token = inbound_claim([row.pk])
+    assert claimed == [row.pk]
+    inbound_process(row.pk, token)
+    processed = InboundMessage.objects.get(pk=row.pk)
     assert processed.outcome == "issue_created", processed.reason
     return Issue.objects.get(pk=processed.issue_id)
 
