@@ -53,8 +53,21 @@ def _host() -> str:
 
 
 def issue_message_id(issue: Issue) -> str:
-    """The thread's root: the thank-you's Message-ID; later emails refer to it (SPEC §7)."""
-    return f"<issue_{issue.pk}@{_host()}>"
+    """The thread's root: the thank-you's Message-ID; later emails refer to it (SPEC §7).
+
+    Random (the issue's thread token): an email that names it in In-Reply-To is threaded on the
+    issue without a reply key, so it must not be guessable.
+    """
+    return f"<issue-{issue.thread_token}@{_host()}>"
+
+
+# The root Message-ID of issues from before thread tokens: a sequential id anyone can guess.
+# Replies naming one are still threaded, but only from an address that is a participant.
+_LEGACY_ROOT = re.compile(r"<issue_\d+@[^<>\s]+>")
+
+
+def is_guessable_message_id(message_id: str) -> bool:
+    return _LEGACY_ROOT.fullmatch(message_id) is not None
 
 
 def thread_root(issue: Issue) -> str:

@@ -42,6 +42,12 @@ class IssueCounter(models.Model):
         return f"{self.project_id}: {self.last_iid}"
 
 
+def new_thread_token() -> str:
+    """128 random bits: the Message-ID customers' mail threads on must not be guessable, or a
+    stranger could answer any ticket by naming it in In-Reply-To."""
+    return secrets.token_hex(16)
+
+
 class Issue(models.Model):
     class State(models.TextChoices):
         OPENED = "opened", "Open"
@@ -66,6 +72,8 @@ class Issue(models.Model):
     moved_to = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="moved_from"
     )
+    # The random part of the thread's root Message-ID (issues.emails.issue_message_id).
+    thread_token = models.CharField(max_length=32, default=new_thread_token, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     closed_at = models.DateTimeField(null=True, blank=True)
@@ -111,6 +119,9 @@ class Note(models.Model):
     external_author = models.EmailField(
         max_length=320, blank=True, help_text="Sender of a note that came by email."
     )
+    # An email reply that found its ticket without a reply key, from an address that is not a
+    # participant: kept internal (never emailed) until a Reporter+ makes it public.
+    from_non_participant = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

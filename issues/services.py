@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from projects.models import Project, ServiceDeskSetting
 
-from .emails import issue_closed
+from .emails import issue_closed, note_added
 from .models import (
     EmailParticipant,
     Issue,
@@ -101,9 +101,11 @@ def note_create(
     system: bool = False,
     external_author: str = "",
     files: Sequence[File] = (),
+    from_non_participant: bool = False,
 ) -> Note:
     """A comment; ``files`` (uploaded in the browser) are stored as the note's uploads and
-    linked below its text (images shown inline)."""
+    linked below its text (images shown inline). ``from_non_participant``: an email reply held
+    back as an internal note (see ``note_make_public``)."""
     body = body.replace("\x00", "").strip()  # PostgreSQL stores no NUL; browsers send none
     if not body and not files:
         raise ValueError("A note needs a body.")
@@ -111,9 +113,10 @@ def note_create(
         issue=issue,
         author=author,
         body=body,
-        internal=internal,
+        internal=internal or from_non_participant,
         system=system,
         external_author=external_author,
+        from_non_participant=from_non_participant,
     )
     if files:
         links = [
@@ -437,6 +440,25 @@ def participant_bouncing_clear(*, participant: EmailParticipant, user: User) -> 
         system=True,
         internal=True,
     )
+    return True
+
+
+@transaction.atomic
+def note_make_public(*, note: Note, user: User) -> bool:
+    """A Reporter+ releases an email reply that was held back because its sender is not a
+    participant: the note becomes public and the participants get it by email, as if it had
+    come from one of them. False if it was not held (already released, or never held)."""
+    held = Note.objects.select_for_update().filter(pk=note.pk, from_non_participant=True)
+    if not held.update(internal=False, from_non_participant=False):
+        return False
+    note.internal, note.from_non_participant = False, False
+    note_create(
+        issue=note.issue,
+        author=user,
+        body="made an email reply from a non-participant public",
+        system=True,
+    )
+    note_added(note)
     return True
 
 

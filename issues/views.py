@@ -32,7 +32,7 @@ from .forms import (
     PreviewForm,
 )
 from .markdown import render_markdown_many
-from .models import EmailParticipant, Issue, SentNotification, Upload
+from .models import EmailParticipant, Issue, Note, SentNotification, Upload
 from .selectors import (
     assignable_users,
     issue_get_for_user,
@@ -56,6 +56,7 @@ from .services import (
     issue_participant_remove,
     issue_reopen,
     note_create,
+    note_make_public,
     participant_bouncing_clear,
     participant_unsubscribe,
 )
@@ -362,6 +363,21 @@ def participant_remove_view(
     issue_participant_remove(participant=participant, user=request.user)
     messages.success(request, f"{participant.email} is no longer a participant.")
     return redirect(_issue_url(issue, "participants"))
+
+
+@login_required
+@require_POST
+def note_make_public_view(
+    request: HttpRequest, full_path: str, iid: int, note_id: int
+) -> HttpResponse:
+    issue = _triaged_issue(request, full_path, iid)
+    note = Note.objects.filter(issue=issue, pk=note_id).first()
+    if note is None:
+        raise Http404("No such note")
+    note.issue = issue
+    if note_make_public(note=note, user=request.user):
+        messages.success(request, "The reply is public now and was emailed to the participants.")
+    return redirect(_issue_url(issue, f"note-{note.pk}"))
 
 
 @login_required

@@ -20,6 +20,7 @@ from django.utils import timezone
 from accounts.models import User
 from accounts.selectors import support_bot
 from issues.emails import (
+    is_guessable_message_id,
     note_added,
     send_after_commit,
     service_desk_issue_created,
@@ -47,7 +48,13 @@ from . import spam
 from .ledger import WAITING
 from .models import InboundMessage
 from .parsing import MalformedEmail, ParsedEmail, parse_email, rewrite_cid_references, split_reply
-from .routing import custom_key_candidates, default_key_candidates, find_key, parse_key
+from .routing import (
+    custom_key_candidates,
+    default_key_candidates,
+    find_key,
+    parse_key,
+    reply_key_from_message_id,
+)
 from .rules import auto_generated_reason, delivery_report
 
 log = logging.getLogger(__name__)
@@ -126,8 +133,12 @@ def handle(
         return step
     threaded = _threaded_issue(step.project, step.email)
     if threaded is not None:
-        rule = "thread (In-Reply-To/References)"
-        return _note_from_email(threaded, step.email, {**step.trace, "rule": rule}, bot)
+        issue, via_reply_key = threaded
+        trace = {**step.trace, "rule": "thread (In-Reply-To/References)"}
+        held = not via_reply_key and not _is_participant(issue, step.email.from_address)
+        if held:
+            trace["non_participant"] = True
+        return _note_from_email(issue, step.email, trace, bot, held=held)
     return _new_issue(
         step.project, step.setting, step.email, step.trace, bot, spam_check=not row.spam_released
     )
@@ -403,19 +414,41 @@ def _valid_tokens(setting: ServiceDeskSetting) -> set[str]:
     return tokens
 
 
-def _threaded_issue(project: Project, email: ParsedEmail) -> Issue | None:
-    """A reply whose In-Reply-To/References names a Message-ID of one of the project's issues."""
+def _threaded_issue(project: Project, email: ParsedEmail) -> tuple[Issue, bool] | None:
+    """A reply whose In-Reply-To/References names a Message-ID of one of the project's issues:
+    (the issue, whether that Message-ID carried a reply key).
+
+    Message-IDs we send are random (reply keys, thread tokens) and customers' own cannot be
+    guessed by strangers; the sequential roots of older issues can, so they count only when the
+    sender is a participant of the issue.
+    """
     ids = [i for i in (*email.in_reply_to, *email.references) if i]
     if not ids:
         return None
-    record = (
+    records = (
         IssueEmail.objects.filter(message_id__in=ids[:100], issue__project=project)
         .select_related("issue", "issue__project")
         .order_by("-created_at")
-        .first()
     )
-    # An issue moved to another project since keeps its thread: the note lands where it went.
-    return _follow_moves(record.issue) if record is not None else None
+    for record in records:
+        # An issue moved to another project since keeps its thread: the note lands where it went.
+        issue = _follow_moves(record.issue)
+        if is_guessable_message_id(record.message_id) and not _is_participant(
+            issue, email.from_address
+        ):
+            continue
+        return issue, reply_key_from_message_id(record.message_id) is not None
+    return None
+
+
+def _is_participant(issue: Issue, address: str | None) -> bool:
+    """Whether ``address`` is one of the issue's email participants (in any state)."""
+    if not address:
+        return False
+    return (
+        address.lower() == issue.external_author.lower()
+        or issue.email_participants.filter(email__iexact=address).exists()
+    )
 
 
 def _duplicate(issue: Issue, email: ParsedEmail) -> bool:
@@ -458,7 +491,11 @@ def _link_uploads(body: str, stored: list[tuple[Any, Upload]]) -> tuple[str, str
     return body, "\n".join(f"- {link}" if not link.startswith("!") else link for link in links)
 
 
-def _note_from_email(issue: Issue, email: ParsedEmail, trace: dict[str, Any], bot: User) -> Result:
+def _note_from_email(
+    issue: Issue, email: ParsedEmail, trace: dict[str, Any], bot: User, *, held: bool = False
+) -> Result:
+    """A reply becomes a note. ``held``: from a non-participant who named the thread without a
+    reply key — an internal note that nobody is emailed until a Reporter+ makes it public."""
     if _duplicate(issue, email):
         return Result(
             Outcome.IGNORED,
@@ -483,13 +520,18 @@ def _note_from_email(issue: Issue, email: ParsedEmail, trace: dict[str, Any], bo
             f"{neutralise(quoted.strip())}\n\n</details>"
         )
     note = note_create(
-        issue=issue, author=bot, body="\n\n".join(p for p in parts if p), external_author=author
+        issue=issue,
+        author=bot,
+        body="\n\n".join(p for p in parts if p),
+        external_author=author,
+        from_non_participant=held,
     )
     if email.attachments:
         Upload.objects.filter(issue=issue, note__isnull=True, uploaded_by=bot).update(note=note)
     issue_email_record(issue=issue, message_id=email.message_id, direction="in")
-    _reopen_if_wanted(issue, bot)
-    note_added(note)  # the other participants (Cc'd people) get the customer's reply
+    if not held:
+        _reopen_if_wanted(issue, bot)
+        note_added(note)  # the other participants (Cc'd people) get the customer's reply
     return Result(Outcome.NOTE_ADDED, "", trace, project=issue.project, issue=issue, note=note)
 
 
@@ -642,6 +684,7 @@ class _BatchPlan:
         self.known: set[Key] = set()  # Message-IDs already on an issue of the project
         self.open_thread: dict[Key, int] = {}  # ...of an open, never moved issue: its id
         self.new_here: set[Key] = set()  # Message-IDs of emails planned in this batch
+        self.participants: set[tuple[int, str]] = set()  # (issue id, address) of known threads
 
     def parse(self, rows: list[InboundMessage]) -> list[tuple[InboundMessage, ParsedEmail]]:
         parsed = []
@@ -670,6 +713,7 @@ class _BatchPlan:
             self.known.add((message_id, project_id))
             if moved_to is None and state == Issue.State.OPENED:
                 self.open_thread.setdefault((message_id, project_id), issue_id)
+        self.participants = _participants(set(self.open_thread.values()))
 
     def classify(self, row: InboundMessage, email: ParsedEmail) -> None:
         try:
@@ -717,7 +761,16 @@ class _BatchPlan:
             (self.open_thread[(m, pid)] for m in references if (m, pid) in self.open_thread), None
         )
         in_batch = any((m, pid) in self.new_here for m in references)
-        if step.email.attachments or duplicate or (thread is None and not in_batch):
+        # Older issues' guessable roots and non-participants' replies: decided alone.
+        guessable = any(is_guessable_message_id(m) for m in references if (m, pid) in self.known)
+        sender = (step.email.from_address or "").lower()
+        if (
+            step.email.attachments
+            or duplicate
+            or guessable
+            or (thread is None and not in_batch)
+            or (thread is not None and (thread, sender) not in self.participants)
+        ):
             self.alone.append(row)
         elif thread is None:
             self.pending.append((row, step, references))  # its issue is created in this batch
@@ -750,10 +803,13 @@ class _BatchPlan:
             for step, issue in zip(steps, issues, strict=True)
             if step.email.message_id
         }
+        participants = _participants(set(created.values())) if self.pending else set()
         for row, step, references in self.pending:
             pid = step.project.pk
             thread = next((created[(m, pid)] for m in references if (m, pid) in created), None)
-            if thread is None:  # the thread's first email was not created here (rate limited…)
+            sender = (step.email.from_address or "").lower()
+            # Not created here (rate limited…), or a non-participant's reply: decided alone.
+            if thread is None or (thread, sender) not in participants:
                 self.alone.append(row)
             else:
                 self.replies.append((row, step, thread))
@@ -762,6 +818,14 @@ class _BatchPlan:
             self.results[row.pk] = Result(
                 Outcome.ISSUE_CREATED, "", step.trace, project=step.project, issue=issue
             )
+
+
+def _participants(issue_ids: set[int]) -> set[tuple[int, str]]:
+    """(issue id, lowercased address) of every email participant of these issues."""
+    if not issue_ids:
+        return set()
+    rows = EmailParticipant.objects.filter(issue_id__in=issue_ids).values_list("issue_id", "email")
+    return {(issue_id, email.lower()) for issue_id, email in rows}
 
 
 def _requester(email: ParsedEmail) -> str:

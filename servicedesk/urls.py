@@ -46,6 +46,11 @@ urlpatterns = [
     ),
     path(f"{issue}participants/", issue_views.participant_add_view, name="participant_add"),
     path(
+        f"{issue}notes/<int:note_id>/make-public/",
+        issue_views.note_make_public_view,
+        name="note_make_public",
+    ),
+    path(
         f"{issue}participants/<int:participant_id>/remove/",
         issue_views.participant_remove_view,
         name="participant_remove",

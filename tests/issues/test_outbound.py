@@ -57,7 +57,7 @@ def test_thank_you_is_recorded_with_the_issue_and_arrives_with_every_header(proj
     assert message["From"].addresses[0].addr_spec == "support@servicedesk.test"
     assert "Bcc" not in message
     assert message["Reply-To"] == INCOMING.address_for(key)
-    assert message["Message-ID"] == f"<issue_{issue.pk}@servicedesk.test>"
+    assert message["Message-ID"] == f"<issue-{issue.thread_token}@servicedesk.test>"
     assert message["Auto-Submitted"] == "auto-replied"
     assert message["X-Auto-Response-Suppress"] == "All"
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
@@ -104,7 +104,7 @@ def test_cc_participants_get_new_participant_instead(project, smtp) -> None:
     send_pending()
     messages = {m.recipients[0]: m.message for m in smtp.wait_for(2)}
     boss = messages["boss@customer.example"]
-    assert boss["In-Reply-To"] == f"<issue_{issue.pk}@servicedesk.test>"
+    assert boss["In-Reply-To"] == f"<issue-{issue.thread_token}@servicedesk.test>"
     assert boss["Message-ID"].startswith("<reply-")
     assert boss["Auto-Submitted"] == "auto-generated"
 
@@ -206,7 +206,7 @@ def test_team_comment_emails_the_requester_but_internal_and_system_notes_do_not(
     message = smtp.wait_for(1)[0].message
     assert "We **fixed** it in 2.3.2." in message.get_body(("plain",)).get_content()
     assert "<strong>fixed</strong>" in message.get_body(("html",)).get_content()
-    assert message["In-Reply-To"] == f"<issue_{issue.pk}@servicedesk.test>"
+    assert message["In-Reply-To"] == f"<issue-{issue.thread_token}@servicedesk.test>"
     assert message["Auto-Submitted"] == "auto-generated"
     assert "Team only" not in message.as_string()
 
@@ -224,7 +224,7 @@ def test_customer_reply_goes_to_the_other_participants_only(project, smtp) -> No
             to=INCOMING.address_for(project.service_desk.default_key),
             subject="Re: Printer on fire",
             body="Still burning.",
-            headers={"In-Reply-To": f"<issue_{issue.pk}@servicedesk.test>"},
+            headers={"In-Reply-To": f"<issue-{issue.thread_token}@servicedesk.test>"},
         )
     )
     assert row.outcome == "note_added", row.reason
@@ -274,7 +274,7 @@ def test_issue_closed_email_is_off_by_default_and_sent_when_the_project_turns_it
     send_pending()
     message = smtp.wait_for(1)[0].message
     assert message["Subject"] == f"Re: Printer on fire (#{issue.iid})"
-    assert message["In-Reply-To"] == f"<issue_{issue.pk}@servicedesk.test>"
+    assert message["In-Reply-To"] == f"<issue-{issue.thread_token}@servicedesk.test>"
     text = message.get_body(("plain",)).get_content()
     assert f"Ticket **#{issue.iid}** has been closed" in text
     assert email.sent_notification.reply_key in text  # its own unsubscribe link
@@ -502,7 +502,7 @@ def test_an_anymail_esp_backend_sends_the_same_email(project, settings) -> None:
     assert list(send_pending().values()) == [Status.SENT]
     [message] = mail.outbox
     assert message.to == ["jake@customer.example"]
-    assert message.extra_headers["Message-ID"] == f"<issue_{issue.pk}@servicedesk.test>"
+    assert message.extra_headers["Message-ID"] == f"<issue-{issue.thread_token}@servicedesk.test>"
     assert message.extra_headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert message.reply_to == [OutboundEmail.objects.get().headers["Reply-To"]]
     assert message.alternatives[0][1] == "text/html"
@@ -606,7 +606,7 @@ def test_each_documented_esp_carries_our_headers(project, settings, esp) -> None
     else:
         serialized = str(payload.serialize_data())  # Mailgun's is a form (a dict)
     for expected in (
-        f"<issue_{issue.pk}@servicedesk.test>",
+        f"<issue-{issue.thread_token}@servicedesk.test>",
         email.headers["Reply-To"],
         "List-Unsubscribe=One-Click",
         email.sent_notification.reply_key + "-unsubscribe",
@@ -681,6 +681,6 @@ def test_a_moved_ticket_stays_one_conversation_in_the_customers_mail_client(
     member_add(user=reporter, project=target, role=20)
     copy = issue_move(issue=issue, target=target, user=reporter)
     [email] = note_added(note_create(issue=copy, author=reporter, body="Moved, still on it."))
-    root = f"<issue_{issue.pk}@servicedesk.test>"
+    root = f"<issue-{issue.thread_token}@servicedesk.test>"
     assert email.headers["In-Reply-To"] == root
     assert email.headers["References"].startswith(root)

@@ -75,8 +75,16 @@ def build_world(visibility: str) -> World:
                              external_author=CUSTOMER)  # fmt: skip
         participant, _ = participant_add(issue=issue, email=CUSTOMER)
         note = note_create(issue=issue, author=users["reporter"], body="internal", internal=True)
+        held = note_create(
+            issue=issue,
+            author=users["reporter"],
+            body="From a stranger",
+            external_author="stranger@else.example",
+            from_non_participant=True,
+        )
         ctx[confidential] = {
             "iid": issue.iid,
+            "held_note_id": held.pk,
             "participant_id": participant.pk,
             "upload": upload_create(issue=issue, filename="a.txt", content=b"a",
                                     content_type="text/plain", uploaded_by=None),
@@ -220,6 +228,7 @@ ROUTES: dict[str, Route] = {
     "participant_bouncing_clear": Route(
         "POST", _issue("participant_bouncing_clear", "participant_id"), issue_action(20)
     ),
+    "note_make_public": Route("POST", _issue("note_make_public", "held_note_id"), issue_action(20)),
     "issue_convert": Route(
         "POST", _issue("issue_convert"), issue_action(20), data={"email": "new@customer.example"}
     ),
