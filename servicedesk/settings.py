@@ -217,6 +217,10 @@ ANYMAIL = {
     name.removeprefix("ANYMAIL_"): env_secret(name)
     for name in {n.removesuffix("_FILE") for n in os.environ if n.startswith("ANYMAIL_")}
 }
+# The ESPs whose inbound webhook is routed under /-/anymail/ (comma-separated, e.g. "postmark");
+# none by default, and never their tracking webhooks (nothing consumes them). See
+# mailroom/webhooks.py; in production ANYMAIL_WEBHOOK_SECRET is then required.
+SERVICEDESK_INBOUND_ESPS = [esp.lower() for esp in env_list("SERVICEDESK_INBOUND_ESPS", [])]
 
 # --- Service Desk ----------------------------------------------------------------------------
 SERVICEDESK_CONFIG = env_str("SERVICEDESK_CONFIG", "")

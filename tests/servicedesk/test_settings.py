@@ -117,3 +117,11 @@ def test_default_from_address_is_a_mail_domain(tmp_path) -> None:
         SITE_URL="https://help.acme.example",
     )
     assert value(production) == ("support@help.acme.example",)
+
+
+def test_no_inbound_webhook_unless_listed(tmp_path) -> None:
+    assert value(load("settings.SERVICEDESK_INBOUND_ESPS", tmp_path)) == ([],)
+    listed = load(
+        "settings.SERVICEDESK_INBOUND_ESPS", tmp_path, SERVICEDESK_INBOUND_ESPS="Postmark, mailgun"
+    )
+    assert value(listed) == (["postmark", "mailgun"],)
