@@ -16,7 +16,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from .config import MailboxConfig, load_mailboxes
-from .env import env_bool, env_int, env_list, env_secret, env_str
+from .env import env_bool, env_int, env_list, env_networks, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("SERVICEDESK_VAR_DIR", str(BASE_DIR / "var")))
@@ -276,6 +276,10 @@ SERVICEDESK_OUTBOUND_STUCK_AFTER = env_int("SERVICEDESK_OUTBOUND_STUCK_AFTER", 6
 # per address. Over it, the login page answers 429 until the window ends.
 SERVICEDESK_LOGIN_ATTEMPTS = env_int("SERVICEDESK_LOGIN_ATTEMPTS", 10)
 SERVICEDESK_LOGIN_WINDOW = env_int("SERVICEDESK_LOGIN_WINDOW", 300)
+# Reverse proxies (IP addresses or CIDR networks) whose X-Forwarded-For is believed: the
+# client's address is then the right-most one in it that is not itself a trusted proxy
+# (servicedesk/client_ip.py). Empty: REMOTE_ADDR is the client.
+TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES", [])
 # Emails one project may send per hour (0: no limit); more wait for the next hour.
 SERVICEDESK_OUTBOUND_EMAILS_PER_PROJECT_PER_HOUR = env_int(
     "SERVICEDESK_OUTBOUND_EMAILS_PER_PROJECT_PER_HOUR", 2000
