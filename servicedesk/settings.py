@@ -74,6 +74,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.middleware.sign_in_limit_status",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -273,7 +274,8 @@ SERVICEDESK_OUTBOUND_MAX_ATTEMPTS = env_int("SERVICEDESK_OUTBOUND_MAX_ATTEMPTS",
 # sweeper (seconds). Delivery is therefore at least once; see issues/outbox.py.
 SERVICEDESK_OUTBOUND_STUCK_AFTER = env_int("SERVICEDESK_OUTBOUND_STUCK_AFTER", 600)
 # Sign-in attempts per account and client address per window (seconds); five times as many
-# per address. Over it, the login page answers 429 until the window ends.
+# per address. Over it, every sign-in form (ours and the admin's) answers 429 until the window
+# ends, without checking the password (accounts/signin_limit.py).
 SERVICEDESK_LOGIN_ATTEMPTS = env_int("SERVICEDESK_LOGIN_ATTEMPTS", 10)
 SERVICEDESK_LOGIN_WINDOW = env_int("SERVICEDESK_LOGIN_WINDOW", 300)
 # Reverse proxies (IP addresses or CIDR networks) whose X-Forwarded-For is believed: the
