@@ -1,7 +1,11 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
+from .forms import AdminSignInForm
 from .models import User
+
+# The admin's sign-in form names the sign-in limit like ours (the limit itself is the backend's).
+admin.site.login_form = AdminSignInForm
 
 
 @admin.register(User)

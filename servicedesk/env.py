@@ -7,6 +7,7 @@ instead of misbehaving later.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -71,3 +72,16 @@ def env_list(name: str, default: list[str] | object = _REQUIRED) -> list[str]:
     if value is None:
         return list(default)  # type: ignore[arg-type]
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_networks(name: str, default: list[str] | object = _REQUIRED) -> list[str]:
+    """A comma-separated list of IP addresses and networks (CIDR), each checked at start-up."""
+    values = env_list(name, default)
+    for item in values:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name} must list IP addresses or networks (CIDR), not {item!r}."
+            ) from None
+    return values

@@ -16,7 +16,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from .config import MailboxConfig, load_mailboxes
-from .env import env_bool, env_int, env_list, env_secret, env_str
+from .env import env_bool, env_int, env_list, env_networks, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("SERVICEDESK_VAR_DIR", str(BASE_DIR / "var")))
@@ -74,6 +74,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.middleware.sign_in_limit_status",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -217,6 +218,10 @@ ANYMAIL = {
     name.removeprefix("ANYMAIL_"): env_secret(name)
     for name in {n.removesuffix("_FILE") for n in os.environ if n.startswith("ANYMAIL_")}
 }
+# The ESPs whose inbound webhook is routed under /-/anymail/ (comma-separated, e.g. "postmark");
+# none by default, and never their tracking webhooks (nothing consumes them). See
+# mailroom/webhooks.py; in production ANYMAIL_WEBHOOK_SECRET is then required.
+SERVICEDESK_INBOUND_ESPS = [esp.lower() for esp in env_list("SERVICEDESK_INBOUND_ESPS", [])]
 
 # --- Service Desk ----------------------------------------------------------------------------
 SERVICEDESK_CONFIG = env_str("SERVICEDESK_CONFIG", "")
@@ -269,9 +274,14 @@ SERVICEDESK_OUTBOUND_MAX_ATTEMPTS = env_int("SERVICEDESK_OUTBOUND_MAX_ATTEMPTS",
 # sweeper (seconds). Delivery is therefore at least once; see issues/outbox.py.
 SERVICEDESK_OUTBOUND_STUCK_AFTER = env_int("SERVICEDESK_OUTBOUND_STUCK_AFTER", 600)
 # Sign-in attempts per account and client address per window (seconds); five times as many
-# per address. Over it, the login page answers 429 until the window ends.
+# per address. Over it, every sign-in form (ours and the admin's) answers 429 until the window
+# ends, without checking the password (accounts/signin_limit.py).
 SERVICEDESK_LOGIN_ATTEMPTS = env_int("SERVICEDESK_LOGIN_ATTEMPTS", 10)
 SERVICEDESK_LOGIN_WINDOW = env_int("SERVICEDESK_LOGIN_WINDOW", 300)
+# Reverse proxies (IP addresses or CIDR networks) whose X-Forwarded-For is believed: the
+# client's address is then the right-most one in it that is not itself a trusted proxy
+# (servicedesk/client_ip.py). Empty: REMOTE_ADDR is the client.
+TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES", [])
 # Emails one project may send per hour (0: no limit); more wait for the next hour.
 SERVICEDESK_OUTBOUND_EMAILS_PER_PROJECT_PER_HOUR = env_int(
     "SERVICEDESK_OUTBOUND_EMAILS_PER_PROJECT_PER_HOUR", 2000

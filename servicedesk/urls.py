@@ -7,6 +7,7 @@ from issues import dashboard_views
 from issues import views as issue_views
 from mailroom import quarantine
 from mailroom import urls as mailroom_urls
+from mailroom import webhooks as mailroom_webhooks
 from projects import views as project_views
 
 from . import views
@@ -28,8 +29,9 @@ urlpatterns = [
     # Links to files in emails: a signed token instead of a login.
     path("-/files/<str:token>/<str:filename>", issue_views.upload_by_token, name="upload_by_token"),
     path("-/unsubscribe/<str:reply_key>", issue_views.unsubscribe, name="unsubscribe"),
-    # ESP inbound webhooks (django-anymail), e.g. /-/anymail/mailgun/inbound/
-    path("-/anymail/", include("anymail.urls")),
+    # ESP inbound webhooks (django-anymail), e.g. /-/anymail/postmark/inbound/: only those of
+    # the ESPs in SERVICEDESK_INBOUND_ESPS answer, and no tracking webhook is routed.
+    path("-/anymail/", include(mailroom_webhooks)),
     path("<path:full_path>/-/issues/", issue_views.issue_list, name="issue_list"),
     path(issue, issue_views.issue_detail, name="issue_detail"),
     path(f"{issue}notes/", issue_views.note_add, name="note_add"),

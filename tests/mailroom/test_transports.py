@@ -32,6 +32,7 @@ AUTH = "Basic " + base64.b64encode(b"hook:s3cret").decode()
 @pytest.fixture
 def mailboxes(settings):  # type: ignore[no-untyped-def]
     settings.SERVICEDESK_MAILBOXES = {"incoming_email": INCOMING, "service_desk_email": ALIAS}
+    settings.SERVICEDESK_INBOUND_ESPS = ["mailgun", "postmark", "sendgrid", "amazon_ses"]
     settings.ANYMAIL = {
         "WEBHOOK_SECRET": "hook:s3cret",
         "MAILGUN_WEBHOOK_SIGNING_KEY": "mailgun-signing-key",

@@ -117,3 +117,24 @@ def test_default_from_address_is_a_mail_domain(tmp_path) -> None:
         SITE_URL="https://help.acme.example",
     )
     assert value(production) == ("support@help.acme.example",)
+
+
+def test_no_inbound_webhook_unless_listed(tmp_path) -> None:
+    assert value(load("settings.SERVICEDESK_INBOUND_ESPS", tmp_path)) == ([],)
+    listed = load(
+        "settings.SERVICEDESK_INBOUND_ESPS", tmp_path, SERVICEDESK_INBOUND_ESPS="Postmark, mailgun"
+    )
+    assert value(listed) == (["postmark", "mailgun"],)
+
+
+def test_trusted_proxies_are_addresses_or_networks(tmp_path) -> None:
+    assert value(load("settings.TRUSTED_PROXIES", tmp_path)) == ([],)
+    listed = load(
+        "settings.TRUSTED_PROXIES", tmp_path, TRUSTED_PROXIES="10.0.0.0/8, 192.0.2.7,2001:db8::/32"
+    )
+    assert value(listed) == (["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"],)
+    bad = load("settings.TRUSTED_PROXIES", tmp_path, TRUSTED_PROXIES="10.0.0.0/8,proxy.internal")
+    assert bad.returncode != 0
+    assert "TRUSTED_PROXIES must list IP addresses or networks (CIDR), not 'proxy.internal'" in (
+        bad.stderr
+    )
