@@ -105,7 +105,7 @@ class _Draft:
 
 @lru_cache(maxsize=1)
 def _unsubscribe_path() -> str:
-    return reverse("unsubscribe", args=["REPLYKEY"])
+    return reverse("unsubscribe", args=["TOKEN"])
 
 
 _UPLOAD_PATH = re.compile(r"/-/uploads/(\d+)/([^\s()<>\"'\]\[]+)")
@@ -150,7 +150,7 @@ def _attachments(note: Note | None) -> list[int]:
 @dataclass(frozen=True)
 class _Rendered:
     """An email's text and HTML for one recipient-to-be: ``placeholder_key`` stands where the
-    recipient's reply key goes (a random 32-hex string, rendered exactly like a real key)."""
+    recipient's unsubscribe token goes (a random 32-hex string, rendered exactly like one)."""
 
     text: str
     html: str
@@ -170,7 +170,7 @@ def _render(kind: str, issue: Issue, setting: ServiceDeskSetting, note_text: str
         ),
         "NOTE_TEXT": note_text,
         "UNSUBSCRIBE_URL": settings.SITE_URL
-        + _unsubscribe_path().replace("REPLYKEY", placeholder_key),
+        + _unsubscribe_path().replace("TOKEN", placeholder_key),
         "SYSTEM_HEADER": settings.SERVICEDESK_EMAIL_HEADER,
         "SYSTEM_FOOTER": settings.SERVICEDESK_EMAIL_FOOTER,
         "ADDITIONAL_TEXT": settings.SERVICEDESK_EMAIL_ADDITIONAL_TEXT,
@@ -194,9 +194,9 @@ def _draft(
     sent = SentNotification(
         issue=issue, participant=participant, note=note, recipient=participant.email
     )
-    key = sent.reply_key
+    key, unsubscribe_token = sent.reply_key, sent.unsubscribe_token
     incoming = settings.SERVICEDESK_MAILBOXES.get("incoming_email")
-    unsubscribe_url = settings.SITE_URL + _unsubscribe_path().replace("REPLYKEY", key)
+    unsubscribe_url = settings.SITE_URL + _unsubscribe_path().replace("TOKEN", unsubscribe_token)
     # Rendered once per email kind and issue: recipients differ only in their reply key.
     cache_key = (kind, issue.pk, note.pk if note is not None else None)
     if bodies is None or cache_key not in bodies:
@@ -205,8 +205,10 @@ def _draft(
             bodies[cache_key] = rendered
     else:
         rendered = bodies[cache_key]
-    text = rendered.text.replace(rendered.placeholder_key, key)
-    html = rendered.html.replace(rendered.placeholder_key, key)
+    # The body carries the unsubscribe token only, never the reply key: a customer who quotes
+    # or forwards the email hands on nothing that posts to the ticket.
+    text = rendered.text.replace(rendered.placeholder_key, unsubscribe_token)
+    html = rendered.html.replace(rendered.placeholder_key, unsubscribe_token)
     root = root or issue_message_id(issue)
     reply_id = f"<reply-{key}@{_host()}>"
     message_id = root if kind == Kind.THANK_YOU else reply_id
@@ -223,7 +225,7 @@ def _draft(
     unsubscribe = [f"<{unsubscribe_url}>"]
     if incoming is not None and incoming.enabled:
         headers["Reply-To"] = incoming.address_for(key)
-        unsubscribe.append(f"<mailto:{incoming.address_for(f'{key}-unsubscribe')}>")
+        unsubscribe.append(f"<mailto:{incoming.address_for(f'{unsubscribe_token}-unsubscribe')}>")
     headers["List-Unsubscribe"] = ", ".join(unsubscribe)
     email = OutboundEmail(
         kind=kind,

@@ -122,6 +122,9 @@ class Note(models.Model):
     # An email reply that found its ticket without a reply key, from an address that is not a
     # participant: kept internal (never emailed) until a Reporter+ makes it public.
     from_non_participant = models.BooleanField(default=False)
+    # The quoted history of an email reply (our earlier emails, other people's words): shown
+    # collapsed to Reporter+ only, never emailed to anyone.
+    quoted = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -166,6 +169,11 @@ class SentNotification(models.Model):
     """One email sent to one participant; its reply key routes replies and unsubscribes."""
 
     reply_key = models.CharField(max_length=32, unique=True, default=new_reply_key, editable=False)
+    # Its own secret for the unsubscribe link and address: a reply key quoted or forwarded to
+    # someone else must not let them unsubscribe the recipient (nor the reverse).
+    unsubscribe_token = models.CharField(
+        max_length=32, unique=True, default=new_reply_key, editable=False
+    )
     issue = models.ForeignKey(Issue, on_delete=models.CASCADE, related_name="sent_notifications")
     participant = models.ForeignKey(
         EmailParticipant,

@@ -102,6 +102,7 @@ def note_create(
     external_author: str = "",
     files: Sequence[File] = (),
     from_non_participant: bool = False,
+    quoted: str = "",
 ) -> Note:
     """A comment; ``files`` (uploaded in the browser) are stored as the note's uploads and
     linked below its text (images shown inline). ``from_non_participant``: an email reply held
@@ -117,6 +118,7 @@ def note_create(
         system=system,
         external_author=external_author,
         from_non_participant=from_non_participant,
+        quoted=quoted.replace("\x00", ""),
     )
     if files:
         links = [

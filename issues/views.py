@@ -127,12 +127,16 @@ def _render_issue(
     can_triage = permissions.can_triage_issue(user, issue)
     participants = participant_list_for_issue(user=user, issue=issue)
     notes = list(note_list_for_issue(user=user, issue=issue))
-    texts = [issue.description, *(note.body for note in notes if not note.system)]
+    written = [note for note in notes if not note.system]
+    # A reply's quoted history (our earlier emails, other people's words): Reporter+ only.
+    quoting = [note for note in written if note.quoted] if can_see_emails else []
+    texts = [issue.description, *(n.body for n in written), *(n.quoted for n in quoting)]
     description_html, *notes_html = render_markdown_many(texts)
     rendered = iter(notes_html)
-    for note in notes:
-        if not note.system:
-            note.body_html = mark_safe(next(rendered))  # type: ignore[attr-defined]  # noqa: S308 - sanitised
+    for note in written:
+        note.body_html = mark_safe(next(rendered))  # type: ignore[attr-defined]  # noqa: S308 - sanitised
+    for note in quoting:
+        note.quoted_html = mark_safe(next(rendered))  # type: ignore[attr-defined]  # noqa: S308 - sanitised
     if can_see_emails:
         known = _participant_addresses(issue, participants)
         for note in notes:
@@ -475,12 +479,12 @@ def _file_response(upload: Upload) -> HttpResponse:
 
 @csrf_exempt  # RFC 8058 one-click POSTs come from mail providers; the key is the credential
 @require_http_methods(["GET", "POST"])
-def unsubscribe(request: HttpRequest, reply_key: str) -> HttpResponse:
+def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
     """GET shows a confirmation (link scanners must not unsubscribe anyone); POST — the form's
     button or a one-click ``List-Unsubscribe=One-Click`` — unsubscribes. No login needed."""
     sent = (
         SentNotification.objects.select_related("participant", "issue", "issue__project")
-        .filter(reply_key=reply_key.lower())
+        .filter(unsubscribe_token=token.lower())
         .first()
     )
     if sent is None or sent.participant is None:

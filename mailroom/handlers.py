@@ -56,6 +56,7 @@ from .routing import (
     reply_key_from_message_id,
 )
 from .rules import auto_generated_reason, delivery_report
+from .scrub import scrub_secrets
 
 log = logging.getLogger(__name__)
 Outcome = InboundMessage.Outcome
@@ -246,9 +247,11 @@ def _screen(
     if key.kind in ("reply", "unsubscribe"):
         if batch is not None:
             raise NeedsOwnTransaction
+        # The unsubscribe address has its own token, never the reply key (see SentNotification).
+        lookup = "unsubscribe_token" if key.kind == "unsubscribe" else "reply_key"
         sent = (
             SentNotification.objects.select_related("issue", "participant")
-            .filter(reply_key=key.reply_key)
+            .filter(**{lookup: key.reply_key})
             .first()
         )
         if sent is None:
@@ -504,25 +507,20 @@ def _note_from_email(
             project=issue.project,
             issue=issue,
         )
-    reply, quoted = split_reply(email.body_text)
-    if not reply.strip() and not email.attachments:
+    body, quoted = _reply_texts(email)
+    if not body and not email.attachments:
         return _reject(email, "empty reply", {**trace, "rule": "empty"}, project=issue.project)
     author = email.from_address or email.reply_to or ""
-    body = neutralise(reply.strip())
     links = ""
     if email.attachments:
         # Uploads are stored first and linked to the note once it exists.
         body, links = _attachments_markdown(email, issue, body, bot)
     parts = [body, links]
-    if quoted.strip():
-        parts.append(
-            '<details markdown="1">\n<summary>Quoted text</summary>\n\n'
-            f"{neutralise(quoted.strip())}\n\n</details>"
-        )
     note = note_create(
         issue=issue,
         author=bot,
         body="\n\n".join(p for p in parts if p),
+        quoted=quoted,
         external_author=author,
         from_non_participant=held,
     )
@@ -604,7 +602,8 @@ def _new_issue(
         external_author=requester,
         service_desk_reply_to=notify_to,
     )
-    body, links = _attachments_markdown(email, issue, neutralise(email.body_text.strip()), bot)
+    [text] = scrub_secrets([email.body_text.strip()])
+    body, links = _attachments_markdown(email, issue, neutralise(text), bot)
     parts = [body, links]
     if setting.description_template is not None:
         actions = apply_quick_actions(
@@ -840,7 +839,8 @@ def _bulk_new_issues(planned: list[ProjectMail], bot: User) -> list[Issue]:
         count = sum(1 for p in planned if p.project.pk == project_id)
         iids[project_id] = iter(issue_iids_allocate(project_id=project_id, count=count))
     issues = []
-    for p in planned:
+    texts = scrub_secrets([p.email.body_text.strip() for p in planned])
+    for p, text in zip(planned, texts, strict=True):
         requester = _requester(p.email)
         notify_to = p.email.reply_to if p.email.reply_to and p.email.reply_to != requester else ""
         issues.append(
@@ -848,7 +848,7 @@ def _bulk_new_issues(planned: list[ProjectMail], bot: User) -> list[Issue]:
                 project=p.project,
                 iid=next(iids[p.project.pk]),
                 title=issue_title(p.email.subject or "(no subject)"),
-                description=neutralise(p.email.body_text.strip()),
+                description=neutralise(text),
                 author=bot,
                 confidential=p.setting.tickets_confidential_by_default or p.project.is_public,
                 external_author=requester,
@@ -902,15 +902,11 @@ def _bulk_attachments(issues: list[Issue], planned: list[ProjectMail], bot: User
     Issue.objects.bulk_update([issue for issue, _ in stored], ["description"])
 
 
-def _note_body(email: ParsedEmail) -> str:
-    reply, quoted = split_reply(email.body_text)
-    parts = [neutralise(reply.strip())]
-    if quoted.strip():
-        parts.append(
-            '<details markdown="1">\n<summary>Quoted text</summary>\n\n'
-            f"{neutralise(quoted.strip())}\n\n</details>"
-        )
-    return "\n\n".join(p for p in parts if p)
+def _reply_texts(email: ParsedEmail) -> tuple[str, str]:
+    """A reply's new text and its quoted history, each as stored: our secrets cut out (quotes
+    of our emails carry keys), slash commands made inert."""
+    reply, quoted = scrub_secrets(split_reply(email.body_text))
+    return neutralise(reply.strip()), neutralise(quoted.strip())
 
 
 def _bulk_notes(
@@ -920,13 +916,13 @@ def _bulk_notes(
     results: dict[int, Result] = {}
     notes: list[tuple[InboundMessage, ProjectMail, Note]] = []
     for row, step, issue_id in replies:
-        body = _note_body(step.email)
-        if not body.strip():
+        body, quoted = _reply_texts(step.email)
+        if not body:
             results[row.pk] = _reject(step.email, "empty reply", {**step.trace, "rule": "empty"},
                                       project=step.project)  # fmt: skip
             continue
         author = step.email.from_address or step.email.reply_to or ""
-        notes.append((row, step, Note(issue_id=issue_id, author=bot, body=body,
+        notes.append((row, step, Note(issue_id=issue_id, author=bot, body=body, quoted=quoted,
                                       external_author=author)))  # fmt: skip
     if not notes:
         return results

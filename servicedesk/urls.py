@@ -28,7 +28,7 @@ urlpatterns = [
     path("-/uploads/<int:upload_id>/<str:filename>", issue_views.upload_download, name="upload"),
     # Links to files in emails: a signed token instead of a login.
     path("-/files/<str:token>/<str:filename>", issue_views.upload_by_token, name="upload_by_token"),
-    path("-/unsubscribe/<str:reply_key>", issue_views.unsubscribe, name="unsubscribe"),
+    path("-/unsubscribe/<str:token>", issue_views.unsubscribe, name="unsubscribe"),
     # ESP inbound webhooks (django-anymail), e.g. /-/anymail/postmark/inbound/: only those of
     # the ESPs in SERVICEDESK_INBOUND_ESPS answer, and no tracking webhook is routed.
     path("-/anymail/", include(mailroom_webhooks)),

@@ -371,7 +371,8 @@ def test_reply_and_unsubscribe_with_an_old_reply_key_reach_the_moved_issue(
     row = deliver(make_email(to=INCOMING.address_for(project.service_desk.default_key)))
     assert row.outcome == InboundMessage.Outcome.ISSUE_CREATED, row.reason
     issue = Issue.objects.get(pk=row.issue_id)
-    key = SentNotification.objects.get(issue=issue).reply_key  # the thank-you's
+    sent = SentNotification.objects.get(issue=issue)  # the thank-you's
+    key = sent.reply_key
     moved = issue_move(issue=issue, user=reporter, target=target)
 
     reply = deliver(make_email(to=INCOMING.address_for(key), body="Any news?"))
@@ -385,7 +386,8 @@ def test_reply_and_unsubscribe_with_an_old_reply_key_reach_the_moved_issue(
     team_reply = note_create(issue=moved, author=reporter, body="Fixed in 2.4")
     assert [e.recipient for e in note_added(team_reply, send=False)] == [JAKE]
     # … and unsubscribing with the old key stops them.
-    done = deliver(make_email(to=INCOMING.address_for(f"{key}-unsubscribe"), body="stop"))
+    token = sent.unsubscribe_token
+    done = deliver(make_email(to=INCOMING.address_for(f"{token}-unsubscribe"), body="stop"))
     assert done.outcome == InboundMessage.Outcome.UNSUBSCRIBED, done.reason
     assert moved.email_participants.get().unsubscribed_at is not None
     assert note_added(note_create(issue=moved, author=reporter, body="Hello?"), send=False) == []

@@ -61,9 +61,11 @@ def test_thank_you_is_recorded_with_the_issue_and_arrives_with_every_header(proj
     assert message["Auto-Submitted"] == "auto-replied"
     assert message["X-Auto-Response-Suppress"] == "All"
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    unsubscribe_url = f"http://servicedesk.test/-/unsubscribe/{key}"
+    token = email.sent_notification.unsubscribe_token
+    assert token != key
+    unsubscribe_url = f"http://servicedesk.test/-/unsubscribe/{token}"
     assert message["List-Unsubscribe"].strip() == (  # long: folded after the colon
-        f"<{unsubscribe_url}>, <mailto:{INCOMING.address_for(key + '-unsubscribe')}>"
+        f"<{unsubscribe_url}>, <mailto:{INCOMING.address_for(token + '-unsubscribe')}>"
     )
     text = message.get_body(("plain",)).get_content()
     html = message.get_body(("html",)).get_content()
@@ -155,7 +157,11 @@ def test_permanent_refusal_is_recorded_with_the_reason(project, smtp, monkeypatc
 def test_unsubscribe_link_confirms_on_get_and_unsubscribes_on_post(client, project) -> None:
     new_email_issue(project)
     email = OutboundEmail.objects.get()
-    url = reverse("unsubscribe", args=[email.sent_notification.reply_key])
+    assert (
+        client.get(reverse("unsubscribe", args=[email.sent_notification.reply_key])).status_code
+        == 404
+    )
+    url = reverse("unsubscribe", args=[email.sent_notification.unsubscribe_token])
     page = client.get(url)
     assert page.status_code == 200
     assert b"Unsubscribe?" in page.content
@@ -170,7 +176,7 @@ def test_unsubscribe_link_confirms_on_get_and_unsubscribes_on_post(client, proje
 def test_rfc8058_one_click_post_unsubscribes(client, project) -> None:
     new_email_issue(project)
     email = OutboundEmail.objects.get()
-    url = reverse("unsubscribe", args=[email.sent_notification.reply_key])
+    url = reverse("unsubscribe", args=[email.sent_notification.unsubscribe_token])
     response = client.post(
         url, "List-Unsubscribe=One-Click", content_type="application/x-www-form-urlencoded"
     )
@@ -277,7 +283,8 @@ def test_issue_closed_email_is_off_by_default_and_sent_when_the_project_turns_it
     assert message["In-Reply-To"] == f"<issue-{issue.thread_token}@servicedesk.test>"
     text = message.get_body(("plain",)).get_content()
     assert f"Ticket **#{issue.iid}** has been closed" in text
-    assert email.sent_notification.reply_key in text  # its own unsubscribe link
+    assert email.sent_notification.unsubscribe_token in text  # its own unsubscribe link
+    assert email.sent_notification.reply_key not in text
 
 
 # --- [Rejected] notices -----------------------------------------------------------------------
@@ -477,7 +484,7 @@ def test_project_templates_override_the_defaults_and_blank_restores_them(project
     )
     issue = new_email_issue(project)
     email = OutboundEmail.objects.get(issue=issue)
-    key = email.sent_notification.reply_key
+    key = email.sent_notification.unsubscribe_token
     assert email.body_text == (
         f"Hi! Your ticket is #{issue.iid} ({project.full_path}#{issue.iid}). %{{UNKNOWN}} stays.\n"
         f"Stop: http://servicedesk.test/-/unsubscribe/{key}\n"
@@ -609,7 +616,7 @@ def test_each_documented_esp_carries_our_headers(project, settings, esp) -> None
         f"<issue-{issue.thread_token}@servicedesk.test>",
         email.headers["Reply-To"],
         "List-Unsubscribe=One-Click",
-        email.sent_notification.reply_key + "-unsubscribe",
+        email.sent_notification.unsubscribe_token + "-unsubscribe",
         "auto-replied",
         "Re: Printer on fire",
     ):
@@ -626,7 +633,7 @@ def test_each_recipient_of_a_comment_gets_their_own_unsubscribe_link(
     client.force_login(reporter)
     client.post(reverse("note_add", args=[project.full_path, issue.iid]), {"body": "Fixed."})
     emails = list(OutboundEmail.objects.select_related("sent_notification"))
-    keys = [e.sent_notification.reply_key for e in emails]
+    keys = [e.sent_notification.unsubscribe_token for e in emails]
     assert len(emails) == 2
     assert len(set(keys)) == 2
     for email, key in zip(emails, keys, strict=True):

@@ -239,13 +239,14 @@ def test_customer_email_thank_you_and_reply_round_trip(
         ("issue_created", issue.pk),
         ("note_added", issue.pk),
     ]
-    # The quoted history is kept only in a collapsed <details> block below the new text.
-    text, _, collapsed = note.body.partition("<details")
-    assert text.strip() == "Thanks, that fixed it."
-    assert "Thank you for your message" not in text
-    assert "wrote:" not in text
-    assert "<summary>Quoted text</summary>" in collapsed
-    assert "> Thank you for your message." in collapsed
+    # The quoted history is kept apart from the new text (collapsed, Reporter+ only), without
+    # the unsubscribe link and keys of the thank-you it quotes.
+    assert note.body == "Thanks, that fixed it."
+    assert "> Thank you for your message." in note.quoted
+    sent = thank_you_row.sent_notification
+    assert "/-/unsubscribe/" not in note.quoted
+    assert sent.unsubscribe_token not in note.quoted
+    assert sent.reply_key not in note.quoted
     # The customer is the only participant: their own reply is not emailed back to them.
     assert OutboundEmail.objects.count() == 1
     assert len(smtp.messages) == 1

@@ -8,7 +8,14 @@ import pytest
 from django.urls import reverse
 
 from issues.emails import issue_message_id
-from issues.models import EmailParticipant, Issue, IssueEmail, Note, OutboundEmail
+from issues.models import (
+    EmailParticipant,
+    Issue,
+    IssueEmail,
+    Note,
+    OutboundEmail,
+    SentNotification,
+)
 from mailroom.ledger import inbound_claim, inbound_process_batch, inbound_store
 from mailroom.models import InboundMessage
 
@@ -132,3 +139,63 @@ def test_cc_participant_list_unchanged_by_held_reply(ticket, to) -> None:
     deliver(reply(to, issue_message_id(ticket), "Mallory <mallory@evil.example>"))
     participants = EmailParticipant.objects.filter(issue=ticket).values_list("email", flat=True)
     assert sorted(participants) == ["dana@customer.example", "jake@customer.example"]
+
+
+# --- Reply keys never leak ------------------------------------------------------------------
+
+
+def quoting_reply(ticket: Issue, sender: str = "Jake <jake@customer.example>") -> bytes:
+    """Jake answers our thank-you the way mail clients do: the whole email quoted below, its
+    Reply-To address, Message-ID and unsubscribe link with it."""
+    sent = SentNotification.objects.create(
+        issue=ticket,
+        recipient="jake@customer.example",
+        participant=EmailParticipant.objects.get(issue=ticket, email="jake@customer.example"),
+    )
+    key, token = sent.reply_key, sent.unsubscribe_token
+    quoted = (
+        f"On Mon, 1 Dec 2026, Support <{INCOMING.address_for(key)}> wrote:\n"
+        "> Thank you for your message.\n"
+        f"> Unsubscribe: https://{HOST}/-/unsubscribe/{token}\n"
+        f"> Message-ID: <reply-{key}@{HOST}>\n"
+        f"> Or write to {INCOMING.address_for(token + '-unsubscribe')}\n"
+    )
+    return make_email(
+        to=INCOMING.address_for(key), subject="Re: Invoice wrong", sender=sender,
+        body=f"Here is my order number {key.upper()[:8]}.\n\n{quoted}",
+    )  # fmt: skip
+
+
+def test_our_keys_and_unsubscribe_links_are_cut_from_stored_email_text(ticket) -> None:
+    raw = quoting_reply(ticket)
+    row = deliver(raw)
+    assert row.outcome == "note_added", row.reason
+    note = Note.objects.get(pk=row.note_id)
+    stored = note.body + note.quoted
+    keys = re.findall(r"[0-9a-f]{32}", raw.decode())
+    assert keys
+    for key in keys:
+        assert key not in stored
+    assert "/-/unsubscribe/" not in stored
+    assert "> Thank you for your message." in note.quoted  # the rest of the quote is kept
+
+
+def test_quoted_history_is_emailed_to_nobody_and_shown_only_to_reporters(
+    ticket, client, guest, reporter
+) -> None:
+    ticket.confidential = False
+    ticket.save()
+    row = deliver(quoting_reply(ticket))
+    [email] = OutboundEmail.objects.filter(note_id=row.note_id)
+    assert email.recipient == "dana@customer.example"
+    assert "Thank you for your message" not in email.body_text + email.body_html
+    assert "wrote:" not in email.body_text
+
+    url = reverse("issue_detail", args=[ticket.project.full_path, ticket.iid])
+    client.force_login(guest)
+    page = client.get(url).content.decode()
+    assert "Here is my order number" in page
+    assert "Thank you for your message" not in page
+    client.force_login(reporter)
+    page = client.get(url).content.decode()
+    assert "Thank you for your message" in page

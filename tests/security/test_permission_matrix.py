@@ -109,7 +109,7 @@ def build_world(visibility: str) -> World:
         issue=issues[True], participant=EmailParticipant.objects.get(issue=issues[True]),
         recipient=CUSTOMER,
     )  # fmt: skip
-    ctx["reply_key"] = sent.reply_key
+    ctx["unsubscribe_token"] = sent.unsubscribe_token
     return World(project, issues, users, ctx)
 
 
@@ -328,7 +328,7 @@ ROUTES: dict[str, Route] = {
     ),
     "unsubscribe": Route(
         "GET",
-        _global("unsubscribe", "reply_key"),
+        _global("unsubscribe", "unsubscribe_token"),
         everyone,
         per_issue=False,
         anonymous_allowed=True,

@@ -116,7 +116,7 @@ def poison(project, reporter) -> Issue:  # type: ignore[no-untyped-def]
 
 def test_pages_are_inert(client, project, reporter, poisoned) -> None:
     client.force_login(reporter)
-    key = SentNotification.objects.filter(issue=poisoned).first().reply_key
+    key = SentNotification.objects.filter(issue=poisoned).first().unsubscribe_token
     pages = {
         "issue list": reverse("issue_list", args=[project.full_path]) + "?state=all",
         "issue page": reverse("issue_detail", args=[project.full_path, poisoned.iid]),
