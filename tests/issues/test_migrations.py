@@ -26,3 +26,25 @@ def test_existing_issues_each_get_their_own_random_thread_token(project, owner) 
     assert len(set(tokens)) == 3
     assert all(len(token) == 32 and int(token, 16) for token in tokens)
     migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
+
+
+def test_quoted_history_moves_out_of_notes_and_sent_links_keep_working(project, owner) -> None:
+    old = migrate([("issues", "0005_thread_token_and_held_replies")])
+    Issue, Note = old.get_model("issues", "Issue"), old.get_model("issues", "Note")
+    Sent = old.get_model("issues", "SentNotification")
+    issue = Issue.objects.create(project_id=project.pk, iid=1, title="Old", author_id=owner.pk)
+    quoted = Note.objects.create(
+        issue=issue, author_id=owner.pk, external_author="jake@customer.example",
+        body='Thanks!\n\n<details markdown="1">\n<summary>Quoted text</summary>\n\n'
+        "> We fixed it\n> in 2.4\n\n</details>",
+    )  # fmt: skip
+    team = Note.objects.create(issue=issue, author_id=owner.pk, body='<details markdown="1">x')
+    sent = Sent.objects.create(issue=issue, recipient="jake@customer.example", reply_key="a" * 32)
+
+    new = migrate([("issues", "0006_unsubscribe_token_and_quoted_text")])
+    Note, Sent = new.get_model("issues", "Note"), new.get_model("issues", "SentNotification")
+    moved = Note.objects.get(pk=quoted.pk)
+    assert (moved.body, moved.quoted) == ("Thanks!", "> We fixed it\n> in 2.4")
+    assert Note.objects.get(pk=team.pk).body == '<details markdown="1">x'  # not from email
+    assert Sent.objects.get(pk=sent.pk).unsubscribe_token == "a" * 32
+    migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
