@@ -19,11 +19,13 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.template.loader import get_template
 from django.urls import reverse
 from django.utils import timezone
 
 from projects.models import Project, ServiceDeskSetting
+from servicedesk.addresses import normalise_mailbox
 
 from .markdown import render_markdown
 from .models import (
@@ -229,6 +231,7 @@ def _draft(
     headers["List-Unsubscribe"] = ", ".join(unsubscribe)
     email = OutboundEmail(
         kind=kind,
+        project_id=issue.project_id,
         issue=issue,
         note=note,
         participant=participant,
@@ -422,24 +425,27 @@ def rejection_notices(rejections: Sequence[Rejection]) -> list[OutboundEmail]:
 
     The mailroom decides who may get one (never auto-generated mail, never our own addresses).
     """
-    wanted: dict[str, Rejection] = {}
+    # Keyed by mailbox: jake+1@x and Jake+2@X get one notice between them.
+    wanted: dict[str, tuple[str, Rejection]] = {}
     for rejection in rejections:
         address = rejection.recipient.strip().lower()
         if address and "@" in address:
-            wanted.setdefault(address, rejection)
+            wanted.setdefault(normalise_mailbox(address), (address, rejection))
     if not wanted:
         return []
-    recent = set(
-        OutboundEmail.objects.filter(
-            kind=Kind.REJECTED,
-            recipient__in=list(wanted),
-            created_at__gte=timezone.now() - REJECTION_INTERVAL,
+    domains = Q()
+    for mailbox in wanted:
+        domains |= Q(recipient__iendswith="@" + mailbox.rpartition("@")[2])
+    recent = {
+        normalise_mailbox(recipient)
+        for recipient in OutboundEmail.objects.filter(
+            domains, kind=Kind.REJECTED, created_at__gte=timezone.now() - REJECTION_INTERVAL
         ).values_list("recipient", flat=True)
-    )
+    }
     template = get_template("emails/rejected.md").template.source  # type: ignore[attr-defined]
     emails = []
-    for address, rejection in wanted.items():
-        if address in recent:
+    for mailbox, (address, rejection) in wanted.items():
+        if mailbox in recent:
             continue
         subject = _one_line(rejection.subject) or "(no subject)"
         text = render_placeholders(template, {
@@ -455,6 +461,7 @@ def rejection_notices(rejections: Sequence[Rejection]) -> list[OutboundEmail]:
         emails.append(
             OutboundEmail(
                 kind=Kind.REJECTED,
+                project=rejection.project,
                 recipient=address,
                 from_email=formataddr((name, settings.DEFAULT_FROM_EMAIL)),
                 subject=f"[Rejected] {subject}"[:998],

@@ -280,6 +280,11 @@ class OutboundEmail(models.Model):
         FAILED = "failed", "Failed"
 
     kind = models.CharField(max_length=20, choices=Kind.choices)
+    # Whose outbound limit the email counts against: the issue's project, or for a "[Rejected]"
+    # notice the project it was addressed to (none for unknown addresses: the instance's).
+    project = models.ForeignKey(
+        Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     issue = models.ForeignKey(
         Issue, null=True, blank=True, on_delete=models.SET_NULL, related_name="outbound_emails"
     )

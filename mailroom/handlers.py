@@ -57,6 +57,7 @@ from .routing import (
 )
 from .rules import auto_generated_reason, delivery_report
 from .scrub import scrub_secrets
+from .senders import authentication_failure, normalise_sender
 
 log = logging.getLogger(__name__)
 Outcome = InboundMessage.Outcome
@@ -312,8 +313,15 @@ def _reject(
         rejection_notice_due=bool(email.from_address)
         and not _our_address(email.from_address)
         # Size is checked before the auto-generated rules: never answer a robot anyway.
-        and not auto_generated_reason(email.headers, content_type=email.content_type),
+        and not auto_generated_reason(email.headers, content_type=email.content_type)
+        # Nor a forged sender: the notice would carry the forger's subject to someone else.
+        and not _authentication_failure(email),
     )
+
+
+def _authentication_failure(email: ParsedEmail) -> str:
+    """Why our mail server found the From domain forged (DMARC/SPF/DKIM), or ""."""
+    return authentication_failure(email.header_all("Authentication-Results"), email.from_address)
 
 
 def _loop_reason(email: ParsedEmail, batch: BatchContext | None = None) -> str:
@@ -550,12 +558,11 @@ def _reopen_if_wanted(issue: Issue, bot: User) -> None:
 
 
 def _rate_key(project: Project, sender: str) -> str:
-    return f"new-issue:{project.pk}:{sender.lower()}"
+    # One mailbox, one counter (case, +tags); mail without any sender shares one counter.
+    return f"new-issue:{project.pk}:{normalise_sender(sender) if sender else '<no sender>'}"
 
 
 def _rate_limited(project: Project, sender: str) -> bool:
-    if not sender:
-        return False
     limit = settings.SERVICEDESK_NEW_ISSUES_PER_SENDER_PER_MINUTE
     return ratelimit.hit(_rate_key(project, sender), limit=limit, window=60)
 
@@ -592,7 +599,7 @@ def _new_issue(
             return Result(Outcome.SPAM, f"spam ({verdict})", {**trace, "rule": "akismet"},
                           project=project)  # fmt: skip
 
-    notify_to = email.reply_to if email.reply_to and email.reply_to != requester else ""
+    notify_to = _notify_to(email, requester)
     issue = issue_create(
         project=project,
         author=bot,
@@ -621,8 +628,28 @@ def _new_issue(
     if setting.add_external_participants_from_cc:
         cc_participants = _add_cc(issue, email, exclude={requester.lower(), notify_to.lower()})
     issue_email_record(issue=issue, message_id=email.message_id, direction="in")
-    service_desk_issue_created(issue=issue, requester=requester_participant, cc=cc_participants)
+    forged = _authentication_failure(email)
+    if forged:
+        trace["authentication"] = forged
+        note_create(
+            issue=issue,
+            author=bot,
+            body=f"sent no automatic email: our mail server reports {forged} (the sender "
+            "address is probably forged)",
+            system=True,
+            internal=True,
+        )
+    else:
+        service_desk_issue_created(issue=issue, requester=requester_participant, cc=cc_participants)
     return Result(Outcome.ISSUE_CREATED, "", trace, project=project, issue=issue)
+
+
+def _notify_to(email: ParsedEmail, requester: str) -> str:
+    """Where answers go when Reply-To differs from the requester (never to ourselves)."""
+    reply_to = email.reply_to
+    if not reply_to or reply_to == requester or _our_address(reply_to):
+        return ""
+    return reply_to
 
 
 def _add_cc(issue: Issue, email: ParsedEmail, exclude: set[str]) -> list[EmailParticipant]:
@@ -740,6 +767,7 @@ class _BatchPlan:
             step.setting.description_template_id
             or (step.setting.add_external_participants_from_cc and email.cc)
             or spam.enabled()  # one Akismet call per email: the one-by-one path
+            or _authentication_failure(email)  # a forged sender: no thank-you, a note says why
         ):
             self.alone.append(row)
         elif not email.subject.strip() and not email.body_text.strip() and not email.attachments:
@@ -785,7 +813,7 @@ class _BatchPlan:
         )
         kept = []
         for (row, step), limited in zip(self.issues, over, strict=True):
-            if limited and _requester(step.email):
+            if limited:
                 self.results[row.pk] = _reject(
                     step.email, "rate limited", {**step.trace, "rule": "rate limit"},
                     project=step.project,
@@ -842,7 +870,7 @@ def _bulk_new_issues(planned: list[ProjectMail], bot: User) -> list[Issue]:
     texts = scrub_secrets([p.email.body_text.strip() for p in planned])
     for p, text in zip(planned, texts, strict=True):
         requester = _requester(p.email)
-        notify_to = p.email.reply_to if p.email.reply_to and p.email.reply_to != requester else ""
+        notify_to = _notify_to(p.email, requester)
         issues.append(
             Issue(
                 project=p.project,

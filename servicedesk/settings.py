@@ -240,6 +240,13 @@ SERVICEDESK_MAX_EMAIL_SIZE = env_int("SERVICEDESK_MAX_EMAIL_SIZE", 25 * 1024 * 1
 # New issues one sender may open in one project per minute (0: no limit).
 SERVICEDESK_NEW_ISSUES_PER_SENDER_PER_MINUTE = env_int("SERVICEDESK_NEW_ISSUES_PER_MINUTE", 10)
 SERVICEDESK_MAX_PARTICIPANTS = env_int("SERVICEDESK_MAX_PARTICIPANTS", 10)
+# No thank-you, new-participant or "[Rejected]" email when our receiving mail server's
+# Authentication-Results header says the From domain failed DMARC, SPF or DKIM: the sender is
+# probably forged, and answering would make us a relay for whatever the subject says. Only
+# headers from these authserv-ids are believed (comma-separated; a name also covers its
+# subdomains); empty: the domains of the configured mailbox addresses.
+SERVICEDESK_AUTO_REPLY_NEEDS_AUTH = env_bool("SERVICEDESK_AUTO_REPLY_NEEDS_AUTH", True)
+SERVICEDESK_TRUSTED_AUTHSERV_IDS = env_list("SERVICEDESK_TRUSTED_AUTHSERV_IDS", [])
 # After "regenerate address" the old default address keeps routing for this many hours, so
 # mail already on its way (and customers' saved address) is not rejected at once; 0: never.
 SERVICEDESK_ADDRESS_GRACE_HOURS = env_int("SERVICEDESK_ADDRESS_GRACE_HOURS", 24)
