@@ -47,7 +47,14 @@ from servicedesk import ratelimit
 from . import spam
 from .ledger import WAITING
 from .models import InboundMessage
-from .parsing import MalformedEmail, ParsedEmail, parse_email, rewrite_cid_references, split_reply
+from .parsing import (
+    Attachment,
+    MalformedEmail,
+    ParsedEmail,
+    parse_email,
+    rewrite_cid_references,
+    split_reply,
+)
 from .routing import (
     custom_key_candidates,
     default_key_candidates,
@@ -470,21 +477,36 @@ def _duplicate(issue: Issue, email: ParsedEmail) -> bool:
 
 
 def _attachments_markdown(
-    email: ParsedEmail, issue: Issue, body: str, bot: User, note: Note | None = None
-) -> tuple[str, str]:
-    """Store every attachment as an upload; return (body with cid: rewritten, links block)."""
+    email: ParsedEmail, issue: Issue, body: str, bot: User
+) -> tuple[str, str, list[Upload]]:
+    """Store the attachments as uploads; return (body with cid: rewritten, links block, the
+    uploads)."""
+    kept, left_out = _attachments_kept(email)
     uploads = [
         upload_create(
             issue=issue,
-            note=note,
             filename=attachment.filename,
             content=attachment.content,
             content_type=attachment.content_type,
             uploaded_by=bot,
         )
-        for attachment in email.attachments
+        for attachment in kept
     ]
-    return _link_uploads(body, list(zip(email.attachments, uploads, strict=True)))
+    body, links = _link_uploads(body, list(zip(kept, uploads, strict=True)))
+    return body, "\n\n".join(part for part in (links, left_out) if part), uploads
+
+
+def _attachments_kept(email: ParsedEmail) -> tuple[list[Attachment], str]:
+    """The attachments stored as files (at most SERVICEDESK_MAX_ATTACHMENTS_PER_EMAIL), and a
+    sentence for the issue when there were more: the rest stay in the raw email."""
+    limit = settings.SERVICEDESK_MAX_ATTACHMENTS_PER_EMAIL
+    found = email.attachments
+    if len(found) <= limit:
+        return found, ""
+    return found[:limit], (
+        f"*{len(found) - limit} more attachments were not stored: an email keeps at most "
+        f"{limit} files. They are in the original email, in the project's inbound ledger.*"
+    )
 
 
 def _link_uploads(body: str, stored: list[tuple[Any, Upload]]) -> tuple[str, str]:
@@ -519,10 +541,10 @@ def _note_from_email(
     if not body and not email.attachments:
         return _reject(email, "empty reply", {**trace, "rule": "empty"}, project=issue.project)
     author = email.from_address or email.reply_to or ""
-    links = ""
+    links, uploads = "", list[Upload]()
     if email.attachments:
         # Uploads are stored first and linked to the note once it exists.
-        body, links = _attachments_markdown(email, issue, body, bot)
+        body, links, uploads = _attachments_markdown(email, issue, body, bot)
     parts = [body, links]
     note = note_create(
         issue=issue,
@@ -532,8 +554,8 @@ def _note_from_email(
         external_author=author,
         from_non_participant=held,
     )
-    if email.attachments:
-        Upload.objects.filter(issue=issue, note__isnull=True, uploaded_by=bot).update(note=note)
+    if uploads:  # this reply's files, and only them (the issue's other files stay where they are)
+        Upload.objects.filter(pk__in=[upload.pk for upload in uploads]).update(note=note)
     issue_email_record(issue=issue, message_id=email.message_id, direction="in")
     if not held:
         _reopen_if_wanted(issue, bot)
@@ -610,7 +632,7 @@ def _new_issue(
         service_desk_reply_to=notify_to,
     )
     [text] = scrub_secrets([email.body_text.strip()])
-    body, links = _attachments_markdown(email, issue, neutralise(text), bot)
+    body, links, _ = _attachments_markdown(email, issue, neutralise(text), bot)
     parts = [body, links]
     if setting.description_template is not None:
         actions = apply_quick_actions(
@@ -904,12 +926,13 @@ def _bulk_new_issues(planned: list[ProjectMail], bot: User) -> list[Issue]:
 
 def _bulk_attachments(issues: list[Issue], planned: list[ProjectMail], bot: User) -> None:
     """Files first (storage), then one INSERT for all uploads, one UPDATE for descriptions."""
-    stored: list[tuple[Issue, list[tuple[Any, Upload]]]] = []
+    stored: list[tuple[Issue, list[tuple[Any, Upload]], str]] = []
     for issue, p in zip(issues, planned, strict=True):
         if not p.email.attachments:
             continue
         pairs = []
-        for attachment in p.email.attachments:
+        kept, left_out = _attachments_kept(p.email)
+        for attachment in kept:
             upload = Upload(
                 project_id=issue.project_id,
                 issue=issue,
@@ -920,14 +943,14 @@ def _bulk_attachments(issues: list[Issue], planned: list[ProjectMail], bot: User
             )
             upload.file.save(attachment.filename, ContentFile(attachment.content), save=False)
             pairs.append((attachment, upload))
-        stored.append((issue, pairs))
+        stored.append((issue, pairs, left_out))
     if not stored:
         return
-    Upload.objects.bulk_create([upload for _, pairs in stored for _, upload in pairs])
-    for issue, pairs in stored:
+    Upload.objects.bulk_create([upload for _, pairs, _ in stored for _, upload in pairs])
+    for issue, pairs, left_out in stored:
         body, links = _link_uploads(issue.description, pairs)
-        issue.description = "\n\n".join(part for part in (body, links) if part)
-    Issue.objects.bulk_update([issue for issue, _ in stored], ["description"])
+        issue.description = "\n\n".join(part for part in (body, links, left_out) if part)
+    Issue.objects.bulk_update([issue for issue, _, _ in stored], ["description"])
 
 
 def _reply_texts(email: ParsedEmail) -> tuple[str, str]:

@@ -240,6 +240,8 @@ SERVICEDESK_MAX_EMAIL_SIZE = env_int("SERVICEDESK_MAX_EMAIL_SIZE", 25 * 1024 * 1
 # New issues one sender may open in one project per minute (0: no limit).
 SERVICEDESK_NEW_ISSUES_PER_SENDER_PER_MINUTE = env_int("SERVICEDESK_NEW_ISSUES_PER_MINUTE", 10)
 SERVICEDESK_MAX_PARTICIPANTS = env_int("SERVICEDESK_MAX_PARTICIPANTS", 10)
+# Files stored per email; the rest stay in the raw email (the ledger) and the issue says so.
+SERVICEDESK_MAX_ATTACHMENTS_PER_EMAIL = env_int("SERVICEDESK_MAX_ATTACHMENTS_PER_EMAIL", 100)
 # No thank-you, new-participant or "[Rejected]" email when our receiving mail server's
 # Authentication-Results header says the From domain failed DMARC, SPF or DKIM: the sender is
 # probably forged, and answering would make us a relay for whatever the subject says. Only
