@@ -16,6 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from projects.models import Project, ServiceDeskSetting
+from servicedesk.addresses import is_our_address
 
 from .emails import issue_closed, note_added
 from .models import (
@@ -365,17 +366,6 @@ def issue_confidentiality_set(*, issue: Issue, user: User, confidential: bool) -
     return locked
 
 
-def _is_our_address(address: str) -> bool:
-    """Our sending address or one of our mailboxes: a participant there would mail us."""
-    lowered = address.lower()
-    if lowered == settings.DEFAULT_FROM_EMAIL.lower():
-        return True
-    return any(
-        m.enabled and m.address_regex.match(lowered)
-        for m in settings.SERVICEDESK_MAILBOXES.values()
-    )
-
-
 def _clean_email(email: str) -> str:
     email = email.strip()
     try:
@@ -384,7 +374,7 @@ def _clean_email(email: str) -> str:
         raise ValidationError(f"{email or 'That'} is not a valid email address.") from None
     if len(email) > 320:
         raise ValidationError("That email address is too long.")
-    if _is_our_address(email):
+    if is_our_address(email):
         raise ValidationError("That is one of this Service Desk's own addresses.")
     return email
 

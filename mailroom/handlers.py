@@ -43,6 +43,7 @@ from issues.services import (
 )
 from projects.models import Project, ServiceDeskSetting
 from servicedesk import ratelimit
+from servicedesk.addresses import is_our_address
 
 from . import spam
 from .ledger import WAITING
@@ -93,15 +94,6 @@ def redact(key: str) -> str:
 
 def _mailboxes() -> list[Any]:
     return [m for m in settings.SERVICEDESK_MAILBOXES.values() if m.enabled]
-
-
-def _our_address(address: str | None) -> bool:
-    if not address:
-        return False
-    lowered = address.lower()
-    if lowered == settings.DEFAULT_FROM_EMAIL.lower():
-        return True
-    return any(m.address_regex.match(lowered) for m in _mailboxes())
 
 
 @dataclass
@@ -318,7 +310,7 @@ def _reject(
         decision,
         project=project,
         rejection_notice_due=bool(email.from_address)
-        and not _our_address(email.from_address)
+        and not is_our_address(email.from_address)
         # Size is checked before the auto-generated rules: never answer a robot anyway.
         and not auto_generated_reason(email.headers, content_type=email.content_type)
         # Nor a forged sender: the notice would carry the forger's subject to someone else.
@@ -342,7 +334,7 @@ def _loop_reason(email: ParsedEmail, batch: BatchContext | None = None) -> str:
         if ours:
             return "the Message-ID is one we sent"
     for address in (email.from_address, email.sender):
-        if _our_address(address):
+        if is_our_address(address):
             return f"sent from our own address {address}"
     # Gmail-style forwarding names the forwarding mailbox first in X-Forwarded-For. Mail *from*
     # that mailbox is the mailbox writing to itself — verification mails ("Verify custom email
@@ -669,7 +661,7 @@ def _new_issue(
 def _notify_to(email: ParsedEmail, requester: str) -> str:
     """Where answers go when Reply-To differs from the requester (never to ourselves)."""
     reply_to = email.reply_to
-    if not reply_to or reply_to == requester or _our_address(reply_to):
+    if not reply_to or reply_to == requester or is_our_address(reply_to):
         return ""
     return reply_to
 
@@ -680,7 +672,7 @@ def _add_cc(issue: Issue, email: ParsedEmail, exclude: set[str]) -> list[EmailPa
     for address in email.cc:
         if room <= 0:
             break
-        if not address or address.lower() in exclude or _our_address(address):
+        if not address or address.lower() in exclude or is_our_address(address):
             continue
         participant, created = participant_add(issue=issue, email=address)
         if created:

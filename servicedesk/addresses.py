@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from email.utils import parseaddr
+
+from django.conf import settings
+
 # Providers that ignore dots in the local part (and treat googlemail.com as gmail.com).
 _DOTLESS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
 
@@ -16,3 +20,18 @@ def normalise_mailbox(address: str) -> str:
     if domain in _DOTLESS:
         local, domain = local.replace(".", ""), _DOTLESS[domain]
     return f"{local}@{domain}"
+
+
+def is_our_address(address: str | None) -> bool:
+    """Our sending address, a mailbox of ours, or any key address of one: mail to it comes
+    back to us, so it is never a participant, never answered, never a requester."""
+    if not address:
+        return False
+    lowered = address.strip().strip("<>").lower()
+    if lowered == parseaddr(settings.DEFAULT_FROM_EMAIL)[1].lower():
+        return True
+    return any(
+        lowered == mailbox.base_address.lower() or mailbox.address_regex.match(lowered)
+        for mailbox in settings.SERVICEDESK_MAILBOXES.values()
+        if mailbox.enabled
+    )

@@ -99,6 +99,11 @@ class MailboxConfig:
         return self.address.replace(KEY_PLACEHOLDER, key)
 
     @property
+    def base_address(self) -> str:
+        """The mailbox itself, without a key: ``incoming+%{key}@x`` → ``incoming@x``."""
+        return self.address.replace(f"+{KEY_PLACEHOLDER}", "").replace(KEY_PLACEHOLDER, "")
+
+    @property
     def address_regex(self) -> re.Pattern[str]:
         """Match a recipient against the template, ``%{key}`` as the wildcard (SPEC §2)."""
         local, _, domain = self.address.partition("@")

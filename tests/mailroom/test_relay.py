@@ -145,3 +145,18 @@ def test_our_own_address_in_reply_to_never_becomes_a_participant(to, path) -> No
     assert list(EmailParticipant.objects.filter(issue=issue).values_list("email", flat=True)) == [
         "jake@customer.example"
     ]
+
+
+def test_our_own_addresses_in_cc_never_become_participants(project, to) -> None:
+    project.service_desk.add_external_participants_from_cc = True
+    project.service_desk.save()
+    ours = [
+        INCOMING.base_address,  # the mailbox itself, without a key
+        "SUPPORT@servicedesk.test",  # our sending address
+        ALIAS.address_for("acme-game-x"),  # any key address of a mailbox
+    ]
+    row = deliver(make_email(to=to, headers={"Cc": ", ".join([*ours, "dana@customer.example"])}))
+    participants = EmailParticipant.objects.filter(issue_id=row.issue_id)
+    assert sorted(participants.values_list("email", flat=True)) == [
+        "dana@customer.example", "jake@customer.example",
+    ]  # fmt: skip
