@@ -383,6 +383,45 @@ def note_list_for_issue(*, user: AnyUser, issue: Issue) -> QuerySet[Note]:
 # --- The issue page ---------------------------------------------------------------------------
 # Each of these is one query whatever the number of rows, so the page costs a fixed number.
 
+# The system notes ``issue_move`` leaves on both issues; a moved thread carries earlier ones.
+_MOVE_NOTE = re.compile(r"moved this issue (?P<direction>to|from) (?P<path>\S+)#(?P<iid>\d+)")
+
+
+@dataclass(frozen=True)
+class MoveNote:
+    """A "moved this issue to/from …" system note as a viewer may see it: ``issue`` is the
+    other issue, or None when they may not read it (or it is gone) — then the page says
+    "another project", so a Guest never learns the path of a private project."""
+
+    direction: str  # "to" or "from"
+    issue: Issue | None
+
+
+def move_notes_for_user(*, user: AnyUser, notes: list[Note]) -> dict[int, MoveNote]:
+    """The thread's move notes by note id, each with the other issue when ``user`` may read it.
+    No query for a thread without moves; otherwise one, plus the user's role in each project
+    named (cached for the request)."""
+    moves = {
+        note.pk: match
+        for note in notes
+        if note.system and (match := _MOVE_NOTE.fullmatch(note.body))
+    }
+    if not moves:
+        return {}
+    wanted = Q()
+    for match in moves.values():
+        wanted |= Q(project__full_path=match["path"], iid=int(match["iid"]))
+    found = {
+        (issue.project.full_path, issue.iid): issue
+        for issue in Issue.objects.select_related("project").filter(wanted)
+    }
+    result = {}
+    for note_id, match in moves.items():
+        other = found.get((match["path"], int(match["iid"])))
+        readable = other is not None and can_read_issue(user, other)
+        result[note_id] = MoveNote(match["direction"], other if readable else None)
+    return result
+
 
 def participant_list_for_issue(*, user: AnyUser, issue: Issue) -> list[EmailParticipant]:
     """The issue's email participants with their state; empty for those who may not see

@@ -39,6 +39,7 @@ from .selectors import (
     issue_move_targets,
     issue_tracker_for_user,
     label_list_for_project,
+    move_notes_for_user,
     note_list_for_issue,
     participant_list_for_issue,
     upload_get_by_token,
@@ -132,6 +133,9 @@ def _render_issue(
     for note in notes:
         if not note.system:
             note.body_html = mark_safe(next(rendered))  # type: ignore[attr-defined]  # noqa: S308 - sanitised
+    moves = move_notes_for_user(user=user, notes=notes)
+    for note in notes:
+        note.move = moves.get(note.pk)  # type: ignore[attr-defined]
     if can_see_emails:
         known = _participant_addresses(issue, participants)
         for note in notes:
