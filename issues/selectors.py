@@ -32,7 +32,7 @@ from django.db.models import (
     Value,
 )
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Coalesce, Left
+from django.db.models.functions import Coalesce
 from django.http import Http404
 
 from accounts.models import SUPPORT_BOT_USERNAME, User
@@ -127,12 +127,6 @@ def _visible_issues(*, user: AnyUser, project: Project) -> QuerySet[Issue]:
     return issues
 
 
-# Full-text search reads the first SEARCH_DOCUMENT_MAX_CHARS characters of a text (substring
-# search reads all of it): PostgreSQL refuses a tsvector over 1 MB ("string is too long for
-# tsvector"), and the expression index must be able to index every row.
-SEARCH_DOCUMENT_MAX_CHARS = 100_000
-
-
 class _Joined(Func):
     """``coalesce(a, '') || ' ' || coalesce(b, '')``: the columns as one text."""
 
@@ -142,14 +136,16 @@ class _Joined(Func):
 
 
 def search_vector(config: str, *columns: str) -> Func:
-    """``to_tsvector(config, left(<the columns joined>, N))``: the very expression of the GIN
-    indexes in migration 0005 (PostgreSQL uses an expression index only for a query that spells
-    the same expression), so it must change with them."""
+    """``servicedesk_search_vector(config, <the columns joined>)``: the full-text vector of the
+    first 100 000 characters (PostgreSQL refuses a vector over 1 MB; substring search reads
+    the whole text), a function migration 0005 creates with its real cost. The very expression
+    of that migration's GIN indexes (PostgreSQL uses an expression index only for a query that
+    spells the same expression), so it must change with them."""
     document = _Joined(*(Coalesce(F(column), Value("")) for column in columns))
     return Func(
         SearchConfig(config),
-        Left(document, SEARCH_DOCUMENT_MAX_CHARS),
-        function="to_tsvector",
+        document,
+        function="servicedesk_search_vector",
         output_field=SearchVectorField(),
     )
 
@@ -157,34 +153,39 @@ def search_vector(config: str, *columns: str) -> Func:
 def issue_search_matches(*, user: AnyUser, project: Project, search: str) -> QuerySet[Any]:
     """The ids of the project's issues the user may see that match ``search`` in their title or
     description, or in a comment the user may read (internal notes for Reporter+ only: search
-    must not leak what the page would hide). One query, on this project's rows only: the
-    issue ids of matching issues UNION those of matching notes.
+    must not leak what the page would hide). One query, on this project's rows only.
 
     Substrings always match (``crash`` finds "crashes", ``inven`` finds "inventory"). On
     PostgreSQL full-text search is added: stemmed words, web-search syntax (``"exact phrase"``,
     ``-word``, ``or``). Both are indexed there (migration 0005: pg_trgm for ``icontains``,
-    expression GIN indexes for the vectors). ``#12`` or ``12`` also finds issue 12."""
-    issues = _visible_issues(user=user, project=project)
-    notes = Note.objects.filter(issue__project=project, system=False)
+    expression GIN indexes for the vectors). ``#12`` or ``12`` also finds issue 12.
+
+    Each kind of match is its own arm of a UNION, not one OR, so that PostgreSQL picks per arm
+    between reading the project's rows and asking the index."""
+    issues = _visible_issues(user=user, project=project).order_by()
+    notes = Note.objects.filter(issue__project=project, system=False).order_by()
     if not can_read_confidential_issues(user, project):
         notes = notes.filter(issue__confidential=False)
     if not can_read_internal_notes(user, project):
         notes = notes.filter(internal=False)
-    issue_text = Q(title__icontains=search) | Q(description__icontains=search)
-    note_text = Q(body__icontains=search)
+    substrings = Q(title__icontains=search) | Q(description__icontains=search)
+    if number := _ISSUE_NUMBER.fullmatch(search.strip()):
+        substrings |= Q(iid=int(number[1]))
+    arms = [
+        issues.filter(substrings).values_list("pk", flat=True),
+        notes.filter(body__icontains=search).values_list("issue_id", flat=True),
+    ]
     if connection.vendor == "postgresql":
         config = settings.SERVICEDESK_SEARCH_CONFIG
         query = SearchQuery(search, search_type="websearch", config=config)
-        issue_text |= Q(SearchVectorExact(search_vector(config, "title", "description"), query))
-        note_text |= Q(SearchVectorExact(search_vector(config, "body"), query))
-    if number := _ISSUE_NUMBER.fullmatch(search.strip()):
-        issue_text |= Q(iid=int(number[1]))
-    return (
-        issues.filter(issue_text)
-        .order_by()
-        .values_list("pk", flat=True)
-        .union(notes.filter(note_text).order_by().values_list("issue_id", flat=True))
-    )
+        issue_words = SearchVectorExact(search_vector(config, "title", "description"), query)
+        note_words = SearchVectorExact(search_vector(config, "body"), query)
+        arms += [
+            issues.filter(issue_words).values_list("pk", flat=True),
+            notes.filter(note_words).values_list("issue_id", flat=True),
+        ]
+    first, *others = arms
+    return first.union(*others)
 
 
 def _among(ids: list[int]) -> Q:
