@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .models import Issue, Label
+from .selectors import assignable_users
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -49,10 +50,9 @@ def apply_quick_actions(*, issue: Issue, text: str, user: User) -> QuickActionRe
     """Run /label, /assign, /confidential and /close lines; return the text without them.
 
     Unknown commands stay in the text as they are. Labels must exist in the project and
-    assignees must be members with a role; others are ignored.
+    assignees must be able to be assigned there (``assignable_users``: Reporter+); others are
+    ignored.
     """
-    from projects.permissions import project_role
-
     from .services import issue_close
 
     kept: list[str] = []
@@ -69,12 +69,11 @@ def apply_quick_actions(*, issue: Issue, text: str, user: User) -> QuickActionRe
             issue.labels.add(*labels)
             result.applied.append(f"label {' '.join(sorted(label.title for label in labels))}")
         elif command == "assign":
-            from accounts.models import User as UserModel
-
-            for candidate in UserModel.objects.filter(username__in=_names(argument, "@")):
-                if project_role(candidate, issue.project) is not None:
-                    issue.assignees.add(candidate)
-                    result.applied.append(f"assign {candidate.username}")
+            # The sidebar's rule: only who can read every issue of the project (Reporter+).
+            names = _names(argument, "@")
+            for candidate in assignable_users(project=issue.project).filter(username__in=names):
+                issue.assignees.add(candidate)
+                result.applied.append(f"assign {candidate.username}")
         elif command == "confidential":
             Issue.objects.filter(pk=issue.pk).update(confidential=True)
             issue.confidential = True

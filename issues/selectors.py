@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -8,11 +9,29 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.contrib.postgres.search import SearchQuery, SearchVector
+from django.contrib.postgres.search import (
+    SearchConfig,
+    SearchQuery,
+    SearchVectorExact,
+    SearchVectorField,
+)
 from django.core import signing
 from django.core.paginator import Page, Paginator
 from django.db import connection
-from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Subquery, Value
+from django.db.models import (
+    Count,
+    Exists,
+    F,
+    Func,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    TextField,
+    Value,
+)
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.http import Http404
 
@@ -108,42 +127,95 @@ def _visible_issues(*, user: AnyUser, project: Project) -> QuerySet[Issue]:
     return issues
 
 
-def _search(search: str, *, internal_notes: bool) -> Q:
-    """Title, description and the comments the viewer may read (internal notes for Reporter+
-    only: search must not leak what the page would hide).
+class _Joined(Func):
+    """``coalesce(a, '') || ' ' || coalesce(b, '')``: the columns as one text."""
+
+    template = "%(expressions)s"
+    arg_joiner = " || ' ' || "
+    output_field = TextField()
+
+
+def search_vector(config: str, *columns: str) -> Func:
+    """``servicedesk_search_vector(config, <the columns joined>)``: the full-text vector of the
+    first 100 000 characters (PostgreSQL refuses a vector over 1 MB; substring search reads
+    the whole text), a function migration 0005 creates with its real cost. The very expression
+    of that migration's GIN indexes (PostgreSQL uses an expression index only for a query that
+    spells the same expression), so it must change with them."""
+    document = _Joined(*(Coalesce(F(column), Value("")) for column in columns))
+    return Func(
+        SearchConfig(config),
+        document,
+        function="servicedesk_search_vector",
+        output_field=SearchVectorField(),
+    )
+
+
+def issue_search_matches(*, user: AnyUser, project: Project, search: str) -> QuerySet[Any]:
+    """The ids of the project's issues the user may see that match ``search`` in their title or
+    description, or in a comment the user may read (internal notes for Reporter+ only: search
+    must not leak what the page would hide). One query, on this project's rows only.
 
     Substrings always match (``crash`` finds "crashes", ``inven`` finds "inventory"). On
-    PostgreSQL full-text search is added: stemmed words anywhere in the issue or its notes,
-    web-search syntax (``"exact phrase"``, ``-word``, ``or``)."""
-    notes = Note.objects.filter(issue=OuterRef("pk"), system=False)
-    if not internal_notes:
+    PostgreSQL full-text search is added: stemmed words, web-search syntax (``"exact phrase"``,
+    ``-word``, ``or``). Both are indexed there (migration 0005: pg_trgm for ``icontains``,
+    expression GIN indexes for the vectors). ``#12`` or ``12`` also finds issue 12.
+
+    Each kind of match is its own arm of a UNION, not one OR, so that PostgreSQL picks per arm
+    between reading the project's rows and asking the index."""
+    issues = _visible_issues(user=user, project=project).order_by()
+    notes = Note.objects.filter(issue__project=project, system=False).order_by()
+    if not can_read_confidential_issues(user, project):
+        notes = notes.filter(issue__confidential=False)
+    if not can_read_internal_notes(user, project):
         notes = notes.filter(internal=False)
-    text = (
-        Q(title__icontains=search)
-        | Q(description__icontains=search)
-        | Q(Exists(notes.filter(body__icontains=search)))
-    )
+    substrings = Q(title__icontains=search) | Q(description__icontains=search)
+    if number := _ISSUE_NUMBER.fullmatch(search.strip()):
+        substrings |= Q(iid=int(number[1]))
+    arms = [
+        issues.filter(substrings).values_list("pk", flat=True),
+        notes.filter(body__icontains=search).values_list("issue_id", flat=True),
+    ]
     if connection.vendor == "postgresql":
         config = settings.SERVICEDESK_SEARCH_CONFIG
         query = SearchQuery(search, search_type="websearch", config=config)
-        issue_vector = SearchVector("title", "description", config=config)
-        note_vector = SearchVector("body", config=config)
-        text |= Q(Exists(notes.annotate(_v=note_vector).filter(_v=query)))
-        text |= Q(pk__in=Issue.objects.annotate(_v=issue_vector).filter(_v=query).values("pk"))
-    if number := _ISSUE_NUMBER.fullmatch(search.strip()):
-        text |= Q(iid=int(number[1]))
-    return text
+        issue_words = SearchVectorExact(search_vector(config, "title", "description"), query)
+        note_words = SearchVectorExact(search_vector(config, "body"), query)
+        arms += [
+            issues.filter(issue_words).values_list("pk", flat=True),
+            notes.filter(note_words).values_list("issue_id", flat=True),
+        ]
+    first, *others = arms
+    return first.union(*others)
+
+
+def _among(ids: list[int]) -> Q:
+    """``pk IN ids`` with the ids as ONE parameter, however many match: a search that matches
+    every issue of a large project must not become a statement with thousands of parameters
+    (SQLite takes at most 32 766)."""
+    if not ids:
+        return Q(pk__in=[])
+    if connection.vendor == "postgresql":
+        return Q(pk__in=RawSQL("SELECT unnest(%s::bigint[])", (ids,)))
+    if connection.vendor == "sqlite":
+        return Q(pk__in=RawSQL("SELECT value FROM json_each(%s)", (json.dumps(ids),)))
+    return Q(pk__in=ids)
 
 
 def _narrow(
-    issues: QuerySet[Issue], filters: IssueFilters, *, internal_notes: bool = False
+    *, user: AnyUser, project: Project, filters: IssueFilters, matching: list[int] | None
 ) -> QuerySet[Issue]:
-    """Every filter except the state tab and the Service Desk view (the counts vary those).
+    """The issues the user may see, under every filter except the state tab and the Service
+    Desk view (the counts vary those).
 
-    Labels and assignees are matched with EXISTS, not a join, so no row is ever repeated.
+    ``matching``: the search's issue ids (``issue_search_matches``), found once for both the
+    rows and the counts; None: found here. Labels and assignees are matched with EXISTS, not a
+    join, so no row is ever repeated.
     """
+    issues = _visible_issues(user=user, project=project)
     if filters.search:
-        issues = issues.filter(_search(filters.search, internal_notes=internal_notes))
+        if matching is None:
+            matching = list(issue_search_matches(user=user, project=project, search=filters.search))
+        issues = issues.filter(_among(matching))
     if filters.label:
         label_links = Issue.labels.through.objects.filter(issue=OuterRef("pk"))
         issues = issues.filter(Exists(label_links.filter(label__title=filters.label)))
@@ -160,17 +232,18 @@ def _narrow(
 
 
 def issue_list_for_user(
-    *, user: AnyUser, project: Project, filters: IssueFilters | None = None
+    *,
+    user: AnyUser,
+    project: Project,
+    filters: IssueFilters | None = None,
+    matching: list[int] | None = None,
 ) -> QuerySet[Issue]:
     """Issues of ``project`` the user may see, filtered and sorted, each with a ``note_count``:
     its comments, without system notes, and without internal notes for those who may not read
-    them (below Reporter). Confidential issues are left out below Reporter."""
+    them (below Reporter). Confidential issues are left out below Reporter. ``matching``: the
+    search's ids when the caller already found them."""
     filters = filters or IssueFilters()
-    issues = _narrow(
-        _visible_issues(user=user, project=project),
-        filters,
-        internal_notes=can_read_internal_notes(user, project),
-    )
+    issues = _narrow(user=user, project=project, filters=filters, matching=matching)
     if filters.service_desk:
         issues = issues.filter(SERVICE_DESK_ISSUES)
     if filters.state in ("opened", "closed"):
@@ -189,16 +262,17 @@ def issue_list_for_user(
 
 
 def issue_counts_for_user(
-    *, user: AnyUser, project: Project, filters: IssueFilters | None = None
+    *,
+    user: AnyUser,
+    project: Project,
+    filters: IssueFilters | None = None,
+    matching: list[int] | None = None,
 ) -> dict[str, int]:
     """One query. ``opened``/``closed``/``all``: the state tabs, in the current view;
-    ``issues``/``service_desk``: the two views, in the current state. All under the filters."""
+    ``issues``/``service_desk``: the two views, in the current state. All under the filters.
+    ``matching``: the search's ids when the caller already found them."""
     filters = filters or IssueFilters()
-    issues = _narrow(
-        _visible_issues(user=user, project=project),
-        filters,
-        internal_notes=can_read_internal_notes(user, project),
-    )
+    issues = _narrow(user=user, project=project, filters=filters, matching=matching)
     in_view = SERVICE_DESK_ISSUES if filters.service_desk else Q()
     in_state = Q(state=filters.state) if filters.state in ("opened", "closed") else Q()
     return issues.aggregate(
@@ -268,10 +342,14 @@ def issue_tracker_for_user(
     page_number: str | int | None,
     per_page: int,
 ) -> Tracker:
-    """Everything the issue list shows, in five queries whatever the number of issues."""
-    counts = issue_counts_for_user(user=user, project=project, filters=filters)
+    """Everything the issue list shows, in five queries whatever the number of issues (six with
+    a search: its matches are found once, then the counts and the rows both use them)."""
+    matching = None
+    if filters.search:
+        matching = list(issue_search_matches(user=user, project=project, search=filters.search))
+    counts = issue_counts_for_user(user=user, project=project, filters=filters, matching=matching)
     choices = issue_filter_choices_for_user(user=user, project=project)
-    issues = issue_list_for_user(user=user, project=project, filters=filters)
+    issues = issue_list_for_user(user=user, project=project, filters=filters, matching=matching)
     paginator = _CountedPaginator(issues, per_page, count=counts[filters.state])
     page = paginator.get_page(page_number)
     page.object_list = _rows(list(page.object_list), choices)
@@ -305,6 +383,45 @@ def note_list_for_issue(*, user: AnyUser, issue: Issue) -> QuerySet[Note]:
 
 # --- The issue page ---------------------------------------------------------------------------
 # Each of these is one query whatever the number of rows, so the page costs a fixed number.
+
+# The system notes ``issue_move`` leaves on both issues; a moved thread carries earlier ones.
+_MOVE_NOTE = re.compile(r"moved this issue (?P<direction>to|from) (?P<path>\S+)#(?P<iid>\d+)")
+
+
+@dataclass(frozen=True)
+class MoveNote:
+    """A "moved this issue to/from …" system note as a viewer may see it: ``issue`` is the
+    other issue, or None when they may not read it (or it is gone) — then the page says
+    "another project", so a Guest never learns the path of a private project."""
+
+    direction: str  # "to" or "from"
+    issue: Issue | None
+
+
+def move_notes_for_user(*, user: AnyUser, notes: list[Note]) -> dict[int, MoveNote]:
+    """The thread's move notes by note id, each with the other issue when ``user`` may read it.
+    No query for a thread without moves; otherwise one, plus the user's role in each project
+    named (cached for the request)."""
+    moves = {
+        note.pk: match
+        for note in notes
+        if note.system and (match := _MOVE_NOTE.fullmatch(note.body))
+    }
+    if not moves:
+        return {}
+    wanted = Q()
+    for match in moves.values():
+        wanted |= Q(project__full_path=match["path"], iid=int(match["iid"]))
+    found = {
+        (issue.project.full_path, issue.iid): issue
+        for issue in Issue.objects.select_related("project").filter(wanted)
+    }
+    result = {}
+    for note_id, match in moves.items():
+        other = found.get((match["path"], int(match["iid"])))
+        readable = other is not None and can_read_issue(user, other)
+        result[note_id] = MoveNote(match["direction"], other if readable else None)
+    return result
 
 
 def participant_list_for_issue(*, user: AnyUser, issue: Issue) -> list[EmailParticipant]:

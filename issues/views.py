@@ -39,6 +39,7 @@ from .selectors import (
     issue_move_targets,
     issue_tracker_for_user,
     label_list_for_project,
+    move_notes_for_user,
     note_list_for_issue,
     participant_list_for_issue,
     upload_get_by_token,
@@ -137,6 +138,9 @@ def _render_issue(
         note.body_html = mark_safe(next(rendered))  # type: ignore[attr-defined]  # noqa: S308 - sanitised
     for note in quoting:
         note.quoted_html = mark_safe(next(rendered))  # type: ignore[attr-defined]  # noqa: S308 - sanitised
+    moves = move_notes_for_user(user=user, notes=notes)
+    for note in notes:
+        note.move = moves.get(note.pk)  # type: ignore[attr-defined]
     if can_see_emails:
         known = _participant_addresses(issue, participants)
         for note in notes:
@@ -473,7 +477,6 @@ def _file_response(upload: Upload) -> HttpResponse:
     )
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = "default-src 'none'; sandbox"
-    response["Cache-Control"] = "private, max-age=3600"
     return response
 
 

@@ -52,6 +52,7 @@ from tests.factories import (
     LabelFactory,
     ProjectFactory,
     UserFactory,
+    member,
 )
 from tests.mailroom.helpers import INCOMING, deliver, make_email
 
@@ -647,6 +648,46 @@ def test_moved_issue_links_to_its_copy_for_those_who_may_read_it(
     html = client.get(url("issue_detail", issue)).content.decode()
     assert "moved to" in html
     assert url("issue_detail", moved) not in html
+
+
+def test_move_notes_name_the_other_project_only_to_who_may_read_it(
+    client, project, target, reporter, guest
+) -> None:
+    """The "moved this issue to/from …" notes (and the copies a later move carries along) show
+    the other issue's path and link only to those who may read that issue."""
+    target_guest = member(target, Role.GUEST, "tim")
+    third = ProjectFactory(group=project.group, path="ops", name="Ops")
+    member_add(user=reporter, project=third, role=Role.REPORTER)
+    third_guest = member(third, Role.GUEST, "olga")
+    issue = IssueFactory(project=project, confidential=False)
+    moved = issue_move(issue=issue, user=reporter, target=target)
+    again = issue_move(issue=moved, user=reporter, target=third)
+
+    def notes(user: User, at: Issue) -> str:
+        client.force_login(user)
+        html = client.get(url("issue_detail", at)).content.decode()
+        found = re.findall(r'data-testid="system-note">(.*?)</li>', html, re.S)
+        return " ".join(re.sub(r"<[^>]+>|\s+", " ", "".join(found)).split())
+
+    def link(to: Issue) -> str:
+        return (
+            f'<a href="{url("issue_detail", to)}" data-testid="moved-reference">{to.reference}</a>'
+        )
+
+    assert "moved this issue to another project" in notes(guest, issue)
+    assert "moved this issue from another project" in notes(target_guest, moved)
+    assert "moved this issue to another project" in notes(target_guest, moved)
+    assert notes(third_guest, again).count("moved this issue from another project") == 2
+    for user, at in [(guest, issue), (target_guest, moved), (third_guest, again)]:
+        client.force_login(user)
+        html = client.get(url("issue_detail", at)).content.decode()
+        others = {issue.project, moved.project, again.project} - {at.project}
+        for other in others:
+            assert other.full_path not in html, (user, at)
+    client.force_login(reporter)
+    html = client.get(url("issue_detail", moved)).content.decode()
+    assert f"moved this issue from {link(issue)}" in html
+    assert f"moved this issue to {link(again)}" in html
 
 
 # --- the page: actions through the views ------------------------------------------------------

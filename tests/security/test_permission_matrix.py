@@ -15,7 +15,8 @@ The policy (SPEC §8, GitLab's roles):
 - the spam quarantine: Reporter+, 404 for everyone else;
 - members page: any signed-in reader; changing members: Maintainer+;
 - the instance-wide ledger: staff only, 404 for everyone else;
-- customer email addresses appear only for Reporter+.
+- customer email addresses appear only for Reporter+;
+- every answer is ``Cache-Control: private, no-store``.
 
 A new URL that is not in ROUTES fails ``test_every_route_is_in_the_matrix``: nothing ships
 outside the matrix.
@@ -413,6 +414,9 @@ def _check(world: World, route: Route, role: str, visibility: str, confidential:
             body = b"".join(response.streaming_content) if response.streaming else response.content
             if CUSTOMER.encode() in body:
                 ok, wanted = False, "no customer address below Reporter"
+    # Whatever the answer, no cache keeps it: pages, files, denials and redirects alike.
+    if ok and response.get("Cache-Control") != "private, no-store":
+        ok, wanted = False, f"{wanted} with Cache-Control: private, no-store"
     if ok:
         return None
     kind = "conf" if confidential else "open"

@@ -1,0 +1,33 @@
+"""Quick actions in description templates, applied by the Support Bot to new email issues."""
+
+from __future__ import annotations
+
+import pytest
+
+from accounts.selectors import support_bot
+from issues.quick_actions import apply_quick_actions
+from projects.models import Role
+from projects.services import member_add
+from tests.factories import IssueFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_assign_in_a_template_follows_the_reporter_and_up_rule(
+    project, reporter, developer, guest, outsider
+) -> None:
+    """The same rule as the sidebar: only who can read every issue of the project (Reporter+,
+    directly or through its group) is assigned; Guests and outsiders are ignored."""
+    group_reporter = UserFactory(username="gina")
+    member_add(user=group_reporter, group=project.group, role=Role.REPORTER)
+    issue = IssueFactory(project=project, author=support_bot(), confidential=True)
+
+    result = apply_quick_actions(
+        issue=issue,
+        text="Thanks for writing.\n/assign @carol @dave @bob\n/assign @dan @gina @nobody",
+        user=support_bot(),
+    )
+
+    assert sorted(u.username for u in issue.assignees.all()) == ["bob", "dan", "gina"]
+    assert sorted(result.applied) == ["assign bob", "assign dan", "assign gina"]
+    assert result.text == "Thanks for writing."
