@@ -1,6 +1,6 @@
 """Outbound Service Desk emails: rendered and recorded in the transaction that causes them.
 
-``service_desk_issue_created`` is called by the mailroom in the transaction that created an
+``service_desk_issues_created`` is called by the mailroom in the transaction that created an
 issue from email: the requester gets *thank you*, Cc'd participants *new participant*. Each
 email gets its own reply key (a SentNotification) so replies and unsubscribes route back. The
 rows are sent after commit by ``issues.tasks.send_outbound_emails``.
@@ -72,16 +72,23 @@ def is_guessable_message_id(message_id: str) -> bool:
     return _LEGACY_ROOT.fullmatch(message_id) is not None
 
 
-def thread_root(issue: Issue) -> str:
-    """The Message-ID customers' mail clients thread on: the thank-you of the issue this one was
-    moved from (through any number of moves), so a moved ticket stays one conversation."""
-    original = issue
+def _thread_roots(issues: Sequence[Issue]) -> dict[int, str]:
+    """The Message-ID each issue's emails thread on: the thank-you of the issue it was moved
+    from (through any number of moves), so a moved ticket stays one conversation in the
+    customer's mail client. One query per move in the longest chain."""
+    original = {issue.pk: issue for issue in issues}
+    waiting = {issue.pk: issue.pk for issue in issues}  # issue we look behind → whose root
     for _ in range(20):  # a chain of moves; a cycle is impossible but never loop forever
-        earlier = Issue.objects.filter(moved_to=original).only("pk").first()
-        if earlier is None:
+        if not waiting:
             break
-        original = earlier
-    return issue_message_id(original)
+        earlier = Issue.objects.filter(moved_to_id__in=list(waiting)).only("pk", "thread_token")
+        found = {}
+        for issue in earlier:
+            whose = waiting[issue.moved_to_id or 0]
+            original[whose] = issue
+            found[issue.pk] = whose
+        waiting = found
+    return {pk: issue_message_id(issue) for pk, issue in original.items()}
 
 
 def _template_text(setting: ServiceDeskSetting, kind: str) -> str:
@@ -137,16 +144,20 @@ def email_links(text: str, issue: Issue) -> str:
     return pattern.sub(signed, text)
 
 
-def _attachments(note: Note | None) -> list[int]:
-    """The note's files as real attachments when they total at most the limit, else none (the
+def _attachments(notes: Sequence[Note]) -> dict[int, list[int]]:
+    """Each note's files as real attachments when they total at most the limit, else none (the
     note's text links them)."""
-    if note is None:
-        return []
-    files = list(Upload.objects.filter(note=note).values_list("pk", "size"))
-    total = sum(size for _, size in files)
-    if not files or total > settings.SERVICEDESK_EMAIL_ATTACHMENTS_MAX_SIZE:
-        return []
-    return [pk for pk, _ in files]
+    files: dict[int, list[tuple[int, int]]] = {}
+    for pk, note_id, size in Upload.objects.filter(note__in=notes).values_list(
+        "pk", "note_id", "size"
+    ):
+        files.setdefault(note_id, []).append((pk, size))
+    limit = settings.SERVICEDESK_EMAIL_ATTACHMENTS_MAX_SIZE
+    return {
+        note_id: [pk for pk, _ in pairs]
+        for note_id, pairs in files.items()
+        if sum(size for _, size in pairs) <= limit
+    }
 
 
 @dataclass(frozen=True)
@@ -211,7 +222,7 @@ def _draft(
     # or forwards the email hands on nothing that posts to the ticket.
     text = rendered.text.replace(rendered.placeholder_key, unsubscribe_token)
     html = rendered.html.replace(rendered.placeholder_key, unsubscribe_token)
-    root = root or issue_message_id(issue)
+    root = root or issue_message_id(issue)  # a new issue: nothing was moved into it
     reply_id = f"<reply-{key}@{_host()}>"
     message_id = root if kind == Kind.THANK_YOU else reply_id
     headers = {
@@ -278,113 +289,110 @@ def send_after_commit(emails: Sequence[OutboundEmail]) -> None:
     transaction.on_commit(enqueue)
 
 
-def service_desk_issue_created(
-    *,
-    issue: Issue,
-    requester: EmailParticipant | None,
-    cc: Sequence[EmailParticipant],
-    send: bool = True,
-) -> list[OutboundEmail]:
-    """Called in the issue's creating transaction: *thank you* to the requester, *new
-    participant* to each Cc'd address. Nothing when the project's Service Desk is off."""
-    emails = _save(_issue_drafts(issue, requester, cc))
-    if send:
-        send_after_commit(emails)
-    return emails
+@dataclass(frozen=True)
+class NewTicket:
+    """An issue that came by email, with who is to hear about it."""
+
+    issue: Issue
+    requester: EmailParticipant | None
+    cc: Sequence[EmailParticipant] = ()
 
 
-def service_desk_issues_created(
-    items: Sequence[tuple[Issue, EmailParticipant | None]],
-) -> list[OutboundEmail]:
-    """The same for a batch of issues created together: three INSERTs and sending queued in
-    tasks of SEND_BATCH emails, whatever the number of issues."""
-    drafts = [draft for issue, requester in items for draft in _issue_drafts(issue, requester, [])]
+def service_desk_issues_created(tickets: Sequence[NewTicket]) -> list[OutboundEmail]:
+    """Called in the transaction that created the issues: *thank you* to each requester, *new
+    participant* to each Cc'd address. Nothing for projects whose Service Desk is off. Three
+    INSERTs and sending queued in tasks of SEND_BATCH emails, whatever the number of issues."""
+    settings_by_project = _enabled_settings({t.issue.project_id for t in tickets})
+    drafts = []
+    for ticket in tickets:
+        setting = settings_by_project.get(ticket.issue.project_id)
+        if setting is None:
+            continue
+        if ticket.requester is not None and ticket.requester.is_reachable:
+            drafts.append(_draft(kind=Kind.THANK_YOU, issue=ticket.issue,
+                                 participant=ticket.requester, setting=setting))  # fmt: skip
+        drafts += [
+            _draft(kind=Kind.NEW_PARTICIPANT, issue=ticket.issue, participant=p, setting=setting)
+            for p in ticket.cc
+            if p.is_reachable
+        ]
     emails = _save(drafts)
     send_after_commit(emails)
     return emails
 
 
-def _issue_drafts(
-    issue: Issue, requester: EmailParticipant | None, cc: Sequence[EmailParticipant]
-) -> list[_Draft]:
-    setting: ServiceDeskSetting | None
-    if "service_desk" in issue.project._state.fields_cache:
-        setting = issue.project.service_desk  # already loaded: no query per issue in a batch
-    else:
-        setting = ServiceDeskSetting.objects.filter(project_id=issue.project_id).first()
-    if setting is None or not setting.service_desk_enabled:
+def notes_added(notes: Sequence[Note]) -> list[OutboundEmail]:
+    """*New note* to every reachable participant of each note's issue, except the note's own
+    email author. Only public, non-system notes; nothing for projects whose Service Desk is
+    off. Called in the transaction that created the notes; a fixed number of queries for any
+    number of notes (plus one per note that links files)."""
+    public = [note for note in notes if not note.internal and not note.system]
+    if not public:
         return []
+    issues = {note.issue_id: note.issue for note in public}
+    settings_by_project = _enabled_settings({issue.project_id for issue in issues.values()})
+    issues = {pk: i for pk, i in issues.items() if i.project_id in settings_by_project}
+    reachable = _reachable(list(issues))
+    roots = _thread_roots(list(issues.values()))
+    files = _attachments([note for note in public if note.issue_id in issues])
     drafts = []
-    if requester is not None and requester.is_reachable:
-        drafts.append(
-            _draft(kind=Kind.THANK_YOU, issue=issue, participant=requester, setting=setting)
-        )
-    for participant in cc:
-        if participant.is_reachable:
-            drafts.append(
-                _draft(kind=Kind.NEW_PARTICIPANT, issue=issue, participant=participant,
-                       setting=setting)
-            )  # fmt: skip
-    return drafts
-
-
-def note_added(note: Note, *, send: bool = True) -> list[OutboundEmail]:
-    """*New note* to every reachable participant except the note's own email author.
-
-    Only public, non-system notes; nothing when the project's Service Desk is off. Called in
-    the transaction that created the note.
-    """
-    if note.internal or note.system:
-        return []
-    issue = note.issue
-    setting = _enabled_setting(issue)
-    if setting is None:
-        return []
-    author = note.external_author.lower()
-    recipients = [p for p in _reachable(issue) if p.email.lower() != author]
-    if not recipients:
-        return []
-    text, attachments = email_links(note.body, issue), _attachments(note)
-    bodies: dict[tuple[str, int, int | None], _Rendered] = {}
-    root = thread_root(issue)
-    drafts = [
-        _draft(kind=Kind.NEW_NOTE, issue=issue, participant=p, setting=setting, note=note,
-               note_text=text, attachments=attachments, bodies=bodies, root=root)
-        for p in recipients
-    ]  # fmt: skip
+    for note in public:
+        if note.issue_id not in issues:
+            continue
+        issue, author = issues[note.issue_id], note.external_author.lower()
+        recipients = [p for p in reachable.get(issue.pk, []) if p.email.lower() != author]
+        text = email_links(note.body, issue) if recipients else ""
+        bodies: dict[tuple[str, int, int | None], _Rendered] = {}
+        drafts += [
+            _draft(kind=Kind.NEW_NOTE, issue=issue, participant=p,
+                   setting=settings_by_project[issue.project_id], note=note, note_text=text,
+                   attachments=files.get(note.pk, []), bodies=bodies, root=roots[issue.pk])
+            for p in recipients
+        ]  # fmt: skip
     emails = _save(drafts)
-    if send:
-        send_after_commit(emails)
+    send_after_commit(emails)
     return emails
 
 
-def issue_closed(issue: Issue, *, send: bool = True) -> list[OutboundEmail]:
+def note_added(note: Note) -> list[OutboundEmail]:
+    return notes_added([note])
+
+
+def issue_closed(issue: Issue) -> list[OutboundEmail]:
     """*Issue closed* to every reachable participant, if the project turned it on (it is off by
     default). Called in the transaction that closed the issue."""
-    setting = _enabled_setting(issue)
+    setting = _enabled_settings({issue.project_id}).get(issue.project_id)
     if setting is None or not setting.send_issue_closed_email:
         return []
     bodies: dict[tuple[str, int, int | None], _Rendered] = {}
-    root = thread_root(issue)
+    root = _thread_roots([issue])[issue.pk]
     emails = _save(
         [
             _draft(kind=Kind.ISSUE_CLOSED, issue=issue, participant=p, setting=setting,
                    bodies=bodies, root=root)
-            for p in _reachable(issue)
+            for p in _reachable([issue.pk]).get(issue.pk, [])
         ]
     )  # fmt: skip
-    if send:
-        send_after_commit(emails)
+    send_after_commit(emails)
     return emails
 
 
-def _enabled_setting(issue: Issue) -> ServiceDeskSetting | None:
-    setting = ServiceDeskSetting.objects.filter(project_id=issue.project_id).first()
-    return setting if setting is not None and setting.service_desk_enabled else None
+def _enabled_settings(project_ids: set[int]) -> dict[int, ServiceDeskSetting]:
+    return {
+        setting.project_id: setting
+        for setting in ServiceDeskSetting.objects.filter(
+            project_id__in=project_ids, service_desk_enabled=True
+        )
+    }
 
 
-def _reachable(issue: Issue) -> list[EmailParticipant]:
-    return list(issue.email_participants.filter(unsubscribed_at=None, bouncing_at=None))
+def _reachable(issue_ids: list[int]) -> dict[int, list[EmailParticipant]]:
+    found: dict[int, list[EmailParticipant]] = {}
+    for participant in EmailParticipant.objects.filter(
+        issue_id__in=issue_ids, unsubscribed_at=None, bouncing_at=None
+    ):
+        found.setdefault(participant.issue_id, []).append(participant)
+    return found
 
 
 # What a sender is told, by the start of the reason the mailroom recorded. Unknown and

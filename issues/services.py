@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import unquote
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -18,7 +21,7 @@ from django.utils import timezone
 from projects.models import Project, ServiceDeskSetting
 from servicedesk.addresses import is_our_address
 
-from .emails import issue_closed, note_added
+from .emails import NewTicket, issue_closed, note_added, notes_added, service_desk_issues_created
 from .models import (
     EmailParticipant,
     Issue,
@@ -29,6 +32,7 @@ from .models import (
     SentNotification,
     Upload,
 )
+from .quick_actions import apply_quick_actions
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -62,7 +66,110 @@ def issue_title(title: str) -> str:
     return " ".join(title.split())[:255] or "(no title)"
 
 
+class IncomingFile(Protocol):
+    """A file that came with an email (mailroom.parsing.Attachment)."""
+
+    filename: str
+    content_type: str
+    content: bytes
+    content_id: str | None
+
+
+@dataclass
+class NewIssue:
+    """One issue to create. ``requester`` and ``cc`` become email participants (ours, invalid
+    and repeated addresses are left out, at most SERVICEDESK_MAX_PARTICIPANTS); with ``notify``
+    the requester gets *thank you* and the Cc'd *new participant* (Service Desk on only)."""
+
+    project: Project
+    title: str
+    description: str = ""
+    confidential: bool = False
+    external_author: str = ""
+    service_desk_reply_to: str = ""
+    labels: Sequence[Label] = ()
+    assignees: Sequence[User] = ()
+    files: Sequence[IncomingFile] = ()
+    footnote: str = ""  # appended below the files, e.g. what was left out of the email
+    template: str = ""  # a description template: its quick actions run, its text is appended
+    message_id: str = ""  # the email it came from: replies naming it thread here
+    requester: str = ""
+    cc: Sequence[str] = ()
+    notify: bool = False
+
+
+@dataclass
+class NewNote:
+    """One note to create. ``files``: uploaded in the browser (Django files) or attachments of
+    an email; either way the note's own. With ``notify``, a public, non-system note is emailed to
+    the issue's participants (except its own email author)."""
+
+    issue: Issue
+    author: User
+    body: str
+    internal: bool = False
+    system: bool = False
+    external_author: str = ""
+    from_non_participant: bool = False
+    quoted: str = ""
+    files: Sequence[IncomingFile | File] = ()
+    footnote: str = ""
+    message_id: str = ""
+    notify: bool = False
+
+
+def _text(value: str) -> str:
+    return value.replace("\x00", "")  # PostgreSQL stores no NUL; customers' mail may hold one
+
+
 @transaction.atomic
+def issues_create(*, author: User, items: Sequence[NewIssue]) -> list[Issue]:
+    """Create issues with their files, participants, Message-IDs and emails: a few statements
+    for any number of issues (the mailroom's batches), the same path for one."""
+    if not items:
+        return []
+    counts = Counter(item.project.pk for item in items)
+    iids = {pid: iter(issue_iids_allocate(project_id=pid, count=n)) for pid, n in counts.items()}
+    issues = [
+        Issue(
+            project=item.project,
+            iid=next(iids[item.project.pk]),
+            title=issue_title(_text(item.title)),
+            description=_text(item.description).strip(),
+            author=author,
+            confidential=item.confidential,
+            external_author=item.external_author,
+            service_desk_reply_to=item.service_desk_reply_to,
+        )
+        for item in items
+    ]
+    Issue.objects.bulk_create(issues)
+    stored = _files_store(
+        [(issue, None, item.files) for issue, item in zip(issues, items, strict=True)], author
+    )
+    described = []
+    for issue, item, files in zip(issues, items, stored, strict=True):
+        parts = [*_with_files(issue.description, files), _text(item.footnote)]
+        if item.template:
+            parts.append(apply_quick_actions(issue=issue, text=item.template, user=author).text)
+        description = "\n\n".join(part for part in parts if part)
+        if description != issue.description:
+            issue.description = description
+            described.append(issue)
+    Issue.objects.bulk_update(described, ["description"])
+    for issue, item in zip(issues, items, strict=True):
+        if item.labels:
+            issue.labels.set(item.labels)
+        if item.assignees:
+            issue.assignees.set(item.assignees)
+    tickets = _participants_create(issues, items)
+    _message_ids_record(
+        [(issue, item.message_id) for issue, item in zip(issues, items, strict=True)]
+    )
+    service_desk_issues_created([t for t, item in zip(tickets, items, strict=True) if item.notify])
+    return issues
+
+
 def issue_create(
     *,
     project: Project,
@@ -75,24 +182,103 @@ def issue_create(
     external_author: str = "",
     service_desk_reply_to: str = "",
 ) -> Issue:
-    issue = Issue.objects.create(
-        project=project,
-        iid=issue_iids_allocate(project_id=project.pk)[0],
-        title=issue_title(title),
-        description=description,
+    [issue] = issues_create(
         author=author,
-        confidential=confidential,
-        external_author=external_author,
-        service_desk_reply_to=service_desk_reply_to,
+        items=[
+            NewIssue(
+                project=project,
+                title=title,
+                description=description,
+                confidential=confidential,
+                labels=list(labels),
+                assignees=list(assignees),
+                external_author=external_author,
+                service_desk_reply_to=service_desk_reply_to,
+            )
+        ],
     )
-    if labels:
-        issue.labels.set(labels)
-    if assignees:
-        issue.assignees.set(assignees)
     return issue
 
 
+def _participants_create(issues: list[Issue], items: Sequence[NewIssue]) -> list[NewTicket]:
+    """The requester and Cc'd addresses of new issues, in one INSERT."""
+    rows: list[EmailParticipant] = []
+    tickets = []
+    for issue, item in zip(issues, items, strict=True):
+        seen: set[str] = set()
+        requester, cc = None, []
+        for n, address in enumerate([item.requester, *item.cc]):
+            address = address.strip()
+            if not address or address.lower() in seen or is_our_address(address):
+                continue
+            if not _room(len(seen)):
+                break
+            seen.add(address.lower())
+            participant = EmailParticipant(issue=issue, email=address)
+            rows.append(participant)
+            if n == 0:
+                requester = participant
+            else:
+                cc.append(participant)
+        tickets.append(NewTicket(issue, requester, cc))
+    EmailParticipant.objects.bulk_create(rows)
+    return tickets
+
+
+def _message_ids_record(pairs: Iterable[tuple[Issue, str]]) -> None:
+    """Remember the Message-IDs of received emails: replies naming them thread to the issue."""
+    IssueEmail.objects.bulk_create(
+        [
+            IssueEmail(issue=issue, message_id=mid[:998], direction=IssueEmail.Direction.INBOUND)
+            for issue, mid in pairs
+            if mid
+        ],
+        ignore_conflicts=True,
+    )
+
+
 @transaction.atomic
+def notes_create(items: Sequence[NewNote]) -> list[Note]:
+    """Create notes with their files and Message-IDs, bump their issues, email the public ones
+    marked ``notify``: a few statements for any number of notes, the same path for one."""
+    notes = []
+    for item in items:
+        body = _text(item.body).strip()
+        if not body and not item.files:
+            raise ValueError("A note needs a body.")
+        notes.append(
+            Note(
+                issue=item.issue,
+                author=item.author,
+                body=body,
+                internal=item.internal or item.from_non_participant,
+                system=item.system,
+                external_author=item.external_author,
+                from_non_participant=item.from_non_participant,
+                quoted=_text(item.quoted).strip(),
+            )
+        )
+    Note.objects.bulk_create(notes)
+    stored = [
+        _files_store([(item.issue, note, item.files)], item.author)[0] if item.files else []
+        for note, item in zip(notes, items, strict=True)
+    ]
+    bodies = []
+    for note, item, files in zip(notes, items, stored, strict=True):
+        body = "\n\n".join(p for p in (*_with_files(note.body, files), _text(item.footnote)) if p)
+        if body != note.body:
+            note.body = body
+            bodies.append(note)
+    Note.objects.bulk_update(bodies, ["body"])
+    if notes:
+        Issue.objects.filter(pk__in={note.issue_id for note in notes}).update(
+            updated_at=max(note.created_at for note in notes)
+        )
+    _message_ids_record([(item.issue, item.message_id) for item in items])
+    notes_added([note for note, item in zip(notes, items, strict=True) if item.notify])
+    return notes
+
+
 def note_create(
     *,
     issue: Issue,
@@ -104,40 +290,27 @@ def note_create(
     files: Sequence[File] = (),
     from_non_participant: bool = False,
     quoted: str = "",
+    notify: bool = False,
 ) -> Note:
     """A comment; ``files`` (uploaded in the browser) are stored as the note's uploads and
     linked below its text (images shown inline). ``from_non_participant``: an email reply held
-    back as an internal note (see ``note_make_public``)."""
-    body = body.replace("\x00", "").strip()  # PostgreSQL stores no NUL; browsers send none
-    if not body and not files:
-        raise ValueError("A note needs a body.")
-    note = Note.objects.create(
-        issue=issue,
-        author=author,
-        body=body,
-        internal=internal or from_non_participant,
-        system=system,
-        external_author=external_author,
-        from_non_participant=from_non_participant,
-        quoted=quoted.replace("\x00", ""),
-    )
-    if files:
-        links = [
-            upload_markdown(
-                upload_create(
-                    issue=issue,
-                    note=note,
-                    filename=_safe_filename(f.name or "file"),
-                    content=f,
-                    content_type=getattr(f, "content_type", "") or "",
-                    uploaded_by=author,
-                )
+    back as an internal note (see ``note_make_public``). ``notify``: email the participants."""
+    [note] = notes_create(
+        [
+            NewNote(
+                issue=issue,
+                author=author,
+                body=body,
+                internal=internal,
+                system=system,
+                external_author=external_author,
+                files=files,
+                from_non_participant=from_non_participant,
+                quoted=quoted,
+                notify=notify,
             )
-            for f in files
         ]
-        note.body = "\n\n".join([body, *links] if body else links)
-        note.save(update_fields=["body"])
-    Issue.objects.filter(pk=issue.pk).update(updated_at=note.created_at)
+    )
     return note
 
 
@@ -215,14 +388,6 @@ def participants_mark_bouncing(*, participants: Iterable[EmailParticipant], acto
     return marked
 
 
-def issue_email_record(*, issue: Issue, message_id: str | None, direction: str) -> None:
-    """Remember a Message-ID as belonging to the issue: replies naming it thread to it."""
-    if message_id:
-        IssueEmail.objects.get_or_create(
-            issue=issue, message_id=message_id[:998], defaults={"direction": direction}
-        )
-
-
 def _safe_filename(name: str) -> str:
     """A browser-supplied name without directories or control characters."""
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
@@ -230,29 +395,84 @@ def _safe_filename(name: str) -> str:
     return name[:200] or "file"
 
 
+def _files_store(
+    entries: Sequence[tuple[Issue, Note | None, Sequence[IncomingFile | File]]],
+    uploaded_by: User | None,
+) -> list[list[tuple[IncomingFile | File, Upload]]]:
+    """Each entry's files written to storage, then one INSERT for all their uploads; returns
+    (file, upload) pairs per entry."""
+    pairs: list[list[tuple[IncomingFile | File, Upload]]] = []
+    for issue, note, files in entries:
+        stored = []
+        for file in files:
+            if isinstance(file, File):  # from a browser: its name and type are the client's
+                name, content_type, content = _safe_filename(file.name or "file"), "", file
+                size = file.size or 0
+            else:
+                name, content_type = file.filename, file.content_type
+                content, size = ContentFile(file.content), len(file.content)
+            upload = Upload(
+                project_id=issue.project_id,
+                issue=issue,
+                note=note,
+                filename=name,
+                content_type=content_type or getattr(file, "content_type", "") or "",
+                size=size,
+                uploaded_by=uploaded_by,
+            )
+            upload.content_type = upload.content_type or "application/octet-stream"
+            upload.file.save(name, content, save=False)
+            stored.append((file, upload))
+        pairs.append(stored)
+    Upload.objects.bulk_create([upload for stored in pairs for _, upload in stored])
+    return pairs
+
+
 def upload_create(
     *,
     issue: Issue,
     filename: str,
-    content: bytes | File,
+    content: bytes,
     content_type: str,
     uploaded_by: User | None,
     note: Note | None = None,
 ) -> Upload:
-    upload = Upload(
-        project_id=issue.project_id,
-        issue=issue,
-        note=note,
-        filename=filename,
-        content_type=content_type or "application/octet-stream",
-        size=content.size if isinstance(content, File) else len(content),
-        uploaded_by=uploaded_by,
-    )
-    upload.file.save(
-        filename, content if isinstance(content, File) else ContentFile(content), save=False
-    )
-    upload.save()
+    file = _EmailFile(filename=filename, content_type=content_type, content=content)
+    [[(_, upload)]] = _files_store([(issue, note, [file])], uploaded_by)
     return upload
+
+
+@dataclass
+class _EmailFile:
+    filename: str
+    content_type: str
+    content: bytes
+    content_id: str | None = None
+
+
+_CID_LINK = re.compile(r"\]\(\s*<?cid:([^\s)>]+)>?", re.IGNORECASE)
+
+
+def _with_files(text: str, stored: Sequence[tuple[IncomingFile | File, Upload]]) -> list[str]:
+    """(text, links): images an email's HTML showed by ``cid:`` stay where they were, pointing
+    at their upload; the other files are listed below the text."""
+    by_cid: dict[str, str] = {}
+    links: list[str] = []
+    for file, upload in stored:
+        markdown = upload_markdown(upload)
+        content_id = (getattr(file, "content_id", None) or "").strip().strip("<>")
+        if content_id and f"cid:{content_id}".lower() in text.lower():
+            by_cid[content_id.lower()] = reverse("upload", args=[upload.pk, upload.filename])
+        else:
+            links.append(markdown)
+    if by_cid:
+
+        def replace(match: re.Match[str]) -> str:
+            url = by_cid.get(unquote(match[1]).lower())
+            return f"]({url}" if url else match[0]
+
+        text = _CID_LINK.sub(replace, text)
+    return [text, "\n".join(link if link.startswith("!") else f"- {link}" for link in links)]
 
 
 def upload_markdown(upload: Upload) -> str:
@@ -379,12 +599,17 @@ def _clean_email(email: str) -> str:
     return email
 
 
+def _room(participants: int) -> int:
+    """How many more email participants an issue with ``participants`` may have."""
+    return max(0, settings.SERVICEDESK_MAX_PARTICIPANTS - participants)
+
+
 def _participant_room_check(issue: Issue, email: str) -> None:
-    limit = settings.SERVICEDESK_MAX_PARTICIPANTS
     participants = EmailParticipant.objects.filter(issue=issue)
     if participants.filter(email__iexact=email).exists():
         raise ValidationError(f"{email} is already a participant.")
-    if participants.count() >= limit:
+    if not _room(participants.count()):
+        limit = settings.SERVICEDESK_MAX_PARTICIPANTS
         raise ValidationError(f"An issue can have at most {limit} email participants.")
 
 

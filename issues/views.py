@@ -5,7 +5,6 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -19,7 +18,6 @@ from projects import permissions
 from projects.selectors import project_get_for_user, service_desk_addresses
 from servicedesk.http import anonymous_404_to_login
 
-from .emails import note_added
 from .filters import SORTS, IssueFilterForm
 from .forms import (
     AssigneesForm,
@@ -203,15 +201,14 @@ def note_add(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
     internal = form.cleaned_data["internal"]
     if internal and not permissions.can_add_internal_note(request.user, issue):
         raise PermissionDenied
-    with transaction.atomic():
-        note = note_create(
-            issue=issue,
-            author=request.user,
-            body=form.cleaned_data["body"],
-            internal=internal,
-            files=form.cleaned_data["files"],
-        )
-        note_added(note)  # emails the participants (public notes only), sent after commit
+    note = note_create(
+        issue=issue,
+        author=request.user,
+        body=form.cleaned_data["body"],
+        internal=internal,
+        files=form.cleaned_data["files"],
+        notify=True,  # emails the participants (public notes only), sent after commit
+    )
     url = reverse("issue_detail", kwargs={"full_path": issue.project.full_path, "iid": issue.iid})
     return redirect(f"{url}#note-{note.pk}")
 

@@ -1,45 +1,44 @@
-"""What an inbound email becomes: the rules, the routing decision, and each handler.
+"""What inbound emails become: one path for one email or a batch of them.
 
-``handle(row)`` runs inside the ledger's transaction for the row; it returns the outcome to
-record. The sender's faults come back as ``rejected``/``ignored`` results (never retried);
-anything raised is our fault and is retried by the ledger.
+Two phases (the ledger runs them; see mailroom/ledger.py):
+
+1. ``plan(rows)`` decides, and only reads: no transaction and no row locks, so the HTTP call to
+   Akismet and the rate limit's Redis round trip never hold a lock. Each email is parsed, waits
+   if it names an earlier email still in the ledger, goes through the rules (size, bounces,
+   robots, loops), has its key found and resolved (a project, a reply key, an unsubscribe
+   token), is threaded or found a duplicate, and a new issue passes its gates (rate limit,
+   spam). The result is one decision per email.
+2. ``carry_out(decisions)`` writes, in the ledger's transaction: bounces and unsubscribes, every
+   new issue in one call to ``issues.services.issues_create``, every note in one call to
+   ``notes_create``, closed issues reopened. It returns the Result to record for each email.
+
+The sender's faults come back as ``rejected``/``ignored`` results (never retried); anything
+raised is our fault and is retried by the ledger.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.core.files.base import ContentFile
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import User
-from accounts.selectors import support_bot
-from issues.emails import (
-    is_guessable_message_id,
-    note_added,
-    send_after_commit,
-    service_desk_issue_created,
-    service_desk_issues_created,
-)
-from issues.models import EmailParticipant, Issue, IssueEmail, Note, SentNotification, Upload
-from issues.quick_actions import apply_quick_actions, neutralise
+from issues.emails import is_guessable_message_id
+from issues.models import EmailParticipant, Issue, IssueEmail, Note, SentNotification
+from issues.quick_actions import neutralise
 from issues.services import (
-    issue_create,
-    issue_email_record,
-    issue_iids_allocate,
+    NewIssue,
+    NewNote,
     issue_reopen,
-    issue_title,
-    note_create,
-    participant_add,
+    issues_create,
+    notes_create,
     participant_unsubscribe,
     participants_mark_bouncing,
-    upload_create,
-    upload_markdown,
 )
 from projects.models import Project, ServiceDeskSetting
 from servicedesk import ratelimit
@@ -48,22 +47,16 @@ from servicedesk.addresses import is_our_address
 from . import spam
 from .ledger import WAITING
 from .models import InboundMessage
-from .parsing import (
-    Attachment,
-    MalformedEmail,
-    ParsedEmail,
-    parse_email,
-    rewrite_cid_references,
-    split_reply,
-)
+from .parsing import Attachment, MalformedEmail, ParsedEmail, parse_email, split_reply
 from .routing import (
+    ParsedKey,
     custom_key_candidates,
     default_key_candidates,
     find_key,
     parse_key,
     reply_key_from_message_id,
 )
-from .rules import auto_generated_reason, delivery_report
+from .rules import DeliveryReport, auto_generated_reason, delivery_report
 from .scrub import scrub_secrets
 from .senders import authentication_failure, normalise_sender
 
@@ -71,18 +64,20 @@ log = logging.getLogger(__name__)
 Outcome = InboundMessage.Outcome
 Status = InboundMessage.Status
 MAX_MOVE_HOPS = 20
+THREAD_RULE = "thread (In-Reply-To/References)"
+Trace = dict[str, Any]
+Planned = tuple[str, int]  # (Message-ID, project id) of a new issue planned in this batch
 
 
 @dataclass
 class Result:
     outcome: str
     reason: str = ""
-    decision: dict[str, Any] = field(default_factory=dict)
+    decision: Trace = field(default_factory=dict)
     project: Project | None = None
     issue: Issue | None = None
     note: Note | None = None
     rejection_notice_due: bool = False
-    issue_id: int | None = None  # when only the id is at hand (bulk notes)
 
 
 def redact(key: str) -> str:
@@ -92,57 +87,430 @@ def redact(key: str) -> str:
     return key
 
 
-def _mailboxes() -> list[Any]:
-    return [m for m in settings.SERVICEDESK_MAILBOXES.values() if m.enabled]
+# --- Decisions ----------------------------------------------------------------------------------
 
 
 @dataclass
-class ProjectMail:
-    """An email that passed the rules and names a project with Service Desk on."""
+class Settled:
+    """Nothing to write: the email's outcome is known (rejected, ignored, waiting, spam)."""
 
+    result: Result
+
+
+@dataclass
+class Bounce:
+    report: DeliveryReport
+    trace: Trace
+
+
+@dataclass
+class Unsubscribe:
+    sent: SentNotification
+    trace: Trace
+
+
+@dataclass
+class IssueFromEmail:
+    row: InboundMessage
     email: ParsedEmail
     project: Project
     setting: ServiceDeskSetting
-    trace: dict[str, Any]
+    trace: Trace
+    requester: str
+    notify_to: str  # Reply-To, when it differs from the requester
+    gated: bool = False  # rate limit and spam check done
+
+    @property
+    def planned(self) -> Planned:
+        return (self.email.message_id or f"row-{self.row.pk}", self.project.pk)
+
+    @property
+    def participants(self) -> set[str]:
+        cc = self.email.cc if self.setting.add_external_participants_from_cc else []
+        return {a.lower() for a in (self.requester, self.notify_to, *cc) if a}
 
 
 @dataclass
-class BatchContext:
-    """What a batch looked up once for all its messages."""
+class NoteFromEmail:
+    row: InboundMessage
+    email: ParsedEmail
+    trace: Trace
+    issue_id: int | None = None  # an existing issue (moves followed when written)
+    planned: Planned | None = None  # or one created in this batch
+    held: bool = False  # from a non-participant without a key: internal, emailed to nobody
 
-    outbound_ids: set[str] = field(default_factory=set)
-    projects: dict[str, Project | None] = field(default_factory=dict)
+
+Decision = Settled | Bounce | Unsubscribe | IssueFromEmail | NoteFromEmail
 
 
-def handle(
-    row: InboundMessage, bot: User | None = None, *, batch_ids: set[int] | None = None
-) -> Result:
-    """Decide and carry out what one email becomes (inside the caller's transaction).
+# --- Phase 1: plan ------------------------------------------------------------------------------
 
-    ``batch_ids``: the rows processed with this one, in arrival order, whose outcomes are not
-    recorded yet — this email does not wait for them.
-    """
-    bot = bot or support_bot()
-    email = _parse(row)
-    if isinstance(email, Result):
-        return email
-    waiting = waiting_for_earlier([(row, email)], batch_ids or {row.pk})
-    if waiting:
-        return waiting[row.pk]
-    step = _screen(row, email, bot=bot)
-    if isinstance(step, Result):
-        return step
-    threaded = _threaded_issue(step.project, step.email)
-    if threaded is not None:
-        issue, via_reply_key = threaded
-        trace = {**step.trace, "rule": "thread (In-Reply-To/References)"}
-        held = not via_reply_key and not _is_participant(issue, step.email.from_address)
-        if held:
-            trace["non_participant"] = True
-        return _note_from_email(issue, step.email, trace, bot, held=held)
-    return _new_issue(
-        step.project, step.setting, step.email, step.trace, bot, spam_check=not row.spam_released
+
+def plan(rows: Sequence[InboundMessage]) -> dict[int, Decision]:
+    """Decide what each email becomes (rows in arrival order); reads only."""
+    return _Planner(rows).decide_all()
+
+
+@dataclass
+class _Record:
+    """A Message-ID stored for an issue (IssueEmail), as threading needs it."""
+
+    message_id: str
+    direction: str
+    issue_id: int
+    project_id: int
+
+
+class _Planner:
+    """Lookups shared by the emails of a batch: one query each, whatever the batch's size."""
+
+    def __init__(self, rows: Sequence[InboundMessage]) -> None:
+        self.rows = list(rows)
+        self.decisions: dict[int, Decision] = {}
+        self.records: dict[str, list[_Record]] = {}  # by Message-ID, newest first
+        self.participants: set[tuple[int, str]] = set()  # (issue id, lowercased address)
+        self.sent: dict[tuple[str, str], SentNotification] = {}  # (kind, key) → notification
+        self.projects: dict[str, Project | None] = {}  # by raw key
+        self.planned: dict[Planned, IssueFromEmail] = {}
+        self.noted: set[tuple[str, int | Planned]] = set()  # (Message-ID, issue) of notes here
+
+    def decide_all(self) -> dict[int, Decision]:
+        parsed = self._parse()
+        self._look_up(parsed)
+        routes = {row.pk: self._route(row, email) for row, email in parsed}
+        self._look_up_keys(routes.values())
+        pending = parsed
+        for _ in range(3):  # refused new issues make their in-batch replies decide again
+            for row, email in pending:
+                route = routes[row.pk]
+                self.decisions[row.pk] = (
+                    route if not isinstance(route, _Route) else self._decide(row, email, route)
+                )
+            refused = self._gate()
+            pending = [
+                (d.row, d.email)
+                for d in self.decisions.values()
+                if isinstance(d, NoteFromEmail) and d.planned in refused
+            ]
+            if not pending:
+                break
+        return self.decisions
+
+    # Parsing and waiting ------------------------------------------------------------------
+
+    def _parse(self) -> list[tuple[InboundMessage, ParsedEmail]]:
+        parsed = []
+        for row in self.rows:
+            email = _parse(row)
+            if isinstance(email, Result):
+                self.decisions[row.pk] = Settled(email)
+            else:
+                parsed.append((row, email))
+        waiting = waiting_for_earlier(parsed, {row.pk for row in self.rows})
+        self.decisions.update({pk: Settled(result) for pk, result in waiting.items()})
+        return [(row, email) for row, email in parsed if row.pk not in waiting]
+
+    def _look_up(self, parsed: list[tuple[InboundMessage, ParsedEmail]]) -> None:
+        """Every Message-ID the batch names, as stored for issues; their issues' participants."""
+        mentioned = {mid for _, email in parsed for mid in _named_message_ids(email)}
+        if not mentioned:
+            return
+        issue_ids = set()
+        rows = IssueEmail.objects.filter(message_id__in=mentioned).order_by("-created_at", "-id")
+        for values in rows.values_list("message_id", "direction", "issue_id", "issue__project_id"):
+            record = _Record(*values)
+            self.records.setdefault(record.message_id, []).append(record)
+            issue_ids.add(record.issue_id)
+        self.participants |= _participants(issue_ids)
+
+    # The rules and the key ----------------------------------------------------------------
+
+    def _route(self, row: InboundMessage, email: ParsedEmail) -> Decision | _Route:
+        """The rules, then the key: a decision when the email's fate is settled by them."""
+        trace: Trace = {"size": row.size}
+        if row.size > settings.SERVICEDESK_MAX_EMAIL_SIZE:
+            limit = settings.SERVICEDESK_MAX_EMAIL_SIZE / 1024 / 1024
+            reason = f"too large ({row.size / 1024 / 1024:.1f} MB > {limit:.0f} MB)"
+            return Settled(_reject(email, reason, {**trace, "rule": "too large"}))
+        report = (
+            delivery_report(bytes(row.raw), mailboxes=_mailboxes())
+            if _may_be_bounce(row, email)
+            else None
+        )
+        if report is not None:
+            return Bounce(report, trace)
+        robot = auto_generated_reason(email.headers, content_type=email.content_type)
+        if robot:
+            return Settled(
+                Result(Outcome.IGNORED, f"auto-generated: {robot}", {**trace, "rule": robot})
+            )
+        loop = self._loop_reason(email)
+        if loop:
+            return Settled(Result(Outcome.IGNORED, f"loop: {loop}", {**trace, "rule": "loop"}))
+        match = find_key(email.headers, _mailboxes())
+        if match is None:
+            return Settled(_reject(email, "no key found", {**trace, "rule": "no key"}))
+        trace.update(header=match.header, mailbox=match.mailbox, key=redact(match.key))
+        key = parse_key(match.key, match.mailbox)
+        if key is None:
+            return Settled(
+                _reject(email, "project not found", {**trace, "rule": "unrecognised key"})
+            )
+        trace["key_kind"] = key.kind
+        return _Route(key, match.key.lower(), trace)
+
+    def _loop_reason(self, email: ParsedEmail) -> str:
+        records = self.records.get(email.message_id or "", [])
+        if any(r.direction == IssueEmail.Direction.OUTBOUND for r in records):
+            return "the Message-ID is one we sent"
+        for address in (email.from_address, email.sender):
+            if is_our_address(address):
+                return f"sent from our own address {address}"
+        # Gmail-style forwarding names the forwarding mailbox first in X-Forwarded-For. Mail
+        # *from* that mailbox is the mailbox writing to itself — verification mails ("Verify
+        # custom email address…") and forwarding loops — never a customer; it must not open an
+        # issue, nor get a thank-you that would hand a verification secret to whoever asked.
+        for value in email.header_all("X-Forwarded-For"):
+            forwarder = value.split()[0].strip("<>").lower() if value.split() else ""
+            if forwarder and forwarder == (email.from_address or "").lower():
+                return f"sent by the mailbox that forwards to us ({forwarder})"
+        return ""
+
+    def _look_up_keys(self, routes: Iterable[Decision | _Route]) -> None:
+        """Reply keys and unsubscribe tokens of the batch: one query."""
+        keys = [r.key for r in routes if isinstance(r, _Route) and r.key.kind in _SENT_KINDS]
+        if not keys:
+            return
+        wanted = {k.reply_key for k in keys}
+        found = SentNotification.objects.select_related("issue", "participant").filter(
+            Q(reply_key__in=wanted) | Q(unsubscribe_token__in=wanted)
+        )
+        for sent in found:
+            self.sent[("reply", sent.reply_key)] = sent
+            self.sent[("unsubscribe", sent.unsubscribe_token)] = sent
+        self.participants |= _participants({sent.issue_id for sent in found})
+
+    # Deciding ---------------------------------------------------------------------------------
+
+    def _decide(self, row: InboundMessage, email: ParsedEmail, route: _Route) -> Decision:
+        trace = dict(route.trace)
+        if route.key.kind in _SENT_KINDS:
+            # The unsubscribe address has its own token, never the reply key (SentNotification).
+            sent = self.sent.get((route.key.kind, route.key.reply_key))
+            if sent is None:
+                return Settled(
+                    _reject(email, "reply key not found", {**trace, "rule": "unknown reply key"})
+                )
+            if route.key.kind == "unsubscribe":
+                return Unsubscribe(sent, trace)
+            return self._note(row, email, {**trace, "rule": "reply key"}, issue_id=sent.issue_id)
+        project = self._project(route)
+        if project is None:
+            return Settled(
+                _reject(email, "project not found", {**trace, "rule": "no such project"})
+            )
+        setting = project.service_desk
+        if not setting.service_desk_enabled:
+            return Settled(
+                _reject(
+                    email,
+                    "project not found",
+                    {**trace, "rule": "service desk off"},
+                    project=project,
+                )
+            )
+        return self._project_mail(row, email, project, setting, trace)
+
+    def _project(self, route: _Route) -> Project | None:
+        if route.raw_key not in self.projects:
+            self.projects[route.raw_key] = _project_for(route.key, route.raw_key)
+        return self.projects[route.raw_key]
+
+    def _project_mail(
+        self,
+        row: InboundMessage,
+        email: ParsedEmail,
+        project: Project,
+        setting: ServiceDeskSetting,
+        trace: Trace,
+    ) -> Decision:
+        """A reply in one of the project's threads becomes a note; anything else a new issue."""
+        thread = self._thread(email, project)
+        if thread is not None:
+            issue_id, planned, via_reply_key = thread
+            sender = (email.from_address or "").lower()
+            held = not via_reply_key and not self._is_participant(issue_id, planned, sender)
+            if held:
+                trace["non_participant"] = True
+            return self._note(
+                row,
+                email,
+                {**trace, "rule": THREAD_RULE},
+                issue_id=issue_id,
+                planned=planned,
+                held=held,
+            )
+        own = email.message_id
+        if own and (
+            any(r.project_id == project.pk for r in self.records.get(own, []))
+            or (own, project.pk) in self.planned
+        ):
+            return Settled(
+                Result(
+                    Outcome.IGNORED,
+                    "duplicate: an issue already exists for this Message-ID",
+                    {**trace, "rule": "duplicate"},
+                    project=project,
+                )
+            )
+        if not email.subject.strip() and not email.body_text.strip() and not email.attachments:
+            return Settled(
+                _reject(email, "empty email", {**trace, "rule": "empty"}, project=project)
+            )
+        requester = _requester(email)
+        decision = IssueFromEmail(
+            row, email, project, setting, trace, requester, _notify_to(email, requester)
+        )
+        self.planned[decision.planned] = decision
+        return decision
+
+    def _thread(
+        self, email: ParsedEmail, project: Project
+    ) -> tuple[int | None, Planned | None, bool] | None:
+        """(issue id, or the planned issue, whether a reply key named it) of the thread the
+        email answers, if any.
+
+        Message-IDs we send are random (reply keys, thread tokens) and customers' own cannot
+        be guessed by strangers; the sequential roots of older issues can, so they count only
+        when the sender is a participant of the issue.
+        """
+        references = [m for m in (*email.in_reply_to, *email.references) if m][:100]
+        sender = (email.from_address or "").lower()
+        candidates = [
+            r for m in references for r in self.records.get(m, []) if r.project_id == project.pk
+        ]
+        candidates.sort(key=lambda r: self._age(r))
+        for record in candidates:
+            if is_guessable_message_id(record.message_id) and not self._is_participant(
+                record.issue_id, None, sender
+            ):
+                continue
+            return record.issue_id, None, reply_key_from_message_id(record.message_id) is not None
+        for message_id in references:
+            if (message_id, project.pk) in self.planned:
+                return None, (message_id, project.pk), False
+        return None
+
+    def _age(self, record: _Record) -> int:
+        """Newest first, as the records were read."""
+        return self.records[record.message_id].index(record)
+
+    def _is_participant(self, issue_id: int | None, planned: Planned | None, address: str) -> bool:
+        if planned is not None:
+            return address in self.planned[planned].participants
+        return (issue_id or 0, address) in self.participants
+
+    def _note(
+        self,
+        row: InboundMessage,
+        email: ParsedEmail,
+        trace: Trace,
+        *,
+        issue_id: int | None,
+        planned: Planned | None = None,
+        held: bool = False,
+    ) -> Decision:
+        target: int | Planned = planned if planned is not None else issue_id or 0
+        own = email.message_id
+        if own and (
+            (own, target) in self.noted
+            or any(r.issue_id == issue_id for r in self.records.get(own, []))
+        ):
+            return Settled(
+                Result(
+                    Outcome.IGNORED,
+                    "duplicate: this Message-ID is already on the issue",
+                    {**trace, "rule": "duplicate"},
+                )
+            )
+        if not _reply_texts(email)[0] and not email.attachments:
+            return Settled(_reject(email, "empty reply", {**trace, "rule": "empty"}))
+        if own:
+            self.noted.add((own, target))
+        return NoteFromEmail(row, email, trace, issue_id=issue_id, planned=planned, held=held)
+
+    # The gates of a new issue -------------------------------------------------------------
+
+    def _gate(self) -> set[Planned]:
+        """Rate limits (one round trip for the batch), then Akismet, for new issues not yet
+        checked. Returns the planned issues refused."""
+        fresh = [
+            d for d in self.decisions.values() if isinstance(d, IssueFromEmail) and not d.gated
+        ]
+        over = ratelimit.hit_many(
+            [_rate_key(d.project, d.requester) for d in fresh],
+            limit=settings.SERVICEDESK_NEW_ISSUES_PER_SENDER_PER_MINUTE,
+            window=60,
+        )
+        refused = set()
+        for decision, limited in zip(fresh, over, strict=True):
+            decision.gated = True
+            verdict = None if limited else _spam_verdict(decision)
+            if limited:
+                verdict = _reject(
+                    decision.email,
+                    "rate limited",
+                    {**decision.trace, "rule": "rate limit"},
+                    project=decision.project,
+                )
+            if verdict is not None:
+                self.decisions[decision.row.pk] = Settled(verdict)
+                self.planned.pop(decision.planned, None)
+                refused.add(decision.planned)
+        return refused
+
+
+@dataclass
+class _Route:
+    """An email that passed the rules, and the key it was sent to."""
+
+    key: ParsedKey
+    raw_key: str
+    trace: Trace
+
+
+_SENT_KINDS = ("reply", "unsubscribe")
+
+
+def _spam_verdict(decision: IssueFromEmail) -> Result | None:
+    """Akismet's verdict on a new issue: quarantined (no issue, no thank-you) when spam."""
+    if decision.row.spam_released or not spam.enabled():
+        return None
+    is_spam, verdict = spam.check(decision.email)
+    decision.trace["akismet"] = verdict
+    if not is_spam:
+        return None
+    return Result(
+        Outcome.SPAM,
+        f"spam ({verdict})",
+        {**decision.trace, "rule": "akismet"},
+        project=decision.project,
     )
+
+
+def _participants(issue_ids: set[int]) -> set[tuple[int, str]]:
+    """(issue id, lowercased address) of every email participant of these issues (any state),
+    and of each issue's requester."""
+    if not issue_ids:
+        return set()
+    rows = EmailParticipant.objects.filter(issue_id__in=issue_ids).values_list("issue_id", "email")
+    authors = Issue.objects.filter(pk__in=issue_ids).exclude(external_author="")
+    found = {(issue_id, email.lower()) for issue_id, email in rows}
+    found |= {(pk, a.lower()) for pk, a in authors.values_list("pk", "external_author")}
+    return found
+
+
+# --- Waiting for earlier emails -----------------------------------------------------------------
 
 
 def _named_message_ids(email: ParsedEmail) -> set[str]:
@@ -191,6 +559,13 @@ def waiting_for_earlier(
     return waiting
 
 
+# --- Small decisions ----------------------------------------------------------------------------
+
+
+def _mailboxes() -> list[Any]:
+    return [m for m in settings.SERVICEDESK_MAILBOXES.values() if m.enabled]
+
+
 def _parse(row: InboundMessage) -> ParsedEmail | Result:
     try:
         email = parse_email(bytes(row.raw))
@@ -202,85 +577,6 @@ def _parse(row: InboundMessage) -> ParsedEmail | Result:
     return email
 
 
-def _screen(
-    row: InboundMessage,
-    email: ParsedEmail | None = None,
-    batch: BatchContext | None = None,
-    *,
-    bot: User,
-) -> ProjectMail | Result:
-    """The rules, then routing. A Result when the email's fate is settled (rejected, ignored,
-    a reply or an unsubscribe carried out); otherwise the project it is for."""
-    if email is None:
-        parsed = _parse(row)
-        if isinstance(parsed, Result):
-            return parsed
-        email = parsed
-    trace: dict[str, Any] = {"size": row.size}
-    if row.size > settings.SERVICEDESK_MAX_EMAIL_SIZE:
-        limit = settings.SERVICEDESK_MAX_EMAIL_SIZE / 1024 / 1024
-        return _reject(email, f"too large ({row.size / 1024 / 1024:.1f} MB > {limit:.0f} MB)",
-                       {**trace, "rule": "too large"})  # fmt: skip
-
-    report = (
-        delivery_report(bytes(row.raw), mailboxes=_mailboxes())
-        if _may_be_bounce(row, email)
-        else None
-    )
-    if report is not None:
-        return _delivery_report(report, trace, bot)
-    reason = auto_generated_reason(email.headers, content_type=email.content_type)
-    if reason:
-        return Result(Outcome.IGNORED, f"auto-generated: {reason}", {**trace, "rule": reason})
-    loop = _loop_reason(email, batch)
-    if loop:
-        return Result(Outcome.IGNORED, f"loop: {loop}", {**trace, "rule": "loop"})
-
-    match = find_key(email.headers, _mailboxes())
-    if match is None:
-        return _reject(email, "no key found", {**trace, "rule": "no key"})
-    trace.update(header=match.header, mailbox=match.mailbox, key=redact(match.key))
-    key = parse_key(match.key, match.mailbox)
-    if key is None:
-        return _reject(email, "project not found", {**trace, "rule": "unrecognised key"})
-    trace["key_kind"] = key.kind
-    if key.kind in ("reply", "unsubscribe"):
-        if batch is not None:
-            raise NeedsOwnTransaction
-        # The unsubscribe address has its own token, never the reply key (see SentNotification).
-        lookup = "unsubscribe_token" if key.kind == "unsubscribe" else "reply_key"
-        sent = (
-            SentNotification.objects.select_related("issue", "participant")
-            .filter(**{lookup: key.reply_key})
-            .first()
-        )
-        if sent is None:
-            return _reject(email, "reply key not found", {**trace, "rule": "unknown reply key"})
-        if key.kind == "unsubscribe":
-            return _unsubscribe(sent, trace, bot)
-        issue = _follow_moves(sent.issue)
-        return _note_from_email(issue, email, {**trace, "rule": "reply key"}, bot)
-
-    raw_key = match.key.lower()
-    if batch is not None and raw_key in batch.projects:
-        project = batch.projects[raw_key]
-    else:
-        project = _project_for(key, raw_key)
-        if batch is not None:
-            batch.projects[raw_key] = project
-    if project is None:
-        return _reject(email, "project not found", {**trace, "rule": "no such project"})
-    setting = project.service_desk
-    if not setting.service_desk_enabled:
-        return _reject(
-            email, "project not found", {**trace, "rule": "service desk off"}, project=project
-        )
-    return ProjectMail(email, project, setting, trace)
-
-
-_DELIVERY_STATUS = re.compile(rb"delivery-status", re.IGNORECASE)
-
-
 def _may_be_bounce(row: InboundMessage, email: ParsedEmail) -> bool:
     """Cheap test before reading a bounce: a report part, a daemon sender, or failed recipients.
 
@@ -288,19 +584,15 @@ def _may_be_bounce(row: InboundMessage, email: ParsedEmail) -> bool:
     """
     senders = f"{email.header('From') or ''} {email.header('Sender') or ''}".lower()
     return (
-        _DELIVERY_STATUS.search(bytes(row.raw)) is not None
+        b"delivery-status" in bytes(row.raw).lower()
         or "mailer-daemon" in senders
         or "postmaster" in senders
         or email.header("X-Failed-Recipients") is not None
     )
 
 
-class NeedsOwnTransaction(Exception):
-    """Raised in batch mode for an email the bulk path does not handle: it is handled alone."""
-
-
 def _reject(
-    email: ParsedEmail, reason: str, decision: dict[str, Any], project: Project | None = None
+    email: ParsedEmail, reason: str, decision: Trace, project: Project | None = None
 ) -> Result:
     # The sender gets one short "[Rejected]" notice (at most one per hour, sent by the outbound
     # code), unless there is nobody to answer.
@@ -323,69 +615,24 @@ def _authentication_failure(email: ParsedEmail) -> str:
     return authentication_failure(email.header_all("Authentication-Results"), email.from_address)
 
 
-def _loop_reason(email: ParsedEmail, batch: BatchContext | None = None) -> str:
-    if email.message_id:
-        if batch is not None:
-            ours = email.message_id in batch.outbound_ids
-        else:
-            ours = IssueEmail.objects.filter(
-                message_id=email.message_id, direction=IssueEmail.Direction.OUTBOUND
-            ).exists()
-        if ours:
-            return "the Message-ID is one we sent"
-    for address in (email.from_address, email.sender):
-        if is_our_address(address):
-            return f"sent from our own address {address}"
-    # Gmail-style forwarding names the forwarding mailbox first in X-Forwarded-For. Mail *from*
-    # that mailbox is the mailbox writing to itself — verification mails ("Verify custom email
-    # address…") and forwarding loops — never a customer; it must not open an issue, and must
-    # not get a thank-you that would hand a verification secret to whoever asked for it.
-    for value in email.header_all("X-Forwarded-For"):
-        forwarder = value.split()[0].strip("<>").lower() if value.split() else ""
-        if forwarder and forwarder == (email.from_address or "").lower():
-            return f"sent by the mailbox that forwards to us ({forwarder})"
-    return ""
+def _requester(email: ParsedEmail) -> str:
+    return email.from_address or email.reply_to or email.sender or ""
 
 
-def _delivery_report(report: Any, trace: dict[str, Any], bot: User) -> Result:
-    marked = 0
-    if report.permanent and report.reply_keys:
-        participants = EmailParticipant.objects.filter(
-            sent_notifications__reply_key__in=report.reply_keys
-        ).select_related("issue")
-        marked = participants_mark_bouncing(participants=participants, actor=bot)
-    return Result(
-        Outcome.IGNORED,
-        f"delivery report ({'permanent' if report.permanent else 'temporary'} failure); "
-        f"{marked} participant(s) marked bouncing",
-        {**trace, "rule": "delivery report", "reply_keys": [redact(k) for k in report.reply_keys]},
-    )
+def _notify_to(email: ParsedEmail, requester: str) -> str:
+    """Where answers go when Reply-To differs from the requester (never to ourselves)."""
+    reply_to = email.reply_to
+    if not reply_to or reply_to == requester or is_our_address(reply_to):
+        return ""
+    return reply_to
 
 
-def _unsubscribe(sent: SentNotification, trace: dict[str, Any], bot: User) -> Result:
-    participant = sent.participant
-    issue = _follow_moves(sent.issue)
-    if participant is None:
-        return Result(Outcome.IGNORED, "participant already removed", trace, issue=issue)
-    participant_unsubscribe(participant=participant, actor=bot)
-    return Result(
-        Outcome.UNSUBSCRIBED,
-        "",
-        {**trace, "rule": "unsubscribe key"},
-        project=issue.project,
-        issue=issue,
-    )
+def _rate_key(project: Project, sender: str) -> str:
+    # One mailbox, one counter (case, +tags); mail without any sender shares one counter.
+    return f"new-issue:{project.pk}:{normalise_sender(sender) if sender else '<no sender>'}"
 
 
-def _follow_moves(issue: Issue) -> Issue:
-    seen = 0
-    while issue.moved_to_id is not None and seen < MAX_MOVE_HOPS:
-        issue = Issue.objects.select_related("project").get(pk=issue.moved_to_id)
-        seen += 1
-    return issue
-
-
-def _project_for(key: Any, raw_key: str) -> Project | None:
+def _project_for(key: ParsedKey, raw_key: str) -> Project | None:
     projects = Project.objects.select_related("service_desk")
     if key.kind == "default":
         # "<slug>-<id>-<token>-issue-" and "<slug>-<id>-issue-" can overlap (slugs hold digits):
@@ -424,68 +671,11 @@ def _valid_tokens(setting: ServiceDeskSetting) -> set[str]:
     return tokens
 
 
-def _threaded_issue(project: Project, email: ParsedEmail) -> tuple[Issue, bool] | None:
-    """A reply whose In-Reply-To/References names a Message-ID of one of the project's issues:
-    (the issue, whether that Message-ID carried a reply key).
-
-    Message-IDs we send are random (reply keys, thread tokens) and customers' own cannot be
-    guessed by strangers; the sequential roots of older issues can, so they count only when the
-    sender is a participant of the issue.
-    """
-    ids = [i for i in (*email.in_reply_to, *email.references) if i]
-    if not ids:
-        return None
-    records = (
-        IssueEmail.objects.filter(message_id__in=ids[:100], issue__project=project)
-        .select_related("issue", "issue__project")
-        .order_by("-created_at")
-    )
-    for record in records:
-        # An issue moved to another project since keeps its thread: the note lands where it went.
-        issue = _follow_moves(record.issue)
-        if is_guessable_message_id(record.message_id) and not _is_participant(
-            issue, email.from_address
-        ):
-            continue
-        return issue, reply_key_from_message_id(record.message_id) is not None
-    return None
-
-
-def _is_participant(issue: Issue, address: str | None) -> bool:
-    """Whether ``address`` is one of the issue's email participants (in any state)."""
-    if not address:
-        return False
-    return (
-        address.lower() == issue.external_author.lower()
-        or issue.email_participants.filter(email__iexact=address).exists()
-    )
-
-
-def _duplicate(issue: Issue, email: ParsedEmail) -> bool:
-    return (
-        bool(email.message_id)
-        and IssueEmail.objects.filter(issue=issue, message_id=email.message_id).exists()
-    )
-
-
-def _attachments_markdown(
-    email: ParsedEmail, issue: Issue, body: str, bot: User
-) -> tuple[str, str, list[Upload]]:
-    """Store the attachments as uploads; return (body with cid: rewritten, links block, the
-    uploads)."""
-    kept, left_out = _attachments_kept(email)
-    uploads = [
-        upload_create(
-            issue=issue,
-            filename=attachment.filename,
-            content=attachment.content,
-            content_type=attachment.content_type,
-            uploaded_by=bot,
-        )
-        for attachment in kept
-    ]
-    body, links = _link_uploads(body, list(zip(kept, uploads, strict=True)))
-    return body, "\n\n".join(part for part in (links, left_out) if part), uploads
+def _reply_texts(email: ParsedEmail) -> tuple[str, str]:
+    """A reply's new text and its quoted history, each as stored: our secrets cut out (quotes
+    of our emails carry keys), slash commands made inert."""
+    reply, quoted = scrub_secrets(split_reply(email.body_text))
+    return neutralise(reply.strip()), neutralise(quoted.strip())
 
 
 def _attachments_kept(email: ParsedEmail) -> tuple[list[Attachment], str]:
@@ -501,500 +691,186 @@ def _attachments_kept(email: ParsedEmail) -> tuple[list[Attachment], str]:
     )
 
 
-def _link_uploads(body: str, stored: list[tuple[Any, Upload]]) -> tuple[str, str]:
-    """Images referenced as ``cid:`` show inline where they were; the rest are listed below."""
-    urls_by_cid: dict[str, str] = {}
-    links: list[str] = []
-    for attachment, upload in stored:
-        markdown = upload_markdown(upload)
-        if attachment.content_id and f"cid:{attachment.content_id}" in body:
-            urls_by_cid[attachment.content_id] = markdown[markdown.index("](") + 2 : -1]
-        else:
-            links.append(markdown)
-    if urls_by_cid:
-        body = rewrite_cid_references(body, urls_by_cid)
-    return body, "\n".join(f"- {link}" if not link.startswith("!") else link for link in links)
+# --- Phase 2: carry out -------------------------------------------------------------------------
 
 
-def _note_from_email(
-    issue: Issue, email: ParsedEmail, trace: dict[str, Any], bot: User, *, held: bool = False
-) -> Result:
-    """A reply becomes a note. ``held``: from a non-participant who named the thread without a
-    reply key — an internal note that nobody is emailed until a Reporter+ makes it public."""
-    if _duplicate(issue, email):
-        return Result(
-            Outcome.IGNORED,
-            "duplicate: this Message-ID is already on the issue",
-            {**trace, "rule": "duplicate"},
-            project=issue.project,
-            issue=issue,
+def carry_out(decisions: dict[int, Decision], bot: User) -> dict[int, Result]:
+    """Write what was decided (in the caller's transaction); the Result of each email."""
+    results: dict[int, Result] = {}
+    for pk, decision in decisions.items():
+        if isinstance(decision, Settled):
+            results[pk] = decision.result
+        elif isinstance(decision, Bounce):
+            results[pk] = _bounce(decision, bot)
+        elif isinstance(decision, Unsubscribe):
+            results[pk] = _unsubscribe(decision, bot)
+    new = [d for d in decisions.values() if isinstance(d, IssueFromEmail)]
+    created = _issues_from_email(new, bot)
+    for decision in new:
+        issue = created[decision.planned]
+        results[decision.row.pk] = Result(
+            Outcome.ISSUE_CREATED, "", decision.trace, project=decision.project, issue=issue
         )
-    body, quoted = _reply_texts(email)
-    if not body and not email.attachments:
-        return _reject(email, "empty reply", {**trace, "rule": "empty"}, project=issue.project)
-    author = email.from_address or email.reply_to or ""
-    links, uploads = "", list[Upload]()
-    if email.attachments:
-        # Uploads are stored first and linked to the note once it exists.
-        body, links, uploads = _attachments_markdown(email, issue, body, bot)
-    parts = [body, links]
-    note = note_create(
-        issue=issue,
-        author=bot,
-        body="\n\n".join(p for p in parts if p),
-        quoted=quoted,
-        external_author=author,
-        from_non_participant=held,
-    )
-    if uploads:  # this reply's files, and only them (the issue's other files stay where they are)
-        Upload.objects.filter(pk__in=[upload.pk for upload in uploads]).update(note=note)
-    issue_email_record(issue=issue, message_id=email.message_id, direction="in")
-    if not held:
-        _reopen_if_wanted(issue, bot)
-        note_added(note)  # the other participants (Cc'd people) get the customer's reply
-    return Result(Outcome.NOTE_ADDED, "", trace, project=issue.project, issue=issue, note=note)
+    notes = [d for d in decisions.values() if isinstance(d, NoteFromEmail)]
+    results.update(_notes_from_email(notes, created, bot))
+    return results
 
 
-def _reopen_if_wanted(issue: Issue, bot: User) -> None:
-    if issue.state != Issue.State.CLOSED:
-        return
-    setting = ServiceDeskSetting.objects.filter(project_id=issue.project_id).first()
-    if not (setting and setting.reopen_issue_on_external_participant_note):
-        return
-    issue_reopen(issue=issue, user=bot)
-    mentions = " ".join(f"@{u.username}" for u in issue.assignees.all()) or "the team"
-    note_create(
-        issue=issue,
-        author=bot,
-        body=f"Reopened because the customer replied. {mentions}, please take a look.",
-        internal=True,
-    )
-
-
-def _rate_key(project: Project, sender: str) -> str:
-    # One mailbox, one counter (case, +tags); mail without any sender shares one counter.
-    return f"new-issue:{project.pk}:{normalise_sender(sender) if sender else '<no sender>'}"
-
-
-def _rate_limited(project: Project, sender: str) -> bool:
-    limit = settings.SERVICEDESK_NEW_ISSUES_PER_SENDER_PER_MINUTE
-    return ratelimit.hit(_rate_key(project, sender), limit=limit, window=60)
-
-
-def _new_issue(
-    project: Project,
-    setting: ServiceDeskSetting,
-    email: ParsedEmail,
-    trace: dict[str, Any],
-    bot: User,
-    *,
-    spam_check: bool = True,
-) -> Result:
-    if (
-        email.message_id
-        and IssueEmail.objects.filter(issue__project=project, message_id=email.message_id).exists()
-    ):
-        return Result(
-            Outcome.IGNORED,
-            "duplicate: an issue already exists for this Message-ID",
-            {**trace, "rule": "duplicate"},
-            project=project,
-        )
-    if not email.subject.strip() and not email.body_text.strip() and not email.attachments:
-        return _reject(email, "empty email", {**trace, "rule": "empty"}, project=project)
-    requester = email.from_address or email.reply_to or email.sender or ""
-    if _rate_limited(project, requester):
-        return _reject(email, "rate limited", {**trace, "rule": "rate limit"}, project=project)
-    if spam_check and spam.enabled():
-        is_spam, verdict = spam.check(email)
-        trace["akismet"] = verdict
-        if is_spam:
-            # Quarantined: no issue, no thank-you; a Reporter+ decides on the spam page.
-            return Result(Outcome.SPAM, f"spam ({verdict})", {**trace, "rule": "akismet"},
-                          project=project)  # fmt: skip
-
-    notify_to = _notify_to(email, requester)
-    issue = issue_create(
-        project=project,
-        author=bot,
-        title=email.subject or "(no subject)",
-        description="",
-        confidential=setting.tickets_confidential_by_default or project.is_public,
-        external_author=requester,
-        service_desk_reply_to=notify_to,
-    )
-    [text] = scrub_secrets([email.body_text.strip()])
-    body, links, _ = _attachments_markdown(email, issue, neutralise(text), bot)
-    parts = [body, links]
-    if setting.description_template is not None:
-        actions = apply_quick_actions(
-            issue=issue, text=setting.description_template.content, user=bot
-        )
-        parts.append(actions.text)
-        trace["template_actions"] = actions.applied
-    Issue.objects.filter(pk=issue.pk).update(description="\n\n".join(p for p in parts if p))
-    issue.refresh_from_db()
-
-    requester_participant = None
-    if notify_to or requester:
-        requester_participant, _ = participant_add(issue=issue, email=notify_to or requester)
-    cc_participants = []
-    if setting.add_external_participants_from_cc:
-        cc_participants = _add_cc(issue, email, exclude={requester.lower(), notify_to.lower()})
-    issue_email_record(issue=issue, message_id=email.message_id, direction="in")
-    forged = _authentication_failure(email)
-    if forged:
-        trace["authentication"] = forged
-        note_create(
-            issue=issue,
-            author=bot,
-            body=f"sent no automatic email: our mail server reports {forged} (the sender "
-            "address is probably forged)",
-            system=True,
-            internal=True,
-        )
-    else:
-        service_desk_issue_created(issue=issue, requester=requester_participant, cc=cc_participants)
-    return Result(Outcome.ISSUE_CREATED, "", trace, project=project, issue=issue)
-
-
-def _notify_to(email: ParsedEmail, requester: str) -> str:
-    """Where answers go when Reply-To differs from the requester (never to ourselves)."""
-    reply_to = email.reply_to
-    if not reply_to or reply_to == requester or is_our_address(reply_to):
-        return ""
-    return reply_to
-
-
-def _add_cc(issue: Issue, email: ParsedEmail, exclude: set[str]) -> list[EmailParticipant]:
-    added = []
-    room = settings.SERVICEDESK_MAX_PARTICIPANTS - issue.email_participants.count()
-    for address in email.cc:
-        if room <= 0:
-            break
-        if not address or address.lower() in exclude or is_our_address(address):
-            continue
-        participant, created = participant_add(issue=issue, email=address)
-        if created:
-            added.append(participant)
-            room -= 1
-        exclude.add(address.lower())
-    return added
-
-
-# --- Batches -----------------------------------------------------------------------------------
-#
-# One task processes up to ledger.TASK_BATCH emails in one transaction. The common case — a new
-# email that opens a plain issue — is written in bulk: a handful of queries for the whole batch
-# instead of ~20 per email. Everything else (replies, unsubscribes, attachments, description
-# templates, Cc participants, threading) goes through ``handle`` one email at a time.
-
-
-def handle_batch(
-    rows: list[InboundMessage], bot: User
-) -> tuple[dict[int, Result], list[InboundMessage]]:
-    """Settle what can be settled in bulk; return (results by row id, rows to handle alone)."""
-    plan = _BatchPlan(bot)
-    parsed = plan.parse(rows)
-    plan.results.update(waiting_for_earlier(parsed, {row.pk for row in rows}))
-    parsed = [(row, email) for row, email in parsed if row.pk not in plan.results]
-    plan.look_up_message_ids(parsed)
-    for row, email in parsed:
-        plan.classify(row, email)
-    plan.apply_rate_limits()
-    plan.write()
-    return plan.results, plan.alone
-
-
-Key = tuple[str, int]  # (Message-ID, project id)
-
-
-class _BatchPlan:
-    """The phases of a batch: parse, look up known Message-IDs once, sort each email into
-    bulk issue / bulk note / alone / settled, rate-limit in one round trip, write in bulk."""
-
-    def __init__(self, bot: User) -> None:
-        self.bot = bot
-        self.results: dict[int, Result] = {}
-        self.alone: list[InboundMessage] = []
-        self.issues: list[tuple[InboundMessage, ProjectMail]] = []
-        self.replies: list[tuple[InboundMessage, ProjectMail, int]] = []
-        self.pending: list[tuple[InboundMessage, ProjectMail, tuple[str, ...]]] = []
-        self.context = BatchContext()
-        self.known: set[Key] = set()  # Message-IDs already on an issue of the project
-        self.open_thread: dict[Key, int] = {}  # ...of an open, never moved issue: its id
-        self.new_here: set[Key] = set()  # Message-IDs of emails planned in this batch
-        self.participants: set[tuple[int, str]] = set()  # (issue id, address) of known threads
-
-    def parse(self, rows: list[InboundMessage]) -> list[tuple[InboundMessage, ParsedEmail]]:
-        parsed = []
-        for row in rows:
-            email = _parse(row)
-            if isinstance(email, Result):
-                self.results[row.pk] = email
-            else:
-                parsed.append((row, email))
-        return parsed
-
-    def look_up_message_ids(self, parsed: list[tuple[InboundMessage, ParsedEmail]]) -> None:
-        mentioned = {
-            mid
-            for _, email in parsed
-            for mid in (email.message_id, *email.in_reply_to, *email.references)
-            if mid
-        }
-        rows = IssueEmail.objects.filter(message_id__in=mentioned).order_by("-created_at")
-        for message_id, direction, project_id, issue_id, moved_to, state in rows.values_list(
-            "message_id", "direction", "issue__project_id", "issue_id", "issue__moved_to_id",
-            "issue__state",
-        ):  # fmt: skip
-            if direction == IssueEmail.Direction.OUTBOUND:
-                self.context.outbound_ids.add(message_id)
-            self.known.add((message_id, project_id))
-            if moved_to is None and state == Issue.State.OPENED:
-                self.open_thread.setdefault((message_id, project_id), issue_id)
-        self.participants = _participants(set(self.open_thread.values()))
-
-    def classify(self, row: InboundMessage, email: ParsedEmail) -> None:
-        try:
-            step = _screen(row, email, self.context, bot=self.bot)
-        except NeedsOwnTransaction:
-            self.alone.append(row)
-            return
-        if isinstance(step, Result):
-            self.results[row.pk] = step
-            return
-        pid = step.project.pk
-        own: Key = (email.message_id or "", pid)
-        seen = bool(email.message_id) and (own in self.known or own in self.new_here)
-        references = (*email.in_reply_to, *email.references)
-        if any((m, pid) in self.known or (m, pid) in self.new_here for m in references):
-            self._classify_reply(row, step, references, duplicate=seen)
-        elif seen:
-            self.results[row.pk] = Result(
-                Outcome.IGNORED,
-                "duplicate: an issue already exists for this Message-ID",
-                {**step.trace, "rule": "duplicate"},
-                project=step.project,
-            )
-        elif (
-            step.setting.description_template_id
-            or (step.setting.add_external_participants_from_cc and email.cc)
-            or spam.enabled()  # one Akismet call per email: the one-by-one path
-            or _authentication_failure(email)  # a forged sender: no thank-you, a note says why
-        ):
-            self.alone.append(row)
-        elif not email.subject.strip() and not email.body_text.strip() and not email.attachments:
-            self.results[row.pk] = _reject(email, "empty email", {**step.trace, "rule": "empty"},
-                                           project=step.project)  # fmt: skip
-        else:
-            self.issues.append((row, step))
-        if email.message_id:
-            self.new_here.add(own)
-
-    def _classify_reply(
-        self, row: InboundMessage, step: ProjectMail, references: tuple[str, ...], duplicate: bool
-    ) -> None:
-        """A reply in a thread becomes a note: in bulk when its issue is open and unmoved and the
-        reply is plain, otherwise alone (moves, reopening, attachments, duplicates)."""
-        pid = step.project.pk
-        thread = next(
-            (self.open_thread[(m, pid)] for m in references if (m, pid) in self.open_thread), None
-        )
-        in_batch = any((m, pid) in self.new_here for m in references)
-        # Older issues' guessable roots and non-participants' replies: decided alone.
-        guessable = any(is_guessable_message_id(m) for m in references if (m, pid) in self.known)
-        sender = (step.email.from_address or "").lower()
-        if (
-            step.email.attachments
-            or duplicate
-            or guessable
-            or (thread is None and not in_batch)
-            or (thread is not None and (thread, sender) not in self.participants)
-        ):
-            self.alone.append(row)
-        elif thread is None:
-            self.pending.append((row, step, references))  # its issue is created in this batch
-        else:
-            self.replies.append((row, step, thread))
-
-    def apply_rate_limits(self) -> None:
-        """New issues per sender per project, for the whole batch in one Redis round trip."""
-        over = ratelimit.hit_many(
-            [_rate_key(step.project, _requester(step.email)) for _, step in self.issues],
-            limit=settings.SERVICEDESK_NEW_ISSUES_PER_SENDER_PER_MINUTE,
-            window=60,
-        )
-        kept = []
-        for (row, step), limited in zip(self.issues, over, strict=True):
-            if limited:
-                self.results[row.pk] = _reject(
-                    step.email, "rate limited", {**step.trace, "rule": "rate limit"},
-                    project=step.project,
-                )  # fmt: skip
-            else:
-                kept.append((row, step))
-        self.issues = kept
-
-    def write(self) -> None:
-        steps = [step for _, step in self.issues]
-        issues = _bulk_new_issues(steps, self.bot)
-        created = {
-            (step.email.message_id, step.project.pk): issue.pk
-            for step, issue in zip(steps, issues, strict=True)
-            if step.email.message_id
-        }
-        participants = _participants(set(created.values())) if self.pending else set()
-        for row, step, references in self.pending:
-            pid = step.project.pk
-            thread = next((created[(m, pid)] for m in references if (m, pid) in created), None)
-            sender = (step.email.from_address or "").lower()
-            # Not created here (rate limited…), or a non-participant's reply: decided alone.
-            if thread is None or (thread, sender) not in participants:
-                self.alone.append(row)
-            else:
-                self.replies.append((row, step, thread))
-        self.results.update(_bulk_notes(self.replies, self.bot))
-        for (row, step), issue in zip(self.issues, issues, strict=True):
-            self.results[row.pk] = Result(
-                Outcome.ISSUE_CREATED, "", step.trace, project=step.project, issue=issue
-            )
-
-
-def _participants(issue_ids: set[int]) -> set[tuple[int, str]]:
-    """(issue id, lowercased address) of every email participant of these issues."""
-    if not issue_ids:
-        return set()
-    rows = EmailParticipant.objects.filter(issue_id__in=issue_ids).values_list("issue_id", "email")
-    return {(issue_id, email.lower()) for issue_id, email in rows}
-
-
-def _requester(email: ParsedEmail) -> str:
-    return email.from_address or email.reply_to or email.sender or ""
-
-
-def _bulk_new_issues(planned: list[ProjectMail], bot: User) -> list[Issue]:
-    if not planned:
-        return []
-    iids: dict[int, Iterator[int]] = {}
-    for project_id in {p.project.pk for p in planned}:
-        count = sum(1 for p in planned if p.project.pk == project_id)
-        iids[project_id] = iter(issue_iids_allocate(project_id=project_id, count=count))
-    issues = []
-    texts = scrub_secrets([p.email.body_text.strip() for p in planned])
-    for p, text in zip(planned, texts, strict=True):
-        requester = _requester(p.email)
-        notify_to = _notify_to(p.email, requester)
-        issues.append(
-            Issue(
-                project=p.project,
-                iid=next(iids[p.project.pk]),
-                title=issue_title(p.email.subject or "(no subject)"),
+def _issues_from_email(decisions: list[IssueFromEmail], bot: User) -> dict[Planned, Issue]:
+    specs = []
+    texts = scrub_secrets([d.email.body_text.strip() for d in decisions])
+    forged = [_authentication_failure(d.email) for d in decisions]
+    for decision, text, forgery in zip(decisions, texts, forged, strict=True):
+        files, left_out = _attachments_kept(decision.email)
+        setting, email = decision.setting, decision.email
+        cc = email.cc if setting.add_external_participants_from_cc else []
+        template = setting.description_template
+        specs.append(
+            NewIssue(
+                project=decision.project,
+                title=email.subject or "(no subject)",
                 description=neutralise(text),
-                author=bot,
-                confidential=p.setting.tickets_confidential_by_default or p.project.is_public,
-                external_author=requester,
-                service_desk_reply_to=notify_to,
+                confidential=setting.tickets_confidential_by_default or decision.project.is_public,
+                external_author=decision.requester,
+                service_desk_reply_to=decision.notify_to,
+                files=files,
+                footnote=left_out,
+                template=template.content if template is not None else "",
+                message_id=email.message_id or "",
+                requester=decision.notify_to or decision.requester,
+                cc=[
+                    a
+                    for a in cc
+                    if a.lower() not in (decision.requester.lower(), decision.notify_to.lower())
+                ],
+                notify=not forgery,
             )
         )
-    Issue.objects.bulk_create(issues)
-    _bulk_attachments(issues, planned, bot)
-    participants: dict[int, EmailParticipant] = {}
-    for issue in issues:
-        address = issue.service_desk_reply_to or issue.external_author
-        if address:
-            participants[issue.pk] = EmailParticipant(issue=issue, email=address)
-    EmailParticipant.objects.bulk_create(participants.values())
-    IssueEmail.objects.bulk_create(
+        if forgery:
+            decision.trace["authentication"] = forgery
+    issues = issues_create(author=bot, items=specs)
+    notes_create(
         [
-            IssueEmail(issue=issue, message_id=p.email.message_id[:998], direction="in")
-            for issue, p in zip(issues, planned, strict=True)
-            if p.email.message_id
+            NewNote(
+                issue=issue,
+                author=bot,
+                body=f"sent no automatic email: our mail server reports {forgery} (the sender "
+                "address is probably forged)",
+                system=True,
+                internal=True,
+            )
+            for issue, forgery in zip(issues, forged, strict=True)
+            if forgery
         ]
     )
-    service_desk_issues_created([(issue, participants.get(issue.pk)) for issue in issues])
-    return issues
+    return {d.planned: issue for d, issue in zip(decisions, issues, strict=True)}
 
 
-def _bulk_attachments(issues: list[Issue], planned: list[ProjectMail], bot: User) -> None:
-    """Files first (storage), then one INSERT for all uploads, one UPDATE for descriptions."""
-    stored: list[tuple[Issue, list[tuple[Any, Upload]], str]] = []
-    for issue, p in zip(issues, planned, strict=True):
-        if not p.email.attachments:
-            continue
-        pairs = []
-        kept, left_out = _attachments_kept(p.email)
-        for attachment in kept:
-            upload = Upload(
-                project_id=issue.project_id,
-                issue=issue,
-                filename=attachment.filename,
-                content_type=attachment.content_type or "application/octet-stream",
-                size=len(attachment.content),
-                uploaded_by=bot,
-            )
-            upload.file.save(attachment.filename, ContentFile(attachment.content), save=False)
-            pairs.append((attachment, upload))
-        stored.append((issue, pairs, left_out))
-    if not stored:
-        return
-    Upload.objects.bulk_create([upload for _, pairs, _ in stored for _, upload in pairs])
-    for issue, pairs, left_out in stored:
-        body, links = _link_uploads(issue.description, pairs)
-        issue.description = "\n\n".join(part for part in (body, links, left_out) if part)
-    Issue.objects.bulk_update([issue for issue, _, _ in stored], ["description"])
-
-
-def _reply_texts(email: ParsedEmail) -> tuple[str, str]:
-    """A reply's new text and its quoted history, each as stored: our secrets cut out (quotes
-    of our emails carry keys), slash commands made inert."""
-    reply, quoted = scrub_secrets(split_reply(email.body_text))
-    return neutralise(reply.strip()), neutralise(quoted.strip())
-
-
-def _bulk_notes(
-    replies: list[tuple[InboundMessage, ProjectMail, int]], bot: User
+def _notes_from_email(
+    decisions: list[NoteFromEmail], created: dict[Planned, Issue], bot: User
 ) -> dict[int, Result]:
-    """Plain replies to open issues: one INSERT for the notes, one for their Message-IDs."""
-    results: dict[int, Result] = {}
-    notes: list[tuple[InboundMessage, ProjectMail, Note]] = []
-    for row, step, issue_id in replies:
-        body, quoted = _reply_texts(step.email)
-        if not body:
-            results[row.pk] = _reject(step.email, "empty reply", {**step.trace, "rule": "empty"},
-                                      project=step.project)  # fmt: skip
-            continue
-        author = step.email.from_address or step.email.reply_to or ""
-        notes.append((row, step, Note(issue_id=issue_id, author=bot, body=body, quoted=quoted,
-                                      external_author=author)))  # fmt: skip
-    if not notes:
-        return results
-    Note.objects.bulk_create([note for _, _, note in notes])
-    emails = []
-    for _, step, note in notes:
-        note.issue.project = step.project  # loaded already: no query per note
-        emails += note_added(note, send=False)
-    send_after_commit(emails)
-    Issue.objects.filter(pk__in={note.issue_id for _, _, note in notes}).update(
-        updated_at=timezone.now()
-    )
-    IssueEmail.objects.bulk_create(
-        [
-            IssueEmail(issue_id=note.issue_id, message_id=step.email.message_id[:998],
-                       direction="in")
-            for _, step, note in notes
-            if step.email.message_id
-        ],
-        ignore_conflicts=True,
-    )  # fmt: skip
-    rule = "thread (In-Reply-To/References)"
-    for row, step, note in notes:
-        results[row.pk] = Result(
-            Outcome.NOTE_ADDED,
-            "",
-            {**step.trace, "rule": rule},
-            project=step.project,
-            issue_id=note.issue_id,
-            note=note,
+    existing = _issues_after_moves({d.issue_id for d in decisions if d.issue_id is not None})
+    targets = [created[d.planned] if d.planned else existing[d.issue_id or 0] for d in decisions]
+    specs = []
+    for decision, issue in zip(decisions, targets, strict=True):
+        body, quoted = _reply_texts(decision.email)
+        files, left_out = _attachments_kept(decision.email)
+        specs.append(
+            NewNote(
+                issue=issue,
+                author=bot,
+                body=body,
+                quoted=quoted,
+                files=files,
+                footnote=left_out,
+                external_author=decision.email.from_address or decision.email.reply_to or "",
+                from_non_participant=decision.held,
+                message_id=decision.email.message_id or "",
+                # The other participants (Cc'd people) get the customer's reply.
+                notify=not decision.held,
+            )
         )
-    return results
+    notes = notes_create(specs)
+    _reopen([issue for issue, d in zip(targets, decisions, strict=True) if not d.held], bot)
+    return {
+        d.row.pk: Result(
+            Outcome.NOTE_ADDED, "", d.trace, project=issue.project, issue=issue, note=note
+        )
+        for d, issue, note in zip(decisions, targets, notes, strict=True)
+    }
+
+
+def _issues_after_moves(issue_ids: set[int]) -> dict[int, Issue]:
+    """The issues by id, each replaced by the issue it was moved to (through every move)."""
+    found = {i.pk: i for i in Issue.objects.select_related("project").filter(pk__in=issue_ids)}
+    return {pk: _follow_moves(issue) for pk, issue in found.items()}
+
+
+def _follow_moves(issue: Issue) -> Issue:
+    seen = 0
+    while issue.moved_to_id is not None and seen < MAX_MOVE_HOPS:
+        issue = Issue.objects.select_related("project").get(pk=issue.moved_to_id)
+        seen += 1
+    return issue
+
+
+def _reopen(issues: list[Issue], bot: User) -> None:
+    """Closed issues a customer answered, where the project wants them reopened."""
+    closed = {issue.pk: issue for issue in issues if issue.state == Issue.State.CLOSED}
+    if not closed:
+        return
+    reopening = set(
+        ServiceDeskSetting.objects.filter(
+            project_id__in={i.project_id for i in closed.values()},
+            reopen_issue_on_external_participant_note=True,
+        ).values_list("project_id", flat=True)
+    )
+    for issue in closed.values():
+        if issue.project_id not in reopening:
+            continue
+        issue_reopen(issue=issue, user=bot)
+        mentions = " ".join(f"@{u.username}" for u in issue.assignees.all()) or "the team"
+        notes_create(
+            [
+                NewNote(
+                    issue=issue,
+                    author=bot,
+                    body=f"Reopened because the customer replied. {mentions}, please take a look.",
+                    internal=True,
+                )
+            ]
+        )
+
+
+def _bounce(decision: Bounce, bot: User) -> Result:
+    report, marked = decision.report, 0
+    if report.permanent and report.reply_keys:
+        participants = EmailParticipant.objects.filter(
+            sent_notifications__reply_key__in=report.reply_keys
+        ).select_related("issue")
+        marked = participants_mark_bouncing(participants=participants, actor=bot)
+    return Result(
+        Outcome.IGNORED,
+        f"delivery report ({'permanent' if report.permanent else 'temporary'} failure); "
+        f"{marked} participant(s) marked bouncing",
+        {
+            **decision.trace,
+            "rule": "delivery report",
+            "reply_keys": [redact(k) for k in report.reply_keys],
+        },
+    )
+
+
+def _unsubscribe(decision: Unsubscribe, bot: User) -> Result:
+    participant = decision.sent.participant
+    issue = _follow_moves(decision.sent.issue)
+    if participant is None:
+        return Result(Outcome.IGNORED, "participant already removed", decision.trace, issue=issue)
+    participant_unsubscribe(participant=participant, actor=bot)
+    return Result(
+        Outcome.UNSUBSCRIBED,
+        "",
+        {**decision.trace, "rule": "unsubscribe key"},
+        project=issue.project,
+        issue=issue,
+    )

@@ -136,36 +136,60 @@ def inbound_claim(ids: Sequence[int]) -> tuple[list[int], uuid.UUID]:
 
 
 def inbound_process(message_id: int, token: uuid.UUID) -> str | None:
-    """Process one claimed row; return its outcome, or None if the claim was lost."""
-    from .handlers import handle
+    """Process one claimed row; return its outcome, or None if the claim was lost (or the
+    email waits for an earlier one)."""
+    return inbound_process_batch([message_id], token).get(message_id)
 
+
+def inbound_process_batch(ids: Sequence[int], token: uuid.UUID) -> dict[int, str]:
+    """Process claimed rows together, one email or many alike: decide first, reading only
+    (no transaction: Akismet's HTTP call and the rate limit's Redis round trip hold no lock),
+    then write every decision and record every outcome in one transaction, under the rows'
+    locks and only for rows whose claim is still ours.
+
+    If anything fails, the batch's transaction is rolled back and each row is processed alone:
+    the faulty one records its error (retried with backoff, or given up), and a poison message
+    never takes its neighbours down with it. Returns the outcomes recorded (failed included).
+    """
+    from accounts.selectors import support_bot
+
+    from .handlers import carry_out, plan
+
+    rows = list(
+        InboundMessage.objects.filter(
+            pk__in=ids, status=Status.PROCESSING, claim_token=token
+        ).order_by("pk")
+    )
+    if not rows:
+        return {}
     try:
+        decisions = plan(rows)
         with transaction.atomic():
-            row = InboundMessage.objects.select_for_update().get(pk=message_id)
-            if row.status != Status.PROCESSING or row.claim_token != token:
-                return None
-            result = handle(row)
-            if result.outcome == WAITING:
-                _wait([(row, result)])
-                return None
-            row.outcome = result.outcome
-            row.reason = result.reason[:10_000]
-            row.decision = result.decision
-            row.project = result.project
-            row.issue = result.issue
-            row.note = result.note
-            row.rejection_notice_due = result.rejection_notice_due
-            row.status = Status.DONE
-            row.processed_at = timezone.now()
-            row.last_error = ""
-            row.save()
-            if row.rejection_notice_due:
-                _rejection_notices([(row, result)])
-            return row.outcome
+            ours = set(
+                InboundMessage.objects.select_for_update()
+                .filter(pk__in=[row.pk for row in rows], status=Status.PROCESSING,
+                        claim_token=token)
+                .values_list("pk", flat=True)
+            )  # fmt: skip
+            rows = [row for row in rows if row.pk in ours]
+            results = carry_out({pk: d for pk, d in decisions.items() if pk in ours}, support_bot())
+            waiting = [(row, results.pop(row.pk)) for row in rows
+                       if row.pk in results and results[row.pk].outcome == WAITING]  # fmt: skip
+            _wait(waiting)
+            _record_results(rows, results)
+            _rejection_notices([(row, results[row.pk]) for row in rows if row.pk in results])
+        return {pk: result.outcome for pk, result in results.items()}
     except Exception as exc:
-        # Our fault, not the sender's: record it, retry later with backoff, or give up.
-        log.exception("inbound message %s failed (attempt will be retried or given up)", message_id)
-        return _record_error(message_id, token, exc)
+        if len(rows) == 1:
+            # Our fault, not the sender's: record it, retry later with backoff, or give up.
+            log.exception("inbound message %s failed (it will be retried or given up)", rows[0].pk)
+            outcome = _record_error(rows[0].pk, token, exc)
+            return {rows[0].pk: outcome} if outcome else {}
+        log.exception("inbound batch of %d failed; processing its messages one by one", len(rows))
+        outcomes: dict[int, str] = {}
+        for row in rows:
+            outcomes.update(inbound_process_batch([row.pk], token))
+        return outcomes
 
 
 def _record_results(rows: list[InboundMessage], results: dict[int, Any]) -> None:
@@ -181,7 +205,7 @@ def _record_results(rows: list[InboundMessage], results: dict[int, Any]) -> None
     params = [
         (
             Status.DONE, r.outcome, r.reason[:10_000], json.dumps(r.decision),
-            r.project.pk if r.project else None, r.issue.pk if r.issue else r.issue_id,
+            r.project.pk if r.project else None, r.issue.pk if r.issue else None,
             r.note.pk if r.note else None, r.rejection_notice_due, now,
             row.message_id, row.from_address, row.subject, row.pk,
         )
@@ -190,49 +214,6 @@ def _record_results(rows: list[InboundMessage], results: dict[int, Any]) -> None
     ]  # fmt: skip
     with connection.cursor() as cursor:
         cursor.executemany(sql, params)
-
-
-def inbound_process_batch(ids: Sequence[int], token: uuid.UUID) -> None:
-    """Process claimed rows together: one transaction, bulk writes for plain new issues.
-
-    Emails the bulk path does not cover are handled one by one inside the same transaction,
-    each in its own savepoint. If anything fails, the batch's transaction is rolled back and
-    every row goes through ``inbound_process`` alone, which isolates the faulty one and records
-    its error: a poison message never takes its neighbours down with it.
-    """
-    from accounts.selectors import support_bot
-
-    from .handlers import handle, handle_batch
-
-    if len(ids) == 1:
-        inbound_process(ids[0], token)
-        return
-    alone_after: list[int] = []
-    try:
-        with transaction.atomic():
-            rows = list(
-                InboundMessage.objects.select_for_update()
-                .filter(pk__in=ids, status=Status.PROCESSING, claim_token=token)
-                .order_by("pk")
-            )
-            bot = support_bot()
-            results, alone = handle_batch(rows, bot)
-            for row in alone:
-                try:
-                    with transaction.atomic():
-                        results[row.pk] = handle(row, bot, batch_ids=set(ids))
-                except Exception:
-                    alone_after.append(row.pk)
-            waiting = [(row, results.pop(row.pk)) for row in rows
-                       if row.pk in results and results[row.pk].outcome == WAITING]  # fmt: skip
-            _wait(waiting)
-            _record_results(rows, results)
-            _rejection_notices([(row, results[row.pk]) for row in rows if row.pk in results])
-    except Exception:
-        log.exception("inbound batch of %d failed; processing its messages one by one", len(ids))
-        alone_after = list(ids)
-    for message_id in alone_after:
-        inbound_process(message_id, token)
 
 
 def _wait(rows: Sequence[tuple[InboundMessage, Any]]) -> None:

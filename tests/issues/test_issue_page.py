@@ -385,20 +385,20 @@ def test_reply_and_unsubscribe_with_an_old_reply_key_reach_the_moved_issue(
 
     # The customer keeps getting emails from the new issue (the target has Service Desk on) …
     team_reply = note_create(issue=moved, author=reporter, body="Fixed in 2.4")
-    assert [e.recipient for e in note_added(team_reply, send=False)] == [JAKE]
+    assert [e.recipient for e in note_added(team_reply)] == [JAKE]
     # … and unsubscribing with the old key stops them.
     token = sent.unsubscribe_token
     done = deliver(make_email(to=INCOMING.address_for(f"{token}-unsubscribe"), body="stop"))
     assert done.outcome == InboundMessage.Outcome.UNSUBSCRIBED, done.reason
     assert moved.email_participants.get().unsubscribed_at is not None
-    assert note_added(note_create(issue=moved, author=reporter, body="Hello?"), send=False) == []
+    assert note_added(note_create(issue=moved, author=reporter, body="Hello?")) == []
 
 
 def test_no_emails_after_moving_to_a_project_without_service_desk(project, reporter) -> None:
     issue = email_issue_in(project)
     quiet = ProjectFactory(group=project.group, path="quiet", service_desk_enabled=False)
     moved = issue_move(issue=issue, user=reporter, target=quiet)
-    assert note_added(note_create(issue=moved, author=reporter, body="Hi"), send=False) == []
+    assert note_added(note_create(issue=moved, author=reporter, body="Hi")) == []
 
 
 # --- the page: who sees what ------------------------------------------------------------------

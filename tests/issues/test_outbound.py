@@ -112,14 +112,14 @@ def test_cc_participants_get_new_participant_instead(project, smtp) -> None:
 
 
 def test_nothing_is_sent_when_service_desk_is_off(project) -> None:
-    from issues.emails import service_desk_issue_created
+    from issues.emails import NewTicket, service_desk_issues_created
 
     issue = new_email_issue(project)
     OutboundEmail.objects.all().delete()
     project.service_desk.service_desk_enabled = False
     project.service_desk.save()
     participant = EmailParticipant.objects.get(issue=issue)
-    assert service_desk_issue_created(issue=issue, requester=participant, cc=[]) == []
+    assert service_desk_issues_created([NewTicket(issue, participant)]) == []
     assert not OutboundEmail.objects.exists()
 
 

@@ -104,13 +104,13 @@ def test_a_failing_email_in_a_batch_does_not_stop_the_others(project, monkeypatc
     to = INCOMING.address_for(project.service_desk.default_key)
     from mailroom import handlers
 
-    real_bulk = handlers._bulk_new_issues
+    real = handlers.issues_create
 
-    def explode_once(planned, bot):  # type: ignore[no-untyped-def]
-        monkeypatch.setattr(handlers, "_bulk_new_issues", real_bulk)
+    def explode_once(**kwargs):  # type: ignore[no-untyped-def]
+        monkeypatch.setattr(handlers, "issues_create", real)
         raise RuntimeError("bulk insert failed")
 
-    monkeypatch.setattr(handlers, "_bulk_new_issues", explode_once)
+    monkeypatch.setattr(handlers, "issues_create", explode_once)
     rows = process_as_batch([make_email(to=to, subject=f"n{i}") for i in range(3)])
     assert [r.outcome for r in rows] == ["issue_created"] * 3
     assert Issue.objects.count() == 3

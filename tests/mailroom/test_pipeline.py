@@ -309,10 +309,10 @@ def test_garbage_bytes_end_with_an_outcome(address) -> None:
 def test_our_error_is_retried_with_backoff_then_recorded_as_failed(settings, monkeypatch, address):
     settings.SERVICEDESK_INBOUND_MAX_ATTEMPTS = 2
 
-    def broken(row):  # type: ignore[no-untyped-def]
+    def broken(rows):  # type: ignore[no-untyped-def]
         raise RuntimeError("database exploded")
 
-    monkeypatch.setattr("mailroom.handlers.handle", broken)
+    monkeypatch.setattr("mailroom.handlers.plan", broken)
     row = inbound_store(raw=make_email(to=address), transport="test", enqueue=False)
     _, token = inbound_claim([row.pk])
     inbound_process(row.pk, token)

@@ -554,7 +554,7 @@ def test_too_long_email_template_is_an_error_next_to_the_field(client, project, 
 
 def test_custom_template_is_used_by_real_emails(project) -> None:
     """The preview and the emails share one renderer: a saved template reaches the outbox."""
-    from issues.emails import service_desk_issue_created
+    from issues.emails import NewTicket, service_desk_issues_created
     from issues.services import participant_add
     from tests.factories import IssueFactory
 
@@ -562,7 +562,7 @@ def test_custom_template_is_used_by_real_emails(project) -> None:
     project = Project.objects.get(pk=project.pk)  # as the mailroom loads it
     issue = IssueFactory(project=project, external_author="jake@customer.example")
     requester, _ = participant_add(issue=issue, email="jake@customer.example")
-    (email,) = service_desk_issue_created(issue=issue, requester=requester, cc=[], send=False)
+    (email,) = service_desk_issues_created([NewTicket(issue, requester)])
     assert email.body_text == f"Got #{issue.iid}!\n"
 
 
