@@ -6,7 +6,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from issues.models import EmailParticipant, Issue, Note, SentNotification, Upload
+from issues.models import EmailParticipant, Issue, Note, OutboundEmail, SentNotification, Upload
 from mailroom.ledger import inbound_claim, inbound_process_batch, inbound_store
 from mailroom.models import InboundMessage
 
@@ -193,3 +193,46 @@ def test_reply_waits_while_its_original_is_still_in_the_ledger(project) -> None:
         "More details", "Even more",
     ]  # fmt: skip
     assert Issue.objects.count() == 2
+
+
+def _queries_for(raws: list[bytes]) -> int:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    ids = [inbound_store(raw=raw, transport="test", enqueue=False).pk for raw in raws]
+    claimed, token = inbound_claim(ids)
+    with CaptureQueriesContext(connection) as queries:
+        inbound_process_batch(claimed, token)
+    assert not InboundMessage.objects.filter(pk__in=ids).exclude(status="done").exists()
+    return len(queries)
+
+
+def test_a_batch_costs_the_same_queries_whatever_its_size(project, settings) -> None:
+    """New issues and replies (with their thank-yous and new-note emails) are written in bulk."""
+    settings.SERVICEDESK_NEW_ISSUES_PER_SENDER_PER_MINUTE = 0
+    project.service_desk.add_external_participants_from_cc = True
+    project.service_desk.save()
+    to = INCOMING.address_for(project.service_desk.default_key)
+
+    def new(n: int, tag: str) -> list[bytes]:
+        return [make_email(to=to, subject=f"{tag} {i}", message_id=f"<{tag}-{i}@c.example>",
+                           headers={"Cc": "boss@customer.example"}) for i in range(n)]  # fmt: skip
+
+    def replies(n: int, tag: str) -> list[bytes]:
+        keys = [
+            SentNotification.objects.get(
+                issue__title=f"{tag} {i}", recipient="jake@customer.example"
+            ).reply_key
+            for i in range(n)
+        ]
+        return [
+            make_email(to=INCOMING.address_for(key), subject="Re", body=f"Reply {i}",
+                       message_id=f"<re-{tag}-{i}@c.example>")
+            for i, key in enumerate(keys)
+        ]  # fmt: skip
+
+    _queries_for(new(1, "first"))  # the project's first issue creates its iid counter
+    small, large = _queries_for(new(3, "small")), _queries_for(new(20, "large"))
+    assert small == large
+    assert _queries_for(replies(3, "small")) == _queries_for(replies(20, "large"))
+    assert OutboundEmail.objects.filter(kind="new_note").count() == 23  # to the boss
