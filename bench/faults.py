@@ -22,7 +22,7 @@ address, half threaded by In-Reply-To alone), delivered paced in chunks: MULTIAP
 IMAP INBOX, one message in five by LMTP (its new issues addressed To another address, routed by
 the Delivered-To that Dovecot adds). A chunk whose delivery failed (Dovecot restarting) is
 retried only for the messages an IMAP SEARCH does not find, so the benchmark never delivers a
-message twice itself.
+message twice itself. The scenarios (SCENARIOS below):
 
   a) kill -9 the processing worker (main process and pool) at K random moments, restarting it
      each time;
@@ -38,22 +38,17 @@ message twice itself.
 
 After each scenario the script waits until quiet (every message has a ledger row, no row
 queued/processing, no email pending/sending, nothing new at the SMTP server for 2 s; at most
---timeout s) and verifies: each message has exactly one ledger row, ended with the expected
-outcome (issue_created / note_added); one issue per new-issue Message-ID, one note per reply;
-each email due (outbox row of the project) reached the SMTP server exactly once, counted by
-Message-ID, or is recorded as failed with a reason; one thank-you row per new issue. A Message-ID
-received twice is "duplicate after kill (at-least-once)" when a kill of the sending worker
-falls between the copies and the row was recorded sent only after the last copy (the server
-accepted, the worker died before recording it: the documented at-least-once case); any other
-repeat is counted as an outbound duplicate, with the faults between its copies in the JSON.
-All counts are taken again at the end, so late copies still count.
+--timeout s), observes what became of every message and every email due, and judges it with
+``bench.fault_oracle.oracle``, whose docstring states the rules: nothing lost, nothing doubled
+(an email received twice only as at-least-once delivery across a fault), no email failed unless
+the scenario made the SMTP server refuse it for good. All counts are taken again at the end, so
+late copies still count.
 
 Prints a table and writes bench/results/faults.json (--short: faults-short.json). Exit status
-0 when every message has one ledger row with the expected outcome (nothing lost, nothing
-processed twice), no email is missing and no outbound duplicate is left unexplained by a fault;
-1 otherwise; 3 when a service cannot be started here. Most of the run is waiting for recovery:
-an email whose send task died is picked up again by sweep-outbound (every 30 s, rows older
-than 30 s), so scenarios a, c and d take up to a minute each whatever N is.
+0 when the oracle passes every scenario and the SMTP server received nothing the outbox never
+wrote; 1 otherwise; 3 when a service cannot be started here. Most of the run is waiting for
+recovery: an email whose send task died is picked up again by sweep-outbound (every 30 s, rows
+older than 30 s), so scenarios a, c and d take up to a minute each whatever N is.
 """
 
 from __future__ import annotations
@@ -85,6 +80,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.fault_oracle import (  # noqa: E402
+    Email,
+    Fault,
+    LedgerRow,
+    Message,
+    Observation,
+    Verdict,
+    oracle,
+)
 from bench.ingest import set_body  # noqa: E402
 from tests.harness.services import (  # noqa: E402
     LOCALHOST,
@@ -98,15 +102,9 @@ from tests.harness.services import (  # noqa: E402
 
 # Variables from the caller's shell that would change what is measured (as the test harness).
 SCRUBBED_PREFIXES = ("EMAIL_", "ANYMAIL_", "SERVICEDESK_", "DATABASE_", "REDIS_", "CELERY_")
-SCENARIOS = {
-    "a": "kill -9 processing worker",
-    "b": "restart Dovecot mid-fetch",
-    "c": "restart PostgreSQL",
-    "d": "SMTP server down",
-    "e": "two pollers, one mailbox",
-}
-TOKEN = re.compile(r"fault-[a-e]-\d{5}")
+TOKEN = re.compile(r"fault-[a-z]-\d{5}")
 EVENTS: list[dict[str, Any]] = []
+KILL_PROCESSOR = "kill -9 processor"
 
 
 def event(scenario: str, what: str, *, fault: bool = True, **details: Any) -> dict[str, Any]:
@@ -415,7 +413,9 @@ def db_retry(fn: Callable[[], Any], attempts: int = 60) -> Any:
 
 
 @dataclass
-class Scenario:
+class ScenarioRun:
+    """One scenario as it runs: its messages, where its rows start, what it saw."""
+
     key: str
     title: str
     project_id: int
@@ -427,13 +427,16 @@ class Scenario:
     timed_out: bool = False
     delivered: set[str] = field(default_factory=set)
     evidence: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)  # what a fault's steps hand on
+    # Recipients the scenario made the SMTP server refuse for good: their emails may fail.
+    permanent_refusals: set[str] = field(default_factory=set)
 
     @property
     def message_ids(self) -> set[str]:
         return {m.message_id for m in self.mails}
 
 
-def wait_quiet(sc: Scenario, ledger: Ledger, arrivals: Arrivals, timeout: float) -> None:
+def wait_quiet(sc: ScenarioRun, ledger: Ledger, arrivals: Arrivals, timeout: float) -> None:
     from issues.models import OutboundEmail
     from mailroom.models import InboundMessage
 
@@ -470,169 +473,296 @@ def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
     return False
 
 
-# --- Verification ------------------------------------------------------------------------------
+# --- Observing what became of a scenario ----------------------------------------------------------
 
 
-def verify(sc: Scenario, ledger: Ledger, arrivals: Arrivals) -> dict[str, Any]:
-    """Count what happened to the scenario's messages and emails (idempotent)."""
-    from issues.models import Issue, Note, OutboundEmail
-    from mailroom.models import InboundMessage
-
+def observe(sc: ScenarioRun, ledger: Ledger, arrivals: Arrivals) -> Observation:
+    """Read what happened to the scenario's messages and emails into the oracle's terms."""
     arrivals.update()
-    problems: list[str] = []
-    rows_by_id = ledger.rows(sc.ledger_start, sc.message_ids)
-    pks = [pk for pks in rows_by_id.values() for pk in pks]
-    rows = {
-        r["pk"]: r
-        for r in InboundMessage.objects.filter(pk__in=pks).values(
-            "pk", "status", "outcome", "reason", "last_error", "attempts"
+    rows = ledger.rows(sc.ledger_start, sc.message_ids)
+    issues = _issues_by_token(sc.project_id)
+    notes = _notes_by_token(sc.project_id)
+    ledger_rows = _ledger_rows([pk for pks in rows.values() for pk in pks])
+    messages = tuple(
+        Message(
+            token=mail.token,
+            kind=mail.kind,
+            message_id=mail.message_id,
+            delivered=mail.message_id in sc.delivered,
+            rows=tuple(ledger_rows[pk] for pk in rows.get(mail.message_id, [])),
+            made=len(issues.get(mail.token, [])) if mail.kind == "new" else notes[mail.token],
         )
-    }
+        for mail in sc.mails
+    )
+    emails = _emails(sc, arrivals)
+    opened = [pk for mail in sc.mails if mail.kind == "new" for pk in issues.get(mail.token, [])]
+    thank_yous = Counter(_thank_you_issue_ids(sc))
+    faults = tuple(
+        Fault(e["event"], e["t"], e["until"], kill=e["event"] == KILL_PROCESSOR)
+        for e in EVENTS
+        if e["fault"]
+    )
+    return Observation(messages, emails, {pk: thank_yous[pk] for pk in opened}, faults,
+                       frozenset(sc.permanent_refusals))  # fmt: skip
+
+
+def _issues_by_token(project_id: int) -> dict[str, list[int]]:
+    from issues.models import Issue
+
     issues: dict[str, list[int]] = defaultdict(list)
-    for pk, title in Issue.objects.filter(project_id=sc.project_id).values_list("pk", "title"):
+    for pk, title in Issue.objects.filter(project_id=project_id).values_list("pk", "title"):
         if TOKEN.fullmatch(title.split()[0] if title else ""):
             issues[title.split()[0]].append(pk)
+    return issues
+
+
+def _notes_by_token(project_id: int) -> Counter[str]:
+    from issues.models import Note
+
     notes: Counter[str] = Counter()
     for body in Note.objects.filter(
-        issue__project_id=sc.project_id, system=False, body__contains="fault-"
+        issue__project_id=project_id, system=False, body__contains="fault-"
     ).values_list("body", flat=True):
         notes.update(set(TOKEN.findall(body)))
+    return notes
 
-    lost = dup_in = ok = ledger_rows = 0
-    outcomes: Counter[str] = Counter()
-    new_issue_ids: list[int] = []
-    for mail in sc.mails:
-        found = rows_by_id.get(mail.message_id, [])
-        ledger_rows += len(found)
-        made = len(issues.get(mail.token, [])) if mail.kind == "new" else notes[mail.token]
-        if mail.kind == "new":
-            new_issue_ids += issues.get(mail.token, [])
-        if len(found) > 1 or made > 1:
-            dup_in += 1
-            made_what = "issues" if mail.kind == "new" else "notes"
-            problems.append(
-                f"{mail.token} ({mail.kind}, {mail.message_id}): {len(found)} ledger rows, "
-                f"{made} {made_what}"
-            )
-        for pk in found:
-            outcomes[f"{rows[pk]['status']}/{rows[pk]['outcome'] or '-'}"] += 1
-        expected = "issue_created" if mail.kind == "new" else "note_added"
-        if not found or any(rows[pk]["status"] in ("queued", "processing") for pk in found):
-            lost += 1
-            problems.append(f"{mail.token} ({mail.kind}, {mail.message_id}) lost: ledger rows "
-                            f"{[rows[pk] for pk in found]}")  # fmt: skip
-        elif len(found) == 1 and rows[found[0]]["outcome"] == expected and made == 1:
-            ok += 1
-        elif len(found) == 1:
-            r = rows[found[0]]
-            problems.append(f"{mail.token} ({mail.kind}) ended {r['status']}/{r['outcome']} "
-                            f"({r['reason'] or r['last_error']}); {made} made")  # fmt: skip
-    not_delivered = len(sc.message_ids - sc.delivered)
-    if not_delivered:
-        problems.append(f"{not_delivered} message(s) could not be delivered by the benchmark")
 
-    emails = list(
+def _ledger_rows(pks: list[int]) -> dict[int, LedgerRow]:
+    from mailroom.models import InboundMessage
+
+    return {
+        pk: LedgerRow(status, outcome or "", reason or last_error)
+        for pk, status, outcome, reason, last_error in InboundMessage.objects.filter(
+            pk__in=pks
+        ).values_list("pk", "status", "outcome", "reason", "last_error")
+    }
+
+
+def _emails(sc: ScenarioRun, arrivals: Arrivals) -> tuple[Email, ...]:
+    from issues.models import OutboundEmail
+
+    rows = (
         OutboundEmail.objects.filter(issue__project_id=sc.project_id, pk__gt=sc.outbox_start)
         .order_by("pk")
-        .values("pk", "kind", "issue_id", "message_id", "status", "last_error", "attempts",
+        .values("pk", "kind", "recipient", "message_id", "status", "last_error", "attempts",
                 "sent_at")
     )  # fmt: skip
-    thank_yous = Counter(e["issue_id"] for e in emails if e["kind"] == "thank_you")
-    missing_rows = [i for i in new_issue_ids if thank_yous[i] == 0]
-    double_rows = [i for i in new_issue_ids if thank_yous[i] > 1]
-    kills = [e["t"] for e in EVENTS if e["event"] == "kill -9 processor"]
-    faults = [e for e in EVENTS if e["fault"]]
-    sent_once = dup_out = dup_kill = failed = missing = 0
-    statuses: Counter[str] = Counter()
-    duplicates: list[dict[str, Any]] = []
-    for e in emails:
-        statuses[e["status"]] += 1
-        times = sorted(arrivals.times.get(e["message_id"], []))
-        if len(times) == 1:
-            sent_once += 1
-            if e["status"] != "sent":
-                problems.append(f"email {e['pk']} arrived once but is recorded {e['status']}")
-        elif len(times) > 1:
-            # At least once: every earlier copy was accepted but never recorded as sent (the
-            # row's sent_at is after the last copy) and a fault falls between each two copies.
-            sent_at = e["sent_at"].timestamp() if e["sent_at"] else 0.0
-            recorded_late = sent_at >= times[-1]
-            gaps = list(itertools.pairwise(times))
-            gap_faults = [
-                sorted({f["event"] for f in faults if f["t"] <= b and f["until"] >= a})
-                for a, b in gaps
-            ]
-            after_kill = recorded_late and all(any(a <= k <= b for k in kills) for a, b in gaps)
-            explained = recorded_late and all(gap_faults)
-            duplicates.append({
-                "email": e["pk"], "kind": e["kind"], "message_id": e["message_id"],
-                "copies": len(times), "copies_at": times, "sent_at": sent_at,
-                "attempts": e["attempts"], "status": e["status"],
-                "sent_at_after_last_copy": recorded_late, "faults_between_copies": gap_faults,
-                "at_least_once_after_kill": after_kill, "explained_by_fault": explained,
-            })  # fmt: skip
-            if after_kill:
-                dup_kill += 1
-            else:
-                dup_out += 1
-                problems.append(
-                    f"email {e['pk']} ({e['kind']}, {e['message_id']}) arrived {len(times)} "
-                    f"times; recorded sent after the last copy: {recorded_late}; faults "
-                    f"between copies: {gap_faults}"
-                )
-        elif e["status"] == "failed" and e["last_error"]:
-            failed += 1
-        else:
-            missing += 1
-            problems.append(
-                f"email {e['pk']} ({e['kind']}, {e['message_id']}) never arrived: "
-                f"{e['status']}, {e['attempts']} attempts, {e['last_error'][:200]}"
-            )
-    if missing_rows:
-        missing += len(missing_rows)
-        problems.append(f"no thank-you written for issues {missing_rows[:20]}")
-    if double_rows:
-        dup_out += len(double_rows)
-        problems.append(f"several thank-yous written for issues {double_rows[:20]}")
-    unexplained = [d for d in duplicates if not d["explained_by_fault"]]
+    return tuple(
+        Email(
+            **{**row, "sent_at": row["sent_at"].timestamp() if row["sent_at"] else None},
+            arrivals=tuple(sorted(arrivals.times.get(row["message_id"], []))),
+        )
+        for row in rows
+    )
+
+
+def _thank_you_issue_ids(sc: ScenarioRun) -> list[int]:
+    from issues.models import OutboundEmail
+
+    return list(
+        OutboundEmail.objects.filter(
+            issue__project_id=sc.project_id, pk__gt=sc.outbox_start, kind="thank_you"
+        ).values_list("issue_id", flat=True)
+    )
+
+
+COUNTS = (
+    "messages", "not_delivered", "ledger_rows", "outcomes_ok", "lost", "duplicates_inbound",
+    "wrong_outcome", "emails_due", "sent_once", "misrecorded", "duplicates_outbound",
+    "duplicates_outbound_unexplained", "duplicates_after_kill_at_least_once",
+    "failed_as_injected", "failed_wrongly", "missing",
+)  # fmt: skip
+
+
+def scenario_result(sc: ScenarioRun, seen: Observation, verdict: Verdict) -> dict[str, Any]:
+    """The JSON record of one scenario: the oracle's counts and what explains them."""
+    statuses = Counter(e.status for e in seen.emails)
+    outcomes = Counter(f"{r.status}/{r.outcome or '-'}" for m in seen.messages for r in m.rows)
     return {
         "scenario": sc.key,
         "title": sc.title,
-        "messages": len(sc.mails),
+        "ok": verdict.ok,
+        **{name: verdict.counts[name] for name in COUNTS},
         "new_issues": sum(m.kind == "new" for m in sc.mails),
         "replies": sum(m.kind == "reply" for m in sc.mails),
-        "not_delivered": not_delivered,
-        "ledger_rows": ledger_rows,
-        "outcomes_ok": ok,
-        "lost": lost,
-        "duplicates_inbound": dup_in,
         "outcomes": dict(outcomes),
-        "emails_due": len(emails) + len(missing_rows),
-        "sent_once": sent_once,
-        "duplicates_outbound": dup_out,
-        "duplicates_outbound_unexplained": len(unexplained) + len(double_rows),
-        "duplicates_after_kill_at_least_once": dup_kill,
-        "failed_with_reason": failed,
-        "missing": missing,
         "outbox_statuses": dict(statuses),
-        "outbox_retried": sum(e["attempts"] > 1 for e in emails),
-        "duplicates": duplicates,
+        "outbox_retried": sum(e.attempts > 1 for e in seen.emails),
+        "permanent_refusals": sorted(seen.permanent_refusals),
+        "duplicates": verdict.duplicates,
         "seconds": round(sc.quiet_at - sc.started, 1),
         "timed_out": sc.timed_out,
         "evidence": sc.evidence,
-        "problems": problems,
+        "problems": verdict.problems,
     }
 
 
-def failed(result: dict[str, Any]) -> bool:
-    return bool(
-        result["lost"]
-        or result["duplicates_inbound"]
-        or result["outcomes_ok"] != result["messages"]
-        or result["missing"]
-        or result["duplicates_outbound_unexplained"]
-        or result["not_delivered"]
+# --- The faults -----------------------------------------------------------------------------------
+#
+# A scenario is data (SCENARIOS below): how long its messages take to deliver, and up to three
+# steps — before delivery starts, during delivery (the fault), and once all is quiet again.
+
+
+@dataclass
+class Run:
+    """What the scenarios of one run share: its options, services, projects and observers."""
+
+    args: argparse.Namespace
+    rng: random.Random
+    services: Services
+    projects: dict[str, Any]
+    addresses: dict[str, str]
+    seeds: dict[str, list[Seed]]
+    ledger: Ledger
+    arrivals: Arrivals
+
+    @property
+    def pace(self) -> float:
+        """Seconds over which a scenario's messages are delivered: ~60 messages/s."""
+        return max(3.0, self.args.messages / 60)
+
+
+Step = Callable[[Run, ScenarioRun], None]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    title: str
+    delivery_seconds: Callable[[Run], float]
+    before: Step | None = None  # before the first message is delivered
+    during: Step | None = None  # while the messages are delivered: the fault
+    after: Step | None = None  # once all is quiet again: undo, gather evidence
+
+
+def kill_processor_repeatedly(run: Run, sc: ScenarioRun) -> None:
+    processor = run.services.processor
+    for k in range(run.args.kills):
+        time.sleep(run.rng.uniform(0.5, 2.5))
+        processor.kill()
+        in_flight = db_retry(_in_flight)
+        event(sc.key, KILL_PROCESSOR, n=k + 1, rows_processing=in_flight[0],
+              emails_sending=in_flight[1])  # fmt: skip
+        processor.start()
+    sc.evidence["kills"] = run.args.kills
+
+
+def _in_flight() -> tuple[int, int]:
+    from issues.models import OutboundEmail
+    from mailroom.models import InboundMessage
+
+    return (
+        InboundMessage.objects.filter(status="processing").count(),
+        OutboundEmail.objects.filter(status="sending").count(),
     )
+
+
+def note_poller_log_offset(run: Run, sc: ScenarioRun) -> None:
+    sc.state["poller_log_offset"] = run.services.poller.log_path.stat().st_size
+
+
+def restart_dovecot_mid_fetch(run: Run, sc: ScenarioRun) -> None:
+    def stored() -> int:
+        return len(run.ledger.rows(sc.ledger_start, sc.message_ids))
+
+    if not wait_for(lambda: stored() >= int(0.35 * len(sc.mails)), 60):
+        print("  the poller did not start fetching within 60 s")
+    count = db_retry(stored)
+    fault = event(sc.key, "restart dovecot", stored=count, of=len(sc.mails))
+    restart_dovecot(run.services.dovecot)
+    fault["until"] = time.time()
+    sc.evidence["stored_at_restart"] = count
+
+
+def count_poller_errors(run: Run, sc: ScenarioRun) -> None:
+    from mailroom.models import MailboxState
+
+    state = db_retry(lambda: MailboxState.objects.get(name="incoming_email"))
+    sc.evidence["mailbox_consecutive_errors_after"] = state.consecutive_errors
+    with open(run.services.poller.log_path, "rb") as log:
+        log.seek(sc.state["poller_log_offset"])
+        # "mailbox incoming_email: <error> (retry n)": the poller saw the drop.
+        sc.evidence["poller_imap_errors"] = log.read().count(b"mailbox incoming_email:")
+
+
+def restart_postgres_mid_processing(run: Run, sc: ScenarioRun) -> None:
+    from mailroom.models import InboundMessage
+
+    def done() -> int:
+        return InboundMessage.objects.filter(
+            pk__gt=sc.ledger_start, status="done", project_id=sc.project_id
+        ).count()
+
+    if not wait_for(lambda: done() >= int(0.30 * len(sc.mails)), 60):
+        print("  processing did not start within 60 s")
+    count = db_retry(done)
+    fault = event(sc.key, "restart postgres", done=count, of=len(sc.mails))
+    run.services.pg.restart()
+    fault["until"] = time.time()
+    print(f"  [{sc.key}] postgres back after {fault['until'] - fault['t']:.1f} s")
+    sc.evidence["done_at_restart"] = count
+
+
+def stop_smtp_while_thank_yous_are_due(run: Run, sc: ScenarioRun) -> None:
+    from issues.models import OutboundEmail
+
+    due = int(0.7 * len(sc.mails))  # thank-yous to come
+    written = OutboundEmail.objects.filter(issue__project_id=sc.project_id, pk__gt=sc.outbox_start)
+    wait_for(lambda: written.count() >= 0.2 * due, 60)
+    smtp = run.services.smtp
+    fault = event(sc.key, "smtp server stopped", arrived_before=run.arrivals.update())
+    smtp.stop()
+    time.sleep(run.args.outage)
+    smtp.start()
+    fault["until"] = time.time()
+    print(f"  [{sc.key}] smtp server started again after {run.args.outage:g} s")
+
+
+def start_second_and_lockless_pollers(run: Run, sc: ScenarioRun) -> None:
+    services = run.services
+    poller2 = CeleryWorker(services.celery_dir, services.env, name="poller2", concurrency=1,
+                           queues="mailbox").start()  # fmt: skip
+    services.started.append(poller2)
+    sc.state["offsets"] = {w.name: w.log_path.stat().st_size for w in (services.poller, poller2)}
+    sc.state["poller2"] = poller2
+    sc.state["rogue"] = rogue = LocklessPoller()
+    rogue.start()
+    event(sc.key, "second poller worker and a lockless poller started", fault=False)
+
+
+def stop_extra_pollers(run: Run, sc: ScenarioRun) -> None:
+    rogue, poller2 = sc.state["rogue"], sc.state["poller2"]
+    rogue.stop.set()
+    rogue.join(timeout=30)
+    # A graceful stop waits for a poll task it may be running (lease 30 s): not here.
+    threading.Thread(target=poller2.stop, daemon=True).start()
+    busy = {}
+    for worker in (run.services.poller, poller2):
+        with open(worker.log_path, "rb") as log:
+            log.seek(sc.state["offsets"][worker.name])
+            busy[worker.name] = log.read().count(b"another worker is polling it")
+    sc.evidence.update(
+        lockless_poller_stored=rogue.stored, lockless_poller_fetches=rogue.fetches,
+        lockless_poller_errors=len(rogue.errors), polls_refused_by_lock=busy,
+    )  # fmt: skip
+
+
+SCENARIOS = {
+    s.key: s
+    for s in (
+        Scenario("a", "kill -9 processing worker", lambda run: run.args.kills * 4.0,
+                 during=kill_processor_repeatedly),
+        Scenario("b", "restart Dovecot mid-fetch", lambda run: run.pace,
+                 before=note_poller_log_offset, during=restart_dovecot_mid_fetch,
+                 after=count_poller_errors),
+        Scenario("c", "restart PostgreSQL", lambda run: run.pace,
+                 during=restart_postgres_mid_processing),
+        Scenario("d", "SMTP server down", lambda run: max(run.pace, run.args.outage / 2),
+                 during=stop_smtp_while_thank_yous_are_due),
+        Scenario("e", "two pollers, one mailbox", lambda run: run.pace,
+                 before=start_second_and_lockless_pollers, after=stop_extra_pollers),
+    )
+}  # fmt: skip
 
 
 def restart_dovecot(dovecot: DovecotServer) -> None:
@@ -647,6 +777,216 @@ def restart_dovecot(dovecot: DovecotServer) -> None:
         os.killpg(dovecot.proc.pid, signal.SIGTERM)
     dovecot.proc.wait(timeout=20)
     dovecot.restart()  # the master is gone: this only starts it again
+
+
+# --- Running a scenario ---------------------------------------------------------------------------
+
+
+def run_scenario(run: Run, scenario: Scenario) -> ScenarioRun:
+    """Deliver a fresh batch of messages while the scenario's fault happens; wait until quiet."""
+    sc = begin(run, scenario)
+    if scenario.before is not None:
+        scenario.before(run, sc)
+    chunk = max(5, min(25, len(sc.mails) // 12))
+    deliverer = Deliverer(run.services.dovecot, sc.mails, scenario.delivery_seconds(run), chunk)
+    deliverer.start()
+    if scenario.during is not None:
+        scenario.during(run, sc)
+    deliverer.join()
+    sc.delivered = deliverer.delivered
+    if deliverer.errors:
+        sc.evidence["delivery_errors"] = len(deliverer.errors)
+        sc.evidence["delivery_retried_messages"] = deliverer.retried
+    wait_quiet(sc, run.ledger, run.arrivals, run.args.timeout)
+    print(f"  quiet after {sc.quiet_at - sc.started:.1f} s", flush=True)
+    if scenario.after is not None:
+        scenario.after(run, sc)
+    return sc
+
+
+def begin(run: Run, scenario: Scenario) -> ScenarioRun:
+    from issues.models import OutboundEmail
+    from mailroom.models import InboundMessage
+
+    def starts() -> tuple[int, int]:
+        last_in = InboundMessage.objects.order_by("-pk").values_list("pk", flat=True)
+        last_out = OutboundEmail.objects.order_by("-pk").values_list("pk", flat=True)
+        return (last_in.first() or 0, last_out.first() or 0)
+
+    ledger_start, outbox_start = db_retry(starts)
+    key = scenario.key
+    mails = batch(key, run.args.messages, run.addresses[key], run.seeds[key])
+    sc = ScenarioRun(key, scenario.title, run.projects[key].pk, mails, ledger_start,
+                     outbox_start)  # fmt: skip
+    print(f"\n{key}) {sc.title}: {len(sc.mails)} messages", flush=True)
+    sc.started = time.time()
+    return sc
+
+
+def judge(run: Run, sc: ScenarioRun) -> dict[str, Any]:
+    seen = db_retry(lambda: observe(sc, run.ledger, run.arrivals))
+    return scenario_result(sc, seen, oracle(seen))
+
+
+# --- Services and set-up --------------------------------------------------------------------------
+
+
+@dataclass
+class Services:
+    """The throwaway services and worker processes of a run, and everything to stop at its end."""
+
+    base: Path
+    pg: PostgresServer
+    redis: RedisServer
+    dovecot: DovecotServer
+    smtp: SmtpServer
+    env: dict[str, str] = field(default_factory=dict)
+    poller: CeleryWorker | Any = None
+    processor: CeleryWorker | Any = None
+    started: list[Any] = field(default_factory=list)
+
+    @property
+    def celery_dir(self) -> Path:
+        return self.base / "celery"
+
+    def stop(self) -> None:
+        for service in reversed(self.started):
+            with contextlib.suppress(Exception):
+                if isinstance(service, CeleryWorker):
+                    service.kill()  # throwaway: no warm shutdown waiting out a poll's lease
+                else:
+                    service.stop()
+
+
+def start_servers(base: Path) -> Services:
+    services = Services(base, PostgresServer(base / "postgres"), RedisServer(base / "redis"),
+                        DovecotServer(base / "dovecot"), SmtpServer())  # fmt: skip
+    services.started += [services.pg, services.redis, services.dovecot, services.smtp]
+    in_parallel(services.pg.start, services.redis.start, services.dovecot.start,
+                services.smtp.start)  # fmt: skip
+    return services
+
+
+def worker_env(services: Services) -> dict[str, str]:
+    redis, dovecot = services.redis, services.dovecot
+    return {
+        "SERVICEDESK_ENV": "production",
+        "SECRET_KEY": "bench-only-secret-key-0123456789abcdefghijklmnop",
+        "SITE_URL": "https://servicedesk.example.test",
+        "DATABASE_URL": services.pg.url,
+        "REDIS_URL": redis.url,
+        "REDIS_CACHE_URL": redis.url.rsplit("/", 1)[0] + "/1",
+        "SERVICEDESK_VAR_DIR": str(services.base / "var"),
+        "SERVICEDESK_INCOMING_EMAIL_ENABLED": "true",
+        "SERVICEDESK_INCOMING_EMAIL_ADDRESS": "support+%{key}@example.test",
+        "SERVICEDESK_INCOMING_EMAIL_HOST": LOCALHOST,
+        "SERVICEDESK_INCOMING_EMAIL_PORT": str(dovecot.port_imap),
+        "SERVICEDESK_INCOMING_EMAIL_USER": "support",
+        "SERVICEDESK_INCOMING_EMAIL_PASSWORD": dovecot.password,
+        "SERVICEDESK_INCOMING_EMAIL_IDLE_TIMEOUT": "10",
+        "SERVICEDESK_IMAP_LEASE": "30",
+        "SERVICEDESK_IMAP_POLL_INTERVAL": "5",
+        "SERVICEDESK_IMAP_BATCH": "25",
+        "SERVICEDESK_INBOUND_SWEEP_INTERVAL": "5",
+        "SERVICEDESK_INBOUND_STUCK_AFTER": "10",
+        "SERVICEDESK_OUTBOUND_STUCK_AFTER": "15",
+        "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "EMAIL_HOST": LOCALHOST,
+        "EMAIL_PORT": str(services.smtp.port),
+        "DEFAULT_FROM_EMAIL": "support@example.test",
+        "LOG_LEVEL": "WARNING",
+        "DEBUG": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def start_django(env: dict[str, str]) -> None:
+    """This process talks to the same database as the workers (to deliver, observe, judge)."""
+    os.environ.update(env)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "servicedesk.settings"
+    import django
+
+    django.setup()
+
+
+def start_workers(services: Services, concurrency: int) -> None:
+    """Migrate while the workers boot (they touch the database only when a task comes), then
+    start beat, which sends the first tasks."""
+    from django.core.management import call_command
+    from django.db import connection
+
+    def migrate() -> None:
+        call_command("migrate", verbosity=0)
+        connection.close()  # this thread's
+
+    env, celery_dir = services.env, services.celery_dir
+    services.poller = CeleryWorker(celery_dir, env, name="poller", concurrency=1,
+                                   queues="mailbox")  # fmt: skip
+    services.processor = CeleryWorker(celery_dir, env, name="processor", concurrency=concurrency,
+                                      queues="celery,outbound")  # fmt: skip
+    beat = Beat(celery_dir, env)
+    services.started += [services.poller, services.processor, beat]
+    in_parallel(migrate, services.poller.start, services.processor.start)
+    beat.start()
+
+
+def create_projects(keys: str) -> dict[str, Any]:
+    from projects.services import group_create, project_create
+
+    group = group_create(path="faults")
+    return {
+        key: project_create(group=group, path=f"scenario-{key}", service_desk_enabled=True)
+        for key in keys
+    }
+
+
+def open_seed_issues(
+    services: Services, projects: dict[str, Any], addresses: dict[str, str], count: int
+) -> dict[str, list[Seed]] | None:
+    """Issues for the replies to answer, opened (and thanked) through the real pipeline."""
+    from issues.models import Issue, OutboundEmail
+    from mailroom.models import InboundMessage
+    from mailroom.tasks import poll_mailbox
+
+    mails = {
+        key: [new_issue_mail(f"seed-{key}-{j:03d}", 0, addresses[key], False) for j in range(count)]
+        for key in projects
+    }
+    every = [m for ms in mails.values() for m in ms]
+    poll_mailbox.delay("incoming_email")  # beat's first poll would come 5 s from now
+    with services.dovecot.imap("support") as client:
+        client.multiappend("INBOX", [m.raw for m in every])
+    if not wait_for(
+        lambda: (
+            InboundMessage.objects.filter(status="done").count() == len(every)
+            and OutboundEmail.objects.filter(status="sent").count() == len(every)
+        ),
+        120,
+    ):
+        return None
+    seeds: dict[str, list[Seed]] = {}
+    for key, project_mails in mails.items():
+        seeds[key] = []
+        for mail in project_mails:
+            issue = Issue.objects.get(project=projects[key], title=mail.token + " plain")
+            thanks = OutboundEmail.objects.get(issue=issue, kind="thank_you")
+            seeds[key].append(Seed(issue.pk, f"{mail.token}@customers.example", mail.message_id,
+                                   thanks.message_id, thanks.headers["Reply-To"]))  # fmt: skip
+    return seeds
+
+
+def set_up(args: argparse.Namespace, rng: random.Random, services: Services) -> Run | None:
+    from django.conf import settings
+
+    projects = create_projects(args.scenarios)
+    mailbox = settings.SERVICEDESK_MAILBOXES["incoming_email"]
+    addresses = {k: mailbox.address_for(p.service_desk.default_key) for k, p in projects.items()}
+    seeds = open_seed_issues(services, projects, addresses, max(4, args.messages // 25))
+    if seeds is None:
+        print("set-up: the seed issues were not all created and thanked within 120 s; "
+              f"see {services.celery_dir}", file=sys.stderr)  # fmt: skip
+        return None
+    return Run(args, rng, services, projects, addresses, seeds, Ledger(), Arrivals(services.smtp))
 
 
 def in_parallel(*calls: Callable[[], Any]) -> None:
@@ -668,16 +1008,17 @@ def in_parallel(*calls: Callable[[], Any]) -> None:
         raise errors[0]
 
 
-# --- Main --------------------------------------------------------------------------------------
+# --- Main -----------------------------------------------------------------------------------------
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--messages", type=int, default=500, help="messages per scenario")
     parser.add_argument("--kills", type=int, default=10, help="kill -9 moments in scenario a")
     parser.add_argument("--outage", type=float, default=60, help="SMTP outage in scenario d (s)")
     parser.add_argument("--timeout", type=float, default=300, help="longest wait for quiet (s)")
-    parser.add_argument("--scenarios", default="abcde", help="which scenarios, e.g. 'ace'")
+    parser.add_argument("--scenarios", default="".join(SCENARIOS),
+                        help="which scenarios, e.g. 'ace'")  # fmt: skip
     parser.add_argument("--concurrency", type=int, default=2, help="processing processes")
     parser.add_argument("--seed", type=int, default=None, help="random seed (kill moments)")
     parser.add_argument(
@@ -695,360 +1036,121 @@ def main() -> int:
         args.timeout = min(args.timeout, 150)
     name = "faults-short.json" if args.short else "faults.json"
     args.output = args.output or str(ROOT / "bench" / "results" / name)
-    seed = args.seed if args.seed is not None else random.randrange(1 << 30)
-    rng = random.Random(seed)
+    args.seed = args.seed if args.seed is not None else random.randrange(1 << 30)
+    return args
+
+
+def main() -> int:
+    args = parse_args()
     for name in list(os.environ):
         if name.startswith(SCRUBBED_PREFIXES):
             del os.environ[name]
-
     t_begin = time.time()
     base = Path(tempfile.mkdtemp(prefix="servicedesk-faults-"))
     base.chmod(0o755)
-    started: list[Any] = []
+    services: Services | None = None
     try:
-        pg, redis = PostgresServer(base / "postgres"), RedisServer(base / "redis")
-        dovecot, smtp = DovecotServer(base / "dovecot"), SmtpServer()
-        started += [pg, redis, dovecot, smtp]
         try:
-            in_parallel(pg.start, redis.start, dovecot.start, smtp.start)
+            services = start_servers(base)
+            services.env = worker_env(services)
+            start_django(services.env)
+            start_workers(services, args.concurrency)
         except (ServiceUnavailable, OSError, TimeoutError) as exc:
             print(f"service unavailable: {exc}", file=sys.stderr)
             return 3
-        env = {
-            "SERVICEDESK_ENV": "production",
-            "SECRET_KEY": "bench-only-secret-key-0123456789abcdefghijklmnop",
-            "SITE_URL": "https://servicedesk.example.test",
-            "DATABASE_URL": pg.url,
-            "REDIS_URL": redis.url,
-            "REDIS_CACHE_URL": redis.url.rsplit("/", 1)[0] + "/1",
-            "SERVICEDESK_VAR_DIR": str(base / "var"),
-            "SERVICEDESK_INCOMING_EMAIL_ENABLED": "true",
-            "SERVICEDESK_INCOMING_EMAIL_ADDRESS": "support+%{key}@example.test",
-            "SERVICEDESK_INCOMING_EMAIL_HOST": LOCALHOST,
-            "SERVICEDESK_INCOMING_EMAIL_PORT": str(dovecot.port_imap),
-            "SERVICEDESK_INCOMING_EMAIL_USER": "support",
-            "SERVICEDESK_INCOMING_EMAIL_PASSWORD": dovecot.password,
-            "SERVICEDESK_INCOMING_EMAIL_IDLE_TIMEOUT": "10",
-            "SERVICEDESK_IMAP_LEASE": "30",
-            "SERVICEDESK_IMAP_POLL_INTERVAL": "5",
-            "SERVICEDESK_IMAP_BATCH": "25",
-            "SERVICEDESK_INBOUND_SWEEP_INTERVAL": "5",
-            "SERVICEDESK_INBOUND_STUCK_AFTER": "10",
-            "SERVICEDESK_OUTBOUND_STUCK_AFTER": "15",
-            "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
-            "EMAIL_HOST": LOCALHOST,
-            "EMAIL_PORT": str(smtp.port),
-            "DEFAULT_FROM_EMAIL": "support@example.test",
-            "LOG_LEVEL": "WARNING",
-            "DEBUG": "0",
-            "PYTHONUNBUFFERED": "1",
-        }
-        os.environ.update(env)
-        os.environ["DJANGO_SETTINGS_MODULE"] = "servicedesk.settings"
-        import django
-
-        django.setup()
-        from django.conf import settings
-        from django.core.management import call_command
-
-        from issues.models import Issue, OutboundEmail
-        from mailroom.models import InboundMessage, MailboxState
-        from mailroom.tasks import poll_mailbox
-        from projects.services import group_create, project_create
-
-        def migrate() -> None:
-            from django.db import connection
-
-            call_command("migrate", verbosity=0)
-            connection.close()  # this thread's
-
-        celery_dir = base / "celery"
-        poller = CeleryWorker(celery_dir, env, name="poller", concurrency=1, queues="mailbox")
-        processor = CeleryWorker(celery_dir, env, name="processor", concurrency=args.concurrency,
-                                 queues="celery,outbound")  # fmt: skip
-        beat = Beat(celery_dir, env)
-        started += [poller, processor, beat]
-        try:
-            # The workers boot while the schema is created (they touch the database only when
-            # a task comes); beat, which sends the first tasks, once it exists.
-            in_parallel(migrate, poller.start, processor.start)
-            beat.start()
-        except ServiceUnavailable as exc:
-            print(f"service unavailable: {exc}", file=sys.stderr)
-            return 3
-        group = group_create(path="faults")
-        projects = {
-            key: project_create(group=group, path=f"scenario-{key}", service_desk_enabled=True)
-            for key in args.scenarios
-        }
-        mailbox = settings.SERVICEDESK_MAILBOXES["incoming_email"]
-        addresses = {
-            k: mailbox.address_for(p.service_desk.default_key) for k, p in projects.items()
-        }
-
-        print(f"services up in {time.time() - t_begin:.1f} s (seed {seed}); logs in {celery_dir}")
-
-        # Set-up: issues for the replies to answer, opened through the real pipeline.
-        per_project = max(4, args.messages // 25)
-        seed_mails: dict[str, list[Mail]] = {
-            k: [new_issue_mail(f"seed-{k}-{j:03d}", 0, addresses[k], False)
-                for j in range(per_project)]
-            for k in projects
-        }  # fmt: skip
-        all_seeds = [m for ms in seed_mails.values() for m in ms]
-        poll_mailbox.delay("incoming_email")  # beat's first poll would come 5 s from now
-        with dovecot.imap("support") as client:
-            client.multiappend("INBOX", [m.raw for m in all_seeds])
-        ready = wait_for(
-            lambda: (
-                InboundMessage.objects.filter(status="done").count() == len(all_seeds)
-                and OutboundEmail.objects.filter(status="sent").count() == len(all_seeds)
-            ),
-            120,
-        )
-        if not ready:
-            print("set-up: the seed issues were not all created and thanked within 120 s; "
-                  f"see {celery_dir}", file=sys.stderr)  # fmt: skip
+        print(f"services up in {time.time() - t_begin:.1f} s (seed {args.seed}); "
+              f"logs in {services.celery_dir}")  # fmt: skip
+        run = set_up(args, random.Random(args.seed), services)
+        if run is None:
             return 1
-        seeds: dict[str, list[Seed]] = {}
-        for key, mails in seed_mails.items():
-            seeds[key] = []
-            for mail in mails:
-                issue = Issue.objects.get(project=projects[key], title=mail.token + " plain")
-                thanks = OutboundEmail.objects.get(issue=issue, kind="thank_you")
-                seeds[key].append(Seed(issue.pk, f"{mail.token}@customers.example",
-                                       mail.message_id, thanks.message_id,
-                                       thanks.headers["Reply-To"]))  # fmt: skip
-        print(f"set-up done at {time.time() - t_begin:.1f} s: {len(all_seeds)} seed issues")
-
-        ledger = Ledger()
-        arrivals = Arrivals(smtp)
-        scenarios: list[Scenario] = []
-        duration = max(3.0, args.messages / 60)  # delivery pace: ~60 messages/s
-
-        def begin(key: str) -> Scenario:
-            def starts() -> tuple[int, int]:
-                last_in = InboundMessage.objects.order_by("-pk").values_list("pk", flat=True)
-                last_out = OutboundEmail.objects.order_by("-pk").values_list("pk", flat=True)
-                return (last_in.first() or 0, last_out.first() or 0)
-
-            ledger_start, outbox_start = db_retry(starts)
-            sc = Scenario(key, SCENARIOS[key], projects[key].pk,
-                          batch(key, args.messages, addresses[key], seeds[key]),
-                          ledger_start, outbox_start)  # fmt: skip
-            scenarios.append(sc)
-            print(f"\n{key}) {sc.title}: {len(sc.mails)} messages", flush=True)
-            sc.started = time.time()
-            return sc
-
-        def deliver(sc: Scenario, seconds: float) -> Deliverer:
-            chunk = max(5, min(25, len(sc.mails) // 12))
-            deliverer = Deliverer(dovecot, sc.mails, seconds, chunk)
-            deliverer.start()
-            return deliverer
-
-        def finish(sc: Scenario, deliverer: Deliverer) -> None:
-            deliverer.join()
-            sc.delivered = deliverer.delivered
-            if deliverer.errors:
-                sc.evidence["delivery_errors"] = len(deliverer.errors)
-                sc.evidence["delivery_retried_messages"] = deliverer.retried
-            wait_quiet(sc, ledger, arrivals, args.timeout)
-            print(f"  quiet after {sc.quiet_at - sc.started:.1f} s", flush=True)
-
-        def batch_stored(sc: Scenario) -> int:
-            return len(ledger.rows(sc.ledger_start, sc.message_ids))
-
-        def batch_done(sc: Scenario) -> int:
-            return InboundMessage.objects.filter(
-                pk__gt=sc.ledger_start, status="done", project_id=sc.project_id
-            ).count()
-
-        if "a" in args.scenarios:
-            sc = begin("a")
-            deliverer = deliver(sc, args.kills * 4.0)
-            for k in range(args.kills):
-                time.sleep(rng.uniform(0.5, 2.5))
-                processor.kill()
-                in_flight = db_retry(lambda: (
-                    InboundMessage.objects.filter(status="processing").count(),
-                    OutboundEmail.objects.filter(status="sending").count(),
-                ))  # fmt: skip
-                event("a", "kill -9 processor", n=k + 1, rows_processing=in_flight[0],
-                      emails_sending=in_flight[1])  # fmt: skip
-                processor.start()
-            finish(sc, deliverer)
-            sc.evidence["kills"] = args.kills
-
-        if "b" in args.scenarios:
-            sc = begin("b")
-            offset = poller.log_path.stat().st_size
-            deliverer = deliver(sc, duration)
-            target = int(0.35 * len(sc.mails))
-            if not wait_for(lambda: batch_stored(sc) >= target, 60):
-                print("  the poller did not start fetching within 60 s")
-            stored = db_retry(lambda: batch_stored(sc))
-            fault = event("b", "restart dovecot", stored=stored, of=len(sc.mails))
-            restart_dovecot(dovecot)
-            fault["until"] = time.time()
-            sc.evidence["stored_at_restart"] = stored
-            finish(sc, deliverer)
-            state = db_retry(lambda: MailboxState.objects.get(name="incoming_email"))
-            sc.evidence["mailbox_consecutive_errors_after"] = state.consecutive_errors
-            with open(poller.log_path, "rb") as log:
-                log.seek(offset)
-                # "mailbox incoming_email: <error> (retry n)": the poller saw the drop.
-                sc.evidence["poller_imap_errors"] = log.read().count(b"mailbox incoming_email:")
-
-        if "c" in args.scenarios:
-            sc = begin("c")
-            deliverer = deliver(sc, duration)
-            target = int(0.30 * len(sc.mails))
-            if not wait_for(lambda: batch_done(sc) >= target, 60):
-                print("  processing did not start within 60 s")
-            done = db_retry(lambda: batch_done(sc))
-            fault = event("c", "restart postgres", done=done, of=len(sc.mails))
-            pg.restart()
-            fault["until"] = time.time()
-            print(f"  [c] postgres back after {fault['until'] - fault['t']:.1f} s")
-            sc.evidence["done_at_restart"] = done
-            finish(sc, deliverer)
-
-        if "d" in args.scenarios:
-            sc = begin("d")
-            deliverer = deliver(sc, max(duration, args.outage / 2))
-            due = int(0.7 * len(sc.mails))  # thank-yous to come
-            wait_for(
-                lambda: (
-                    OutboundEmail.objects.filter(
-                        issue__project_id=sc.project_id, pk__gt=sc.outbox_start
-                    ).count()
-                    >= 0.2 * due
-                ),
-                60,
-            )
-            fault = event("d", "smtp server stopped", arrived_before=arrivals.update())
-            smtp.stop()
-            time.sleep(args.outage)
-            smtp.start()
-            fault["until"] = time.time()
-            print(f"  [d] smtp server started again after {args.outage:g} s")
-            finish(sc, deliverer)
-
-        if "e" in args.scenarios:
-            sc = begin("e")
-            poller2 = CeleryWorker(celery_dir, env, name="poller2", concurrency=1,
-                                   queues="mailbox").start()  # fmt: skip
-            started.append(poller2)
-            offsets = {w.name: w.log_path.stat().st_size for w in (poller, poller2)}
-            rogue = LocklessPoller()
-            rogue.start()
-            event("e", "second poller worker and a lockless poller started", fault=False)
-            deliverer = deliver(sc, duration)
-            finish(sc, deliverer)
-            rogue.stop.set()
-            rogue.join(timeout=30)
-            # A graceful stop waits for a poll task it may be running (lease 30 s): not here.
-            threading.Thread(target=poller2.stop, daemon=True).start()
-            busy = {}
-            for w in (poller, poller2):
-                with open(w.log_path, "rb") as log:
-                    log.seek(offsets[w.name])
-                    busy[w.name] = log.read().count(b"another worker is polling it")
-            sc.evidence.update(
-                lockless_poller_stored=rogue.stored, lockless_poller_fetches=rogue.fetches,
-                lockless_poller_errors=len(rogue.errors),
-                polls_refused_by_lock=busy,
-            )  # fmt: skip
-
-        # Late copies (a resend after a sweep) still count: take every count again at the end.
+        print(f"set-up done at {time.time() - t_begin:.1f} s")
+        runs = [run_scenario(run, SCENARIOS[key]) for key in args.scenarios]
+        # Late copies (a resend after a sweep) still count: judge every scenario at the end.
         time.sleep(1)
-        results = [db_retry(lambda sc=sc: verify(sc, ledger, arrivals)) for sc in scenarios]
-        arrivals.update()
-        known = set(OutboundEmail.objects.values_list("message_id", flat=True))
-        unknown = sorted(m for m in arrivals.times if m not in known)
-        total = round(time.time() - t_begin, 1)
-        bad = [r for r in results if failed(r)] or unknown
-        report = {
-            "ok": not bad,
-            "seed": seed,
-            "short": args.short,
-            "messages_per_scenario": args.messages,
-            "kills": args.kills,
-            "smtp_outage_s": args.outage,
-            "processing_concurrency": args.concurrency,
-            "beat": "real celery beat process (project schedule)",
-            "worker_env": {
-                k: v
-                for k, v in env.items()
-                if k.startswith("SERVICEDESK_I") or k.endswith("STUCK_AFTER")
-            },
-            "unknown_message_ids_at_smtp": unknown,
-            "total_seconds": total,
-            "cpu_count": os.cpu_count(),
-            "scenarios": results,
-            "events": EVENTS,
-        }
-        print_table(results, args, total, seed)
-        for r in results:
-            for problem in r["problems"][:30]:
-                print(f"  {r['scenario']}) {problem}")
-        if unknown:
-            print(f"  emails at the SMTP server that the outbox never wrote: {unknown[:10]}")
-        output = Path(args.output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(report, indent=2, default=str) + "\n")
-        print(f"\n{'OK' if not bad else 'FAILED'}: written to {output}")
-        return 0 if not bad else 1
+        results = [judge(run, sc) for sc in runs]
+        return report(run, results, round(time.time() - t_begin, 1))
     finally:
-        for service in reversed(started):
-            with contextlib.suppress(Exception):
-                if isinstance(service, CeleryWorker):
-                    service.kill()  # throwaway: no warm shutdown waiting out a poll's lease
-                else:
-                    service.stop()
+        if services is not None:
+            services.stop()
         if args.keep:
             print(f"services' files (logs) kept in {base}")
         else:
             shutil.rmtree(base, ignore_errors=True)
 
 
-def print_table(results: list[dict[str, Any]], args: argparse.Namespace, total: float,
-                seed: int) -> None:  # fmt: skip
-    columns = [
-        ("scenario", lambda r: f"{r['scenario']}) {r['title']}"),
-        ("messages", lambda r: r["messages"]),
-        ("ledger rows", lambda r: r["ledger_rows"]),
-        ("outcomes ok", lambda r: r["outcomes_ok"]),
-        ("dup (in)", lambda r: r["duplicates_inbound"]),
-        ("emails due", lambda r: r["emails_due"]),
-        ("sent once", lambda r: r["sent_once"]),
-        ("dup (out)", lambda r: r["duplicates_outbound"]),
-        ("dup after kill (at-least-once)", lambda r: r["duplicates_after_kill_at_least_once"]),
-        ("failed w/ reason", lambda r: r["failed_with_reason"]),
-        ("missing", lambda r: r["missing"]),
-        ("time", lambda r: f"{r['seconds']} s" + (" (timeout)" if r["timed_out"] else "")),
-    ]
-    cells = [[str(get(r)) for _, get in columns] for r in results]
-    widths = [max([len(name)] + [len(row[i]) for row in cells]) for i, (name, _) in
-              enumerate(columns)]  # fmt: skip
+def unknown_message_ids(arrivals: Arrivals) -> list[str]:
+    """Message-IDs the SMTP server received that the outbox never wrote."""
+    from issues.models import OutboundEmail
+
+    arrivals.update()
+    known = set(OutboundEmail.objects.values_list("message_id", flat=True))
+    return sorted(m for m in arrivals.times if m not in known)
+
+
+def report(run: Run, results: list[dict[str, Any]], total: float) -> int:
+    """Print the table and the problems, write the JSON; the exit status."""
+    args, env = run.args, run.services.env
+    unknown = unknown_message_ids(run.arrivals)
+    ok = all(r["ok"] for r in results) and not unknown
+    report = {
+        "ok": ok,
+        "seed": args.seed,
+        "short": args.short,
+        "messages_per_scenario": args.messages,
+        "kills": args.kills,
+        "smtp_outage_s": args.outage,
+        "processing_concurrency": args.concurrency,
+        "beat": "real celery beat process (project schedule)",
+        "worker_env": {k: v for k, v in env.items()
+                       if k.startswith("SERVICEDESK_I") or k.endswith("STUCK_AFTER")},
+        "unknown_message_ids_at_smtp": unknown,
+        "total_seconds": total,
+        "cpu_count": os.cpu_count(),
+        "scenarios": results,
+        "events": EVENTS,
+    }  # fmt: skip
+    print_table(results, args, total)
+    for r in results:
+        for problem in r["problems"][:30]:
+            print(f"  {r['scenario']}) {problem}")
+    if unknown:
+        print(f"  emails at the SMTP server that the outbox never wrote: {unknown[:10]}")
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"\n{'OK' if ok else 'FAILED'}: written to {output}")
+    return 0 if ok else 1
+
+
+COLUMNS: list[tuple[str, Callable[[dict[str, Any]], object]]] = [
+    ("scenario", lambda r: f"{r['scenario']}) {r['title']}"),
+    ("messages", lambda r: r["messages"]),
+    ("ledger rows", lambda r: r["ledger_rows"]),
+    ("outcomes ok", lambda r: r["outcomes_ok"]),
+    ("dup (in)", lambda r: r["duplicates_inbound"]),
+    ("emails due", lambda r: r["emails_due"]),
+    ("sent once", lambda r: r["sent_once"]),
+    ("dup (out)", lambda r: r["duplicates_outbound"]),
+    ("dup after kill (at-least-once)", lambda r: r["duplicates_after_kill_at_least_once"]),
+    ("failed as injected", lambda r: r["failed_as_injected"]),
+    ("failed wrongly", lambda r: r["failed_wrongly"]),
+    ("missing", lambda r: r["missing"]),
+    ("time", lambda r: f"{r['seconds']} s" + (" (timeout)" if r["timed_out"] else "")),
+]
+
+
+def print_table(results: list[dict[str, Any]], args: argparse.Namespace, total: float) -> None:
+    cells = [[str(get(r)) for _, get in COLUMNS] for r in results]
+    widths = [max([len(name)] + [len(row[i]) for row in cells])
+              for i, (name, _) in enumerate(COLUMNS)]  # fmt: skip
     print(f"\nFault injection ({args.messages} messages per scenario, {args.kills} kills, "
-          f"{args.outage:g} s SMTP outage, seed {seed}; total {total} s)")  # fmt: skip
-    print(
-        "  "
-        + "  ".join(
-            name.rjust(w) if i else name.ljust(w)
-            for i, ((name, _), w) in enumerate(zip(columns, widths, strict=True))
+          f"{args.outage:g} s SMTP outage, seed {args.seed}; total {total} s)")  # fmt: skip
+    for row in [[name for name, _ in COLUMNS], *cells]:
+        aligned = (
+            c.rjust(w) if i else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
         )
-    )
-    for row in cells:
-        print(
-            "  "
-            + "  ".join(
-                c.rjust(w) if i else c.ljust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
+        print("  " + "  ".join(aligned))
 
 
 if __name__ == "__main__":

@@ -221,6 +221,7 @@ def smtp(smtp_server: SmtpServer, settings) -> Iterator[SmtpServer]:  # type: ig
     yield smtp_server
     if not smtp_server.running:  # a test that simulated an outage leaves it running again
         smtp_server.start()
+    smtp_server.clear()  # and one that made it refuse recipients leaves it accepting again
 
 
 @pytest.fixture(scope="session")

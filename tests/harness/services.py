@@ -415,12 +415,34 @@ class SmtpServer:
     """An aiosmtpd server that keeps every message it accepts, in order.
 
     ``stop()`` and ``start()`` again reuse the same port, so an outage can be simulated.
+    ``answer(recipient, "451 4.7.1 Greylisted", at="RCPT")`` makes it refuse that recipient at
+    RCPT TO, or a message for it at DATA, as a real server would, until ``clear()``.
     """
 
     port: int = 0
     messages: list[CapturedMail] = field(default_factory=list)
     _controller: object = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # (stage, lower-cased recipient) -> the reply the server gives instead of accepting
+    _answers: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def answer(self, recipient: str, reply: str, *, at: str = "RCPT") -> None:
+        """Answer ``reply`` ("<code> <text>", a 4xx or 5xx) at ``at`` (RCPT or DATA) for
+        ``recipient`` instead of accepting."""
+        if at not in ("RCPT", "DATA"):
+            raise ValueError(f"at must be RCPT or DATA, not {at!r}")
+        if not reply[:3].isdigit() or reply[0] not in "45":
+            raise ValueError(f"a refusal starts with a 4xx or 5xx code, not {reply!r}")
+        with self._lock:
+            self._answers[(at, recipient.lower())] = reply
+
+    def _refusal(self, at: str, recipients: list[str]) -> str | None:
+        with self._lock:
+            for recipient in recipients:
+                reply = self._answers.get((at, recipient.lower()))
+                if reply is not None:
+                    return reply
+        return None
 
     def start(self) -> SmtpServer:
         from aiosmtpd.controller import Controller
@@ -428,8 +450,19 @@ class SmtpServer:
         server = self
 
         class Handler:
+            async def handle_RCPT(self, _server, _session, envelope, address, options):  # type: ignore[no-untyped-def]
+                refusal = server._refusal("RCPT", [address])
+                if refusal is not None:
+                    return refusal
+                envelope.rcpt_tos.append(address)
+                envelope.rcpt_options.extend(options)
+                return "250 OK"
+
             async def handle_DATA(self, _server, _session, envelope):  # type: ignore[no-untyped-def]
                 received_at = time.time()
+                refusal = server._refusal("DATA", list(envelope.rcpt_tos))
+                if refusal is not None:
+                    return refusal
                 with server._lock:
                     server.messages.append(
                         CapturedMail(
@@ -458,8 +491,10 @@ class SmtpServer:
         return self._controller is not None
 
     def clear(self) -> None:
+        """Forget the messages received and accept every recipient again."""
         with self._lock:
             self.messages.clear()
+            self._answers.clear()
 
     def wait_for(self, count: int, timeout: float = 15) -> list[CapturedMail]:
         wait_until(lambda: len(self.messages) >= count, timeout, f"{count} message(s) by SMTP")

@@ -6,7 +6,7 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
 
-from mailroom.ledger import inbound_claim, inbound_process, inbound_store
+from mailroom.ledger import inbound_claim, inbound_process, inbound_process_batch, inbound_store
 from mailroom.models import InboundMessage
 from servicedesk.config import MailboxConfig
 
@@ -54,3 +54,12 @@ def make_email(
         msg[name] = value
     msg.set_content(body)
     return msg.as_bytes()
+
+
+def deliver_together(raws: list[bytes]) -> list[InboundMessage]:
+    """Store several emails and process them as one worker's batch; return the finished rows."""
+    ids = [inbound_store(raw=raw, transport="test", enqueue=False).pk for raw in raws]
+    claimed, token = inbound_claim(ids)
+    assert claimed == ids
+    inbound_process_batch(claimed, token)
+    return list(InboundMessage.objects.filter(pk__in=ids).order_by("pk"))
