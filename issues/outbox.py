@@ -40,8 +40,13 @@ class PermanentFailure(Exception):
 
 def _classify(exc: Exception) -> bool:
     """True if the failure is permanent."""
-    if isinstance(exc, PermanentFailure | smtplib.SMTPRecipientsRefused):
+    if isinstance(exc, PermanentFailure):
         return True
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        # Refused at RCPT TO: a 4xx there is greylisting or a full mailbox (try again), only
+        # a 5xx is a refusal for good.
+        codes = [code for code, _ in exc.recipients.values()]
+        return bool(codes) and all(500 <= code < 600 for code in codes)
     if isinstance(exc, smtplib.SMTPResponseException):
         return 500 <= exc.smtp_code < 600
     try:

@@ -14,13 +14,6 @@ from tests.mailroom.helpers import ALIAS, INCOMING, deliver, make_email
 pytestmark = pytest.mark.django_db
 Status = OutboundEmail.Status
 REQUESTER = "jake@customer.example"
-# smtplib raises SMTPRecipientsRefused for every refused RCPT, 4xx included, and the outbox
-# classifies that exception as permanent without looking at the code.
-RCPT_4XX_IS_PERMANENT = pytest.mark.xfail(
-    strict=True,
-    reason="product bug: issues/outbox.py _classify treats every SMTPRecipientsRefused as "
-    "permanent, so a 4xx answer to RCPT TO (greylisting) fails the email instead of retrying",
-)
 
 
 @pytest.fixture(autouse=True)
@@ -51,8 +44,8 @@ def make_due(email: OutboundEmail) -> None:
 @pytest.mark.parametrize(
     ("stage", "answer"),
     [
-        pytest.param("RCPT", "450 4.2.1 Mailbox busy, try later", marks=RCPT_4XX_IS_PERMANENT),
-        pytest.param("RCPT", "451 4.7.1 Greylisted, try later", marks=RCPT_4XX_IS_PERMANENT),
+        ("RCPT", "450 4.2.1 Mailbox busy, try later"),
+        ("RCPT", "451 4.7.1 Greylisted, try later"),
         ("DATA", "450 4.2.1 Mailbox busy, try later"),
         ("DATA", "451 4.7.1 Greylisted, try later"),
     ],
