@@ -232,6 +232,18 @@ if "incoming_email" not in SERVICEDESK_MAILBOXES and not PRODUCTION:
     )
 # Largest email accepted (bytes); larger ones are recorded and rejected as "too large".
 SERVICEDESK_MAX_EMAIL_SIZE = env_int("SERVICEDESK_MAX_EMAIL_SIZE", 25 * 1024 * 1024)
+
+
+def _env_seconds(name: str, default: float) -> float:
+    value = env_str(name, str(default))
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number of seconds, not {value!r}.") from None
+
+
+# CPU seconds one text may take to render as Markdown; past them it is shown as escaped text.
+SERVICEDESK_MARKDOWN_BUDGET_SECONDS = _env_seconds("SERVICEDESK_MARKDOWN_BUDGET_SECONDS", 0.75)
 # New issues one sender may open in one project per minute (0: no limit).
 SERVICEDESK_NEW_ISSUES_PER_SENDER_PER_MINUTE = env_int("SERVICEDESK_NEW_ISSUES_PER_MINUTE", 10)
 SERVICEDESK_MAX_PARTICIPANTS = env_int("SERVICEDESK_MAX_PARTICIPANTS", 10)
