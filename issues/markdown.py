@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import bleach
 import markdown
@@ -101,6 +102,50 @@ class _WithinBudget(Filter):
             yield token
 
 
+def _is_ours(url: str) -> bool:
+    """Whether a URL points at this site: relative, or under SITE_URL."""
+    if "\\" in url:  # browsers read "\\" as "/": "/\\evil.example/x.png" is another host
+        return False
+    parts = urlsplit(url.strip())
+    if not parts.scheme and not parts.netloc:
+        return True
+    site = urlsplit(settings.SITE_URL)
+    return (
+        parts.scheme.lower() == site.scheme.lower()
+        and parts.netloc.lower() == site.netloc.lower()
+        and f"{parts.path}/".startswith(f"{site.path.rstrip('/')}/")
+    )
+
+
+class _RemoteImagesAsLinks(Filter):
+    """An <img> from another site becomes a link to it (its alt text, or its address): an email
+    client that shows the email fetches nothing, so no tracking pixel learns who read it."""
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        in_link = 0
+        for token in super().__iter__():
+            kind, name = token["type"], token.get("name")
+            if name == "a" and kind in ("StartTag", "EndTag"):
+                in_link += 1 if kind == "StartTag" else -1
+            if name != "img" or kind not in ("StartTag", "EmptyTag"):
+                yield token
+                continue
+            attributes = token.get("data") or {}
+            source = attributes.get((None, "src"), "")
+            if not source or _is_ours(source):
+                yield token
+                continue
+            label = {"type": "Characters", "data": attributes.get((None, "alt")) or source}
+            if in_link > 0:  # a link cannot hold another link: the label alone
+                yield label
+                continue
+            namespace = token.get("namespace")
+            link = {(None, "href"): source}
+            yield {"type": "StartTag", "name": "a", "namespace": namespace, "data": link}
+            yield label
+            yield {"type": "EndTag", "name": "a", "namespace": namespace}
+
+
 def _cleaner_with(*filters: Callable[[Any], Any]) -> bleach.Cleaner:
     return bleach.Cleaner(
         tags=ALLOWED_TAGS,
@@ -123,6 +168,7 @@ def _cleaner_with(*filters: Callable[[Any], Any]) -> bleach.Cleaner:
 
 
 _cleaner = _cleaner_with()
+_cleaner_without_remote_images = _cleaner_with(_RemoteImagesAsLinks)
 
 
 def _parser() -> markdown.Markdown:
@@ -175,21 +221,24 @@ def _budget_seconds() -> float:
     )
 
 
-def render_markdown(text: str) -> str:
+def render_markdown(text: str, *, remote_images: bool = True) -> str:
     """Render Markdown and sanitise the result. Returns HTML safe to mark as such.
 
-    Never raises, and never takes much longer than its budget: texts over MAX_MARKDOWN_CHARS,
-    nested deeper than MAX_HTML_DEPTH, slower than SERVICEDESK_MARKDOWN_BUDGET_SECONDS of CPU
-    or that make a renderer fail are shown as escaped text.
+    ``remote_images=False`` (for email): an image that is not on this site (SITE_URL, or a
+    relative URL) becomes a link to it. Never raises, and never takes much longer than its
+    budget: texts over MAX_MARKDOWN_CHARS, nested deeper than MAX_HTML_DEPTH, slower than
+    SERVICEDESK_MARKDOWN_BUDGET_SECONDS of CPU or that make a renderer fail are shown as
+    escaped text.
     """
-    return _render(text or "")[0]
+    return _render(text or "", remote_images=remote_images)[0]
 
 
-def _render(text: str) -> tuple[str, bool]:
+def _render(text: str, *, remote_images: bool = True) -> tuple[str, bool]:
     """The HTML, and whether it would be the same next time (not a fallback for time)."""
     if len(text) > MAX_MARKDOWN_CHARS:
         return _as_text(text), True
     parser = _parser()
+    cleaner = _cleaner if remote_images else _cleaner_without_remote_images
     _local.deadline = time.thread_time() + _budget_seconds()
     try:
         rendered = parser.convert(text)
@@ -199,7 +248,7 @@ def _render(text: str) -> tuple[str, bool]:
             return _as_text(text), True
         if _local.deadline - time.thread_time() < elements * _SANITISE_SECONDS_PER_ELEMENT:
             raise _OverBudget
-        return _cleaner.clean(rendered), True
+        return cleaner.clean(rendered), True
     except _OverBudget:
         log.info("Markdown of %d characters over its render budget; shown as text", len(text))
         _local.parser = None  # its processors stopped half-way; start afresh

@@ -160,3 +160,61 @@ def test_texts_that_cost_the_square_of_their_size_render(text: str) -> None:
     rendered = render_markdown(text)
     assert text_of(rendered).replace("\n", "").replace(" ", "").count("a") == text.count("a")
     assert len(rendered) < 10 * len(text)
+
+
+# --- Remote images in email ---------------------------------------------------------------
+
+
+def test_remote_images_are_links_when_asked(settings) -> None:
+    settings.SITE_URL = "https://support.example.com"
+    rendered = render_markdown(
+        "![logo](https://tracker.example/open.gif) ![](https://tracker.example/p.png)",
+        remote_images=False,
+    )
+    assert "<img" not in rendered
+    assert (
+        '<a href="https://tracker.example/open.gif" rel="nofollow noopener noreferrer">logo</a>'
+        in rendered
+    )
+    assert (
+        '<a href="https://tracker.example/p.png" rel="nofollow noopener noreferrer">'
+        "https://tracker.example/p.png</a>" in rendered
+    )
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["//tracker.example/p.gif", "/\\tracker.example/p.gif", "http://support.example.com.evil/p.gif",
+     "https://support.example.com@evil.example/p.gif"],
+)  # fmt: skip
+def test_look_alike_image_sources_are_remote(settings, source: str) -> None:
+    settings.SITE_URL = "https://support.example.com"
+    rendered = render_markdown(f'<img src="{source}" alt="pixel">', remote_images=False)
+    assert "<img" not in rendered
+    assert ">pixel</a>" in rendered
+
+
+@pytest.mark.parametrize(
+    "source", ["https://support.example.com/uploads/7/a.png", "/uploads/7/a.png", "a.png"]
+)
+def test_our_own_images_stay_images(settings, source: str) -> None:
+    settings.SITE_URL = "https://support.example.com"
+    rendered = render_markdown(f"![screenshot]({source})", remote_images=False)
+    assert f'<img alt="screenshot" src="{source}">' in rendered
+
+
+def test_a_remote_image_inside_a_link_leaves_its_label(settings) -> None:
+    settings.SITE_URL = "https://support.example.com"
+    rendered = render_markdown(
+        "[![badge](https://tracker.example/b.svg)](https://example.org)", remote_images=False
+    )
+    assert rendered == (
+        '<p><a href="https://example.org" rel="nofollow noopener noreferrer">badge</a></p>'
+    )
+
+
+def test_pages_keep_remote_images(settings) -> None:
+    # The page's Content-Security-Policy keeps browsers from fetching them.
+    settings.SITE_URL = "https://support.example.com"
+    rendered = render_markdown("![logo](https://tracker.example/open.gif)")
+    assert '<img alt="logo" src="https://tracker.example/open.gif">' in rendered
