@@ -8,7 +8,6 @@ anything raised is our fault and is retried by the ledger.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -204,17 +203,15 @@ def _screen(
     return ProjectMail(email, project, setting, trace)
 
 
-_DELIVERY_STATUS = re.compile(rb"delivery-status", re.IGNORECASE)
-
-
 def _may_be_bounce(row: InboundMessage, email: ParsedEmail) -> bool:
-    """Cheap test before reading a bounce: a report part, a daemon sender, or failed recipients.
+    """Cheap test before reading a bounce: a report, a daemon sender, or failed recipients.
 
-    Mirrors what rules.delivery_report accepts, without parsing the whole message again.
+    Mirrors what rules.delivery_report accepts, from the headers alone: a DSN is a
+    multipart/report (RFC 3464 §2), not any mail that mentions "delivery-status".
     """
     senders = f"{email.header('From') or ''} {email.header('Sender') or ''}".lower()
     return (
-        _DELIVERY_STATUS.search(bytes(row.raw)) is not None
+        email.content_type == "multipart/report"
         or "mailer-daemon" in senders
         or "postmaster" in senders
         or email.header("X-Failed-Recipients") is not None

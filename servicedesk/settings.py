@@ -242,6 +242,9 @@ def _env_seconds(name: str, default: float) -> float:
         raise ImproperlyConfigured(f"{name} must be a number of seconds, not {value!r}.") from None
 
 
+# CPU seconds one inbound email may spend in the optional stages of parsing (HTML to Markdown,
+# reply trimming); past them the email is read as plain text and its issue says so.
+SERVICEDESK_PARSE_BUDGET_SECONDS = _env_seconds("SERVICEDESK_PARSE_BUDGET_SECONDS", 2.0)
 # CPU seconds one text may take to render as Markdown; past them it is shown as escaped text.
 SERVICEDESK_MARKDOWN_BUDGET_SECONDS = _env_seconds("SERVICEDESK_MARKDOWN_BUDGET_SECONDS", 0.75)
 # New issues one sender may open in one project per minute (0: no limit).
