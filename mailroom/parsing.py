@@ -19,6 +19,7 @@ Speed and safety decide the shape of this module:
 from __future__ import annotations
 
 import binascii
+import bisect
 import codecs
 import contextlib
 import functools
@@ -1032,6 +1033,111 @@ def _quoted(text: str, depth: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Plain text as Markdown
+
+# The characters a backslash escapes in our renderer (Python-Markdown's, with the tables
+# extension's "|"). CommonMark escapes every ASCII punctuation character: a backslash before any
+# of them is doubled, so that both renderers show it as written.
+MARKDOWN_ESCAPABLE = frozenset("\\`*_{}[]()>#+-.!|")
+# Escaping the character after the backslash too keeps "\\*" an asterisk rather than the start of
+# emphasis. Not a backtick: Python-Markdown reads an escaped backslash before backticks as a
+# backslash and then a code span, as CommonMark does, and code spans are left alone below.
+_ESCAPED_AFTER_BACKSLASH = MARKDOWN_ESCAPABLE - {"`"}
+_ESCAPED_BY_MARKDOWNIFY = _ESCAPED_AFTER_BACKSLASH - {"*", "_"}
+_BACKSLASH_BEFORE_PUNCTUATION = re.compile(r"\\([!-/:-@\[-`{-~])")
+_FENCE = re.compile(r"~{3,}|`{3,}")
+_BACKTICKS = re.compile(r"`+")
+
+
+def escape_markdown_backslashes(text: str) -> str:
+    """Plain text that renders as Markdown the way it was written, as far as backslashes go.
+
+    Markdown reads "\\\\srv\\share" as "\\srv\\share" and "C:\\Users\\*name*" as
+    "C:\\Users*name*": every backslash before ASCII punctuation is escaped (and the punctuation
+    after it, where Markdown would act on it). Not in code, where Markdown reads backslashes
+    literally: fenced and indented code blocks, and code spans within a line. The rest of the
+    text is left as it is, to stay readable and keep its Markdown (quotes, lists, emphasis).
+    """
+    if "\\" not in text:
+        return text
+    lines = text.split("\n")
+    code = _code_block_lines(lines)
+    return "\n".join(
+        line if in_code else _escape_outside_code_spans(line)
+        for line, in_code in zip(lines, code, strict=True)
+    )
+
+
+def _escape_backslashes(text: str, escapable: frozenset[str]) -> str:
+    if "\\" not in text:
+        return text
+
+    def escape(match: re.Match[str]) -> str:
+        after = match[1]
+        return "\\\\" + ("\\" + after if after in escapable else after)
+
+    return _BACKSLASH_BEFORE_PUNCTUATION.sub(escape, text)
+
+
+def _code_block_lines(lines: list[str]) -> list[bool]:
+    """Which lines Markdown reads as code: fenced blocks (closed by the same fence) and
+    indented blocks (four spaces or a tab, after a blank line or more such lines)."""
+    code = [False] * len(lines)
+    closers: dict[str, list[int]] = {}
+    for index, line in enumerate(lines):
+        fence = _FENCE.match(line)
+        if fence and not line[fence.end() :].strip(" "):
+            closers.setdefault(fence[0], []).append(index)
+    index = 0
+    indented = False
+    while index < len(lines):
+        line = lines[index]
+        fence = _FENCE.match(line)
+        if fence:
+            candidates = closers.get(fence[0], [])
+            after = bisect.bisect_right(candidates, index)
+            if after < len(candidates):
+                end = candidates[after]
+                code[index : end + 1] = [True] * (end + 1 - index)
+                index, indented = end + 1, False
+                continue
+        starts_block = index == 0 or not lines[index - 1].strip() or indented
+        indented = line.startswith(("    ", "\t")) and starts_block
+        code[index] = indented
+        index += 1
+    return code
+
+
+def _escape_outside_code_spans(line: str) -> str:
+    if "`" not in line:
+        return _escape_backslashes(line, _ESCAPED_AFTER_BACKSLASH)
+    # A code span runs from a backtick run to the next run of the same length.
+    runs = [(match.start(), match.end()) for match in _BACKTICKS.finditer(line)]
+    next_same = [-1] * len(runs)
+    last: dict[int, int] = {}
+    for index in range(len(runs) - 1, -1, -1):
+        length = runs[index][1] - runs[index][0]
+        next_same[index] = last.get(length, -1)
+        last[length] = index
+    out: list[str] = []
+    position = index = 0
+    while index < len(runs):
+        closer = next_same[index]
+        if closer == -1:
+            index += 1
+            continue
+        start, end = runs[index][0], runs[closer][1]
+        before = line[position:start]
+        out.append(_escape_backslashes(before, _ESCAPED_AFTER_BACKSLASH))
+        if (len(before) - len(before.rstrip("\\"))) % 2:
+            out.append("\\")  # the backslash before the span's backticks, doubled
+        out.append(line[start:end])
+        position, index = end, closer + 1
+    out.append(_escape_backslashes(line[position:], _ESCAPED_AFTER_BACKSLASH))
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
 # HTML to Markdown
 
 
@@ -1070,6 +1176,11 @@ class _MarkdownConverter(MarkdownConverter):
         if self._budget is not None and self._budget.exhausted():
             raise _OverBudget
         return super().process_tag(node, parent_tags)
+
+    def escape(self, text, parent_tags):  # type: ignore[no-untyped-def]
+        # markdownify escapes "*" and "_" itself, but not backslashes: "\\srv" would render
+        # as "\srv".
+        return super().escape(_escape_backslashes(text, _ESCAPED_BY_MARKDOWNIFY), parent_tags)
 
     def convert_head(self, el, text, parent_tags):  # type: ignore[no-untyped-def]
         return ""
@@ -1244,7 +1355,7 @@ _COMMON_ENTITIES = (("&lt;", "<"), ("&gt;", ">"), ("&quot;", '"'), ("&nbsp;", "\
 
 def _html_as_text(html_text: str) -> str:
     """HTML as plain text, in linear time: tags dropped (block elements end a line),
-    entities decoded. For ``_without_noise`` output."""
+    entities decoded, backslashes escaped for Markdown. For ``_without_noise`` output."""
 
     def replace(match: re.Match[str]) -> str:
         name = (match[2] or "").lower()
@@ -1257,7 +1368,7 @@ def _html_as_text(html_text: str) -> str:
         text = text.replace(entity, character)
     text = html.unescape(text)
     lines = [" ".join(line.split()) for line in text.split("\n")]
-    return "\n".join(lines)
+    return escape_markdown_backslashes("\n".join(lines))
 
 
 _CID_LINK = re.compile(r"\]\(\s*<?cid:([^\s)>]+)>?", re.IGNORECASE)
@@ -1470,7 +1581,7 @@ class ParsedEmail:
 
     @functools.cached_property
     def body_text(self) -> str:
-        """The body as Markdown: plain text as it is, HTML converted.
+        """The body as Markdown: plain text with its backslashes escaped, HTML converted.
 
         Reading it may add to ``truncated`` (HTML shown as plain text).
         """
@@ -1480,7 +1591,7 @@ class ParsedEmail:
         with self.budget.stage():
             for chunk in chunks:
                 if chunk.plain is not None and chunk.plain.strip():
-                    pieces.append(chunk.plain)
+                    pieces.append(escape_markdown_backslashes(chunk.plain))
                 elif chunk.html and converted and self.budget.exhausted():
                     _note(self.truncated, _HTML_PARTS_NOT_READ)
                 elif chunk.html and converted >= MAX_HTML_PARTS:

@@ -7,11 +7,14 @@ Fixtures in tests/fixtures/mail/: ``gitlab_*.eml`` are copies of GitLab's Servic
 from __future__ import annotations
 
 import base64
+import html as html_module
+import re
 from pathlib import Path
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
+from issues.markdown import render_markdown
 from mailroom.parsing import (
     _LIBRARY_MAX_CHARS,
     _LIBRARY_MAX_LINE,
@@ -25,6 +28,7 @@ from mailroom.parsing import (
     _skim,
     clean_filename,
     decode_bytes,
+    escape_markdown_backslashes,
     html_to_markdown,
     mime_shape,
     parse_email,
@@ -1092,3 +1096,46 @@ def test_stages_let_a_celery_soft_time_limit_through() -> None:
         html_to_markdown("<p>x</p>", budget=TimeIsUp(10))
     with pytest.raises(SoftTimeLimitExceeded):
         split_reply("x", budget=TimeIsUp(10))
+
+
+# --- Plain text as Markdown: backslashes render as written -----------------------------------
+
+
+def rendered_text(markdown: str) -> str:
+    return html_module.unescape(re.sub(r"<[^>]+>", "", render_markdown(markdown))).strip()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        r"\\srv\share",
+        r"C:\Users\*name*",
+        r"my\_file and \[x\] and \#1 and a\|b",
+        r"say \"hi\" \(ok\)",
+        r"trailing\\",
+        r"one \ alone",
+    ],
+)
+def test_plain_text_backslashes_render_as_written(text: str) -> None:
+    # Text bodies are stored as Markdown; "\\srv\share" used to show as "\srv\share".
+    body = parse_email(mail(text.encode())).body_text
+    assert rendered_text(body) == text
+
+
+def test_html_backslashes_render_as_written() -> None:
+    body = html_to_markdown(r"<p>\\srv\share and C:\Users\*name* and a_b</p>")
+    assert rendered_text(body) == r"\\srv\share and C:\Users\*name* and a_b"
+
+
+def test_backslashes_in_code_are_left_alone() -> None:
+    text = (
+        "Run `dir \\\\srv\\*` then:\n\n    \\\\srv\\share\\*\n\n```\n\\\\srv\\*\n```\nand \\\\srv"
+    )
+    assert escape_markdown_backslashes(text) == (
+        "Run `dir \\\\srv\\*` then:\n\n    \\\\srv\\share\\*\n\n```\n\\\\srv\\*\n```\n"
+        "and \\\\\\\\srv"
+    )
+
+
+def test_an_unclosed_fence_is_no_code_block() -> None:
+    assert escape_markdown_backslashes("```\n\\\\srv") == "```\n\\\\\\\\srv"
