@@ -319,6 +319,29 @@ CELERY_TASK_ROUTES = {
     "mailroom.tasks.poll_mailbox": {"queue": "mailbox"},
     "issues.tasks.send_outbound_emails": {"queue": "outbound"},
 }
+# Time limits (seconds). At the soft one SoftTimeLimitExceeded is raised in the task (an email
+# being processed is recorded as an error of ours: retried, then failed); at the hard one the
+# worker process is replaced and the sweepers hand the task's rows out again. Only the prefork
+# pool (the production worker) enforces them; the parse and render budgets above bound the
+# work in any pool. By default the hard limit is SERVICEDESK_INBOUND_STUCK_AFTER: by then the
+# inbound sweeper has re-queued the task's emails anyway.
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", SERVICEDESK_INBOUND_STUCK_AFTER)
+CELERY_TASK_SOFT_TIME_LIMIT = env_int(
+    "CELERY_TASK_SOFT_TIME_LIMIT", CELERY_TASK_TIME_LIMIT * 3 // 4
+)
+CELERY_TASK_ANNOTATIONS = {
+    # A poller keeps its mailbox for its lease, IDLE included: that is its work.
+    "mailroom.tasks.poll_mailbox": {
+        "soft_time_limit": SERVICEDESK_IMAP_LEASE + 60,
+        "time_limit": SERVICEDESK_IMAP_LEASE + 120,
+    },
+    # A send task waits on SMTP servers (EMAIL_TIMEOUT per command); its rows go out again
+    # only after SERVICEDESK_OUTBOUND_STUCK_AFTER, so it may run until shortly before that.
+    "issues.tasks.send_outbound_emails": {
+        "soft_time_limit": SERVICEDESK_OUTBOUND_STUCK_AFTER // 2,
+        "time_limit": SERVICEDESK_OUTBOUND_STUCK_AFTER * 3 // 4,
+    },
+}
 CELERY_BEAT_SCHEDULE = {
     "record-worker-heartbeat": {
         "task": "mailroom.tasks.record_worker_heartbeat",
