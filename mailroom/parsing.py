@@ -29,7 +29,6 @@ import re
 import time
 import unicodedata
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email._policybase import Compat32
@@ -42,6 +41,9 @@ from urllib.parse import unquote
 
 import charset_normalizer
 from bs4 import BeautifulSoup
+
+# Celery's soft time limit raises SoftTimeLimitExceeded wherever the task is: every "except
+# Exception" fallback in this module lets it through, for the ledger to record as ours.
 from celery.exceptions import SoftTimeLimitExceeded
 from mailparser_reply import EmailMessage as ReplyParserMessage
 from markdownify import MarkdownConverter
@@ -67,10 +69,6 @@ MAX_FILENAME_BYTES = 255
 DEFAULT_PARSE_BUDGET_SECONDS = 2.0
 
 
-# Celery's soft time limit raises SoftTimeLimitExceeded wherever the task is; every "except
-# Exception" fallback here lets it through, for the ledger to record as an error of ours.
-
-
 class MalformedEmail(Exception):
     """The sender's fault: the bytes are not an email in any usable sense (e.g. empty)."""
 
@@ -89,7 +87,7 @@ class ParseBudget:
         self.spent = 0.0
         self._started: float | None = None
 
-    @contextmanager
+    @contextlib.contextmanager
     def stage(self) -> Iterator[None]:
         if self._started is not None:  # nested: the outer stage is already counting
             yield
