@@ -189,7 +189,7 @@ def _render(kind: str, issue: Issue, setting: ServiceDeskSetting, note_text: str
         "ADDITIONAL_TEXT": settings.SERVICEDESK_EMAIL_ADDITIONAL_TEXT,
     }
     text = render_placeholders(template, values).strip() + "\n"
-    return _Rendered(text, render_markdown(text), placeholder_key)
+    return _Rendered(text, render_markdown(text, remote_images=False), placeholder_key)
 
 
 def _draft(
@@ -476,7 +476,7 @@ def rejection_notices(rejections: Sequence[Rejection]) -> list[OutboundEmail]:
                 message_id=f"<rejected-{secrets.token_hex(16)}@{_host()}>",
                 headers=headers,
                 body_text=text,
-                body_html=render_markdown(text),
+                body_html=render_markdown(text, remote_images=False),
             )
         )
     OutboundEmail.objects.bulk_create(emails)

@@ -47,7 +47,7 @@ from servicedesk.addresses import is_our_address
 from . import spam
 from .ledger import WAITING
 from .models import InboundMessage
-from .parsing import Attachment, MalformedEmail, ParsedEmail, parse_email, split_reply
+from .parsing import Attachment, MalformedEmail, ParsedEmail, parse_email
 from .routing import (
     ParsedKey,
     custom_key_candidates,
@@ -135,6 +135,8 @@ class NoteFromEmail:
     row: InboundMessage
     email: ParsedEmail
     trace: Trace
+    body: str  # the new text, as stored (see _reply_texts)
+    quoted: str  # the quoted history, kept apart
     issue_id: int | None = None  # an existing issue (moves followed when written)
     planned: Planned | None = None  # or one created in this batch
     held: bool = False  # from a non-participant without a key: internal, emailed to nobody
@@ -234,7 +236,7 @@ class _Planner:
             return Settled(_reject(email, reason, {**trace, "rule": "too large"}))
         report = (
             delivery_report(bytes(row.raw), mailboxes=_mailboxes())
-            if _may_be_bounce(row, email)
+            if _may_be_bounce(email)
             else None
         )
         if report is not None:
@@ -433,11 +435,14 @@ class _Planner:
                     {**trace, "rule": "duplicate"},
                 )
             )
-        if not _reply_texts(email)[0] and not email.attachments:
+        body, quoted = _reply_texts(email)
+        if not body and not email.attachments:
             return Settled(_reject(email, "empty reply", {**trace, "rule": "empty"}))
         if own:
             self.noted.add((own, target))
-        return NoteFromEmail(row, email, trace, issue_id=issue_id, planned=planned, held=held)
+        return NoteFromEmail(
+            row, email, trace, body, quoted, issue_id=issue_id, planned=planned, held=held
+        )
 
     # The gates of a new issue -------------------------------------------------------------
 
@@ -577,14 +582,15 @@ def _parse(row: InboundMessage) -> ParsedEmail | Result:
     return email
 
 
-def _may_be_bounce(row: InboundMessage, email: ParsedEmail) -> bool:
-    """Cheap test before reading a bounce: a report part, a daemon sender, or failed recipients.
+def _may_be_bounce(email: ParsedEmail) -> bool:
+    """Cheap test before reading a bounce: a report, a daemon sender, or failed recipients.
 
-    Mirrors what rules.delivery_report accepts, without parsing the whole message again.
+    Mirrors what rules.delivery_report accepts, from the headers alone: a DSN is a
+    multipart/report (RFC 3464 §2), not any mail that mentions "delivery-status".
     """
     senders = f"{email.header('From') or ''} {email.header('Sender') or ''}".lower()
     return (
-        b"delivery-status" in bytes(row.raw).lower()
+        email.content_type == "multipart/report"
         or "mailer-daemon" in senders
         or "postmaster" in senders
         or email.header("X-Failed-Recipients") is not None
@@ -674,20 +680,28 @@ def _valid_tokens(setting: ServiceDeskSetting) -> set[str]:
 def _reply_texts(email: ParsedEmail) -> tuple[str, str]:
     """A reply's new text and its quoted history, each as stored: our secrets cut out (quotes
     of our emails carry keys), slash commands made inert."""
-    reply, quoted = scrub_secrets(split_reply(email.body_text))
+    reply, quoted = scrub_secrets(email.split_reply())
     return neutralise(reply.strip()), neutralise(quoted.strip())
 
 
 def _attachments_kept(email: ParsedEmail) -> tuple[list[Attachment], str]:
-    """The attachments stored as files (at most SERVICEDESK_MAX_ATTACHMENTS_PER_EMAIL), and a
-    sentence for the issue when there were more: the rest stay in the raw email."""
+    """The attachments stored as files (at most SERVICEDESK_MAX_ATTACHMENTS_PER_EMAIL), and
+    what the issue is told: what parsing cut or simplified, and how many files were left out.
+    Read after the email's text, so that every cut is known. The raw email keeps everything."""
     limit = settings.SERVICEDESK_MAX_ATTACHMENTS_PER_EMAIL
     found = email.attachments
-    if len(found) <= limit:
+    said = list(email.truncated)
+    if len(found) > limit:
+        said.append(
+            f"{len(found) - limit} more attachments were not stored: an email keeps at most "
+            f"{limit} files."
+        )
+    if not said:
         return found, ""
+    lines = "\n".join(f"- {sentence}" for sentence in said)
     return found[:limit], (
-        f"*{len(found) - limit} more attachments were not stored: an email keeps at most "
-        f"{limit} files. They are in the original email, in the project's inbound ledger.*"
+        "*Not everything in this email is shown here; the original email, in the project's "
+        f"inbound ledger, has it all:*\n\n{lines}"
     )
 
 
@@ -773,14 +787,13 @@ def _notes_from_email(
     targets = [created[d.planned] if d.planned else existing[d.issue_id or 0] for d in decisions]
     specs = []
     for decision, issue in zip(decisions, targets, strict=True):
-        body, quoted = _reply_texts(decision.email)
         files, left_out = _attachments_kept(decision.email)
         specs.append(
             NewNote(
                 issue=issue,
                 author=bot,
-                body=body,
-                quoted=quoted,
+                body=decision.body,
+                quoted=decision.quoted,
                 files=files,
                 footnote=left_out,
                 external_author=decision.email.from_address or decision.email.reply_to or "",

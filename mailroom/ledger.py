@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q
@@ -179,6 +180,19 @@ def inbound_process_batch(ids: Sequence[int], token: uuid.UUID) -> dict[int, str
             _record_results(rows, results)
             _rejection_notices([(row, results[row.pk]) for row in rows if row.pk in results])
         return {pk: result.outcome for pk, result in results.items()}
+    except SoftTimeLimitExceeded as exc:
+        # The task's time is up; there is none left to process the rest one by one. Alone,
+        # the email records the error (retried, then failed); in a batch, every email goes back
+        # to the queue as a task of its own, not charged for its neighbour.
+        if len(rows) == 1:
+            log.warning("inbound message %s hit the task's time limit", rows[0].pk)
+            outcome = _record_error(rows[0].pk, token, exc)
+            return {rows[0].pk: outcome} if outcome else {}
+        log.warning(
+            "inbound batch of %d hit the task's time limit; each goes again alone", len(rows)
+        )
+        _requeue_alone([row.pk for row in rows], token)
+        return {}
     except Exception as exc:
         if len(rows) == 1:
             # Our fault, not the sender's: record it, retry later with backoff, or give up.
@@ -190,6 +204,14 @@ def inbound_process_batch(ids: Sequence[int], token: uuid.UUID) -> dict[int, str
         for row in rows:
             outcomes.update(inbound_process_batch([row.pk], token))
         return outcomes
+
+
+def _requeue_alone(ids: list[int], token: uuid.UUID) -> None:
+    InboundMessage.objects.filter(pk__in=ids, claim_token=token, status=Status.PROCESSING).update(
+        status=Status.QUEUED, claim_token=None, next_attempt_at=None, attempts=F("attempts") - 1
+    )
+    for pk in ids:
+        _enqueue([pk])
 
 
 def _record_results(rows: list[InboundMessage], results: dict[int, Any]) -> None:

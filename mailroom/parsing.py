@@ -9,17 +9,26 @@ Speed and safety decide the shape of this module:
 - Every decoding step (RFC 2047 words, RFC 2231 parameters, transfer encodings, charsets) is
   done here, leniently: whatever a sender's client got wrong ends as text, never as an exception.
   ``MalformedEmail`` is raised only when there is nothing to work with at all.
+- Anyone can send us anything, so no stage may cost more than linear time in what it reads:
+  each stage looks at a bounded amount (the raw email itself is kept whole by the ledger), and
+  the optional, expensive ones (HTML to Markdown, reply trimming) run within a per-email CPU
+  budget and fall back to plain text when it is spent. What was cut or simplified is listed in
+  ``ParsedEmail.truncated``, for the issue to say.
 """
 
 from __future__ import annotations
 
 import binascii
+import bisect
 import codecs
+import contextlib
 import functools
 import html
 import logging
 import re
+import time
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email._policybase import Compat32
@@ -31,6 +40,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import charset_normalizer
+from bs4 import BeautifulSoup
+
+# Celery's soft time limit raises SoftTimeLimitExceeded wherever the task is: every "except
+# Exception" fallback in this module lets it through, for the ledger to record as ours.
+from celery.exceptions import SoftTimeLimitExceeded
 from mailparser_reply import EmailMessage as ReplyParserMessage
 from markdownify import MarkdownConverter
 
@@ -46,11 +60,68 @@ MAX_DEPTH = 50
 # deeply nested message costs depth x lines and then a RecursionError. Above this estimated
 # depth the body is not MIME-parsed at all (see ParsedEmail._body_message).
 _MAX_PARSE_DEPTH = 2 * MAX_DEPTH
+# The same cost, line by line: the lines of the body times the multiparts open around them.
+# Real mail stays far below (25 MB of base64 three levels deep: about a million); above it the
+# body is not MIME-parsed either.
+_MAX_PARSE_WORK = 3_000_000
 MAX_FILENAME_BYTES = 255
+# Seconds of CPU one email may spend in the optional stages (SERVICEDESK_PARSE_BUDGET_SECONDS).
+DEFAULT_PARSE_BUDGET_SECONDS = 2.0
 
 
 class MalformedEmail(Exception):
     """The sender's fault: the bytes are not an email in any usable sense (e.g. empty)."""
+
+
+class ParseBudget:
+    """The CPU time one email may spend in parsing, counted stage by stage.
+
+    Only the time spent inside ``stage()`` blocks counts, on this thread's CPU clock: a batch
+    that parses 25 emails' headers first and their bodies later does not charge one email for
+    the others, and a busy machine does not make an email "slow". Stages check ``exhausted()``
+    before (and, where they loop, during) their work and fall back to something cheaper.
+    """
+
+    def __init__(self, seconds: float | None = None) -> None:
+        self.seconds = _configured_budget() if seconds is None else seconds
+        self.spent = 0.0
+        self._started: float | None = None
+
+    @contextlib.contextmanager
+    def stage(self) -> Iterator[None]:
+        if self._started is not None:  # nested: the outer stage is already counting
+            yield
+            return
+        self._started = time.thread_time()
+        try:
+            yield
+        finally:
+            self.spent += time.thread_time() - self._started
+            self._started = None
+
+    def exhausted(self) -> bool:
+        running = time.thread_time() - self._started if self._started is not None else 0.0
+        return self.spent + running >= self.seconds
+
+
+class _OverBudget(Exception):
+    """Raised inside a stage whose email has spent its budget."""
+
+
+def _configured_budget() -> float:
+    # This module does not need Django; the setting applies when there is one.
+    from django.conf import settings
+
+    if not settings.configured:
+        return DEFAULT_PARSE_BUDGET_SECONDS
+    return float(
+        getattr(settings, "SERVICEDESK_PARSE_BUDGET_SECONDS", DEFAULT_PARSE_BUDGET_SECONDS)
+    )
+
+
+def _note(truncated: list[str] | None, text: str) -> None:
+    if truncated is not None and text not in truncated:
+        truncated.append(text)
 
 
 @dataclass
@@ -250,6 +321,8 @@ def _guess_and_decode(data: bytes) -> str:
             for match in charset_normalizer.from_bytes(data)
             if not match.encoding.startswith(("utf_16", "utf_32")) or match.bom
         ]
+    except SoftTimeLimitExceeded:
+        raise
     except Exception:  # a guess is optional; the fallback below always works
         logger.debug("charset-normalizer failed", exc_info=True)
         matches = []
@@ -425,6 +498,8 @@ def _payload_bytes(part: Message) -> bytes:
     if encoding in ("x-uuencode", "uuencode", "x-uue", "uue"):
         try:
             decoded = part.get_payload(decode=True)
+        except SoftTimeLimitExceeded:
+            raise
         except Exception:  # the stdlib's uu decoder raises on broken input
             return data
         return decoded if isinstance(decoded, bytes) else data
@@ -579,9 +654,11 @@ def _message_ids(value: str) -> list[str]:
 
 _SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
 # "Name <addr>" or "addr", as almost every From/To/Cc is written: no quotes, comments, groups or
-# escapes. Those go to getaddresses, which handles everything but is slow (pure Python).
+# escapes. Those go to getaddresses, which handles everything but is slow (pure Python). No two
+# quantifiers here may match the same characters: the name takes its spaces with it (stripped
+# below), or a name of many spaces would be tried split at every one of them.
 _SIMPLE_ADDRESS = re.compile(
-    r"\s*(?:([^<>,\"()\\:;]*?)\s*<([^<>\s,\"()\\:;]+)>|([^<>\s,\"()\\:;]+))\s*"
+    r"(?:([^<>,\"()\\:;]*)<([^<>\s,\"()\\:;]+)>|\s*([^<>\s,\"()\\:;]+))\s*"
 )
 
 
@@ -593,8 +670,12 @@ def _parse_addresses(value: str) -> list[tuple[str, str]]:
             continue
         match = _SIMPLE_ADDRESS.fullmatch(item)
         if match is None:
-            return getaddresses([value])
-        pairs.append((match[1] or "", match[2] or match[3]))
+            try:
+                return getaddresses([value])
+            except RecursionError:  # RFC 5322 comments nest, and the stdlib recurses per level
+                logger.info("address header nested too deep; no addresses read from it")
+                return []
+        pairs.append(((match[1] or "").strip(), match[2] or match[3]))
     return pairs
 
 
@@ -712,6 +793,8 @@ def _serialize_payload(messages: list[Message]) -> bytes:
     for message in messages:
         try:
             BytesGenerator(out, mangle_from_=False, policy=_POLICY).flatten(message)
+        except SoftTimeLimitExceeded:
+            raise
         except Exception:  # a broken inner message (or one nested too deep) must not lose the rest
             logger.debug("could not serialise an attached message", exc_info=True)
     return out.getvalue()
@@ -754,11 +837,13 @@ class _Walker:
     def __init__(self) -> None:
         self.pending: list[_PendingAttachment] = []
         self.referenced_cids: set[str] = set()
+        self.cut_off = False
 
     def walk(self, part: Message, depth: int = 0) -> list[_Chunk]:
         if depth > MAX_DEPTH:
             # Not walked any further, but not lost: the whole subtree becomes one file.
             logger.info("MIME tree deeper than %d levels; the rest kept as a file", MAX_DEPTH)
+            self.cut_off = True
             self.pending.append(
                 _PendingAttachment(part, "message/rfc822", "attachment", None, whole=True)
             )
@@ -866,30 +951,47 @@ def _recover_multipart(part: Message) -> list[Message] | None:
             _LenientMessage,
             policy=_POLICY,
         )
+    except SoftTimeLimitExceeded:
+        raise
     except Exception:  # RecursionError and whatever else: unrecoverable after all
         return None
     children = _raw_payload(recovered)
     return children if isinstance(children, list) and children else None
 
 
-def _estimated_nesting(body: bytes) -> int:
-    """How deep the multipart nesting goes, from boundary declarations and closing lines."""
-    declared = _BOUNDARY_PARAM.findall(body)
-    if len(declared) <= _MAX_PARSE_DEPTH:
-        return len(declared)
-    events = sorted(
-        [(m.start(), 1, m[1].strip()) for m in _BOUNDARY_PARAM.finditer(body)]
-        + [(m.start(), -1, m[1]) for m in _CLOSE_DELIMITER.finditer(body)]
-    )
+def mime_shape(data: bytes, *, depth_limit: int = _MAX_PARSE_DEPTH) -> tuple[int, int]:
+    """(nesting, work) the stdlib's MIME parser would face on ``data``.
+
+    Nesting: how many multiparts deep it goes. Work: its lines times the multiparts open around
+    each (the parser checks every line against every open boundary). Estimated in one linear
+    pass from boundary declarations and closing delimiters; counting stops once the nesting
+    passes ``depth_limit``.
+    """
+    opens = [(m.start(), 1, m[1].strip()) for m in _BOUNDARY_PARAM.finditer(data)]
+    if not opens:
+        return 0, 0
+    closes = [(m.start(), -1, m[1]) for m in _CLOSE_DELIMITER.finditer(data)]
     open_boundaries: list[bytes] = []
-    deepest = 0
-    for _position, kind, boundary in events:
+    open_counts: dict[bytes, int] = {}
+    deepest = work = position = 0
+    for at, kind, boundary in sorted(opens + closes):
+        work += len(open_boundaries) * data.count(b"\n", position, at)
+        position = at
         if kind == 1:
             open_boundaries.append(boundary)
+            open_counts[boundary] = open_counts.get(boundary, 0) + 1
             deepest = max(deepest, len(open_boundaries))
-        elif boundary in open_boundaries:
-            del open_boundaries[open_boundaries.index(boundary) :]
-    return deepest
+            if deepest > depth_limit:
+                return deepest, work
+        elif open_counts.get(boundary):
+            # A closing delimiter closes its multipart and every one opened inside it.
+            while True:
+                closed = open_boundaries.pop()
+                open_counts[closed] -= 1
+                if closed == boundary:
+                    break
+    work += len(open_boundaries) * data.count(b"\n", position)
+    return deepest, work
 
 
 def _normalize_newlines(text: str) -> str:
@@ -929,11 +1031,154 @@ def _quoted(text: str, depth: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Plain text as Markdown
+
+# The characters a backslash escapes in our renderer (Python-Markdown's, with the tables
+# extension's "|"). CommonMark escapes every ASCII punctuation character: a backslash before any
+# of them is doubled, so that both renderers show it as written.
+MARKDOWN_ESCAPABLE = frozenset("\\`*_{}[]()>#+-.!|")
+# Escaping the character after the backslash too keeps "\\*" an asterisk rather than the start of
+# emphasis. Not a backtick: Python-Markdown reads an escaped backslash before backticks as a
+# backslash and then a code span, as CommonMark does, and code spans are left alone below.
+_ESCAPED_AFTER_BACKSLASH = MARKDOWN_ESCAPABLE - {"`"}
+_ESCAPED_BY_MARKDOWNIFY = _ESCAPED_AFTER_BACKSLASH - {"*", "_"}
+_BACKSLASH_BEFORE_PUNCTUATION = re.compile(r"\\([!-/:-@\[-`{-~])")
+_FENCE = re.compile(r"~{3,}|`{3,}")
+_BACKTICKS = re.compile(r"`+")
+
+
+def escape_markdown_backslashes(text: str) -> str:
+    """Plain text that renders as Markdown the way it was written, as far as backslashes go.
+
+    Markdown reads "\\\\srv\\share" as "\\srv\\share" and "C:\\Users\\*name*" as
+    "C:\\Users*name*": every backslash before ASCII punctuation is escaped (and the punctuation
+    after it, where Markdown would act on it). Not in code, where Markdown reads backslashes
+    literally: fenced and indented code blocks, and code spans within a line. The rest of the
+    text is left as it is, to stay readable and keep its Markdown (quotes, lists, emphasis).
+    """
+    if "\\" not in text:
+        return text
+    lines = text.split("\n")
+    code = _code_block_lines(lines)
+    return "\n".join(
+        line if in_code else _escape_outside_code_spans(line)
+        for line, in_code in zip(lines, code, strict=True)
+    )
+
+
+def _escape_backslashes(text: str, escapable: frozenset[str]) -> str:
+    if "\\" not in text:
+        return text
+
+    def escape(match: re.Match[str]) -> str:
+        after = match[1]
+        return "\\\\" + ("\\" + after if after in escapable else after)
+
+    return _BACKSLASH_BEFORE_PUNCTUATION.sub(escape, text)
+
+
+def _code_block_lines(lines: list[str]) -> list[bool]:
+    """Which lines Markdown reads as code: fenced blocks (closed by the same fence) and
+    indented blocks (four spaces or a tab, after a blank line or more such lines)."""
+    code = [False] * len(lines)
+    closers: dict[str, list[int]] = {}
+    for index, line in enumerate(lines):
+        fence = _FENCE.match(line)
+        if fence and not line[fence.end() :].strip(" "):
+            closers.setdefault(fence[0], []).append(index)
+    index = 0
+    indented = False
+    while index < len(lines):
+        line = lines[index]
+        fence = _FENCE.match(line)
+        if fence:
+            candidates = closers.get(fence[0], [])
+            after = bisect.bisect_right(candidates, index)
+            if after < len(candidates):
+                end = candidates[after]
+                code[index : end + 1] = [True] * (end + 1 - index)
+                index, indented = end + 1, False
+                continue
+        starts_block = index == 0 or not lines[index - 1].strip() or indented
+        indented = line.startswith(("    ", "\t")) and starts_block
+        code[index] = indented
+        index += 1
+    return code
+
+
+def _escape_outside_code_spans(line: str) -> str:
+    if "`" not in line:
+        return _escape_backslashes(line, _ESCAPED_AFTER_BACKSLASH)
+    # A code span runs from a backtick run to the next run of the same length.
+    runs = [(match.start(), match.end()) for match in _BACKTICKS.finditer(line)]
+    next_same = [-1] * len(runs)
+    last: dict[int, int] = {}
+    for index in range(len(runs) - 1, -1, -1):
+        length = runs[index][1] - runs[index][0]
+        next_same[index] = last.get(length, -1)
+        last[length] = index
+    out: list[str] = []
+    position = index = 0
+    while index < len(runs):
+        closer = next_same[index]
+        if closer == -1:
+            index += 1
+            continue
+        start, end = runs[index][0], runs[closer][1]
+        before = line[position:start]
+        out.append(_escape_backslashes(before, _ESCAPED_AFTER_BACKSLASH))
+        if (len(before) - len(before.rstrip("\\"))) % 2:
+            out.append("\\")  # the backslash before the span's backticks, doubled
+        out.append(line[start:end])
+        position, index = end, closer + 1
+    out.append(_escape_backslashes(line[position:], _ESCAPED_AFTER_BACKSLASH))
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
 # HTML to Markdown
 
 
+# What the conversion looks at. Larger HTML (counted after its comments, styles and scripts are
+# dropped) is shown as plain text; markdownify converts about 200 KB a second.
+MAX_HTML_CHARS = 512_000
+# markdownify recurses (three frames) per element and rebuilds the text of every level: deeper
+# HTML is shown as plain text. A forwarded Gmail thread nests about three levels per message.
+MAX_HTML_DEPTH = 100
+# HTML past this is not read at all (even as text): 2 MB of HTML is hundreds of pages.
+MAX_HTML_TEXT_CHARS = 2_000_000
+_HTML_CUT = f"HTML body cut after {MAX_HTML_TEXT_CHARS // 1_000_000} MB; the whole email is kept."
+
+
+class _TooDeep(Exception):
+    """The HTML nests deeper than MAX_HTML_DEPTH."""
+
+
+class _ShallowSoup(BeautifulSoup):
+    """A BeautifulSoup tree that refuses to grow deeper than MAX_HTML_DEPTH."""
+
+    def pushTag(self, tag):  # type: ignore[no-untyped-def]
+        if len(self.tagStack) > MAX_HTML_DEPTH:
+            raise _TooDeep
+        super().pushTag(tag)
+
+
 class _MarkdownConverter(MarkdownConverter):
-    """markdownify, minus the parts of an HTML mail that are not its text."""
+    """markdownify, minus the parts of an HTML mail that are not its text, within a budget."""
+
+    def __init__(self, budget: ParseBudget | None = None, **options: Any) -> None:
+        super().__init__(**options)
+        self._budget = budget
+
+    def process_tag(self, node, parent_tags=None):  # type: ignore[no-untyped-def]
+        if self._budget is not None and self._budget.exhausted():
+            raise _OverBudget
+        return super().process_tag(node, parent_tags)
+
+    def escape(self, text, parent_tags):  # type: ignore[no-untyped-def]
+        # markdownify escapes "*" and "_" itself, but not backslashes: "\\srv" would render
+        # as "\srv".
+        return super().escape(_escape_backslashes(text, _ESCAPED_BY_MARKDOWNIFY), parent_tags)
 
     def convert_head(self, el, text, parent_tags):  # type: ignore[no-untyped-def]
         return ""
@@ -943,28 +1188,185 @@ class _MarkdownConverter(MarkdownConverter):
     convert_script = convert_head
 
 
-_converter = _MarkdownConverter(heading_style="atx", bullets="-", table_infer_header=True)
-_TRAILING_SPACE = re.compile(r"[ \t]+$", re.MULTILINE)
+_CONVERTER_OPTIONS = {"heading_style": "atx", "bullets": "-", "table_infer_header": True}
 _BLANK_LINES = re.compile(r"\n{3,}")
-_TAG = re.compile(r"<[^>]*>")
 # Outlook's "downlevel-revealed" conditionals (<![if !supportLists]>…<![endif]>) around list
 # bullets: html.parser shows the markers as text, or rejects the markup when they are mangled.
-_DOWNLEVEL_REVEALED = re.compile(r"<!\[\s*(?:if\b[^\]>]*|endif\s*)\]>", re.IGNORECASE)
+# (No "<" inside, so that an unclosed one costs its own length, not the rest of the document.)
+_DOWNLEVEL_REVEALED = re.compile(r"<!\[\s*(?:if\b[^\]<>]*|endif\s*)\]>", re.IGNORECASE)
 # Any other "<![" but CDATA makes html.parser give up on the whole document; show it as text.
 _MARKED_SECTION = re.compile(r"<!\[(?!CDATA\[)")
+# markdownify's whitespace patterns cost the square of a run of spaces without a line break;
+# longer runs mean nothing in HTML (and little in <pre>) and are cut to this length.
+_LONG_WHITESPACE = re.compile(r"(?<![ \t\r\n\f])[ \t\r\n\f]{65,}")
 
 
-def html_to_markdown(html_text: str) -> str:
-    """HTML mail as Markdown: emphasis, links, lists, tables, block quotes and images kept."""
-    html_text = _MARKED_SECTION.sub("&lt;![", _DOWNLEVEL_REVEALED.sub("", html_text))
-    try:
-        markdown = _converter.convert(html_text)
-    except Exception:  # absurdly nested or broken HTML (bs4 gives up): its text is worth having
-        logger.info("HTML body could not be converted; falling back to its text", exc_info=True)
-        markdown = html.unescape(_TAG.sub(" ", html_text))
-    markdown = markdown.replace("\xa0", " ")
-    markdown = _TRAILING_SPACE.sub("", markdown)
-    return _BLANK_LINES.sub("\n\n", markdown).strip()
+def html_to_markdown(
+    html_text: str, *, budget: ParseBudget | None = None, truncated: list[str] | None = None
+) -> str:
+    """HTML mail as Markdown: emphasis, links, lists, tables, block quotes and images kept.
+
+    Bounded: HTML larger than MAX_HTML_CHARS or nested deeper than MAX_HTML_DEPTH, or still
+    converting when ``budget`` is spent, is shown as plain text (tags stripped, in linear
+    time) instead, and a sentence saying why is added to ``truncated``.
+    """
+    if len(html_text) > MAX_HTML_TEXT_CHARS:
+        _note(truncated, _HTML_CUT)
+        html_text = html_text[:MAX_HTML_TEXT_CHARS]
+    html_text = _without_noise(html_text)
+    reason = ""
+    if len(html_text) > MAX_HTML_CHARS:
+        reason = f"it is larger than {MAX_HTML_CHARS // 1000} KB"
+    elif budget is not None and budget.exhausted():
+        reason = "reading the email took too long"
+    else:
+        try:
+            soup = _ShallowSoup(html_text, "html.parser")
+            markdown = _MarkdownConverter(budget, **_CONVERTER_OPTIONS).convert_soup(soup)
+        except _TooDeep:
+            reason = f"it is nested deeper than {MAX_HTML_DEPTH} levels"
+        except _OverBudget:
+            reason = "converting it took too long"
+        except SoftTimeLimitExceeded:
+            raise
+        except Exception:  # broken beyond what bs4 and markdownify take: its text is worth having
+            logger.info("HTML body could not be converted; falling back to its text", exc_info=True)
+            reason = "it could not be converted"
+    if reason:
+        _note(truncated, f"HTML body shown as plain text: {reason}.")
+        markdown = _html_as_text(html_text)
+    return _tidy(markdown)
+
+
+def html_to_text(html_text: str, *, truncated: list[str] | None = None) -> str:
+    """HTML as plain text (tags dropped, block elements on lines of their own), for Markdown."""
+    if len(html_text) > MAX_HTML_TEXT_CHARS:
+        _note(truncated, _HTML_CUT)
+        html_text = html_text[:MAX_HTML_TEXT_CHARS]
+    return _tidy(_html_as_text(_without_noise(html_text)))
+
+
+def _tidy(markdown: str) -> str:
+    lines = markdown.replace("\xa0", " ").split("\n")
+    return _BLANK_LINES.sub("\n\n", "\n".join(line.rstrip(" \t") for line in lines)).strip()
+
+
+# Markup that is dropped with its content. <head> is not: without its end tag (browsers close
+# it at <body>) it would take the whole mail with it.
+_DROPPED_ELEMENTS = ("style", "script", "title")
+_END_TAGS = {name: re.compile(rf"</{name}\s*>", re.IGNORECASE) for name in _DROPPED_ELEMENTS}
+_ELEMENT_NAME = re.compile(r"/?([a-zA-Z][a-zA-Z0-9]*)")
+# Where html.parser sees markup: a tag, an end tag, a comment, a declaration or an instruction.
+_MARKUP_START = re.compile(r"<[a-zA-Z/!?]")
+# Text, and tags that end before any other "<" (but those of the elements dropped with their
+# content): most of any HTML, and passed through as it is.
+_TEXT_AND_TAGS = re.compile(
+    r"(?:[^<]+|<(?!(?:style|script|title)[\s/>])[a-zA-Z][^<>]*>|</[^<>]*>)*", re.IGNORECASE
+)
+
+
+class _NextMatch:
+    """Where a search next succeeds at or after a position, remembered: scanning a document
+    left to right with it costs the document's length, whatever the number of positions."""
+
+    def __init__(self, find: Any) -> None:
+        self._find = find  # (start) -> position or -1
+        self._found: int | None = None
+
+    def after(self, start: int) -> int:
+        if self._found is None or (self._found != -1 and self._found < start):
+            self._found = self._find(start)
+        return self._found
+
+
+def _without_noise(html_text: str) -> str:
+    """The HTML minus comments, styles, scripts and titles, with every "<" that opens no
+    complete markup escaped.
+
+    html.parser scans the rest of the document again for each "<" whose markup does not end
+    ("<a<a<a…", "<!--<!--…": quadratic), and hands a lone "<" over one character at a time.
+    After this pass each "<" it sees ends at the next ">", before any other "<", so its scans
+    never overlap.
+    """
+    html_text = _DOWNLEVEL_REVEALED.sub("", html_text)
+    html_text = _MARKED_SECTION.sub("&lt;![", html_text)
+    html_text = _LONG_WHITESPACE.sub(lambda match: match[0][:64], html_text)
+    find = html_text.find
+    next_lt = _NextMatch(lambda start: find("<", start))
+    next_gt = _NextMatch(lambda start: find(">", start))
+    comment_end = _NextMatch(lambda start: find("-->", start))
+    end_tags = {
+        name: _NextMatch(lambda start, pattern=pattern: _start_of(pattern.search(html_text, start)))
+        for name, pattern in _END_TAGS.items()
+    }
+    out: list[str] = []
+    position = 0
+    while True:
+        # Text and complete tags, in bulk; the loop below sees only the other "<".
+        plain = _TEXT_AND_TAGS.match(html_text, position)
+        out.append(plain[0])  # type: ignore[index]
+        position = plain.end()  # type: ignore[union-attr]
+        opener = _MARKUP_START.search(html_text, position)
+        if opener is None:
+            break
+        at = opener.start()
+        out.append(html_text[position:at].replace("<", "&lt;"))
+        position = at + 1
+        if html_text.startswith("<!--", at):
+            end = comment_end.after(at + 4)
+            if end == -1:
+                out.append("&lt;")
+            else:
+                position = end + 3
+            continue
+        gt = next_gt.after(at + 1)
+        lt = next_lt.after(at + 1)
+        if gt == -1 or (lt != -1 and lt < gt):
+            out.append("&lt;")
+            continue
+        name = _ELEMENT_NAME.match(html_text, at + 1)
+        if name and not name[0].startswith("/") and name[1].lower() in end_tags:
+            end = end_tags[name[1].lower()].after(gt + 1)
+            if end != -1:
+                position = _END_TAGS[name[1].lower()].match(html_text, end).end()  # type: ignore[union-attr]
+                continue
+        out.append(html_text[at : gt + 1])
+        position = gt + 1
+    out.append(html_text[position:].replace("<", "&lt;"))
+    return "".join(out)
+
+
+def _start_of(match: re.Match[str] | None) -> int:
+    return match.start() if match else -1
+
+
+_BLOCK_ELEMENTS = frozenset(
+    {
+        "address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt", "figcaption",
+        "figure", "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main",
+        "nav", "ol", "p", "pre", "section", "table", "tbody", "td", "th", "thead", "tr", "ul",
+    }
+)  # fmt: skip
+_MARKUP = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)?[^<>]*>")
+_COMMON_ENTITIES = (("&lt;", "<"), ("&gt;", ">"), ("&quot;", '"'), ("&nbsp;", "\xa0"))
+
+
+def _html_as_text(html_text: str) -> str:
+    """HTML as plain text, in linear time: tags dropped (block elements end a line),
+    entities decoded, backslashes escaped for Markdown. For ``_without_noise`` output."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = (match[2] or "").lower()
+        return "\n" if name in _BLOCK_ELEMENTS else ""
+
+    text = _MARKUP.sub(replace, html_text)
+    # html.unescape calls back into Python per entity; the ones _without_noise writes (and the
+    # commonest) go in bulk first. None of them makes an "&" that could start another entity.
+    for entity, character in _COMMON_ENTITIES:
+        text = text.replace(entity, character)
+    text = html.unescape(text)
+    lines = [" ".join(line.split()) for line in text.split("\n")]
+    return escape_markdown_backslashes("\n".join(lines))
 
 
 _CID_LINK = re.compile(r"\]\(\s*<?cid:([^\s)>]+)>?", re.IGNORECASE)
@@ -989,14 +1391,37 @@ def rewrite_cid_references(markdown: str, urls_by_content_id: dict[str, str]) ->
 # The parsed email
 
 
-class ParsedEmail:
-    """One inbound email. Header properties are cheap; bodies are decoded on first use."""
+# Converting an HTML part costs a fixed amount besides its size (a parser, a tree): the parts
+# after these many are shown as plain text.
+MAX_HTML_PARTS = 100
+_HTML_PARTS_AS_TEXT = f"HTML parts after the first {MAX_HTML_PARTS} shown as plain text."
+_HTML_PARTS_NOT_READ = (
+    "Some HTML parts were not read: reading the email took too long. The whole email is kept."
+)
+_NOT_PARSED = (
+    "The email's parts are nested too deeply to read: its text was not extracted, and the "
+    "whole email is attached as a file."
+)
 
-    def __init__(self, raw: bytes, fields: list[_Field], body_offset: int) -> None:
+
+class ParsedEmail:
+    """One inbound email. Header properties are cheap; bodies are decoded on first use.
+
+    ``truncated`` lists, one sentence each, what parsing cut or simplified so that no email
+    costs more than its budget: "HTML body shown as plain text: …", "Quoted text not separated
+    from the reply: …". The raw email is never cut (the ledger keeps it whole). Entries are added
+    as the body is read, so read it (``body_text``, ``attachments``, ``split_reply()``) first.
+    """
+
+    def __init__(
+        self, raw: bytes, fields: list[_Field], body_offset: int, budget: ParseBudget | None = None
+    ) -> None:
         self.raw_size = len(raw)
         self._raw = raw
         self._fields = fields
         self._body_offset = body_offset
+        self.budget = budget or ParseBudget()
+        self.truncated: list[str] = []
 
     def __repr__(self) -> str:
         return f"<ParsedEmail {self.message_id} from {self.from_address}: {self.subject!r}>"
@@ -1119,37 +1544,70 @@ class ParsedEmail:
             for f in self._fields
             if f.lname in _MIME_FIELDS
         )
-        if _estimated_nesting(body) > _MAX_PARSE_DEPTH:
-            logger.info("MIME nesting deeper than %d; body not parsed", _MAX_PARSE_DEPTH)
+        depth, work = mime_shape(body)
+        if depth > _MAX_PARSE_DEPTH or work > _MAX_PARSE_WORK:
+            logger.info("MIME nesting too deep (%d, %d line checks); body not parsed", depth, work)
+            _note(self.truncated, _NOT_PARSED)
             return None
         try:
             return message_from_bytes(head + b"\n" + body, _LenientMessage, policy=_POLICY)
         except RecursionError:  # nested message/rfc822 parts, which declare no boundary
             logger.info("MIME nesting too deep for the parser; body not parsed")
+        except SoftTimeLimitExceeded:
+            raise
         except Exception:  # the stdlib parser is lenient; if it still fails, keep the mail whole
             logger.warning("MIME parser failed; body kept as an attachment", exc_info=True)
+        _note(self.truncated, _NOT_PARSED)
         return None
 
     @functools.cached_property
     def _content(self) -> _Content:
-        message = self._body_message
-        if message is None:
-            # Still nothing lost: the whole message is handed on as a file.
-            whole = Attachment("attachment-1.eml", "message/rfc822", self._raw)
-            return _Content(chunks=[], attachments=[whole])
-        walker = _Walker()
-        chunks = walker.walk(message)
-        return _Content(chunks=chunks, attachments=walker.attachments())
+        with self.budget.stage():
+            message = self._body_message
+            if message is None:
+                # Still nothing lost: the whole message is handed on as a file.
+                whole = Attachment("attachment-1.eml", "message/rfc822", self._raw)
+                return _Content(chunks=[], attachments=[whole])
+            walker = _Walker()
+            chunks = walker.walk(message)
+            if walker.cut_off:
+                _note(
+                    self.truncated,
+                    f"Parts nested deeper than {MAX_DEPTH} levels are attached as a file.",
+                )
+            return _Content(chunks=chunks, attachments=walker.attachments())
 
     @functools.cached_property
     def body_text(self) -> str:
+        """The body as Markdown: plain text with its backslashes escaped, HTML converted.
+
+        Reading it may add to ``truncated`` (HTML shown as plain text).
+        """
+        chunks = self._content.chunks
         pieces = []
-        for chunk in self._content.chunks:
-            if chunk.plain is not None and chunk.plain.strip():
-                pieces.append(chunk.plain)
-            elif chunk.html:
-                pieces.append(html_to_markdown(chunk.html))
+        converted = 0
+        with self.budget.stage():
+            for chunk in chunks:
+                if chunk.plain is not None and chunk.plain.strip():
+                    pieces.append(escape_markdown_backslashes(chunk.plain))
+                elif chunk.html and converted and self.budget.exhausted():
+                    _note(self.truncated, _HTML_PARTS_NOT_READ)
+                elif chunk.html and converted >= MAX_HTML_PARTS:
+                    _note(self.truncated, _HTML_PARTS_AS_TEXT)
+                    pieces.append(html_to_text(chunk.html, truncated=self.truncated))
+                elif chunk.html:
+                    converted += 1
+                    pieces.append(
+                        html_to_markdown(chunk.html, budget=self.budget, truncated=self.truncated)
+                    )
         return "\n\n".join(_strip_blank_edges(piece) for piece in pieces if piece.strip())
+
+    def split_reply(self) -> tuple[str, str]:
+        """``split_reply(self.body_text)`` within this email's budget.
+
+        When the budget is spent the whole text is the reply, and ``truncated`` says so.
+        """
+        return split_reply(self.body_text, budget=self.budget, truncated=self.truncated)
 
     @functools.cached_property
     def body_html(self) -> str | None:
@@ -1173,8 +1631,12 @@ def _strip_blank_edges(text: str) -> str:
     return _LEADING_BLANK_LINES.sub("", text).rstrip()
 
 
-def parse_email(raw: bytes) -> ParsedEmail:
-    """Parse an email from its raw bytes. Raises MalformedEmail only if nothing is usable."""
+def parse_email(raw: bytes, *, budget_seconds: float | None = None) -> ParsedEmail:
+    """Parse an email from its raw bytes. Raises MalformedEmail only if nothing is usable.
+
+    ``budget_seconds``: CPU seconds the optional stages of this email may spend (default:
+    the SERVICEDESK_PARSE_BUDGET_SECONDS setting).
+    """
     raw = bytes(raw)
     start = len(raw) - len(raw.lstrip(b"\r\n\t "))
     if start == len(raw):
@@ -1186,7 +1648,7 @@ def parse_email(raw: bytes) -> ParsedEmail:
     fields, body_offset = _split_header_block(raw)
     if not fields:
         raise MalformedEmail("no header fields")
-    return ParsedEmail(raw, fields, body_offset)
+    return ParsedEmail(raw, fields, body_offset, ParseBudget(budget_seconds))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1209,15 +1671,32 @@ _MAX_SIGNOFF_LINES = 6
 _MAX_SIGNOFF_WORDS = 4
 
 
-def split_reply(text: str) -> tuple[str, str]:
+# mail-parser-reply's patterns backtrack: a line that starts like an attribution ("On …",
+# "Am …", "> On …") costs the square of its length, a run of blank lines or of spaces the
+# square of the run. So it reads a skim of the text: the first _LIBRARY_MAX_CHARS, each line cut
+# to _LIBRARY_MAX_LINE characters (no attribution or header line is longer) with its runs of
+# whitespace as one space, and at most two blank lines in a row. Our own rules read everything,
+# in linear time.
+_LIBRARY_MAX_CHARS = 32_000
+_LIBRARY_MAX_LINE = 200
+_REPLY_NOT_SPLIT = "Quoted text not separated from the reply: reading the email took too long."
+
+
+def split_reply(
+    text: str, *, budget: ParseBudget | None = None, truncated: list[str] | None = None
+) -> tuple[str, str]:
     """Split an email body into (the new reply, the quoted history and signature trimmed).
 
     Nothing is lost: the two parts are the whole text. A body that is only quotes is kept
-    whole: (text, "").
+    whole: (text, ""). So is any body once ``budget`` is spent; ``truncated`` then says so.
     """
+    if budget is not None and budget.exhausted():
+        _note(truncated, _REPLY_NOT_SPLIT)
+        return text, ""
     normalized = _normalize_newlines(text)
     lines = normalized.split("\n")
-    cut = min(_library_cut(normalized, lines), _rules_cut(lines))
+    with budget.stage() if budget is not None else contextlib.nullcontext():
+        cut = min(_library_cut(lines), _rules_cut(lines))
     if cut >= len(lines):
         return text, ""
     reply = "\n".join(lines[:cut]).rstrip()
@@ -1227,24 +1706,51 @@ def split_reply(text: str) -> tuple[str, str]:
     return _strip_blank_edges(reply), trimmed
 
 
-def _library_cut(text: str, lines: list[str]) -> int:
+def _skim(lines: list[str]) -> tuple[list[str], list[int]]:
+    """The lines mail-parser-reply reads, and for each the index of the line of ours it is."""
+    skimmed: list[str] = []
+    origin: list[int] = []
+    size = blank_run = 0
+    for index, line in enumerate(lines):
+        line = line.strip()
+        if line:
+            blank_run = 0
+            line = " ".join(line.split())[:_LIBRARY_MAX_LINE]
+        else:
+            blank_run += 1
+            if blank_run > 2:
+                continue
+        size += len(line) + 1
+        if size > _LIBRARY_MAX_CHARS:
+            break
+        skimmed.append(line)
+        origin.append(index)
+    return skimmed, origin
+
+
+def _library_cut(lines: list[str]) -> int:
     """The first line of quoted history or signature, as mail-parser-reply finds it."""
+    skimmed, origin = _skim(lines)
     try:
         parsed = ReplyParserMessage(
-            text=text, languages=list(_REPLY_LANGUAGES), keep_hyphen_lists=True
+            text="\n".join(skimmed), languages=list(_REPLY_LANGUAGES), keep_hyphen_lists=True
         )
         header = parsed.HEADER_REGEX.search(parsed.text)
         header_at = header.start() if header else len(parsed.text)
         signature = parsed.SIGNATURE_REGEX.search(parsed.text, 0, header_at)
     except (RecursionError, re.error):
         return len(lines)
+
+    def ours(line: int) -> int:
+        return origin[line] if line < len(origin) else len(lines)
+
     library_lines = parsed.text.split("\n")
     history = len(lines)
     if header:
-        history = _original_line(parsed.text, header_at, library_lines, lines)
+        history = ours(_original_line(parsed.text, header_at, library_lines, skimmed))
     if signature:
         at = signature.start() + len(signature[0]) - len(signature[0].lstrip())
-        line = _original_line(parsed.text, at, library_lines, lines)
+        line = ours(_original_line(parsed.text, at, library_lines, skimmed))
         if line < history and _is_signature_start(lines[line:history]):
             return line
     return history
@@ -1288,11 +1794,12 @@ def _is_signature_start(signature: list[str]) -> bool:
 
 def _rules_cut(lines: list[str]) -> int:
     """Plain rules for what the library misses: delimiters and a trailing block of quotes."""
+    only_quotes_after = _only_quotes_after(lines)
     for index, line in enumerate(lines):
         stripped = line.rstrip()
         if stripped == "--" or _ORIGINAL_MESSAGE.match(stripped):  # "-- ": RFC 3676 §4.3
             return index
-        if _WROTE.match(stripped) and _only_quotes_after(lines, index + 1):
+        if only_quotes_after[index + 1] and _WROTE.match(stripped):
             return index
     # A block of ">" lines that runs to the end, with the attribution line just above it.
     start = len(lines)
@@ -1311,6 +1818,18 @@ def _rules_cut(lines: list[str]) -> int:
     return start
 
 
-def _only_quotes_after(lines: list[str], index: int) -> bool:
-    rest = [line for line in lines[index:] if line.strip()]
-    return bool(rest) and all(line.startswith(">") for line in rest)
+def _only_quotes_after(lines: list[str]) -> list[bool]:
+    """For each index, whether the lines from there on are quotes and blank lines, with at
+    least one quote (one pass from the end, not one per attribution-looking line)."""
+    result = [False] * (len(lines) + 1)
+    quotes_only = True
+    seen_quote = False
+    for index in range(len(lines) - 1, -1, -1):
+        line = lines[index]
+        if line.strip():
+            if line.startswith(">"):
+                seen_quote = True
+            else:
+                quotes_only = False
+        result[index] = quotes_only and seen_quote
+    return result

@@ -19,6 +19,7 @@ from __future__ import annotations
 import email
 import email.header
 import email.message
+import email.parser
 import email.policy
 import email.utils
 import logging
@@ -26,8 +27,11 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from servicedesk.config import MailboxConfig
 
+from .parsing import mime_shape
 from .routing import (
     Headers,
     header_addresses,
@@ -52,6 +56,13 @@ _ORIGINAL_PARTS = frozenset(
         "message/global-headers",
     }
 )
+# A delivery report is small and comes first: the explanation, the delivery-status fields, then
+# the returned message (often whole, attachments and all, of which we need only the headers).
+# Only this much of an email is read as one...
+MAX_REPORT_BYTES = 256 * 1024
+# ...and only this deep: a report nests two or three levels (the returned message's own parts).
+# The stdlib parser checks every line against every open boundary and recurses per level.
+MAX_REPORT_DEPTH = 10
 _DSN_STATUS = re.compile(r"\b(?P<class>[245])\.\d{1,3}\.\d{1,3}\b")
 # Only for reports without machine-readable fields: Exim's "Warning: message … delayed", qmail…
 _DELAY_SUBJECT = re.compile(r"delay|warning|temporar", re.IGNORECASE)
@@ -111,21 +122,33 @@ def auto_generated_reason(headers: Headers, *, content_type: str) -> str | None:
 def delivery_report(raw: bytes, *, mailboxes: Iterable[MailboxConfig]) -> DeliveryReport | None:
     """Read a bounce: which of our notifications came back, for whom, and for good or not.
 
-    None if the message is not a delivery report: neither a DSN (RFC 3464, a
-    ``message/delivery-status`` part or ``multipart/report; report-type=delivery-status``) nor a
-    non-standard bounce (from MAILER-DAEMON/postmaster or with ``X-Failed-Recipients``, the
-    original attached as ``message/rfc822`` or ``text/rfc822-headers``). Never raises: bounces
-    are the most malformed mail there is.
+    None if the message is not a delivery report: neither a DSN (RFC 3464: a
+    ``multipart/report`` with a ``message/delivery-status`` part or
+    ``report-type=delivery-status``) nor a non-standard bounce (from MAILER-DAEMON/postmaster or
+    with ``X-Failed-Recipients``, the original attached as ``message/rfc822`` or
+    ``text/rfc822-headers``). Only a ``multipart/report`` or mail from a bounce sender is read
+    at all, and only its first MAX_REPORT_BYTES, nested at most MAX_REPORT_DEPTH deep. Never
+    raises: bounces are the most malformed mail there is.
     """
     try:
         return _delivery_report(raw, list(mailboxes))
+    except SoftTimeLimitExceeded:  # the task's time is up: the ledger records it
+        raise
     except Exception as exc:  # garbage in must not fail the pipeline; the caller records it
         logger.warning("unreadable delivery report: %s", type(exc).__name__)
         return None
 
 
 def _delivery_report(raw: bytes, mailboxes: list[MailboxConfig]) -> DeliveryReport | None:
-    message = email.message_from_bytes(raw, policy=email.policy.compat32)
+    data = raw[:MAX_REPORT_BYTES]
+    head = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(data, headersonly=True)
+    if head.get_content_type() != "multipart/report" and not _is_bounce_sender(head):
+        return None
+    depth, _work = mime_shape(data, depth_limit=MAX_REPORT_DEPTH)
+    if depth > MAX_REPORT_DEPTH:
+        logger.info("delivery report nested deeper than %d levels; not read", MAX_REPORT_DEPTH)
+        return None
+    message = email.message_from_bytes(data, policy=email.policy.compat32)
     parts = list(_report_parts(message))
     status_parts = [part for part in parts if part.get_content_type() in _STATUS_PARTS]
     original_parts = [part for part in parts if part.get_content_type() in _ORIGINAL_PARTS]

@@ -239,6 +239,21 @@ if "incoming_email" not in SERVICEDESK_MAILBOXES and not PRODUCTION:
     )
 # Largest email accepted (bytes); larger ones are recorded and rejected as "too large".
 SERVICEDESK_MAX_EMAIL_SIZE = env_int("SERVICEDESK_MAX_EMAIL_SIZE", 25 * 1024 * 1024)
+
+
+def _env_seconds(name: str, default: float) -> float:
+    value = env_str(name, str(default))
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number of seconds, not {value!r}.") from None
+
+
+# CPU seconds one inbound email may spend in the optional stages of parsing (HTML to Markdown,
+# reply trimming); past them the email is read as plain text and its issue says so.
+SERVICEDESK_PARSE_BUDGET_SECONDS = _env_seconds("SERVICEDESK_PARSE_BUDGET_SECONDS", 2.0)
+# CPU seconds one text may take to render as Markdown; past them it is shown as escaped text.
+SERVICEDESK_MARKDOWN_BUDGET_SECONDS = _env_seconds("SERVICEDESK_MARKDOWN_BUDGET_SECONDS", 0.75)
 # New issues one sender may open in one project per minute (0: no limit).
 SERVICEDESK_NEW_ISSUES_PER_SENDER_PER_MINUTE = env_int("SERVICEDESK_NEW_ISSUES_PER_MINUTE", 10)
 SERVICEDESK_MAX_PARTICIPANTS = env_int("SERVICEDESK_MAX_PARTICIPANTS", 10)
@@ -324,6 +339,29 @@ SERVICEDESK_IMAP_INSECURE_TLS = env_bool("SERVICEDESK_IMAP_INSECURE_TLS", False)
 CELERY_TASK_ROUTES = {
     "mailroom.tasks.poll_mailbox": {"queue": "mailbox"},
     "issues.tasks.send_outbound_emails": {"queue": "outbound"},
+}
+# Time limits (seconds). At the soft one SoftTimeLimitExceeded is raised in the task (an email
+# being processed is recorded as an error of ours: retried, then failed); at the hard one the
+# worker process is replaced and the sweepers hand the task's rows out again. Only the prefork
+# pool (the production worker) enforces them; the parse and render budgets above bound the
+# work in any pool. By default the hard limit is SERVICEDESK_INBOUND_STUCK_AFTER: by then the
+# inbound sweeper has re-queued the task's emails anyway.
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", SERVICEDESK_INBOUND_STUCK_AFTER)
+CELERY_TASK_SOFT_TIME_LIMIT = env_int(
+    "CELERY_TASK_SOFT_TIME_LIMIT", CELERY_TASK_TIME_LIMIT * 3 // 4
+)
+CELERY_TASK_ANNOTATIONS = {
+    # A poller keeps its mailbox for its lease, IDLE included: that is its work.
+    "mailroom.tasks.poll_mailbox": {
+        "soft_time_limit": SERVICEDESK_IMAP_LEASE + 60,
+        "time_limit": SERVICEDESK_IMAP_LEASE + 120,
+    },
+    # A send task waits on SMTP servers (EMAIL_TIMEOUT per command); its rows go out again
+    # only after SERVICEDESK_OUTBOUND_STUCK_AFTER, so it may run until shortly before that.
+    "issues.tasks.send_outbound_emails": {
+        "soft_time_limit": SERVICEDESK_OUTBOUND_STUCK_AFTER // 2,
+        "time_limit": SERVICEDESK_OUTBOUND_STUCK_AFTER * 3 // 4,
+    },
 }
 CELERY_BEAT_SCHEDULE = {
     "record-worker-heartbeat": {

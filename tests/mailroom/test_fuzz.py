@@ -16,8 +16,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.hostile import HOSTILE
+from issues.markdown import render_markdown
+from issues.models import Issue
 from mailroom.ledger import inbound_claim, inbound_process, inbound_store
 from mailroom.models import InboundMessage
+from mailroom.parsing import (
+    MAX_HTML_DEPTH,
+    escape_markdown_backslashes,
+    html_to_markdown,
+    parse_email,
+    split_reply,
+)
 from tests.mailroom.helpers import ALIAS, FIXTURES, INCOMING
 
 pytestmark = pytest.mark.django_db
@@ -178,3 +188,81 @@ def test_ten_thousand_parts(project) -> None:
     row, peak = _peak_mib(raw)
     assert row.outcome == "issue_created", row.reason
     assert peak < 50  # measured 9 MiB
+
+
+# --- Hostile inputs: built to cost the square of their size (bench/hostile.py) ----------------
+# Timings belong in the benchmark; here each input must end with an outcome, its text whole
+# or cut in the ways parsing says (ParsedEmail.truncated).
+
+
+@pytest.mark.parametrize("name", [name for name, (kind, _) in HOSTILE.items() if kind == "email"])
+def test_each_hostile_email_becomes_an_issue(project, name: str) -> None:
+    _kind, build = HOSTILE[name]
+    raw = addressed_to(build(), project_address(project))
+    row = run(raw)
+    assert row.outcome == "issue_created", row.reason
+    assert "bounce" not in row.decision.get("rule", "")
+    description = Issue.objects.get(pk=row.issue_id).description
+    assert len(description) <= len(raw)
+    assert render_markdown(description) or not description.strip()
+
+
+def test_nested_b_i_is_its_text_and_the_issue_says_how_it_was_read(project) -> None:
+    row = run(addressed_to(HOSTILE["nested-b-i-243k"][1](), project_address(project)))
+    text, _, said = Issue.objects.get(pk=row.issue_id).description.partition("\n\n")
+    assert text == "text"
+    assert "inbound ledger" in said
+    assert "- HTML body shown as plain text: it is nested deeper than 100 levels." in said
+
+
+def test_deep_mime_with_many_lines_is_kept_whole_as_a_file(project) -> None:
+    raw = addressed_to(HOSTILE["deep-mime-848k"][1](), project_address(project))
+    row = run(raw)
+    issue = Issue.objects.get(pk=row.issue_id)
+    assert issue.uploads.get().size == len(raw)
+
+
+HOSTILE_FRAGMENTS = [
+    "On ", "Am ", "a ", " ", "\t", "\n", "\n\n", "> ", "wrote:", "From: x\n", "Sent: y\n",
+    "-----Original Message-----\n", "-- \n", "Thanks,\n", "_" * 40, "<b>", "<i>", "</b>", "<",
+    "<a", "<!--", "-->", "</", "<?", "<![CDATA[", "&lt;", "[", "](", "![", "*", "_", "`",
+    "```\n", "~~~\n", "# ", "|", "|-|\n", "a\n: b\n", "*[x]: y\n", "\\", "- ", "1. ", "    ",
+    "=?utf-8?q?a?=", "boundary=x\n", "--x--\n", "http://x.example/", "<div markdown=\"1\">",
+]  # fmt: skip
+hostile_text = st.lists(
+    st.tuples(st.sampled_from(HOSTILE_FRAGMENTS), st.integers(min_value=1, max_value=3000)),
+    min_size=1,
+    max_size=5,
+).map(lambda parts: "".join(fragment * count for fragment, count in parts))
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    derandomize=True,
+)
+@given(text=hostile_text)
+def test_hostile_text_through_every_stage_comes_out_whole_and_bounded(text: str) -> None:
+    truncated: list[str] = []
+    markdown = html_to_markdown(text, truncated=truncated)
+    assert len(markdown) <= 2 * len(text) + 100
+    assert set(truncated) <= {
+        f"HTML body shown as plain text: it is nested deeper than {MAX_HTML_DEPTH} levels.",
+        "HTML body shown as plain text: it could not be converted.",
+    }
+    reply, quoted = split_reply(text)
+    assert reply.split() + quoted.split() == text.split()
+    rendered = render_markdown(text)
+    assert len(rendered) <= 20 * len(text) + 100
+    assert rendered or not text.strip()
+    subject = " ".join(text[:2000].split()).encode()
+    parsed = parse_email(
+        b"From: a@example.com\r\nSubject: " + subject + b"\r\n\r\n" + text.encode()
+    )
+    body = parsed.body_text
+    if parsed.truncated:  # "boundary=" in the text counts as nesting: kept whole as a file
+        assert body == ""
+        assert parsed.attachments[0].content.endswith(text.encode())
+    else:
+        assert body.split() == escape_markdown_backslashes(text).split()

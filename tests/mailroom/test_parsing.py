@@ -7,15 +7,31 @@ Fixtures in tests/fixtures/mail/: ``gitlab_*.eml`` are copies of GitLab's Servic
 from __future__ import annotations
 
 import base64
+import html as html_module
+import re
 from pathlib import Path
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 
+from issues.markdown import render_markdown
 from mailroom.parsing import (
+    _LIBRARY_MAX_CHARS,
+    _LIBRARY_MAX_LINE,
+    MAX_HTML_CHARS,
+    MAX_HTML_DEPTH,
+    MAX_HTML_PARTS,
+    MAX_HTML_TEXT_CHARS,
     MalformedEmail,
+    ParseBudget,
     ParsedEmail,
+    _skim,
+    _without_noise,
     clean_filename,
     decode_bytes,
+    escape_markdown_backslashes,
+    html_to_markdown,
+    mime_shape,
     parse_email,
     rewrite_cid_references,
     split_reply,
@@ -902,3 +918,230 @@ def test_split_reply_loses_nothing() -> None:
 
 def test_split_reply_on_crlf_text() -> None:
     assert split_reply("Yes.\r\n\r\n-- \r\nJake\r\n") == ("Yes.", "-- \nJake")
+
+
+# --- Bounded: no email costs more than linear time, and what is cut is said ------------------
+
+
+def test_split_reply_after_the_budget_keeps_the_whole_text_and_says_so() -> None:
+    parsed = parse_email(
+        mail(b"Thanks!\r\n\r\nOn Monday Jake wrote:\r\n> hello\r\n"), budget_seconds=0
+    )
+    assert parsed.split_reply() == (parsed.body_text, "")
+    assert parsed.truncated == [
+        "Quoted text not separated from the reply: reading the email took too long."
+    ]
+
+
+def test_split_reply_within_the_budget_trims_and_notes_nothing() -> None:
+    parsed = parse_email(mail(b"Thanks!\r\n\r\nOn Monday Jake wrote:\r\n> hello\r\n"))
+    assert parsed.split_reply() == ("Thanks!", "On Monday Jake wrote:\n> hello")
+    assert parsed.truncated == []
+
+
+def test_html_after_the_budget_is_plain_text_and_says_so() -> None:
+    html_mail = mail(b"<p>It <b>crashes</b><br>on start</p>", content_type=b"text/html")
+    parsed = parse_email(html_mail, budget_seconds=0)
+    assert parsed.body_text == "It crashes\non start"
+    assert parsed.truncated == ["HTML body shown as plain text: reading the email took too long."]
+    assert parse_email(html_mail).body_text == "It **crashes**\non start"
+
+
+def test_deeply_nested_html_is_plain_text_and_says_so() -> None:
+    # 243 KB of these took 28 s in markdownify.
+    parsed = parse_email(mail(b"<b><i>" * 40_500 + b"text", content_type=b"text/html"))
+    assert parsed.body_text == "text"
+    assert parsed.truncated == [
+        f"HTML body shown as plain text: it is nested deeper than {MAX_HTML_DEPTH} levels."
+    ]
+
+
+def test_html_nested_within_the_limit_is_converted() -> None:
+    deep = b"<div>" * (MAX_HTML_DEPTH - 5) + b"<b>bold</b>" + b"</div>" * (MAX_HTML_DEPTH - 5)
+    parsed = parse_email(mail(deep, content_type=b"text/html"))
+    assert parsed.body_text == "**bold**"
+    assert parsed.truncated == []
+
+
+def test_large_html_is_plain_text_and_huge_html_is_cut() -> None:
+    unit = b"<p>line <b>bold</b></p>\n"
+    large = parse_email(mail(unit * (MAX_HTML_CHARS // len(unit) + 1), content_type=b"text/html"))
+    assert large.body_text.startswith("line bold\n\nline bold")
+    assert large.truncated == [
+        f"HTML body shown as plain text: it is larger than {MAX_HTML_CHARS // 1000} KB."
+    ]
+    huge = parse_email(
+        mail(b"<p>x</p>" * (MAX_HTML_TEXT_CHARS // 8 + 10), content_type=b"text/html")
+    )
+    assert huge.body_text.count("x") == MAX_HTML_TEXT_CHARS // 8
+    assert huge.truncated[0] == "HTML body cut after 2 MB; the whole email is kept."
+
+
+def test_html_parts_past_the_limit_are_plain_text() -> None:
+    parts = b"".join(
+        b"--s\r\nContent-Type: text/html\r\n\r\n<p><b>%d</b></p>\r\n" % i for i in range(150)
+    )
+    parsed = parse_email(mail(parts + b"--s--\r\n", content_type=b'multipart/mixed; boundary="s"'))
+    pieces = parsed.body_text.split("\n\n")
+    assert pieces[:2] == ["**0**", "**1**"]
+    assert pieces[MAX_HTML_PARTS - 1 :][:2] == [f"**{MAX_HTML_PARTS - 1}**", f"{MAX_HTML_PARTS}"]
+    assert len(pieces) == 150
+    assert parsed.truncated == [f"HTML parts after the first {MAX_HTML_PARTS} shown as plain text."]
+
+
+@pytest.mark.parametrize(
+    ("html", "text"),
+    [
+        ("<p>" + "<" * 250_000, "<" * 250_000),
+        ("<a" * 100_000, "<a" * 100_000),
+        ("<!--" * 50_000 + "x", "<!--" * 50_000 + "x"),
+        ("</" * 100_000, "</" * 100_000),
+        ("<?" * 100_000, "<?" * 100_000),
+        ("<p>a</p><!-- note --><p>b</p>", "a\n\nb"),
+        ("<style>p {}</style><p>a &lt; b</p><script>x()</script>", "a < b"),
+    ],
+    ids=[
+        "lt",
+        "unclosed-tags",
+        "unclosed-comments",
+        "end-tags",
+        "instructions",
+        "comment",
+        "style",
+    ],
+)
+def test_markup_that_never_ends_is_text(html: str, text: str) -> None:
+    # Each "<" that opens no complete markup made html.parser scan the rest of the document
+    # again: 100 KB of "<a" took 13 s, 200 KB 55 s. What it is given now ends every "<" at a
+    # ">" before the next "<", so that its scans never overlap.
+    given = _without_noise(html)
+    starts = [at for at, character in enumerate(given) if character == "<"]
+    for at, following in zip(starts, [*starts[1:], len(given)], strict=False):
+        assert ">" in given[at:following], given[at : at + 20]
+    assert html_to_markdown(html) == text
+
+
+def test_long_runs_of_whitespace_are_cut() -> None:
+    # markdownify's whitespace patterns cost the square of a run without a line break.
+    assert html_to_markdown("<pre>a" + " " * 200_000 + "b</pre>") == f"```\na{' ' * 64}b\n```"
+
+
+def test_mime_shape_counts_depth_and_lines_under_open_multiparts() -> None:
+    assert mime_shape(b"no boundaries\n" * 10) == (0, 0)
+    body = (
+        b'Content-Type: multipart/mixed; boundary="a"\n\n--a\n'
+        b'Content-Type: multipart/alternative; boundary="b"\n\n--b\nx\ny\n--b--\n--a--\nafter\n'
+    )
+    depth, work = mime_shape(body)
+    assert depth == 2
+    assert work == 1 * 3 + 2 * 5 + 1 * 1  # lines while one, two, then one multipart is open
+    # Declarations in text count as multiparts; with closes that match nothing, still linear.
+    assert mime_shape(b"boundary=x\n--y--\n" * 50_000, depth_limit=100)[0] == 101
+
+
+def test_many_lines_deep_inside_multiparts_are_not_mime_parsed() -> None:
+    # 99 levels of multipart over 280 000 lines: 4.5 s in the stdlib parser.
+    nest = b"".join(
+        b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (level, level)
+        for level in range(99)
+    )
+    raw = b"From: a@example.com\r\n" + nest + b"Content-Type: text/plain\r\n\r\nx\r\n" * 280_000
+    parsed = parse_email(raw)
+    assert parsed.body_text == ""
+    assert [(a.filename, a.content) for a in parsed.attachments] == [("attachment-1.eml", raw)]
+    assert parsed.truncated == [
+        "The email's parts are nested too deeply to read: its text was not extracted, and the "
+        "whole email is attached as a file."
+    ]
+
+
+def test_a_display_name_of_a_million_spaces_is_read() -> None:
+    # The name and the spaces before "<" were two quantifiers over the same characters.
+    parsed = parse_email(mail(b"x", headers=b"Cc: a" + b" " * 1_000_000 + b"b <c@example.com>\r\n"))
+    assert parsed.cc == ["c@example.com"]
+
+
+def test_nested_comments_in_an_address_header_are_no_error() -> None:
+    parsed = parse_email(mail(b"x", headers=b"Cc: " + b"(" * 100_000 + b"\r\n"))
+    assert parsed.cc == []
+
+
+def test_the_reply_parser_reads_a_skim_of_the_text() -> None:
+    lines = ["Hi", "", "", "", "", "x" * 5_000, "a" + " " * 1_000 + "b", *["On a wrote:"] * 10_000]
+    skimmed, origin = _skim(lines)
+    assert skimmed[:5] == ["Hi", "", "", "x" * _LIBRARY_MAX_LINE, "a b"]
+    assert origin[:5] == [0, 1, 2, 5, 6]
+    assert sum(len(line) + 1 for line in skimmed) <= _LIBRARY_MAX_CHARS
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "Hi\n\nOn " + "a " * 200_000,  # an attribution line that never ends
+        "Hi\n\nAm " + "Am " * 100_000,
+        "Hi" + "\n" * 200_000 + "there",
+        "Hi\n\na" + " " * 200_000 + "b",
+        "Hi\n" + "On Monday Jake wrote:\n> quoted\n" * 50_000 + "end",
+    ],
+    ids=["on-a-a-a", "am-am", "blank-lines", "spaces", "attribution-lines"],
+)
+def test_split_reply_on_text_built_to_backtrack_keeps_everything(body: str) -> None:
+    # The library's patterns cost the square of such lines and runs (41 KB: 20 s to 4 min),
+    # and our "only quotes after" check the square of the number of attribution lines.
+    reply, quoted = split_reply(body)
+    assert reply.split() + quoted.split() == body.split()
+
+
+def test_stages_let_a_celery_soft_time_limit_through() -> None:
+    # Raised wherever the task is: the ledger records it, no fallback may swallow it.
+    class TimeIsUp(ParseBudget):
+        def exhausted(self) -> bool:
+            raise SoftTimeLimitExceeded
+
+    with pytest.raises(SoftTimeLimitExceeded):
+        html_to_markdown("<p>x</p>", budget=TimeIsUp(10))
+    with pytest.raises(SoftTimeLimitExceeded):
+        split_reply("x", budget=TimeIsUp(10))
+
+
+# --- Plain text as Markdown: backslashes render as written -----------------------------------
+
+
+def rendered_text(markdown: str) -> str:
+    return html_module.unescape(re.sub(r"<[^>]+>", "", render_markdown(markdown))).strip()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        r"\\srv\share",
+        r"C:\Users\*name*",
+        r"my\_file and \[x\] and \#1 and a\|b",
+        r"say \"hi\" \(ok\)",
+        r"trailing\\",
+        r"one \ alone",
+    ],
+)
+def test_plain_text_backslashes_render_as_written(text: str) -> None:
+    # Text bodies are stored as Markdown; "\\srv\share" used to show as "\srv\share".
+    body = parse_email(mail(text.encode())).body_text
+    assert rendered_text(body) == text
+
+
+def test_html_backslashes_render_as_written() -> None:
+    body = html_to_markdown(r"<p>\\srv\share and C:\Users\*name* and a_b</p>")
+    assert rendered_text(body) == r"\\srv\share and C:\Users\*name* and a_b"
+
+
+def test_backslashes_in_code_are_left_alone() -> None:
+    text = (
+        "Run `dir \\\\srv\\*` then:\n\n    \\\\srv\\share\\*\n\n```\n\\\\srv\\*\n```\nand \\\\srv"
+    )
+    assert escape_markdown_backslashes(text) == (
+        "Run `dir \\\\srv\\*` then:\n\n    \\\\srv\\share\\*\n\n```\n\\\\srv\\*\n```\n"
+        "and \\\\\\\\srv"
+    )
+
+
+def test_an_unclosed_fence_is_no_code_block() -> None:
+    assert escape_markdown_backslashes("```\n\\\\srv") == "```\n\\\\\\\\srv"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email
 from email.mime.message import MIMEMessage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
@@ -9,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from mailroom.rules import DeliveryReport, auto_generated_reason, delivery_report
+from mailroom.rules import (
+    MAX_REPORT_BYTES,
+    MAX_REPORT_DEPTH,
+    DeliveryReport,
+    auto_generated_reason,
+    delivery_report,
+)
 from servicedesk.config import MailboxConfig
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mail"
@@ -460,3 +467,88 @@ def test_garbage_never_raises(raw):
     result = delivery_report(raw, mailboxes=MAILBOXES)
 
     assert result is None or isinstance(result, DeliveryReport)
+
+
+# --- delivery_report: bounded ----------------------------------------------------------------
+
+
+def test_a_delivery_status_part_from_a_person_is_not_a_bounce():
+    # Only a multipart/report (RFC 3464) or mail from a bounce sender is read as one.
+    mixed = MIMEMultipart()
+    mixed["From"] = "Jake <jake@customer.example>"
+    mixed.attach(MIMEText("Look what I got.\n"))
+    report = email.message_from_bytes(
+        dsn(notification(Reply_To=f"incoming+{REPLY_KEY}@example.com"))
+    )
+    for part in report.get_payload():
+        mixed.attach(part)
+
+    assert delivery_report(mixed.as_bytes(), mailboxes=MAILBOXES) is None
+
+
+def test_a_report_nested_deeper_than_reports_are_is_not_read():
+    inner = dsn(notification(Reply_To=f"incoming+{REPLY_KEY}@example.com"))
+    head, _, body = inner.partition(b"\n\n")
+    nest = b"".join(
+        b'--n%d\nContent-Type: multipart/mixed; boundary="n%d"\n\n' % (level, level + 1)
+        for level in range(MAX_REPORT_DEPTH + 2)
+    )
+    raw = (
+        head.replace(b'boundary="BOUNDARY"', b'boundary="n0"')
+        + b"\n\n"
+        + nest
+        + b"--n%d\n" % (MAX_REPORT_DEPTH + 2)
+        + b'Content-Type: multipart/report; boundary="BOUNDARY"\n\n'
+        + body
+    )
+
+    assert delivery_report(raw, mailboxes=MAILBOXES) is None
+
+
+def test_a_report_is_read_from_its_first_part_even_with_a_huge_original():
+    original = notification(Reply_To=f"incoming+{REPLY_KEY}@example.com")
+    raw = dsn(original).replace(b"Fixed.\n", b"Fixed.\n" + (b"y" * 76 + b"\n") * 40_000)
+
+    assert len(raw) > 3 * MAX_REPORT_BYTES
+    assert delivery_report(raw, mailboxes=MAILBOXES) == DeliveryReport(
+        reply_keys=[REPLY_KEY], failed_recipients=["jake@customer.example"], permanent=True
+    )
+
+
+def test_mail_that_mentions_delivery_status_is_not_screened_as_a_bounce():
+    # The worker searched the raw email for "delivery-status", then parsed all of it as a
+    # report: 848 KB nested 480 deep held a thread for a minute.
+    from mailroom.handlers import _may_be_bounce
+    from mailroom.parsing import parse_email
+
+    nest = b"".join(
+        b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (level, level)
+        for level in range(480)
+    )
+    raw = (
+        b"From: Jake <jake@customer.example>\r\nSubject: My order\r\n"
+        + nest
+        + b"Content-Type: text/plain\r\n\r\nWhat is the delivery-status of my order?\r\n"
+        + b"x\r\n" * 250_000
+    )
+
+    assert not _may_be_bounce(parse_email(raw))
+    assert delivery_report(raw, mailboxes=MAILBOXES) is None
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "routing_dsn_postfix.eml",
+        "routing_ndr_exchange.eml",
+        "routing_dsn_gmail.eml",
+        "routing_dsn_delayed.eml",
+        "routing_bounce_exim.eml",
+    ],
+)
+def test_every_bounce_fixture_passes_the_screening(name):
+    from mailroom.handlers import _may_be_bounce
+    from mailroom.parsing import parse_email
+
+    raw = fixture(name)
+    assert _may_be_bounce(parse_email(raw))
