@@ -236,3 +236,28 @@ def test_a_batch_costs_the_same_queries_whatever_its_size(project, settings) -> 
     assert small == large
     assert _queries_for(replies(3, "small")) == _queries_for(replies(20, "large"))
     assert OutboundEmail.objects.filter(kind="new_note").count() == 23  # to the boss
+
+
+def test_a_batch_out_of_time_sends_each_email_back_alone(project, monkeypatch) -> None:
+    """Celery's soft time limit leaves no time to redo the batch one by one: each email goes
+    back to the queue as a task of its own, without an attempt charged."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from mailroom import ledger
+
+    def out_of_time(rows):  # type: ignore[no-untyped-def]
+        raise SoftTimeLimitExceeded()
+
+    enqueued: list[list[int]] = []
+    monkeypatch.setattr("mailroom.handlers.plan", out_of_time)
+    monkeypatch.setattr(ledger, "_enqueue", lambda ids, countdown=0: enqueued.append(list(ids)))
+    to = INCOMING.address_for(project.service_desk.default_key)
+    rows = process_as_batch([make_email(to=to, subject=f"slow {i}") for i in range(3)])
+    assert [(r.status, r.attempts, r.claim_token) for r in rows] == [("queued", 0, None)] * 3
+    assert enqueued == [[r.pk] for r in rows]
+
+    claimed, token = inbound_claim([rows[0].pk])
+    inbound_process_batch(claimed, token)  # alone, it records the error
+    row = InboundMessage.objects.get(pk=rows[0].pk)
+    assert (row.status, row.attempts) == ("queued", 1)
+    assert row.last_error.startswith("SoftTimeLimitExceeded")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from email.message import EmailMessage
+
 import pytest
 
 from issues.models import EmailParticipant, Issue, Note, OutboundEmail
@@ -160,3 +162,26 @@ def test_our_own_addresses_in_cc_never_become_participants(project, to) -> None:
     assert sorted(participants.values_list("email", flat=True)) == [
         "dana@customer.example", "jake@customer.example",
     ]  # fmt: skip
+
+
+def test_remote_images_in_a_customers_text_never_reach_other_peoples_email(project, to) -> None:
+    """A tracking pixel in a reply must not be loaded by the other participants' mail clients
+    through our email: it becomes a link."""
+    project.service_desk.add_external_participants_from_cc = True
+    project.service_desk.save()
+    row = deliver(make_email(to=to, headers={"Cc": "dana@customer.example"}))
+    from issues.models import SentNotification
+
+    key = SentNotification.objects.get(issue_id=row.issue_id, recipient="jake@customer.example")
+    OutboundEmail.objects.all().delete()
+    pixel = "https://tracker.evil.example/open.gif?who=dana"
+    reply = EmailMessage()
+    reply["From"], reply["To"] = "jake@customer.example", INCOMING.address_for(key.reply_key)
+    reply["Subject"] = "Re: Help please"
+    reply.set_content(f'<p>Look at our <img src="{pixel}" alt="logo"></p>', subtype="html")
+    row = deliver(reply.as_bytes())
+    assert "![logo](" in Note.objects.get(pk=row.note_id).body  # kept on the issue
+    [email] = OutboundEmail.objects.filter(kind="new_note")
+    assert email.recipient == "dana@customer.example"
+    assert "<img" not in email.body_html
+    assert f'href="{pixel}"' in email.body_html.replace("&amp;", "&")
