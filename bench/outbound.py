@@ -182,7 +182,7 @@ def main() -> None:
         from issues.models import EmailParticipant, Issue, OutboundEmail
         from issues.services import issue_create, note_create
         from projects.models import Role
-        from projects.services import group_create, member_add, project_create
+        from projects.services import group_create, membership_set, project_create
 
         assert env["EMAIL_BACKEND"] == settings.EMAIL_BACKEND
         call_command("migrate", verbosity=0)
@@ -190,7 +190,7 @@ def main() -> None:
             group=group_create(path="bench"), path="game", service_desk_enabled=True
         )
         agent = User.objects.create_user(username="agent", email="agent@example.test")
-        member_add(user=agent, project=project, role=Role.OWNER)
+        membership_set(user=agent, project=project, role=Role.OWNER)
         bot = support_bot()
 
         def email_issue(title: str, participants: int) -> Issue:

@@ -62,7 +62,7 @@ def fill(args: argparse.Namespace) -> dict[str, Any]:
     from issues.models import Issue, Note
     from issues.services import issue_iids_allocate
     from projects.models import Role, Visibility
-    from projects.services import group_create, member_add, project_create
+    from projects.services import group_create, membership_set, project_create
 
     rng = random.Random(4711)
     words = vocabulary(rng)
@@ -72,8 +72,8 @@ def fill(args: argparse.Namespace) -> dict[str, Any]:
     )  # fmt: skip
     flood = project_create(group=group_create(path="flood"), path="inbox")
     reporter = User.objects.create_user(username="bob", email="bob@example.test")
-    member_add(user=reporter, project=game, role=Role.REPORTER)
-    member_add(user=reporter, project=flood, role=Role.REPORTER)
+    membership_set(user=reporter, project=game, role=Role.REPORTER)
+    membership_set(user=reporter, project=flood, role=Role.REPORTER)
     bot = support_bot()
 
     def issues(project: Any, count: int) -> list[Issue]:

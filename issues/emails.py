@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from projects.models import Project, ServiceDeskSetting
 from servicedesk.addresses import normalise_mailbox
+from servicedesk.queues import enqueue
 
 from .markdown import render_markdown
 from .models import (
@@ -176,8 +177,7 @@ def _render(kind: str, issue: Issue, setting: ServiceDeskSetting, note_text: str
     values = {
         "ISSUE_ID": f"#{issue.iid}",
         "ISSUE_PATH": f"{issue.project.full_path}#{issue.iid}",
-        "ISSUE_URL": settings.SITE_URL
-        + reverse("issue_detail", args=[issue.project.full_path, issue.iid]),
+        "ISSUE_URL": settings.SITE_URL + issue.get_absolute_url(),
         "ISSUE_DESCRIPTION": (
             email_links(issue.description, issue) if "ISSUE_DESCRIPTION" in template else ""
         ),
@@ -280,13 +280,11 @@ def send_after_commit(emails: Sequence[OutboundEmail]) -> None:
     if not ids:
         return
 
-    def enqueue() -> None:
-        from .tasks import send_outbound_emails
-
+    def queue() -> None:
         for start in range(0, len(ids), SEND_BATCH):
-            send_outbound_emails.delay(ids[start : start + SEND_BATCH])
+            enqueue("issues.tasks.send_outbound_emails", ids[start : start + SEND_BATCH])
 
-    transaction.on_commit(enqueue)
+    transaction.on_commit(queue)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Lower
+from django.urls import reverse
 
 from projects.models import Project
 
@@ -94,6 +95,9 @@ class Issue(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project.full_path}#{self.iid} {self.title}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("issue_detail", args=[self.project.full_path, self.iid])
 
     @property
     def reference(self) -> str:

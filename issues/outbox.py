@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused
 from django.conf import settings
 from django.core.cache import cache
 from django.core.mail import EmailMultiAlternatives, get_connection
@@ -25,6 +26,7 @@ from django.utils import timezone
 from accounts.selectors import support_bot
 from servicedesk import ratelimit
 from servicedesk.claims import claim_due
+from servicedesk.queues import enqueue
 
 from .models import OutboundEmail, Upload
 from .services import note_create
@@ -49,10 +51,6 @@ def _classify(exc: Exception) -> bool:
         return bool(codes) and all(500 <= code < 600 for code in codes)
     if isinstance(exc, smtplib.SMTPResponseException):
         return 500 <= exc.smtp_code < 600
-    try:
-        from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused
-    except ImportError:  # pragma: no cover - anymail is a dependency
-        return False
     if isinstance(exc, AnymailRecipientsRefused):
         return True
     if isinstance(exc, AnymailAPIError):
@@ -208,8 +206,6 @@ def _record_failure(email: OutboundEmail, exc: Exception) -> str:
 
 def outbound_sweep() -> int:
     """Re-queue emails left sending by a dead worker; enqueue those whose retry is due."""
-    from .tasks import send_outbound_emails
-
     now = timezone.now()
     OutboundEmail.objects.filter(status=Status.SENDING, claimed_at__lt=now - STUCK_AFTER).update(
         status=Status.PENDING, next_attempt_at=now
@@ -224,5 +220,5 @@ def outbound_sweep() -> int:
         .values_list("pk", flat=True)[:2000]
     )
     for start in range(0, len(due), 50):
-        send_outbound_emails.delay(due[start : start + 50])
+        enqueue("issues.tasks.send_outbound_emails", due[start : start + 50])
     return len(due)

@@ -53,6 +53,8 @@ def apply_quick_actions(*, issue: Issue, text: str, user: User) -> QuickActionRe
     assignees must be able to be assigned there (``assignable_users``: Reporter+); others are
     ignored.
     """
+    # Quick actions are carried out by the services, which also run them (a description
+    # template's actions when an issue is created): the one import cycle left, broken here.
     from .services import issue_close
 
     kept: list[str] = []

@@ -18,6 +18,7 @@ from django.db.models import Case, F, Value, When
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.selectors import support_bot
 from projects.models import Project, ServiceDeskSetting
 from servicedesk.addresses import is_our_address
 
@@ -33,6 +34,7 @@ from .models import (
     Upload,
 )
 from .quick_actions import apply_quick_actions
+from .selectors import assignable_users
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -533,8 +535,6 @@ def issue_labels_set(*, issue: Issue, user: User, labels: Iterable[Label]) -> Is
 def issue_assignees_set(*, issue: Issue, user: User, assignees: Iterable[User]) -> Issue:
     """Make the issue's assignees exactly ``assignees``; each must be able to be assigned in
     the issue's project (``permissions.ASSIGNABLE_ROLE``)."""
-    from .selectors import assignable_users
-
     wanted_ids = {assignee.pk for assignee in assignees}
     wanted = {u.pk: u for u in assignable_users(project=issue.project).filter(pk__in=wanted_ids)}
     if len(wanted) != len(wanted_ids):
@@ -686,8 +686,6 @@ def issue_convert_to_service_desk(*, issue: Issue, user: User, email: str) -> Is
     participant, and the issue confidential when the project wants tickets confidential (always
     in public projects). Like GitLab's ``/convert_to_ticket``, no *thank you* email is sent:
     the requester hears from the next public comment."""
-    from accounts.selectors import support_bot
-
     email = _clean_email(email)
     locked = Issue.objects.select_for_update().select_related("project", "author").get(pk=issue.pk)
     if locked.is_service_desk:
@@ -736,8 +734,6 @@ def issue_move(*, issue: Issue, user: User, target: Project) -> Issue:
     and the customer keeps getting emails if the target has Service Desk on. Nothing is emailed
     by the move itself.
     """
-    from .selectors import assignable_users
-
     locked = Issue.objects.select_for_update().select_related("project").get(pk=issue.pk)
     if locked.moved_to_id is not None:
         raise ValidationError("This issue was already moved.")

@@ -7,7 +7,6 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 from django.utils.safestring import mark_safe
 from django.views.decorators.csrf import csrf_exempt
@@ -209,8 +208,7 @@ def note_add(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
         files=form.cleaned_data["files"],
         notify=True,  # emails the participants (public notes only), sent after commit
     )
-    url = reverse("issue_detail", kwargs={"full_path": issue.project.full_path, "iid": issue.iid})
-    return redirect(f"{url}#note-{note.pk}")
+    return redirect(_issue_url(issue, f"note-{note.pk}"))
 
 
 def _change_state(request: HttpRequest, full_path: str, iid: int, *, close: bool) -> HttpResponse:
@@ -243,7 +241,7 @@ def issue_reopen_view(request: HttpRequest, full_path: str, iid: int) -> HttpRes
 
 
 def _issue_url(issue: Issue, anchor: str = "") -> str:
-    url = reverse("issue_detail", kwargs={"full_path": issue.project.full_path, "iid": issue.iid})
+    url = issue.get_absolute_url()
     return f"{url}#{anchor}" if anchor else url
 
 

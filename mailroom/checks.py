@@ -7,6 +7,8 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Info, Warning, register
 
+from .webhooks import INBOUND_VIEWS, webhook_secret_configured
+
 
 @register()
 def akismet_configured(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
@@ -28,8 +30,6 @@ def inbound_webhooks_closed(app_configs: Any = None, **kwargs: Any) -> list[Chec
     Not a deploy-only check: in production it fails ``migrate`` (so docker-compose never starts
     the web service) as well as ``check --deploy``.
     """
-    from .webhooks import INBOUND_VIEWS, webhook_secret_configured
-
     esps = settings.SERVICEDESK_INBOUND_ESPS
     messages: list[CheckMessage] = []
     unknown = sorted(set(esps) - set(INBOUND_VIEWS))

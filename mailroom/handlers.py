@@ -45,8 +45,7 @@ from servicedesk import ratelimit
 from servicedesk.addresses import is_our_address
 
 from . import spam
-from .ledger import WAITING
-from .models import InboundMessage
+from .models import WAITING, InboundMessage
 from .parsing import Attachment, MalformedEmail, ParsedEmail, parse_email
 from .routing import (
     ParsedKey,

@@ -28,14 +28,17 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from accounts.selectors import support_bot
+from issues.emails import Rejection, rejection_notices
 from servicedesk.claims import claim_due
+from servicedesk.queues import enqueue
 
-from .models import InboundMessage
+from . import handlers
+from .models import WAITING, InboundMessage
+from .parsing import MalformedEmail, parse_email
 
 log = logging.getLogger(__name__)
 Status = InboundMessage.Status
-# Not an outcome: the email waits in the queue for an earlier one it names (see _wait).
-WAITING = "waiting"
 WAIT_MAX_SECONDS = 15.0
 Outcome = InboundMessage.Outcome
 
@@ -48,23 +51,15 @@ class RawEmail:
 
 def _enqueue(ids: Sequence[int], countdown: float = 0) -> None:
     """Queue processing tasks in arrival order (a task's rows, and the tasks themselves)."""
-    from .tasks import process_inbound
-
     ids = sorted(ids)
     size = settings.SERVICEDESK_INBOUND_TASK_BATCH
     for start in range(0, len(ids), size):
-        batch = ids[start : start + size]
-        if countdown:
-            process_inbound.apply_async(args=[batch], countdown=countdown)
-        else:
-            process_inbound.delay(batch)
+        enqueue("mailroom.tasks.process_inbound", ids[start : start + size], countdown=countdown)
 
 
 def stored_message_id(raw: bytes) -> str:
     """The Message-ID, read when the email is stored: a reply can then wait for its original
     while that is still in the ledger (headers only; the body is not parsed here)."""
-    from .parsing import MalformedEmail, parse_email
-
     try:
         return (parse_email(raw).message_id or "")[:998]
     except MalformedEmail:
@@ -152,10 +147,6 @@ def inbound_process_batch(ids: Sequence[int], token: uuid.UUID) -> dict[int, str
     the faulty one records its error (retried with backoff, or given up), and a poison message
     never takes its neighbours down with it. Returns the outcomes recorded (failed included).
     """
-    from accounts.selectors import support_bot
-
-    from .handlers import carry_out, plan
-
     rows = list(
         InboundMessage.objects.filter(
             pk__in=ids, status=Status.PROCESSING, claim_token=token
@@ -164,7 +155,7 @@ def inbound_process_batch(ids: Sequence[int], token: uuid.UUID) -> dict[int, str
     if not rows:
         return {}
     try:
-        decisions = plan(rows)
+        decisions = handlers.plan(rows)
         with transaction.atomic():
             ours = set(
                 InboundMessage.objects.select_for_update()
@@ -173,7 +164,9 @@ def inbound_process_batch(ids: Sequence[int], token: uuid.UUID) -> dict[int, str
                 .values_list("pk", flat=True)
             )  # fmt: skip
             rows = [row for row in rows if row.pk in ours]
-            results = carry_out({pk: d for pk, d in decisions.items() if pk in ours}, support_bot())
+            results = handlers.carry_out(
+                {pk: d for pk, d in decisions.items() if pk in ours}, support_bot()
+            )
             waiting = [(row, results.pop(row.pk)) for row in rows
                        if row.pk in results and results[row.pk].outcome == WAITING]  # fmt: skip
             _wait(waiting)
@@ -268,8 +261,6 @@ def _wait(rows: Sequence[tuple[InboundMessage, Any]]) -> None:
 
 def _rejection_notices(done: Sequence[tuple[InboundMessage, Any]]) -> None:
     """Record the "[Rejected]" notices of rejected rows, in the transaction of their outcome."""
-    from issues.emails import Rejection, rejection_notices
-
     rejection_notices(
         [
             Rejection(
@@ -344,8 +335,9 @@ def inbound_sweep() -> dict[str, int]:
     return counts
 
 
-def inbound_reprocess(message_id: int) -> InboundMessage:
-    """Put a finished or failed message back in the queue (operators, the ledger page)."""
+def inbound_requeue(message_id: int) -> InboundMessage:
+    """Put a finished or failed message back in the queue, as new. Only through
+    ``mailroom.services.inbound_reprocess`` (which says when not to) and the spam release."""
     with transaction.atomic():
         row = InboundMessage.objects.select_for_update().get(pk=message_id)
         if row.status == Status.PROCESSING:

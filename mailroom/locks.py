@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from typing import Protocol
 
+import redis
 from django.conf import settings
 
 
@@ -25,8 +26,6 @@ class _RedisLease:
         self._lock = lock
 
     def renew(self) -> bool:
-        import redis
-
         try:
             return bool(self._lock.reacquire())
         except redis.exceptions.LockError:
@@ -42,8 +41,6 @@ class _FileLease:
 def mailbox_lock(name: str, ttl: int) -> Iterator[Lease | None]:
     """Yield a lease if this process now polls ``name``, None if another poller does."""
     if settings.REDIS_URL:
-        import redis
-
         client = redis.Redis.from_url(settings.REDIS_URL)
         lock = client.lock(f"servicedesk:mailbox-poller:{name}", timeout=ttl, blocking=False)
         if not lock.acquire():

@@ -6,6 +6,9 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+# Not an outcome: the email waits in the queue for an earlier one it names (ledger._wait).
+WAITING = "waiting"
+
 
 class InboundMessage(models.Model):
     """One received email: raw bytes stored and committed before anything else happens.

@@ -7,7 +7,7 @@ from django.utils import timezone
 from accounts.models import User
 
 from . import spam
-from .ledger import inbound_reprocess
+from .ledger import inbound_requeue
 from .models import InboundMessage, WorkerHeartbeat
 from .parsing import parse_email
 
@@ -45,7 +45,7 @@ def spam_release(*, message_id: int, user: User) -> InboundMessage:
         row.spam_released = True
         row.save(update_fields=["spam_reviewed_at", "spam_reviewed_by", "spam_released"])
     _report(row, spam_verdict=False)
-    return inbound_reprocess(row.pk)
+    return inbound_requeue(row.pk)
 
 
 @transaction.atomic
@@ -96,8 +96,9 @@ def inbound_reprocess_refusal(row: InboundMessage) -> str:
 
 
 @transaction.atomic
-def inbound_message_reprocess(*, message_id: int) -> InboundMessage:
-    """Queue one email for processing again (the ledger page's "Reprocess").
+def inbound_reprocess(*, message_id: int) -> InboundMessage:
+    """Queue one email for processing again (the ledger page's "Reprocess", and
+    ``manage.py reprocess_email``).
 
     Refused while a worker is processing it, for an email that became an issue or a note of
     an issue that still exists, for a carried-out unsubscribe, and for spam (decided in the
@@ -108,6 +109,6 @@ def inbound_message_reprocess(*, message_id: int) -> InboundMessage:
     if refusal:
         raise ReprocessRefused(refusal)
     try:
-        return inbound_reprocess(row.pk)
+        return inbound_requeue(row.pk)
     except ValueError as exc:  # started processing since we looked
         raise ReprocessRefused(str(exc)) from None

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 
-from . import handlers  # noqa: F401 - imported when the worker starts, not in its first task
 from .ledger import inbound_claim, inbound_process_batch, inbound_sweep
 from .services import worker_heartbeat_record
+from .transport import poll_mailbox as poll
 
 
 @shared_task(ignore_result=True)
@@ -28,8 +29,4 @@ def record_worker_heartbeat(self) -> None:  # type: ignore[no-untyped-def]
 
 @shared_task(ignore_result=True)
 def poll_mailbox(name: str) -> str:
-    from django.conf import settings
-
-    from .transport import poll_mailbox as poll
-
     return poll(name, lease_seconds=settings.SERVICEDESK_IMAP_LEASE)

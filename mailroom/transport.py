@@ -20,6 +20,8 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError
 
 from servicedesk.config import MailboxConfig
 
@@ -33,8 +35,6 @@ IMAP_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, socket.timeou
 
 
 def imap_connect(mailbox: MailboxConfig, timeout: float = 30):  # type: ignore[no-untyped-def]
-    from imapclient import IMAPClient
-
     context = ssl.create_default_context()
     if settings.SERVICEDESK_IMAP_INSECURE_TLS:
         context.check_hostname = False
@@ -191,8 +191,6 @@ def _poll_with_lease(
 
 
 def _imap_error_types() -> tuple[type[BaseException], ...]:
-    from imapclient.exceptions import IMAPClientError
-
     return (IMAPClientError,)
 
 

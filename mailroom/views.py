@@ -31,7 +31,7 @@ from .selectors import (
     mailbox_health,
     worker_heartbeats,
 )
-from .services import ReprocessRefused, inbound_message_reprocess, inbound_reprocess_refusal
+from .services import ReprocessRefused, inbound_reprocess, inbound_reprocess_refusal
 
 EMAILS_PER_PAGE = 50
 
@@ -107,7 +107,7 @@ def _raw_response(project: Project | None, message_id: int) -> HttpResponse:
 def _reprocess(request: HttpRequest, project: Project | None, message_id: int) -> HttpResponse:
     email = inbound_get(message_id=message_id, project=project)
     try:
-        inbound_message_reprocess(message_id=email.pk)
+        inbound_reprocess(message_id=email.pk)
     except ReprocessRefused as exc:
         messages.error(request, str(exc))
     else:

@@ -83,8 +83,6 @@ def project_get_for_user(*, user: AnyUser, full_path: str) -> Project:
 def service_desk_addresses(*, project: Project) -> list[str]:
     """The project's Service Desk addresses: the incoming one and, when configured, the alias
     (with the custom suffix if set). Show them to Reporter+ only (SPEC §2)."""
-    from django.conf import settings
-
     setting = project.service_desk
     addresses = []
     mailboxes = settings.SERVICEDESK_MAILBOXES

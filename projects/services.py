@@ -11,6 +11,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from accounts.models import User
+
 from . import permissions
 from .models import (
     DescriptionTemplate,
@@ -25,8 +27,6 @@ from .models import (
 from .selectors import description_templates_for_project, group_role_of
 
 if TYPE_CHECKING:
-    from accounts.models import User
-
     from .permissions import AnyUser
 
 
@@ -63,12 +63,12 @@ def project_create(
     project.save()
     ServiceDeskSetting.objects.create(project=project, service_desk_enabled=service_desk_enabled)
     if creator is not None:
-        member_add(user=creator, project=project, role=Role.OWNER)
+        membership_set(user=creator, project=project, role=Role.OWNER)
     return project
 
 
 @transaction.atomic
-def member_add(
+def membership_set(
     *, user: User, role: Role, project: Project | None = None, group: Group | None = None
 ) -> Membership:
     """Give ``user`` ``role`` in a project or a group; an existing membership gets the new role."""
@@ -316,8 +316,6 @@ def project_member_add(*, actor: AnyUser, project: Project, username: str, role:
     role = _check_role(role)
     if not permissions.can_grant_role(actor, project, role):
         raise PermissionDenied("Only Owners can grant the Owner role.")
-    from accounts.models import User
-
     username = username.strip().lstrip("@")
     user = User.objects.filter(username__iexact=username, is_active=True, is_bot=False).first()
     if user is None:
@@ -327,7 +325,7 @@ def project_member_add(*, actor: AnyUser, project: Project, username: str, role:
             {"username": f"{user.username} is already a member; change their role in the list."}
         )
     _check_not_below_inherited(user=user, project=project, role=role)
-    membership = member_add(user=user, project=project, role=role)
+    membership = membership_set(user=user, project=project, role=role)
     _forget_cached_role(actor, user.pk)
     return membership
 

@@ -10,14 +10,13 @@ import time
 from collections.abc import Sequence
 from functools import lru_cache
 
+import redis
 from django.conf import settings
 from django.core.cache import cache
 
 
 @lru_cache(maxsize=1)
 def _redis(url: str):  # type: ignore[no-untyped-def]
-    import redis
-
     return redis.Redis.from_url(url)
 
 

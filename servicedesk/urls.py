@@ -5,7 +5,7 @@ from django.urls import include, path
 from accounts import views as account_views
 from issues import dashboard_views
 from issues import views as issue_views
-from mailroom import quarantine
+from mailroom import spam_views
 from mailroom import urls as mailroom_urls
 from mailroom import webhooks as mailroom_webhooks
 from projects import views as project_views
@@ -106,16 +106,16 @@ urlpatterns = [
         project_views.project_member_delete,
         name="project_member_remove",
     ),
-    # The spam quarantine (mailroom/quarantine.py): Reporter+.
-    path("<path:full_path>/-/spam/", quarantine.spam_list, name="spam_list"),
+    # The spam quarantine (mailroom/spam_views.py): Reporter+.
+    path("<path:full_path>/-/spam/", spam_views.spam_list, name="spam_list"),
     path(
         "<path:full_path>/-/spam/<int:message_id>/not-spam/",
-        quarantine.spam_not_spam,
+        spam_views.spam_not_spam,
         name="spam_not_spam",
     ),
     path(
         "<path:full_path>/-/spam/<int:message_id>/delete/",
-        quarantine.spam_delete,
+        spam_views.spam_delete,
         name="spam_delete",
     ),
     # The inbound ledger: per project (Maintainer+) and instance-wide (staff), mailroom/urls.py.

@@ -5,7 +5,7 @@ import factory
 from accounts.models import User
 from issues.models import Issue, Label, Note
 from projects.models import Group, Project, Role
-from projects.services import group_create, member_add, project_create
+from projects.services import group_create, membership_set, project_create
 
 PASSWORD = "correct-horse-battery-staple"
 
@@ -93,5 +93,5 @@ class NoteFactory(factory.Factory):
 
 def member(project: Project, role: Role, username: str) -> User:
     user = UserFactory(username=username)
-    member_add(user=user, project=project, role=role)
+    membership_set(user=user, project=project, role=role)
     return user

@@ -14,7 +14,7 @@ from accounts.selectors import support_bot
 from issues.models import EmailParticipant, Issue, Note
 from issues.services import note_create
 from projects.models import Group, Role
-from projects.services import member_add, project_create
+from projects.services import membership_set, project_create
 from tests.browser.helpers import demo_data, log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -28,7 +28,7 @@ def demo(monkeypatch, transactional_db) -> None:  # type: ignore[no-untyped-def]
         group=Group.objects.get(full_path="acme"), path="web", name="Web",
         service_desk_enabled=True,
     )  # fmt: skip
-    member_add(user=User.objects.get(username="bob"), project=web, role=Role.REPORTER)
+    membership_set(user=User.objects.get(username="bob"), project=web, role=Role.REPORTER)
 
 
 def system_note(page: Page, text: str):  # type: ignore[no-untyped-def]

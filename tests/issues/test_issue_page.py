@@ -45,7 +45,7 @@ from issues.services import (
 )
 from mailroom.models import InboundMessage
 from projects.models import Project, Role, Visibility
-from projects.services import member_add
+from projects.services import membership_set
 from tests.factories import (
     GroupFactory,
     IssueFactory,
@@ -95,7 +95,7 @@ def email_issue(project: Project) -> Issue:
 def target(project: Project, reporter) -> Project:  # type: ignore[no-untyped-def]
     """A second project of the same group where bob is Reporter too."""
     other = ProjectFactory(group=project.group, path="web", name="Web", service_desk_enabled=True)
-    member_add(user=reporter, project=other, role=Role.REPORTER)
+    membership_set(user=reporter, project=other, role=Role.REPORTER)
     return other
 
 
@@ -137,7 +137,7 @@ def test_only_reporters_and_up_can_be_assigned(project, reporter, developer, gue
 
 def test_group_members_can_be_assigned(project, reporter) -> None:
     lead = UserFactory(username="lea")
-    member_add(user=lead, group=project.group, role=Role.MAINTAINER)
+    membership_set(user=lead, group=project.group, role=Role.MAINTAINER)
     issue = IssueFactory(project=project)
     issue_assignees_set(issue=issue, user=reporter, assignees=[lead])
     assert list(issue.assignees.all()) == [lead]
@@ -422,7 +422,7 @@ def make_project(visibility: str) -> Project:
     )  # fmt: skip
     for name in ("alice", "mia", "dan", "bob", "carol"):
         role = {"alice": 50, "mia": 40, "dan": 30, "bob": 20, "carol": 10}[name]
-        member_add(user=User.objects.get(username=name), project=public, role=role)
+        membership_set(user=User.objects.get(username=name), project=public, role=role)
     return public
 
 
@@ -524,7 +524,7 @@ def test_issue_action_role_matrix(
     erin = UserFactory(username="erin")
     move_to = ProjectFactory(group=GroupFactory(path="elsewhere"), path="target")
     if persona in REPORTER_PLUS:
-        member_add(user=request.getfixturevalue(persona), project=move_to, role=Role.REPORTER)
+        membership_set(user=request.getfixturevalue(persona), project=move_to, role=Role.REPORTER)
     client = persona_client(client, request, persona)
     for action in ACTIONS:
         # A normal issue (so it can be converted) with one email participant.
@@ -657,7 +657,7 @@ def test_move_notes_name_the_other_project_only_to_who_may_read_it(
     the other issue's path and link only to those who may read that issue."""
     target_guest = member(target, Role.GUEST, "tim")
     third = ProjectFactory(group=project.group, path="ops", name="Ops")
-    member_add(user=reporter, project=third, role=Role.REPORTER)
+    membership_set(user=reporter, project=third, role=Role.REPORTER)
     third_guest = member(third, Role.GUEST, "olga")
     issue = IssueFactory(project=project, confidential=False)
     moved = issue_move(issue=issue, user=reporter, target=target)
@@ -766,7 +766,7 @@ def test_invalid_choices_come_back_with_an_error(client, reporter, guest, projec
 
 def test_confidentiality_rule_holds_through_the_view(client, reporter) -> None:
     public = ProjectFactory(visibility=Visibility.PUBLIC, service_desk_enabled=True)
-    member_add(user=reporter, project=public, role=Role.REPORTER)
+    membership_set(user=reporter, project=public, role=Role.REPORTER)
     issue = email_issue_in(public)
     client.force_login(reporter)
     page = client.get(url("issue_detail", issue)).content.decode()
@@ -784,7 +784,7 @@ def test_move_view_refuses_projects_where_the_user_is_not_reporter(
 ) -> None:
     issue = IssueFactory(project=project)
     elsewhere = ProjectFactory()
-    member_add(user=reporter, project=elsewhere, role=Role.GUEST)
+    membership_set(user=reporter, project=elsewhere, role=Role.GUEST)
     client.force_login(reporter)
     response = client.post(url("issue_move", issue), {"project": elsewhere.pk})
     assert response.status_code == 400

@@ -667,12 +667,12 @@ def test_a_moved_ticket_stays_one_conversation_in_the_customers_mail_client(
 ) -> None:
     from issues.emails import note_added
     from issues.services import issue_move, note_create
-    from projects.services import member_add
+    from projects.services import membership_set
     from tests.factories import ProjectFactory
 
     issue = new_email_issue(project)
     target = ProjectFactory(group=project.group, path="web", service_desk_enabled=True)
-    member_add(user=reporter, project=target, role=20)
+    membership_set(user=reporter, project=target, role=20)
     copy = issue_move(issue=issue, target=target, user=reporter)
     [email] = note_added(note_create(issue=copy, author=reporter, body="Moved, still on it."))
     root = f"<issue-{issue.thread_token}@servicedesk.test>"

@@ -7,7 +7,7 @@ import pytest
 from accounts.selectors import support_bot
 from issues.quick_actions import apply_quick_actions
 from projects.models import Role
-from projects.services import member_add
+from projects.services import membership_set
 from tests.factories import IssueFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -19,7 +19,7 @@ def test_assign_in_a_template_follows_the_reporter_and_up_rule(
     """The same rule as the sidebar: only who can read every issue of the project (Reporter+,
     directly or through its group) is assigned; Guests and outsiders are ignored."""
     group_reporter = UserFactory(username="gina")
-    member_add(user=group_reporter, group=project.group, role=Role.REPORTER)
+    membership_set(user=group_reporter, group=project.group, role=Role.REPORTER)
     issue = IssueFactory(project=project, author=support_bot(), confidential=True)
 
     result = apply_quick_actions(

@@ -261,3 +261,16 @@ def test_a_batch_out_of_time_sends_each_email_back_alone(project, monkeypatch) -
     row = InboundMessage.objects.get(pk=rows[0].pk)
     assert (row.status, row.attempts) == ("queued", 1)
     assert row.last_error.startswith("SoftTimeLimitExceeded")
+
+
+def test_a_reply_delivered_twice_in_one_batch_makes_one_note(project) -> None:
+    to = INCOMING.address_for(project.service_desk.default_key)
+    first = deliver(make_email(to=to, subject="Original", message_id="<o@c.example>"))
+    key = SentNotification.objects.get(issue_id=first.issue_id).reply_key
+    reply = make_email(to=INCOMING.address_for(key), body="Same reply", message_id="<r@c.example>")
+    rows = process_as_batch([reply, reply])
+    assert [(r.outcome, r.reason) for r in rows] == [
+        ("note_added", ""),
+        ("ignored", "duplicate: this Message-ID is already on the issue"),
+    ]
+    assert Note.objects.filter(issue_id=first.issue_id, body="Same reply").count() == 1

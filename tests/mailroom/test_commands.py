@@ -103,3 +103,7 @@ def test_reprocess_and_list_failures(project, settings, django_capture_on_commit
     assert (row.status, row.outcome) == ("done", "issue_created")
     with pytest.raises(CommandError, match="no inbound message 999999"):
         call_command("reprocess_email", "999999", stdout=io.StringIO())
+    # The ledger page's refusals: an email that made its issue is not processed twice.
+    with pytest.raises(CommandError, match="was carried out"):
+        call_command("reprocess_email", str(row.pk), stdout=io.StringIO())
+    assert InboundMessage.objects.get(pk=row.pk).status == "done"

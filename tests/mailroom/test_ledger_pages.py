@@ -17,7 +17,7 @@ from mailroom.ledger import inbound_claim, inbound_process
 from mailroom.models import InboundMessage, MailboxState, WorkerHeartbeat
 from mailroom.selectors import mailbox_alerts
 from projects.models import Project, Role, Visibility
-from projects.services import member_add
+from projects.services import membership_set
 from servicedesk.config import MailboxConfig
 from tests.factories import IssueFactory, NoteFactory, ProjectFactory, UserFactory
 
@@ -648,7 +648,7 @@ def test_banner_is_for_reporters_and_up_on_project_pages_only(
         not in client.get(reverse("instance_inbound_list")).content.decode()
     )
     # A staff member who is also a Reporter gets the banner, with a link to the details.
-    member_add(user=staff, project=project, role=Role.REPORTER)
+    membership_set(user=staff, project=project, role=Role.REPORTER)
     html = client.get(issues).content.decode()
     assert f'href="{reverse("instance_inbound_list")}">Mailbox health' in html
 

@@ -17,7 +17,7 @@ from projects.models import Membership, Project, Role, Visibility
 from projects.selectors import project_member_list
 from projects.services import (
     group_create,
-    member_add,
+    membership_set,
     project_create,
     project_member_add,
     project_member_remove,
@@ -164,7 +164,7 @@ def test_members_tab_for_readers_not_for_anonymous_visitors(client, project, gue
 
 def test_unknown_membership_is_404(client, project, owner) -> None:
     other = project_create(group=project.group, path="other")
-    theirs = member_add(user=UserFactory(), project=other, role=Role.GUEST)
+    theirs = membership_set(user=UserFactory(), project=other, role=Role.GUEST)
     client.force_login(owner)
     response = client.post(
         reverse("project_member_update", args=[project.full_path, theirs.pk]), {"role": 30}
@@ -181,10 +181,10 @@ def test_unknown_membership_is_404(client, project, owner) -> None:
 def test_list_shows_direct_and_inherited_members_with_roles(client, project, owner) -> None:
     # gina: only through the group; bob: directly Reporter and Guest through the group.
     gina = UserFactory(username="gina", name="Gina Group")
-    member_add(user=gina, group=project.group, role=Role.DEVELOPER)
+    membership_set(user=gina, group=project.group, role=Role.DEVELOPER)
     bob = UserFactory(username="bob", name="Bob Reporter")
-    member_add(user=bob, project=project, role=Role.REPORTER)
-    member_add(user=bob, group=project.group, role=Role.GUEST)
+    membership_set(user=bob, project=project, role=Role.REPORTER)
+    membership_set(user=bob, group=project.group, role=Role.GUEST)
     client.force_login(owner)
     html = client.get(reverse("project_members", args=[project.full_path])).content.decode()
     gina_row = re.search(r'<tr data-testid="member-gina">(.*?)</tr>', html, re.S)
@@ -300,7 +300,7 @@ def test_last_owner_cannot_be_demoted_or_removed_error_on_the_row(client, projec
 
 def test_owner_leaving_is_sent_home(client, project, owner) -> None:
     second = UserFactory(username="olga")
-    member_add(user=second, project=project, role=Role.OWNER)
+    membership_set(user=second, project=project, role=Role.OWNER)
     client.force_login(owner)
     alice = membership_of(owner, project)
     response = client.post(reverse("project_member_remove", args=[project.full_path, alice.pk]))
@@ -327,7 +327,7 @@ def test_member_add_rules(project, owner, maintainer, newcomer) -> None:
 
 
 def test_direct_role_may_not_be_below_the_inherited_one(project, owner, newcomer) -> None:
-    member_add(user=newcomer, group=project.group, role=Role.DEVELOPER)
+    membership_set(user=newcomer, group=project.group, role=Role.DEVELOPER)
     with pytest.raises(ValidationError) as error:
         project_member_add(actor=owner, project=project, username="erin", role=Role.REPORTER)
     assert "already Developer through the group acme" in error.value.message_dict["role"][0]
@@ -370,11 +370,11 @@ def test_last_owner_rules(project, owner) -> None:
         project_member_remove(actor=owner, membership=alice)
     # An inactive second Owner does not count.
     gone = UserFactory(username="gone", is_active=False)
-    member_add(user=gone, project=project, role=Role.OWNER)
+    membership_set(user=gone, project=project, role=Role.OWNER)
     with pytest.raises(ValidationError):
         project_member_remove(actor=owner, membership=alice)
     # An Owner of the group above does.
-    member_add(user=UserFactory(username="boss"), group=project.group, role=Role.OWNER)
+    membership_set(user=UserFactory(username="boss"), group=project.group, role=Role.OWNER)
     project_member_role_change(actor=owner, membership=alice, role=Role.MAINTAINER)
     assert membership_of(owner, project).role == Role.MAINTAINER
 
@@ -391,11 +391,11 @@ def test_member_list_selector_merges_direct_and_inherited(project) -> None:
     sub = group_create(path="games", parent=top)
     nested = project_create(group=sub, path="arcade")
     ann = UserFactory(username="ann")
-    member_add(user=ann, group=top, role=Role.REPORTER)
-    member_add(user=ann, group=sub, role=Role.MAINTAINER)
-    member_add(user=ann, project=nested, role=Role.GUEST)
+    membership_set(user=ann, group=top, role=Role.REPORTER)
+    membership_set(user=ann, group=sub, role=Role.MAINTAINER)
+    membership_set(user=ann, project=nested, role=Role.GUEST)
     lone = UserFactory(username="lone")
-    member_add(user=lone, group=group_create(path="acme2"), role=Role.OWNER)  # not an ancestor
+    membership_set(user=lone, group=group_create(path="acme2"), role=Role.OWNER)  # not an ancestor
     (row,) = project_member_list(project=nested)
     assert row.user == ann
     assert row.role == Role.MAINTAINER
@@ -419,6 +419,6 @@ def test_members_page_query_count_does_not_grow_with_members(
 
     few = count()
     for _i in range(40):
-        member_add(user=UserFactory(), project=project, role=Role.GUEST)
-        member_add(user=UserFactory(), group=project.group, role=Role.REPORTER)
+        membership_set(user=UserFactory(), project=project, role=Role.GUEST)
+        membership_set(user=UserFactory(), group=project.group, role=Role.REPORTER)
     assert count() == few

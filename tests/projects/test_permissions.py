@@ -9,7 +9,7 @@ from accounts.selectors import support_bot
 from projects import permissions
 from projects.models import Role, Visibility
 from projects.selectors import project_list_for_user
-from projects.services import group_create, member_add, project_create
+from projects.services import group_create, membership_set, project_create
 from tests.factories import IssueFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -21,7 +21,7 @@ def test_group_membership_is_inherited_by_nested_projects() -> None:
     project = project_create(group=sub, path="arcade")
     assert project.full_path == "acme/games/arcade"
     user = UserFactory()
-    member_add(user=user, group=top, role=Role.REPORTER)
+    membership_set(user=user, group=top, role=Role.REPORTER)
     assert permissions.project_role(user, project) == Role.REPORTER
 
 
@@ -29,8 +29,8 @@ def test_highest_of_project_and_group_roles_wins() -> None:
     top = group_create(path="acme")
     project = project_create(group=top, path="game")
     user = UserFactory()
-    member_add(user=user, group=top, role=Role.GUEST)
-    member_add(user=user, project=project, role=Role.MAINTAINER)
+    membership_set(user=user, group=top, role=Role.GUEST)
+    membership_set(user=user, project=project, role=Role.MAINTAINER)
     assert permissions.project_role(user, project) == Role.MAINTAINER
 
 
@@ -39,7 +39,7 @@ def test_group_membership_does_not_leak_to_sibling_group_with_common_prefix() ->
     acme2 = group_create(path="acme2")
     project = project_create(group=acme2, path="game")
     user = UserFactory()
-    member_add(user=user, group=acme, role=Role.OWNER)
+    membership_set(user=user, group=acme, role=Role.OWNER)
     assert permissions.project_role(user, project) is None
     assert project_list_for_user(user=user) == []
 
@@ -58,7 +58,7 @@ def test_group_membership_does_not_leak_to_sibling_group_with_common_prefix() ->
 def test_role_matrix_on_a_private_project(project, role, read_confidential, internal, administer):
     user = UserFactory()
     if role is not None:
-        member_add(user=user, project=project, role=role)
+        membership_set(user=user, project=project, role=role)
     confidential = IssueFactory(project=project, confidential=True)
     public = IssueFactory(project=project, confidential=False)
 
@@ -118,8 +118,8 @@ def test_role_is_looked_up_once_per_project(project, reporter, django_assert_num
 def test_my_projects_lists_direct_and_group_projects_with_roles(project) -> None:
     user = UserFactory()
     other = project_create(group=group_create(path="other"), path="tool")
-    member_add(user=user, group=project.group, role=Role.DEVELOPER)
-    member_add(user=user, project=other, role=Role.GUEST)
+    membership_set(user=user, group=project.group, role=Role.DEVELOPER)
+    membership_set(user=user, project=other, role=Role.GUEST)
     project_create(group=group_create(path="hidden"), path="secret")
     listed = {(p.project.full_path, p.role) for p in project_list_for_user(user=user)}
     assert listed == {("acme/game", Role.DEVELOPER), ("other/tool", Role.GUEST)}

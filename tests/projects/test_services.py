@@ -4,7 +4,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from projects.models import Project, ServiceDeskSetting, slugify_path
-from projects.services import group_create, member_add, project_create
+from projects.services import group_create, membership_set, project_create
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -58,6 +58,6 @@ def test_project_paths_are_validated_and_unique() -> None:
 
 def test_member_add_updates_an_existing_role(project) -> None:
     user = UserFactory()
-    member_add(user=user, project=project, role=10)
-    member_add(user=user, project=project, role=40)
+    membership_set(user=user, project=project, role=10)
+    membership_set(user=user, project=project, role=40)
     assert project.memberships.get(user=user).role == 40

@@ -65,9 +65,9 @@ def build_world(visibility: str) -> World:
     target = ProjectFactory(group=group, path="target", service_desk_enabled=True)
     for user in users.values():
         if user is not None:
-            from projects.services import member_add
+            from projects.services import membership_set
 
-            member_add(user=user, project=target, role=Role.OWNER)
+            membership_set(user=user, project=target, role=Role.OWNER)
     issues = {}
     ctx: dict[str, Any] = {"target": target.full_path}
     for confidential in (True, False):

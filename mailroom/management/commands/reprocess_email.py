@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from mailroom.ledger import inbound_reprocess
 from mailroom.models import InboundMessage
+from mailroom.services import ReprocessRefused, inbound_reprocess
 
 
 class Command(BaseCommand):
@@ -24,10 +24,11 @@ class Command(BaseCommand):
         if not ids:
             raise CommandError("give message ids, or --failed")
         for message_id in ids:
+            # The ledger page's refusals apply here too (being processed, carried out, spam).
             try:
-                inbound_reprocess(message_id)
+                inbound_reprocess(message_id=message_id)
             except InboundMessage.DoesNotExist:
                 raise CommandError(f"no inbound message {message_id}") from None
-            except ValueError as exc:
+            except ReprocessRefused as exc:
                 raise CommandError(str(exc)) from None
             self.stdout.write(f"inbound #{message_id}: queued again")

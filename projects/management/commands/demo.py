@@ -19,7 +19,7 @@ from accounts.selectors import support_bot
 from issues.models import Issue, Label
 from issues.services import issue_close, issue_create, note_create, participant_add
 from projects.models import Group, Project, Role, Visibility
-from projects.services import group_create, member_add, project_create
+from projects.services import group_create, membership_set, project_create
 
 USERS = [
     ("alice", "Alice Owner", Role.OWNER),
@@ -129,7 +129,7 @@ class Command(BaseCommand):
             )
         for username, _name, role in USERS:
             if role is not None:
-                member_add(user=users[username], project=project, role=role)
+                membership_set(user=users[username], project=project, role=role)
         labels = {}
         for title, color in LABELS:
             labels[title], _ = Label.objects.get_or_create(
