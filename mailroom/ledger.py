@@ -172,6 +172,7 @@ def inbound_process_batch(ids: Sequence[int], token: uuid.UUID) -> dict[int, str
             _wait(waiting)
             _record_results(rows, results)
             _rejection_notices([(row, results[row.pk]) for row in rows if row.pk in results])
+        _wake_waiters(list(results))
         return {pk: result.outcome for pk, result in results.items()}
     except SoftTimeLimitExceeded as exc:
         # The task's time is up; there is none left to process the rest one by one. Alone,
@@ -252,11 +253,22 @@ def _wait(rows: Sequence[tuple[InboundMessage, Any]]) -> None:
             next_attempt_at=now + timedelta(seconds=delay),
             reason=result.reason,
             decision={**result.decision, "waits": waits},
+            waiting_for_id=result.decision["waiting_for"],
             message_id=row.message_id,
         )
         delays.setdefault(delay, []).append(row.pk)
     for delay, ids in delays.items():
         transaction.on_commit(functools.partial(_enqueue, ids, countdown=delay + 0.05))
+
+
+def _wake_waiters(done: list[int]) -> None:
+    """Queue now the emails that waited for these (committed) ones. Without this they would
+    still come back after their delay; with it, a reply follows its original at once."""
+    waiting = InboundMessage.objects.filter(waiting_for__in=done, status=Status.QUEUED)
+    ids = list(waiting.values_list("pk", flat=True))
+    if ids:
+        InboundMessage.objects.filter(pk__in=ids).update(next_attempt_at=None)
+        _enqueue(ids)
 
 
 def _rejection_notices(done: Sequence[tuple[InboundMessage, Any]]) -> None:

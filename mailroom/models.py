@@ -57,6 +57,10 @@ class InboundMessage(models.Model):
     claim_token = models.UUIDField(null=True, blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    # The earlier email this one waits for (it names it): woken when that one is done.
+    waiting_for = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     # The sender should get one "[Rejected]" notice (sent by the outbound mail code).
     rejection_notice_due = models.BooleanField(default=False)
     # Spam quarantine: a Reporter+ decided ("not spam" releases it: processed again without

@@ -69,6 +69,9 @@ def mailbox_env(imap_mailbox, redis_server, settings) -> dict[str, str]:  # type
         "SERVICEDESK_IMAP_LOCK_TTL": "6",
         "SERVICEDESK_IMAP_LEASE": "120",
         "SERVICEDESK_INBOUND_STUCK_AFTER": "3",
+        # The task time limits follow STUCK_AFTER by default: keep them a production size.
+        "CELERY_TASK_TIME_LIMIT": "120",
+        "CELERY_TASK_SOFT_TIME_LIMIT": "90",
         # One sender, many mails: the rate limit has its own test (test_pipeline.py).
         "SERVICEDESK_NEW_ISSUES_PER_MINUTE": "0",
     }
