@@ -13,7 +13,8 @@ The policy (SPEC §8, GitLab's roles):
 - settings, description templates and the inbound ledger: Maintainer+; below that, members who
   know the page exists (Reporter+, or any member of a public project) get 403, others 404;
 - the spam quarantine: Reporter+, 404 for everyone else;
-- members page: any signed-in reader; changing members: Maintainer+;
+- members page: anyone signed in who can read the project (anonymous visitors are sent to the
+  login page, even for a public project); changing members: Maintainer+;
 - the instance-wide ledger: staff only, 404 for everyone else;
 - customer email addresses appear only for Reporter+;
 - every answer is ``Cache-Control: private, no-store``.
@@ -146,6 +147,11 @@ def project_read(level: int, visibility: str, _confidential: bool) -> int:
     return 0 if reads_project(level, visibility) else 404
 
 
+def members_read(level: int, visibility: str, _confidential: bool) -> int:
+    """Signed-in readers of the project: the team's names are not for anonymous visitors."""
+    return 0 if level >= 0 and reads_project(level, visibility) else 404
+
+
 def members_change(level: int, visibility: str, _confidential: bool) -> int:
     if not reads_project(level, visibility):
         return 404
@@ -275,7 +281,7 @@ ROUTES: dict[str, Route] = {
         project_admin,
         per_issue=False,
     ),
-    "project_members": Route("GET", _project("project_members"), project_read, per_issue=False),
+    "project_members": Route("GET", _project("project_members"), members_read, per_issue=False),
     "project_members (add)": Route(
         "POST",
         _project("project_members"),
