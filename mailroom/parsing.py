@@ -1140,8 +1140,9 @@ def _escape_outside_code_spans(line: str) -> str:
 
 
 # What the conversion looks at. Larger HTML (counted after its comments, styles and scripts are
-# dropped) is shown as plain text; markdownify converts about 200 KB a second.
-MAX_HTML_CHARS = 512_000
+# dropped) is shown as plain text; markdownify converts about 200 KB a second, and no email may
+# cost a second.
+MAX_HTML_CHARS = 160_000
 # markdownify recurses (three frames) per element and rebuilds the text of every level: deeper
 # HTML is shown as plain text. A forwarded Gmail thread nests about three levels per message.
 MAX_HTML_DEPTH = 100

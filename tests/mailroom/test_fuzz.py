@@ -212,7 +212,7 @@ def test_nested_b_i_is_its_text_and_the_issue_says_how_it_was_read(project) -> N
     text, _, said = Issue.objects.get(pk=row.issue_id).description.partition("\n\n")
     assert text == "text"
     assert "inbound ledger" in said
-    assert "- HTML body shown as plain text: it is nested deeper than 100 levels." in said
+    assert "- HTML body shown as plain text: it is larger than 160 KB." in said
 
 
 def test_deep_mime_with_many_lines_is_kept_whole_as_a_file(project) -> None:

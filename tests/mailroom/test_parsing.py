@@ -948,11 +948,16 @@ def test_html_after_the_budget_is_plain_text_and_says_so() -> None:
 
 
 def test_deeply_nested_html_is_plain_text_and_says_so() -> None:
-    # 243 KB of these took 28 s in markdownify.
-    parsed = parse_email(mail(b"<b><i>" * 40_500 + b"text", content_type=b"text/html"))
+    # 243 KB of these took 28 s in markdownify; 120 KB is under the size cap, over the depth.
+    parsed = parse_email(mail(b"<b><i>" * 20_000 + b"text", content_type=b"text/html"))
     assert parsed.body_text == "text"
     assert parsed.truncated == [
         f"HTML body shown as plain text: it is nested deeper than {MAX_HTML_DEPTH} levels."
+    ]
+    reported = parse_email(mail(b"<b><i>" * 40_500 + b"text", content_type=b"text/html"))
+    assert reported.body_text == "text"
+    assert reported.truncated == [
+        f"HTML body shown as plain text: it is larger than {MAX_HTML_CHARS // 1000} KB."
     ]
 
 
