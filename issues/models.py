@@ -49,6 +49,11 @@ def new_thread_token() -> str:
     return secrets.token_hex(16)
 
 
+class Speaker(models.TextChoices):
+    CUSTOMER = "customer", "Customer"
+    TEAM = "team", "Team"
+
+
 class Issue(models.Model):
     class State(models.TextChoices):
         OPENED = "opened", "Open"
@@ -69,12 +74,16 @@ class Issue(models.Model):
     )
     # Service Desk: who wrote in (From), and where replies go when Reply-To differs (SPEC §4).
     external_author = models.EmailField(max_length=320, blank=True)
+    external_author_name = models.CharField(max_length=200, blank=True)
     service_desk_reply_to = models.EmailField(max_length=320, blank=True)
     moved_to = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="moved_from"
     )
     # The random part of the thread's root Message-ID (issues.emails.issue_message_id).
     thread_token = models.CharField(max_length=32, default=new_thread_token, editable=False)
+    # Who spoke last in public, and when: what waits for an answer ("customer") and since when.
+    last_public_by = models.CharField(max_length=10, choices=Speaker.choices, blank=True)
+    last_public_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     closed_at = models.DateTimeField(null=True, blank=True)
@@ -91,7 +100,15 @@ class Issue(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["project", "iid"], name="issue_iid_unique_in_project")
         ]
-        indexes = [models.Index(fields=["project", "state", "-created_at"])]
+        indexes = [
+            models.Index(fields=["project", "state", "-created_at"]),
+            # "Waiting for us": open tickets whose last public word is the customer's, oldest
+            # waiting first.
+            models.Index(
+                fields=["project", "state", "last_public_by", "last_public_at"],
+                name="issue_waiting",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.project.full_path}#{self.iid} {self.title}"
@@ -123,6 +140,7 @@ class Note(models.Model):
     external_author = models.EmailField(
         max_length=320, blank=True, help_text="Sender of a note that came by email."
     )
+    external_name = models.CharField(max_length=200, blank=True)
     # An email reply that found its ticket without a reply key, from an address that is not a
     # participant: kept internal (never emailed) until a Reporter+ makes it public.
     from_non_participant = models.BooleanField(default=False)
@@ -144,6 +162,7 @@ class EmailParticipant(models.Model):
 
     issue = models.ForeignKey(Issue, on_delete=models.CASCADE, related_name="email_participants")
     email = models.EmailField(max_length=320)
+    name = models.CharField(max_length=200, blank=True)  # the display name they write with
     created_at = models.DateTimeField(auto_now_add=True)
     unsubscribed_at = models.DateTimeField(null=True, blank=True)
     bouncing_at = models.DateTimeField(null=True, blank=True)

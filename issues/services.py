@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote
 
@@ -31,6 +31,7 @@ from .models import (
     Label,
     Note,
     SentNotification,
+    Speaker,
     Upload,
 )
 from .quick_actions import apply_quick_actions
@@ -93,6 +94,7 @@ class NewIssue:
     assignees: Sequence[User] = ()
     files: Sequence[IncomingFile] = ()
     footnote: str = ""  # appended below the files, e.g. what was left out of the email
+    names: Mapping[str, str] = field(default_factory=dict)  # display names by lowercase address
     template: str = ""  # a description template: its quick actions run, its text is appended
     message_id: str = ""  # the email it came from: replies naming it thread here
     requester: str = ""
@@ -112,6 +114,7 @@ class NewNote:
     internal: bool = False
     system: bool = False
     external_author: str = ""
+    external_name: str = ""
     from_non_participant: bool = False
     quoted: str = ""
     files: Sequence[IncomingFile | File] = ()
@@ -130,6 +133,7 @@ def issues_create(*, author: User, items: Sequence[NewIssue]) -> list[Issue]:
     for any number of issues (the mailroom's batches), the same path for one."""
     if not items:
         return []
+    now = timezone.now()
     counts = Counter(item.project.pk for item in items)
     iids = {pid: iter(issue_iids_allocate(project_id=pid, count=n)) for pid, n in counts.items()}
     issues = [
@@ -141,7 +145,11 @@ def issues_create(*, author: User, items: Sequence[NewIssue]) -> list[Issue]:
             author=author,
             confidential=item.confidential,
             external_author=item.external_author,
+            external_author_name=item.names.get(item.external_author.lower(), ""),
             service_desk_reply_to=item.service_desk_reply_to,
+            # A ticket from a customer waits for our answer from the start.
+            last_public_by=Speaker.CUSTOMER if item.external_author else "",
+            last_public_at=now if item.external_author else None,
         )
         for item in items
     ]
@@ -216,7 +224,9 @@ def _participants_create(issues: list[Issue], items: Sequence[NewIssue]) -> list
             if not _room(len(seen)):
                 break
             seen.add(address.lower())
-            participant = EmailParticipant(issue=issue, email=address)
+            participant = EmailParticipant(
+                issue=issue, email=address, name=item.names.get(address.lower(), "")
+            )
             rows.append(participant)
             if n == 0:
                 requester = participant
@@ -256,6 +266,7 @@ def notes_create(items: Sequence[NewNote]) -> list[Note]:
                 internal=item.internal or item.from_non_participant,
                 system=item.system,
                 external_author=item.external_author,
+                external_name=item.external_name,
                 from_non_participant=item.from_non_participant,
                 quoted=_text(item.quoted).strip(),
             )
@@ -272,13 +283,30 @@ def notes_create(items: Sequence[NewNote]) -> list[Note]:
             note.body = body
             bodies.append(note)
     Note.objects.bulk_update(bodies, ["body"])
-    if notes:
-        Issue.objects.filter(pk__in={note.issue_id for note in notes}).update(
-            updated_at=max(note.created_at for note in notes)
-        )
+    _issues_touched(notes)
     _message_ids_record([(item.issue, item.message_id) for item in items])
     notes_added([note for note, item in zip(notes, items, strict=True) if item.notify])
     return notes
+
+
+def _issues_touched(notes: Sequence[Note]) -> None:
+    """Bump the notes' issues, and record who spoke last in public (a note from email is the
+    customer's, any other public comment the team's): two UPDATEs at most."""
+    if not notes:
+        return
+    now = max(note.created_at for note in notes)
+    last: dict[int, str] = {}
+    for note in notes:
+        if not note.internal and not note.system:
+            last[note.issue_id] = Speaker.CUSTOMER if note.external_author else Speaker.TEAM
+    spoken = set(last)
+    Issue.objects.filter(pk__in={n.issue_id for n in notes} - spoken).update(updated_at=now)
+    for speaker in (Speaker.CUSTOMER, Speaker.TEAM):
+        ids = [pk for pk, by in last.items() if by == speaker]
+        if ids:
+            Issue.objects.filter(pk__in=ids).update(
+                updated_at=now, last_public_by=speaker, last_public_at=now
+            )
 
 
 def note_create(
@@ -669,6 +697,10 @@ def note_make_public(*, note: Note, user: User) -> bool:
     if not held.update(internal=False, from_non_participant=False):
         return False
     note.internal, note.from_non_participant = False, False
+    # Now a public word of the customer's: the ticket waits for us, if nothing came after it.
+    Issue.objects.filter(pk=note.issue_id).filter(
+        models.Q(last_public_at__isnull=True) | models.Q(last_public_at__lte=note.created_at)
+    ).update(last_public_by=Speaker.CUSTOMER, last_public_at=note.created_at)
     note_create(
         issue=note.issue,
         author=user,

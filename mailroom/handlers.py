@@ -748,6 +748,7 @@ def _issues_from_email(decisions: list[IssueFromEmail], bot: User) -> dict[Plann
                 service_desk_reply_to=decision.notify_to,
                 files=files,
                 footnote=left_out,
+                names=email.names,
                 template=template.content if template is not None else "",
                 message_id=email.message_id or "",
                 requester=decision.notify_to or decision.requester,
@@ -787,6 +788,7 @@ def _notes_from_email(
     specs = []
     for decision, issue in zip(decisions, targets, strict=True):
         files, left_out = _attachments_kept(decision.email)
+        author = decision.email.from_address or decision.email.reply_to or ""
         specs.append(
             NewNote(
                 issue=issue,
@@ -795,7 +797,8 @@ def _notes_from_email(
                 quoted=decision.quoted,
                 files=files,
                 footnote=left_out,
-                external_author=decision.email.from_address or decision.email.reply_to or "",
+                external_author=author,
+                external_name=decision.email.name_of(author),
                 from_non_participant=decision.held,
                 message_id=decision.email.message_id or "",
                 # The other participants (Cc'd people) get the customer's reply.

@@ -1498,6 +1498,20 @@ class ParsedEmail:
         return self._from[0] if self._from else ""
 
     @functools.cached_property
+    def names(self) -> dict[str, str]:
+        """Display names by lowercased address, from From, Reply-To, Sender and Cc (the first
+        non-empty one wins): "Jürgen Weiß" for jw@example.com. Capped at 200 characters."""
+        found: dict[str, str] = {}
+        for header in ("from", "reply-to", "sender", "cc"):
+            for name, address in self.addresses(header):
+                if name and address.lower() not in found:
+                    found[address.lower()] = name.strip().strip('"').strip()[:200]
+        return found
+
+    def name_of(self, address: str | None) -> str:
+        return self.names.get((address or "").lower(), "")
+
+    @functools.cached_property
     def reply_to(self) -> str | None:
         found = self.addresses("reply-to")
         return found[0][1] if found else None

@@ -189,7 +189,8 @@ class ServiceDeskSetting(models.Model):
     description_template = models.ForeignKey(
         DescriptionTemplate, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    reopen_issue_on_external_participant_note = models.BooleanField(default=False)
+    # On by default (GitLab's is off): a customer's answer to a closed ticket must not vanish.
+    reopen_issue_on_external_participant_note = models.BooleanField(default=True)
     add_external_participants_from_cc = models.BooleanField(default=False)
     tickets_confidential_by_default = models.BooleanField(default=True)
     send_issue_closed_email = models.BooleanField(default=False)

@@ -48,3 +48,25 @@ def test_quoted_history_moves_out_of_notes_and_sent_links_keep_working(project, 
     assert Note.objects.get(pk=team.pk).body == '<details markdown="1">x'  # not from email
     assert Sent.objects.get(pk=sent.pk).unsubscribe_token == "a" * 32
     migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
+
+
+def test_each_issue_learns_who_spoke_last_in_public(project, owner) -> None:
+    old = migrate([("issues", "0008_search_indexes")])
+    Issue, Note = old.get_model("issues", "Issue"), old.get_model("issues", "Note")
+
+    def issue(iid: int, customer: str = "") -> object:
+        return Issue.objects.create(project_id=project.pk, iid=iid, title=f"#{iid}",
+                                    author_id=owner.pk, external_author=customer)  # fmt: skip
+
+    answered, waiting = issue(1, "j@c.example"), issue(2, "j@c.example")
+    issue(3, "j@c.example")  # nobody answered yet
+    issue(4)  # not from a customer
+    Note.objects.create(issue=answered, author_id=owner.pk, body="q", external_author="j@c.example")
+    Note.objects.create(issue=answered, author_id=owner.pk, body="answer")
+    Note.objects.create(issue=answered, author_id=owner.pk, body="aside", internal=True)
+    Note.objects.create(issue=waiting, author_id=owner.pk, body="answer")
+    Note.objects.create(issue=waiting, author_id=owner.pk, body="q", external_author="j@c.example")
+    new = migrate([("issues", "0009_customer_names_and_last_speaker")])
+    by = dict(new.get_model("issues", "Issue").objects.values_list("iid", "last_public_by"))
+    assert by == {1: "team", 2: "customer", 3: "customer", 4: ""}
+    migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())

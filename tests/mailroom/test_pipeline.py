@@ -186,12 +186,23 @@ def test_external_note_reopens_closed_issue_when_enabled(project, address) -> No
     assert "@bob" in reopen_note.body
 
 
-def test_closed_issue_stays_closed_when_reopen_is_off(address) -> None:
+def test_closed_issue_stays_closed_when_reopen_is_off(project, address) -> None:
+    project.service_desk.reopen_issue_on_external_participant_note = False
+    project.service_desk.save()
     issue = new_issue(address)
     issue_close(issue=issue, user=support_bot())
     deliver(make_email(to=INCOMING.address_for(reply_key_for(issue)), body="Thanks"))
     issue.refresh_from_db()
     assert issue.state == "closed"
+    assert issue.last_public_by == "customer"  # still waits for an answer
+
+
+def test_a_new_project_reopens_a_closed_ticket_on_a_customer_reply(address) -> None:
+    issue = new_issue(address)
+    issue_close(issue=issue, user=support_bot())
+    deliver(make_email(to=INCOMING.address_for(reply_key_for(issue)), body="Not fixed"))
+    issue.refresh_from_db()
+    assert (issue.state, issue.last_public_by) == ("opened", "customer")
 
 
 def test_unsubscribe_key_removes_only_that_participant(address) -> None:
