@@ -29,7 +29,7 @@ clean:
 
 .PHONY: bench
 bench:
-	@PYTHON=$(PYTHON) bash -c 'source scripts/venv.sh && ensure_venv dev && bash scripts/install-system-deps.sh && .venv/bin/python bench/ingest.py && .venv/bin/python bench/outbound.py && .venv/bin/python bench/search.py && .venv/bin/python bench/hostile.py'
+	@PYTHON=$(PYTHON) bash -c 'source scripts/venv.sh && ensure_venv dev && bash scripts/install-system-deps.sh && .venv/bin/python bench/ingest.py && .venv/bin/python bench/ingest.py --watchers 20 && .venv/bin/python bench/outbound.py && .venv/bin/python bench/search.py && .venv/bin/python bench/hostile.py'
 
 .PHONY: faults
 faults:

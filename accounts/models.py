@@ -16,6 +16,9 @@ class User(AbstractUser):
     is_bot = models.BooleanField(
         default=False, help_text="Bots author issues and notes but can never log in."
     )
+    # Pending To-Dos, kept by notifications.services: the header shows it on every page
+    # without a query.
+    todo_count = models.PositiveIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["username"]

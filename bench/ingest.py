@@ -141,13 +141,32 @@ class RssSampler(threading.Thread):
             self.peak_total_kb = max(self.peak_total_kb, total)
 
 
+def team_watching(project: object, count: int) -> None:
+    """``count`` Reporters who watch the project: every new ticket and reply emails each."""
+    from notifications.services import notification_level_set
+    from projects.models import Role
+    from projects.services import membership_set
+    from tests.factories import UserFactory
+
+    for n in range(count):
+        user = UserFactory(username=f"watcher{n}")
+        membership_set(user=user, project=project, role=Role.REPORTER)  # type: ignore[arg-type]
+        notification_level_set(user=user, level="watch")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--trickle", type=int, default=100, help="messages at 10/s")
     parser.add_argument("--concurrency", type=int, default=2, help="processing processes")
-    parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "ingest.json"))
+    parser.add_argument(
+        "--watchers", type=int, default=0,
+        help="team members watching the project: each new ticket notifies every one of them",
+    )  # fmt: skip
+    parser.add_argument("--output", default="")
     args = parser.parse_args()
+    name = "ingest.json" if not args.watchers else f"ingest-{args.watchers}-watchers.json"
+    args.output = args.output or str(ROOT / "bench" / "results" / name)
 
     base = Path(tempfile.mkdtemp(prefix="servicedesk-bench-"))
     base.chmod(0o755)
@@ -189,6 +208,7 @@ def main() -> None:
         from django.core.management import call_command
         from django.db.models import Count
 
+        from issues.models import OutboundEmail
         from mailroom.models import InboundMessage
         from mailroom.tasks import poll_mailbox
         from projects.services import group_create, project_create
@@ -200,6 +220,7 @@ def main() -> None:
         address = settings.SERVICEDESK_MAILBOXES["incoming_email"].address_for(
             project.service_desk.default_key
         )
+        team_watching(project, args.watchers)
         poller = CeleryWorker(base / "celery", env, name="poller", concurrency=1,
                               queues="mailbox").start()  # fmt: skip
         started.append(poller)
@@ -254,6 +275,8 @@ def main() -> None:
 
         result = {
             "messages": args.messages,
+            "watchers": args.watchers,
+            "team_notifications": OutboundEmail.objects.filter(kind="team").count(),
             "processing_concurrency": args.concurrency,
             "append_seconds": round(appended - t0, 2),
             "total_seconds": round(finished - t0, 2),
@@ -283,7 +306,8 @@ def main() -> None:
              f"{result['peak_workers_total_rss_mb']} MB"),
         ]  # fmt: skip
         width = max(len(name) for name, _ in rows)
-        print("\nInbound ingest benchmark")
+        print(f"\nInbound ingest benchmark, {args.watchers} watchers "
+              f"({result['team_notifications']} team notifications recorded)")  # fmt: skip
         for name, value in rows:
             print(f"  {name:<{width}}  {value}")
         output = Path(args.output)

@@ -16,7 +16,9 @@ SMTP backend pointed at the SMTP server, and measures:
 2. throughput: (a) one comment on an issue with many participants (one transaction, tasks of
    ``SEND_BATCH`` emails), (b) many comments back to back (one task per comment); emails/s from
    the (first) commit to the last arrival;
-3. peak RSS of the worker processes.
+3. team notification latency: a teammate @mentioned in a comment on an issue without email
+   participants, 5 per second: commit → the SMTP server has the teammate's notification;
+4. peak RSS of the worker processes.
 
 Prints a table and writes bench/results/outbound.json. Not a test: nothing here asserts.
 """
@@ -191,6 +193,8 @@ def main() -> None:
         )
         agent = User.objects.create_user(username="agent", email="agent@example.test")
         membership_set(user=agent, project=project, role=Role.OWNER)
+        mate = User.objects.create_user(username="mate", email="mate@example.test")
+        membership_set(user=mate, project=project, role=Role.REPORTER)
         bot = support_bot()
 
         def email_issue(title: str, participants: int) -> Issue:
@@ -280,6 +284,23 @@ def main() -> None:
             first_in_task.append(times[0][0] - times[0][1])
             next_in_task += [b[0] - a[0] for a, b in itertools.pairwise(times)]
 
+        # 1b. Team notification latency: "@mate" in a comment on an issue nobody outside the
+        # team takes part in: one notification email per comment, to mate.
+        team_issue = issue_create(project=project, author=agent, title="Crash triage",
+                                  description="Internal triage")  # fmt: skip
+        team_sent: list[tuple[str, float]] = []
+        for n in range(args.comments):
+            tick = time.monotonic()
+            marks = {}
+            with transaction.atomic():
+                note_create(issue=team_issue, author=agent, body=f"@mate please look ({n})")
+                transaction.on_commit(lambda m=marks: m.__setitem__("commit", time.time()))
+            [team_email] = OutboundEmail.objects.filter(kind="team", user=mate).order_by("-pk")[:1]
+            team_sent.append((team_email.message_id, marks["commit"]))
+            time.sleep(max(0.0, interval - (time.monotonic() - tick)))
+        team_missing = arrivals.wait([m for m, _ in team_sent], args.timeout)
+        team_latency = [arrivals.at[m] - t for m, t in team_sent if m in arrivals.at]
+
         # 2a. Throughput, fan-out: one comment, args.fanout emails in tasks of SEND_BATCH.
         emails, marks = comment(fanout_issue, 0)
         fanout_ids = [e.message_id for e in emails]
@@ -326,6 +347,9 @@ def main() -> None:
             "latency_p50_s": lat.get("p50_s"),
             "latency_p95_s": lat.get("p95_s"),
             "latency_max_s": lat.get("max_s"),
+            "team_notifications": len(team_sent),
+            "team_notifications_missing": len(team_missing),
+            "team_notification_latency": summary(team_latency),
             "pickup_commit_to_claim": summary(pickup),
             "sending_claim_to_arrival": summary(sending),
             "sending_first_email_of_task": summary(first_in_task),
@@ -371,6 +395,8 @@ def main() -> None:
             ("  comment transaction (render + insert)", three(result["comment_transaction"])),
             ("  SMTP connect + EHLO + QUIT (from the bench)",
              f"{result['smtp_connect_ehlo_quit_s']} s"),
+            (f"team notification latency p50 / p95 / max ({len(team_sent)} mentions)",
+             three(result["team_notification_latency"])),
             (f"fan-out: 1 comment → {len(fanout_ids)} emails",
              f"{result['fanout_emails_per_second']} emails/s ({result['fanout_seconds']} s, "
              f"first after {result['fanout_first_arrival_s']} s)"),
@@ -380,8 +406,9 @@ def main() -> None:
              f"first → last commit {result['burst_create_seconds']} s)"),
             ("  still to send at the last commit / sent in",
              f"{len(after_last)} / {result['burst_drain_seconds_after_last_commit']} s"),
-            ("missing (latency / fan-out / burst)",
-             f"{len(latency_missing)} / {len(fanout_missing)} / {len(burst_missing)}"),
+            ("missing (latency / team / fan-out / burst)",
+             f"{len(latency_missing)} / {len(team_missing)} / {len(fanout_missing)} / "
+             f"{len(burst_missing)}"),
             ("outbox statuses", ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()))),
             ("peak RSS: one worker process / all",
              f"{result['peak_worker_process_rss_mb']} MB / "

@@ -208,6 +208,10 @@ class SentNotification(models.Model):
     note = models.ForeignKey(
         Note, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # A team member's notification: their reply by email is a comment as them.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
     recipient = models.EmailField(max_length=320)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -295,6 +299,7 @@ class OutboundEmail(models.Model):
         NEW_PARTICIPANT = "new_participant", "New participant"
         ISSUE_CLOSED = "issue_closed", "Issue closed"
         REJECTED = "rejected", "Rejected"
+        TEAM = "team", "Team notification"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -316,6 +321,9 @@ class OutboundEmail(models.Model):
     )
     participant = models.ForeignKey(
         EmailParticipant, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    user = models.ForeignKey(  # the team member a team notification is for
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     sent_notification = models.OneToOneField(
         SentNotification, null=True, blank=True, on_delete=models.SET_NULL, related_name="email"

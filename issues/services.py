@@ -19,6 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.selectors import support_bot
+from notifications import services as notifications
 from projects.models import Project, ServiceDeskSetting
 from servicedesk.addresses import is_our_address
 
@@ -177,6 +178,7 @@ def issues_create(*, author: User, items: Sequence[NewIssue]) -> list[Issue]:
         [(issue, item.message_id) for issue, item in zip(issues, items, strict=True)]
     )
     service_desk_issues_created([t for t, item in zip(tickets, items, strict=True) if item.notify])
+    notifications.tickets_opened([issue for issue in issues if issue.external_author])
     return issues
 
 
@@ -286,6 +288,14 @@ def notes_create(items: Sequence[NewNote]) -> list[Note]:
     _issues_touched(notes)
     _message_ids_record([(item.issue, item.message_id) for item in items])
     notes_added([note for note, item in zip(notes, items, strict=True) if item.notify])
+    # The team: customers' replies, and members' comments and internal notes (a member who
+    # comments has dealt with their To-Dos on that ticket).
+    notifications.notes_posted(
+        [n for n in notes if not n.system and (n.external_author or not n.author.is_bot)]
+    )
+    for note in notes:
+        if not note.system and not note.author.is_bot:
+            notifications.todos_done(user=note.author, issues=[note.issue])
     return notes
 
 
@@ -357,6 +367,9 @@ def _issue_set_state(*, issue: Issue, user: User, state: str) -> Issue:
     note_create(issue=locked, author=user, body="closed" if closing else "reopened", system=True)
     if closing:
         issue_closed(locked)  # the optional "issue closed" email, sent after commit
+        if not user.is_bot:
+            notifications.todos_done(user=user, issues=[locked])
+    notifications.state_changed(locked, user)
     return locked
 
 
@@ -581,6 +594,7 @@ def issue_assignees_set(*, issue: Issue, user: User, assignees: Iterable[User]) 
         locked.assignees.remove(*removed)
     if added:
         locked.assignees.add(*added)
+        notifications.assignees_added(locked, added, user)
     body = _changes_sentence(
         [f"@{u.username}" for u in added],
         [f"@{u.username}" for u in removed],
@@ -783,7 +797,10 @@ def issue_move(*, issue: Issue, user: User, target: Project) -> Issue:
         closed_at=locked.closed_at,
         closed_by_id=locked.closed_by_id,
         external_author=locked.external_author,
+        external_author_name=locked.external_author_name,
         service_desk_reply_to=locked.service_desk_reply_to,
+        last_public_by=locked.last_public_by,
+        last_public_at=locked.last_public_at,
     )
     titles = [label.title for label in locked.labels.all()]
     if titles:
@@ -836,7 +853,9 @@ def _move_notes(old: Issue, new: Issue) -> dict[int, Note]:
     copies = Note.objects.bulk_create(
         [
             Note(issue=new, author_id=n.author_id, body=n.body, internal=n.internal,
-                 system=n.system, external_author=n.external_author)
+                 system=n.system, external_author=n.external_author,
+                 external_name=n.external_name, quoted=n.quoted,
+                 from_non_participant=n.from_non_participant)
             for n in originals
         ]
     )  # fmt: skip
@@ -884,8 +903,8 @@ def _move_participants(old: Issue, new: Issue) -> None:
     originals = list(old.email_participants.all())
     copies = EmailParticipant.objects.bulk_create(
         [
-            EmailParticipant(issue=new, email=p.email, unsubscribed_at=p.unsubscribed_at,
-                             bouncing_at=p.bouncing_at)
+            EmailParticipant(issue=new, email=p.email, name=p.name,
+                             unsubscribed_at=p.unsubscribed_at, bouncing_at=p.bouncing_at)
             for p in originals
         ]
     )  # fmt: skip

@@ -30,7 +30,7 @@ from django.utils import timezone
 from accounts.models import User
 from issues.emails import is_guessable_message_id
 from issues.models import EmailParticipant, Issue, IssueEmail, Note, SentNotification
-from issues.quick_actions import neutralise
+from issues.quick_actions import apply_quick_actions, neutralise
 from issues.services import (
     NewIssue,
     NewNote,
@@ -40,6 +40,7 @@ from issues.services import (
     participant_unsubscribe,
     participants_mark_bouncing,
 )
+from projects import permissions
 from projects.models import Project, ServiceDeskSetting
 from servicedesk import ratelimit
 from servicedesk.addresses import is_our_address
@@ -139,6 +140,7 @@ class NoteFromEmail:
     issue_id: int | None = None  # an existing issue (moves followed when written)
     planned: Planned | None = None  # or one created in this batch
     held: bool = False  # from a non-participant without a key: internal, emailed to nobody
+    member: User | None = None  # a team member answering their notification: their comment
 
 
 Decision = Settled | Bounce | Unsubscribe | IssueFromEmail | NoteFromEmail
@@ -283,7 +285,7 @@ class _Planner:
         if not keys:
             return
         wanted = {k.reply_key for k in keys}
-        found = SentNotification.objects.select_related("issue", "participant").filter(
+        found = SentNotification.objects.select_related("issue", "participant", "user").filter(
             Q(reply_key__in=wanted) | Q(unsubscribe_token__in=wanted)
         )
         for sent in found:
@@ -304,6 +306,8 @@ class _Planner:
                 )
             if route.key.kind == "unsubscribe":
                 return Unsubscribe(sent, trace)
+            if sent.user is not None:
+                return self._member_reply(row, email, trace, sent.user, sent.issue)
             return self._note(row, email, {**trace, "rule": "reply key"}, issue_id=sent.issue_id)
         project = self._project(route)
         if project is None:
@@ -321,6 +325,20 @@ class _Planner:
                 )
             )
         return self._project_mail(row, email, project, setting, trace)
+
+    def _member_reply(
+        self, row: InboundMessage, email: ParsedEmail, trace: Trace, member: User, issue: Issue
+    ) -> Decision:
+        """A reply to a team notification: the key was sent to one member, so it counts only
+        from their own address (a forwarded notification gives nobody else their voice), and
+        only while they may still comment."""
+        trace = {**trace, "rule": "team member's reply key"}
+        sender = (email.from_address or "").lower()
+        if not member.is_active or sender != member.email.lower():
+            return Settled(_reject(email, "reply key of another sender", trace))
+        if not permissions.can_comment_on_issue(member, issue):
+            return Settled(_reject(email, "may not comment on this issue", trace))
+        return self._note(row, email, trace, issue_id=issue.pk, member=member)
 
     def _project(self, route: _Route) -> Project | None:
         if route.raw_key not in self.projects:
@@ -420,6 +438,7 @@ class _Planner:
         issue_id: int | None,
         planned: Planned | None = None,
         held: bool = False,
+        member: User | None = None,
     ) -> Decision:
         target: int | Planned = planned if planned is not None else issue_id or 0
         own = email.message_id
@@ -434,13 +453,21 @@ class _Planner:
                     {**trace, "rule": "duplicate"},
                 )
             )
-        body, quoted = _reply_texts(email)
+        body, quoted = _reply_texts(email, commands=member is not None)
         if not body and not email.attachments:
             return Settled(_reject(email, "empty reply", {**trace, "rule": "empty"}))
         if own:
             self.noted.add((own, target))
         return NoteFromEmail(
-            row, email, trace, body, quoted, issue_id=issue_id, planned=planned, held=held
+            row,
+            email,
+            trace,
+            body,
+            quoted,
+            issue_id=issue_id,
+            planned=planned,
+            held=held,
+            member=member,
         )
 
     # The gates of a new issue -------------------------------------------------------------
@@ -676,11 +703,13 @@ def _valid_tokens(setting: ServiceDeskSetting) -> set[str]:
     return tokens
 
 
-def _reply_texts(email: ParsedEmail) -> tuple[str, str]:
+def _reply_texts(email: ParsedEmail, *, commands: bool = False) -> tuple[str, str]:
     """A reply's new text and its quoted history, each as stored: our secrets cut out (quotes
-    of our emails carry keys), slash commands made inert."""
+    of our emails carry keys), slash commands made inert — except, with ``commands``, in a
+    team member's own text, where they are carried out when the note is written."""
     reply, quoted = scrub_secrets(email.split_reply())
-    return neutralise(reply.strip()), neutralise(quoted.strip())
+    reply = reply.strip() if commands else neutralise(reply.strip())
+    return reply, neutralise(quoted.strip())
 
 
 def _attachments_kept(email: ParsedEmail) -> tuple[list[Attachment], str]:
@@ -785,34 +814,83 @@ def _notes_from_email(
 ) -> dict[int, Result]:
     existing = _issues_after_moves({d.issue_id for d in decisions if d.issue_id is not None})
     targets = [created[d.planned] if d.planned else existing[d.issue_id or 0] for d in decisions]
+    results: dict[int, Result] = {}
+    written: list[tuple[NoteFromEmail, Issue]] = []
     specs = []
     for decision, issue in zip(decisions, targets, strict=True):
-        files, left_out = _attachments_kept(decision.email)
-        author = decision.email.from_address or decision.email.reply_to or ""
-        specs.append(
-            NewNote(
-                issue=issue,
-                author=bot,
-                body=decision.body,
-                quoted=decision.quoted,
-                files=files,
-                footnote=left_out,
-                external_author=author,
-                external_name=decision.email.name_of(author),
-                from_non_participant=decision.held,
-                message_id=decision.email.message_id or "",
-                # The other participants (Cc'd people) get the customer's reply.
-                notify=not decision.held,
-            )
-        )
+        if decision.member is not None:
+            spec_or_result = _member_note(decision, decision.member, issue)
+            if isinstance(spec_or_result, Result):
+                results[decision.row.pk] = spec_or_result
+                continue
+            specs.append(spec_or_result)
+        else:
+            specs.append(_customer_note(decision, issue, bot))
+        written.append((decision, issue))
     notes = notes_create(specs)
-    _reopen([issue for issue, d in zip(targets, decisions, strict=True) if not d.held], bot)
-    return {
-        d.row.pk: Result(
-            Outcome.NOTE_ADDED, "", d.trace, project=issue.project, issue=issue, note=note
+    _reopen([issue for d, issue in written if not d.held and d.member is None], bot)
+    results.update(
+        {
+            d.row.pk: Result(
+                Outcome.NOTE_ADDED, "", d.trace, project=issue.project, issue=issue, note=note
+            )
+            for (d, issue), note in zip(written, notes, strict=True)
+        }
+    )
+    return results
+
+
+def _customer_note(decision: NoteFromEmail, issue: Issue, bot: User) -> NewNote:
+    files, left_out = _attachments_kept(decision.email)
+    author = decision.email.from_address or decision.email.reply_to or ""
+    return NewNote(
+        issue=issue,
+        author=bot,
+        body=decision.body,
+        quoted=decision.quoted,
+        files=files,
+        footnote=left_out,
+        external_author=author,
+        external_name=decision.email.name_of(author),
+        from_non_participant=decision.held,
+        message_id=decision.email.message_id or "",
+        # The other participants (Cc'd people) get the customer's reply.
+        notify=not decision.held,
+    )
+
+
+def _member_note(decision: NoteFromEmail, member: User, issue: Issue) -> NewNote | Result:
+    """A team member's email reply: their public comment, emailed to the customer like one
+    written in the browser; the quoted notification dropped; their quick actions carried out
+    when they may update the issue (the sidebar's rule), inert otherwise."""
+    if not permissions.can_comment_on_issue(member, issue):  # the issue was moved since
+        return _reject(decision.email, "may not comment on this issue", decision.trace)
+    body = decision.body
+    if permissions.can_update_issue(member, issue):
+        actions = apply_quick_actions(issue=issue, text=body, user=member)
+        body = actions.text
+        if actions.applied:
+            decision.trace["quick_actions"] = actions.applied
+    else:
+        body = neutralise(body)
+    files, left_out = _attachments_kept(decision.email)
+    if not body.strip() and not files:
+        return Result(
+            Outcome.IGNORED,
+            "quick actions only" if decision.trace.get("quick_actions") else "empty reply",
+            decision.trace,
+            project=issue.project,
+            issue=issue,
         )
-        for d, issue, note in zip(decisions, targets, notes, strict=True)
-    }
+    return NewNote(
+        issue=issue,
+        author=member,
+        body=body,
+        files=files,
+        footnote=left_out,
+        message_id=decision.email.message_id or "",
+        notify=True,
+    )
 
 
 def _issues_after_moves(issue_ids: set[int]) -> dict[int, Issue]:

@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "projects",
     "issues",
     "mailroom",
+    "notifications",
 ]
 
 MIDDLEWARE = [

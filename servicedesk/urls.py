@@ -8,6 +8,7 @@ from issues import views as issue_views
 from mailroom import spam_views
 from mailroom import urls as mailroom_urls
 from mailroom import webhooks as mailroom_webhooks
+from notifications import views as notification_views
 from projects import views as project_views
 
 from . import views
@@ -29,6 +30,7 @@ urlpatterns = [
     # Links to files in emails: a signed token instead of a login.
     path("-/files/<str:token>/<str:filename>", issue_views.upload_by_token, name="upload_by_token"),
     path("-/unsubscribe/<str:token>", issue_views.unsubscribe, name="unsubscribe"),
+    path("", include("notifications.urls")),
     # ESP inbound webhooks (django-anymail), e.g. /-/anymail/postmark/inbound/: only those of
     # the ESPs in SERVICEDESK_INBOUND_ESPS answer, and no tracking webhook is routed.
     path("-/anymail/", include(mailroom_webhooks)),
@@ -66,6 +68,11 @@ urlpatterns = [
     path(f"{issue}move/", issue_views.issue_move_view, name="issue_move"),
     # Project settings and members (projects/views.py).
     path(settings_sd, project_views.service_desk_settings, name="service_desk_settings"),
+    path(
+        "<path:full_path>/-/settings/notifications/",
+        notification_views.project_notifications,
+        name="project_notifications",
+    ),
     path(
         f"{settings_sd}regenerate/",
         project_views.service_desk_regenerate,

@@ -27,18 +27,24 @@ def thank_you(project) -> OutboundEmail:  # type: ignore[no-untyped-def]
     """The thank-you of a new email issue, waiting to be sent."""
     row = deliver(make_email(to=INCOMING.address_for(project.service_desk.default_key)))
     assert row.outcome == "issue_created", row.reason
-    return OutboundEmail.objects.get(issue=Issue.objects.get(pk=row.issue_id))
+    return OutboundEmail.objects.exclude(kind="team").get(issue=Issue.objects.get(pk=row.issue_id))
 
 
 def send_pending() -> dict[int, str]:
-    ids = list(OutboundEmail.objects.filter(status=Status.PENDING).values_list("pk", flat=True))
+    ids = list(
+        OutboundEmail.objects.exclude(kind="team")
+        .filter(status=Status.PENDING)
+        .values_list("pk", flat=True)
+    )
     claimed, token = outbound_claim(ids)
     return outbound_send(claimed, token)
 
 
 def make_due(email: OutboundEmail) -> None:
     """The backoff has passed (instead of waiting for it)."""
-    OutboundEmail.objects.filter(pk=email.pk).update(next_attempt_at=timezone.now())
+    OutboundEmail.objects.exclude(kind="team").filter(pk=email.pk).update(
+        next_attempt_at=timezone.now()
+    )
 
 
 @pytest.mark.parametrize(

@@ -48,7 +48,7 @@ def issue(project, address) -> Issue:  # type: ignore[no-untyped-def]
 
 def reply_by_reply_key(issue: Issue, address: str) -> bytes:
     """An answer to the thank-you: its Reply-To address carries the reply key."""
-    key = SentNotification.objects.get(issue=issue).reply_key
+    key = SentNotification.objects.filter(user=None).get(issue=issue).reply_key
     return make_email(to=INCOMING.address_for(key), subject="Re: Help", body=REPLY)
 
 

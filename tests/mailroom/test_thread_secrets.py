@@ -45,7 +45,7 @@ def ticket(project, to) -> Issue:  # type: ignore[no-untyped-def]
     row = deliver(make_email(to=to, subject="Invoice wrong", message_id="<jake-1@customer.example>",
                              headers={"Cc": "dana@customer.example"}))  # fmt: skip
     assert row.outcome == "issue_created", row.reason
-    OutboundEmail.objects.all().delete()
+    OutboundEmail.objects.exclude(kind="team").all().delete()
     return Issue.objects.get(pk=row.issue_id)
 
 
@@ -63,7 +63,10 @@ def process_as_batch(raws: list[bytes]) -> list[InboundMessage]:
 
 def test_every_message_id_we_send_is_random(project, to) -> None:
     rows = [deliver(make_email(to=to, subject=f"Ticket {n}")) for n in range(2)]
-    ids = [OutboundEmail.objects.get(issue_id=row.issue_id).message_id for row in rows]
+    ids = [
+        OutboundEmail.objects.exclude(kind="team").get(issue_id=row.issue_id).message_id
+        for row in rows
+    ]
     for message_id in ids:
         assert re.fullmatch(rf"<issue-[0-9a-f]{{32}}@{HOST}>", message_id), message_id
     assert ids[0] != ids[1]
@@ -79,7 +82,11 @@ def test_stranger_naming_a_guessable_legacy_root_gets_no_note_on_the_ticket(tick
     assert row.outcome == "issue_created"
     assert row.issue_id != ticket.pk
     assert not Note.objects.filter(issue=ticket, external_author="mallory@evil.example").exists()
-    assert not OutboundEmail.objects.filter(recipient__endswith="@customer.example").exists()
+    assert (
+        not OutboundEmail.objects.exclude(kind="team")
+        .filter(recipient__endswith="@customer.example")
+        .exists()
+    )
 
     row = deliver(reply(to, legacy, "Dana <dana@customer.example>", body="Any news?"))
     assert (row.outcome, row.issue_id) == ("note_added", ticket.pk)
@@ -101,7 +108,7 @@ def test_non_participant_reply_by_a_leaked_root_is_held_as_an_internal_note(
     note = Note.objects.get(pk=row.note_id)
     assert (note.internal, note.from_non_participant) == (True, True)
     assert row.decision["non_participant"] is True
-    assert not OutboundEmail.objects.filter(issue=ticket).exists()
+    assert not OutboundEmail.objects.exclude(kind="team").filter(issue=ticket).exists()
 
 
 @pytest.mark.parametrize("path", ["alone", "batch"])
@@ -113,9 +120,11 @@ def test_participant_reply_without_a_key_is_public_and_emailed(ticket, to, path)
         [row, _] = process_as_batch([email, make_email(to=to, subject="Other ticket")])
     note = Note.objects.get(pk=row.note_id)
     assert (note.internal, note.from_non_participant) == (False, False)
-    assert list(OutboundEmail.objects.filter(issue=ticket).values_list("recipient", flat=True)) == [
-        "jake@customer.example"
-    ]
+    assert list(
+        OutboundEmail.objects.exclude(kind="team")
+        .filter(issue=ticket)
+        .values_list("recipient", flat=True)
+    ) == ["jake@customer.example"]
 
 
 def test_reporter_makes_a_held_reply_public_with_one_click(client, ticket, to, reporter) -> None:
@@ -129,10 +138,14 @@ def test_reporter_makes_a_held_reply_public_with_one_click(client, ticket, to, r
     assert client.post(url).status_code == 302
     note.refresh_from_db()
     assert (note.internal, note.from_non_participant) == (False, False)
-    recipients = OutboundEmail.objects.filter(note=note).values_list("recipient", flat=True)
+    recipients = (
+        OutboundEmail.objects.exclude(kind="team")
+        .filter(note=note)
+        .values_list("recipient", flat=True)
+    )
     assert sorted(recipients) == ["dana@customer.example", "jake@customer.example"]
     assert client.post(url).status_code == 302  # twice: nothing more is sent
-    assert OutboundEmail.objects.filter(note=note).count() == 2
+    assert OutboundEmail.objects.exclude(kind="team").filter(note=note).count() == 2
 
 
 def test_cc_participant_list_unchanged_by_held_reply(ticket, to) -> None:
@@ -186,7 +199,7 @@ def test_quoted_history_is_emailed_to_nobody_and_shown_only_to_reporters(
     ticket.confidential = False
     ticket.save()
     row = deliver(quoting_reply(ticket))
-    [email] = OutboundEmail.objects.filter(note_id=row.note_id)
+    [email] = OutboundEmail.objects.exclude(kind="team").filter(note_id=row.note_id)
     assert email.recipient == "dana@customer.example"
     assert "Thank you for your message" not in email.body_text + email.body_html
     assert "wrote:" not in email.body_text

@@ -54,6 +54,7 @@ from django.utils import timezone
 from issues.models import EmailParticipant, Issue, Note, SentNotification
 from issues.services import note_create, participant_add, upload_create
 from mailroom.models import InboundMessage
+from notifications.models import NewTicketRule, NotificationSetting, Todo
 from projects.models import DescriptionTemplate, Membership, Role, ServiceDeskSetting, Visibility
 from projects.selectors import service_desk_addresses
 from projects.services import membership_set
@@ -222,6 +223,11 @@ def signed_in(level: int, visibility: str, _confidential: bool) -> int:
 
 def everyone(level: int, visibility: str, _confidential: bool) -> int:
     return 0
+
+
+def own_todo(level: int, visibility: str, _confidential: bool) -> int:
+    """A To-Do is its owner's (the reporter's here): 404 for everyone else."""
+    return 0 if level == 20 else 404
 
 
 def _internal_upload(level: int, visibility: str, confidential: bool) -> int:
@@ -399,6 +405,19 @@ def _mark_bouncing(world: World, confidential: bool) -> None:
 
 def _customise_thank_you(world: World, _confidential: bool) -> None:
     ServiceDeskSetting.objects.filter(project=world.project).update(thank_you_template="Thanks")
+
+
+def _todo_each(world: World, confidential: bool) -> None:
+    """One pending To-Do for every persona with an account (the reporter's is ctx["todo"])."""
+    for role, user in world.users.items():
+        if user is not None:
+            todo = Todo.objects.create(user=user, issue=world.issues[False], action="assigned")
+            if role == "reporter":
+                world.ctx["todo"] = todo.pk
+
+
+def _pending_todos(world: World, _c: bool) -> int:
+    return Todo.objects.filter(done_at=None).count()
 
 
 def _make_ordinary(world: World, confidential: bool) -> None:
@@ -672,6 +691,41 @@ ROUTES: dict[str, Route] = {
         "POST", _project("spam_delete", "spam_id"), reporter_only,
         allowed=to_project("spam_list"), effect=SPAM_CONFIRMED,
     ),
+    "todos": _project_route("GET", lambda w, c: reverse("todos"), signed_in),
+    "todo_done": _project_route(
+        "POST", lambda w, c: reverse("todo_done", args=[w.ctx["todo"]]), own_todo,
+        allowed=lambda w, c: reverse("todos"), setup=_todo_each,
+        effect=Effect(_pending_todos, lambda w, c: len([u for u in w.users.values() if u]) - 1),
+    ),
+    "todos_done": _project_route(
+        "POST", lambda w, c: reverse("todos_done"), signed_in,
+        allowed=lambda w, c: reverse("todos"), setup=_todo_each,
+        effect=Effect(_pending_todos, lambda w, c: len([u for u in w.users.values() if u]) - 1),
+    ),
+    "notification_settings": _project_route(
+        "GET", lambda w, c: reverse("notification_settings"), signed_in
+    ),
+    "notification_settings (save)": _project_route(
+        "POST", lambda w, c: reverse("notification_settings"), signed_in,
+        allowed=lambda w, c: reverse("notification_settings"), data={"default": "watch"},
+        effect=Effect(
+            lambda w, c: NotificationSetting.objects.filter(project=None, level="watch").count(),
+            lambda w, c: 1,
+        ),
+    ),
+    "project_notifications": _project_route(
+        "GET", _project("project_notifications"), project_admin
+    ),
+    "project_notifications (save)": _project_route(
+        "POST", _project("project_notifications"), project_admin,
+        allowed=to_project("project_notifications"),
+        data=lambda w, c: {"chosen_only": "true", "people": [w.users["owner"].pk]},
+        effect=Effect(
+            lambda w, c: NewTicketRule.objects.filter(project=w.project, chosen_only=True).exists(),
+            lambda w, c: True,
+        ),
+        variants=(PLAIN, invalid({"chosen_only": "true"})),
+    ),
     "unsubscribe": _project_route(
         "GET", _global("unsubscribe", "unsubscribe_token"), everyone, effect=STILL_SUBSCRIBED,
         shows_own_address=True,
@@ -689,7 +743,7 @@ EXEMPT = {"login", "logout", "health", "upload_by_token"}
 
 # Cells per visibility: personas x (issues x variants) summed over the routes. Written out, so
 # that a route or variant that drops out of ROUTES shows here; update it with ROUTES.
-MATRIX_CELLS = 602
+MATRIX_CELLS = 658
 
 
 def _route_names() -> set[str]:
@@ -781,11 +835,11 @@ class Cell:
 
     def run(self) -> list[str]:
         world, route, c = self.world, self.route, self.confidential
-        url = route.url(world, c)
         denial = route.expect(LEVEL[self.role], world.visibility, c)
         with transaction.atomic():
             if route.setup:
                 route.setup(world, c)
+            url = route.url(world, c)  # after the setup: it may make what the URL names
             before = route.effect.state(world, c) if route.effect else None
             response = self._send(url)
             wanted = self._wanted(url, denial)

@@ -49,9 +49,11 @@ for row in InboundMessage.objects.filter(pk__in=ids).order_by("pk"):
 print("iids", sorted(Issue.objects.filter(project=project).values_list("iid", flat=True))[-2:])
 from issues.models import OutboundEmail
 from issues.outbox import outbound_claim, outbound_send
-pending = list(OutboundEmail.objects.filter(status="pending").values_list("pk", flat=True))
-claimed, token = outbound_claim(pending)
+customers = OutboundEmail.objects.filter(status="pending").exclude(kind="team")
+claimed, token = outbound_claim(list(customers.values_list("pk", flat=True)))
 print("sent", sorted(str(s) for s in outbound_send(claimed, token).values()))
+team = OutboundEmail.objects.filter(kind="team", issue__iid__in=[5, 6])
+print("team", sorted(set(team.values_list("recipient", flat=True))))
 """
 
 
@@ -80,6 +82,8 @@ def test_inbound_pipeline_runs_on_sqlite_without_redis(tmp_path) -> None:
     assert lines[4] == "iids [5, 6]"
     # Their thank-you emails went to files under var/mail/, where `make run` says to look.
     assert lines[5] == "sent ['sent', 'sent']"
+    # The team hears about the new tickets: the Reporters and up (alice, bob), not the Guest.
+    assert lines[6] == "team ['alice@acme.example', 'bob@acme.example']"
     written = "".join(p.read_text() for p in (tmp_path / "mail").glob("*.log"))
     assert written.count("Subject: Re: ") == 2
     assert "Thank you for your message" in written

@@ -1,0 +1,451 @@
+"""What the team hears about, written in the transaction of its cause (as customer emails are).
+
+``issues.services`` calls these when something happens on tickets: ``tickets_opened``,
+``notes_posted``, ``assignees_added``, ``state_changed``. Each works out who should hear about
+it — GitLab's levels per person (a default and per-project overrides), the project's new-ticket
+rule so that a new ticket always reaches someone, never the actor, never someone who cannot read
+the issue — and records To-Dos and notification emails in bulk: a few statements for a whole
+batch of tickets whatever the number of watchers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db.models import Count, Max, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.template.loader import get_template
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts.models import User
+from issues.emails import (
+    _Draft,
+    _host,
+    _one_line,
+    _save,
+    render_placeholders,
+    send_after_commit,
+)
+from issues.markdown import render_markdown
+from issues.models import Issue, IssueEmail, Note, OutboundEmail, SentNotification
+from projects.models import Membership, Project, Role
+
+from .models import DEFAULT_LEVEL, Level, NewTicketRule, NotificationSetting, Todo
+
+Reason = str  # why someone hears about it: the X-ServiceDesk-NotificationReason header
+ASSIGNED, MENTIONED, PARTICIPATING, NEW_TICKET, WATCHING = (
+    "assigned", "mentioned", "participating", "new_ticket", "watching",
+)  # fmt: skip
+_REASON_TEXT = {
+    ASSIGNED: "you are assigned to this ticket",
+    MENTIONED: "you were mentioned",
+    PARTICIPATING: "you take part in this ticket",
+    NEW_TICKET: "you hear about this project's new and unassigned tickets",
+    WATCHING: "you watch this project",
+}
+# A member's @username in a comment or internal note (never in text that came by email).
+_MENTION = re.compile(r"(?<![\w@/.-])@([A-Za-z0-9_][A-Za-z0-9_.-]{0,149})")
+
+
+@dataclass
+class _Team:
+    """A project's members as notifications see them: one lookup per project and event."""
+
+    project: Project
+    roles: dict[int, int]
+    users: dict[int, User]
+    levels: dict[int, str]
+    new_ticket_people: set[int]
+
+    def reads(self, user_id: int, issue: Issue, *, internal: bool = False) -> bool:
+        role = self.roles.get(user_id)
+        if role is None or user_id not in self.users:
+            return False
+        return role >= Role.REPORTER or not (issue.confidential or internal)
+
+    def level(self, user_id: int) -> str:
+        return self.levels.get(user_id, DEFAULT_LEVEL)
+
+    def watchers(self) -> set[int]:
+        return {pk for pk in self.users if self.level(pk) == Level.WATCH}
+
+
+def _team(project: Project) -> _Team:
+    memberships = Membership.objects.filter(
+        Q(project=project) | Q(group__full_path__in=project.ancestor_group_paths)
+    )
+    roles = dict(
+        memberships.values("user_id").annotate(best=Max("role")).values_list("user_id", "best")
+    )
+    users = {
+        u.pk: u
+        for u in User.objects.filter(pk__in=roles, is_active=True, is_bot=False).exclude(email="")
+    }
+    levels: dict[int, str] = {}
+    defaults: dict[int, str] = {}
+    for user_id, project_id, level in NotificationSetting.objects.filter(
+        Q(project=project) | Q(project=None), user_id__in=users
+    ).values_list("user_id", "project_id", "level"):
+        if level == Level.GLOBAL:
+            continue
+        (levels if project_id is not None else defaults)[user_id] = level
+    effective = {pk: levels.get(pk) or defaults.get(pk) or DEFAULT_LEVEL for pk in users}
+    rule = NewTicketRule.objects.filter(project=project).first()
+    if rule is not None and rule.chosen_only:
+        people = set(rule.people.values_list("pk", flat=True))
+    else:
+        people = {
+            pk
+            for pk, role in roles.items()
+            if role >= Role.REPORTER
+            and effective.get(pk) not in (None, Level.MENTION, Level.DISABLED)
+        }
+    return _Team(project, roles, users, effective, people & set(users))
+
+
+@dataclass
+class _Event:
+    """One thing that happened on one issue, and who hears about it."""
+
+    issue: Issue
+    kind: str  # the template: new_ticket, customer_reply, comment, assigned, state
+    actor: User | None
+    note: Note | None = None
+    text: str = ""
+    recipients: dict[int, Reason] = field(default_factory=dict)
+
+    def add(self, user_ids: Iterable[int], reason: Reason) -> None:
+        for pk in user_ids:
+            self.recipients.setdefault(pk, reason)  # the first (strongest) reason wins
+
+
+# --- Events -------------------------------------------------------------------------------------
+
+
+def tickets_opened(issues: Sequence[Issue]) -> None:
+    """New Service Desk tickets: the project's new-ticket people and its watchers hear about
+    them; watchers get a To-Do."""
+    teams: dict[int, _Team] = {}
+    events, todos = [], []
+    for issue in issues:
+        team = _team_of(issue.project, teams)
+        event = _Event(issue, "new_ticket", None, text=issue.description)
+        event.add(team.new_ticket_people, NEW_TICKET)
+        event.add(team.watchers(), WATCHING)
+        events.append(event)
+        todos += [
+            Todo(user_id=pk, issue=issue, action=Todo.Action.NEW_TICKET)
+            for pk in team.watchers()
+            if team.reads(pk, issue)
+        ]
+    _todos_add(todos)
+    _send(events, teams)
+
+
+def notes_posted(notes: Sequence[Note]) -> None:
+    """Customers' replies (from email) and team members' comments and internal notes."""
+    notes = [n for n in notes if not n.system]
+    if not notes:
+        return
+    teams: dict[int, _Team] = {}
+    taking_part = _taking_part({n.issue_id for n in notes})
+    assignees = _assignees({n.issue_id for n in notes})
+    events, todos = [], []
+    for note in notes:
+        issue = note.issue
+        team = _team_of(issue.project, teams)
+        assigned = assignees.get(issue.pk, set())
+        participating = {
+            pk for pk in taking_part.get(issue.pk, set()) | assigned
+            if team.level(pk) in (Level.PARTICIPATING, Level.WATCH)
+        }  # fmt: skip
+        if note.external_author:  # a customer's reply (held ones too: someone must look)
+            event = _Event(issue, "customer_reply", None, note, note.body)
+            event.add(assigned & _levels(team, Level.PARTICIPATING, Level.WATCH), ASSIGNED)
+            if not assigned:
+                event.add(team.new_ticket_people, NEW_TICKET)
+            todos += [
+                Todo(user_id=pk, issue=issue, action=Todo.Action.CUSTOMER_REPLIED, note=note)
+                for pk in assigned
+                if team.reads(pk, issue)
+            ]
+        else:
+            event = _Event(issue, "comment", note.author, note, note.body)
+            mentioned = _mentioned(note, team)
+            event.add(mentioned - _levels(team, Level.DISABLED), MENTIONED)
+            todos += [
+                Todo(user_id=pk, issue=issue, action=Todo.Action.MENTIONED, actor=note.author,
+                     note=note)
+                for pk in mentioned
+                if pk != note.author_id and team.reads(pk, issue, internal=note.internal)
+            ]  # fmt: skip
+        event.add(participating, PARTICIPATING)
+        event.add(team.watchers(), WATCHING)
+        events.append(event)
+    _todos_add(todos)
+    _send(events, teams)
+
+
+def assignees_added(issue: Issue, users: Sequence[User], actor: User) -> None:
+    team = _team(issue.project)
+    added = {u.pk for u in users}
+    event = _Event(issue, "assigned", actor, text=issue.description)
+    event.add(added - _levels(team, Level.DISABLED), ASSIGNED)
+    event.add(team.watchers(), WATCHING)
+    _todos_add(
+        [
+            Todo(user_id=pk, issue=issue, action=Todo.Action.ASSIGNED, actor=actor)
+            for pk in added
+            if pk != actor.pk and team.reads(pk, issue)
+        ]
+    )
+    _send([event], {issue.project_id: team})
+
+
+def state_changed(issue: Issue, actor: User) -> None:
+    """Closed or reopened: those taking part and the watchers hear about it."""
+    team = _team(issue.project)
+    people = _taking_part({issue.pk}).get(issue.pk, set()) | _assignees({issue.pk}).get(
+        issue.pk, set()
+    )
+    event = _Event(issue, "state", actor)
+    event.add(people & _levels(team, Level.PARTICIPATING, Level.WATCH), PARTICIPATING)
+    event.add(team.watchers(), WATCHING)
+    _send([event], {issue.project_id: team})
+
+
+def todos_done(*, user: User, issues: Iterable[Issue]) -> int:
+    """Someone commented on or closed these tickets: their To-Dos there are done."""
+    done = Todo.objects.filter(user=user, issue__in=list(issues), done_at=None).update(
+        done_at=timezone.now()
+    )
+    if done:
+        _recount({user.pk})
+    return done
+
+
+def _todos_add(todos: list[Todo]) -> None:
+    Todo.objects.bulk_create(todos)
+    _recount({todo.user_id for todo in todos})
+
+
+def _recount(user_ids: set[int]) -> None:
+    """Each person's pending To-Dos, counted again (one UPDATE): the header's number."""
+    if not user_ids:
+        return
+    pending = (
+        Todo.objects.filter(user=OuterRef("pk"), done_at=None)
+        .values("user")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    User.objects.filter(pk__in=user_ids).update(
+        todo_count=Coalesce(Subquery(pending[:1]), Value(0))
+    )
+
+
+# --- Who ----------------------------------------------------------------------------------------
+
+
+def _team_of(project: Project, teams: dict[int, _Team]) -> _Team:
+    if project.pk not in teams:
+        teams[project.pk] = _team(project)
+    return teams[project.pk]
+
+
+def _levels(team: _Team, *levels: str) -> set[int]:
+    return {pk for pk in team.users if team.level(pk) in levels}
+
+
+def _taking_part(issue_ids: set[int]) -> dict[int, set[int]]:
+    """Team members taking part in each issue: who commented (not a bot, not a system note)
+    or was mentioned there."""
+    found: dict[int, set[int]] = {}
+    commenters = (
+        Note.objects.filter(issue_id__in=issue_ids, system=False, author__is_bot=False)
+        .values_list("issue_id", "author_id")
+        .distinct()
+    )
+    mentioned = Todo.objects.filter(issue_id__in=issue_ids, action=Todo.Action.MENTIONED)
+    for issue_id, user_id in [*commenters, *mentioned.values_list("issue_id", "user_id")]:
+        found.setdefault(issue_id, set()).add(user_id)
+    return found
+
+
+def _assignees(issue_ids: set[int]) -> dict[int, set[int]]:
+    found: dict[int, set[int]] = {}
+    through = Issue.assignees.through
+    for issue_id, user_id in through.objects.filter(issue_id__in=issue_ids).values_list(
+        "issue_id", "user_id"
+    ):
+        found.setdefault(issue_id, set()).add(user_id)
+    return found
+
+
+def _mentioned(note: Note, team: _Team) -> set[int]:
+    """Members named by @username in a team member's note (email text never gets here)."""
+    names = {name.lower().rstrip(".") for name in _MENTION.findall(note.body)}
+    if not names:
+        return set()
+    return {pk for pk, user in team.users.items() if user.username.lower() in names}
+
+
+# --- Emails -------------------------------------------------------------------------------------
+
+_SUBJECT_PREFIX = {
+    "new_ticket": "New ticket",
+    "customer_reply": "Customer replied",
+    "comment": "New comment",
+    "assigned": "Assigned",
+    "state": "Status",
+}
+
+
+def _send(events: list[_Event], teams: dict[int, _Team]) -> None:
+    """Every recipient of every event, one email each, recorded in bulk (three INSERTs)."""
+    drafts = []
+    for event in events:
+        team = teams[event.issue.project_id]
+        internal = bool(event.note and event.note.internal)
+        wanted = [
+            pk
+            for pk in event.recipients
+            if (event.actor is None or pk != event.actor.pk)
+            and team.level(pk) != Level.DISABLED
+            and team.reads(pk, event.issue, internal=internal)
+        ]
+        # Customer addresses are for Reporter+ only: below that, the customer is their name.
+        bodies = {
+            sees: _render(event, addresses=sees)
+            for sees in {team.roles[pk] >= Role.REPORTER for pk in wanted}
+        }
+        drafts += [
+            _draft(event, team.users[pk], event.recipients[pk],
+                   bodies[team.roles[pk] >= Role.REPORTER])
+            for pk in wanted
+        ]  # fmt: skip
+    send_after_commit(_save(drafts))
+
+
+@dataclass(frozen=True)
+class _Body:
+    text: str
+    html: str
+
+
+def _render(event: _Event, *, addresses: bool) -> _Body:
+    """One rendering per event (two when some recipients are below Reporter, who may not see
+    customers' addresses): recipients differ only in headers and the reason line."""
+    issue = event.issue
+    template = get_template(f"emails/team_{event.kind}.md").template.source  # type: ignore[attr-defined]
+    actor = event.actor.display_name if event.actor is not None else ""
+    name, address = (
+        (event.note.external_name, event.note.external_author)
+        if event.note is not None
+        else (issue.external_author_name, issue.external_author)
+    )
+    customer = name or (address if addresses else "")
+    values = {
+        "ACTOR": actor,
+        "CUSTOMER": customer or "The customer",
+        "ISSUE_ID": f"#{issue.iid}",
+        "ISSUE_PATH": f"{issue.project.full_path}#{issue.iid}",
+        "ISSUE_TITLE": issue.title,
+        "ISSUE_URL": settings.SITE_URL
+        + issue.get_absolute_url()
+        + (f"#note-{event.note.pk}" if event.note is not None else ""),
+        "STATE": "closed" if issue.state == Issue.State.CLOSED else "reopened",
+        "TEXT": event.text,
+        "INTERNAL": "an internal note" if event.note and event.note.internal else "a comment",
+        "SETTINGS_URL": settings.SITE_URL + reverse("notification_settings"),
+    }
+    text = render_placeholders(template, values).strip() + "\n"
+    return _Body(text, render_markdown(text, remote_images=False))
+
+
+def _thread_root(issue: Issue, user: User) -> str:
+    """Per issue and per person: their client shows one conversation per ticket. Not
+    guessable (it is derived from the issue's random thread token)."""
+    digest = hashlib.sha256(f"{issue.thread_token}:{user.pk}".encode()).hexdigest()[:32]
+    return f"<team-{digest}@{_host()}>"
+
+
+def _draft(event: _Event, user: User, reason: Reason, body: _Body) -> _Draft:
+    issue = event.issue
+    sent = SentNotification(issue=issue, user=user, note=event.note, recipient=user.email)
+    key = sent.reply_key
+    root, own = _thread_root(issue, user), f"<reply-{key}@{_host()}>"
+    project = issue.project
+    reason_line = f"You get this email because {_REASON_TEXT[reason]}."
+    headers = {
+        "In-Reply-To": root,
+        "References": f"{root} {own}",
+        "List-Id": f"{_one_line(project.full_path)} <{project.full_path_slug}.{project.pk}."
+        f"{_host()}>",
+        "X-ServiceDesk-NotificationReason": reason,
+        "X-ServiceDesk-Project": _one_line(project.full_path),
+        "List-Unsubscribe": f"<{settings.SITE_URL}{reverse('notification_settings')}>",
+        "Auto-Submitted": "auto-generated",
+        "X-Auto-Response-Suppress": "All",
+    }
+    incoming = settings.SERVICEDESK_MAILBOXES.get("incoming_email")
+    if incoming is not None and incoming.enabled:
+        headers["Reply-To"] = incoming.address_for(key)
+    prefix = _SUBJECT_PREFIX[event.kind]
+    email = OutboundEmail(
+        kind=OutboundEmail.Kind.TEAM,
+        project_id=project.pk,
+        issue=issue,
+        note=event.note,
+        user=user,
+        sent_notification=sent,
+        recipient=user.email,
+        from_email=f"Service Desk <{settings.DEFAULT_FROM_EMAIL}>",
+        subject=_one_line(f"[{project.full_path}] {prefix}: {issue.title} (#{issue.iid})"),
+        message_id=own,
+        headers=headers,
+        body_text=f"{body.text}\n-- \n{reason_line}\n",
+        body_html=f'{body.html}<hr><p class="reason">{reason_line}</p>',
+    )
+    record = IssueEmail(issue=issue, message_id=own, direction=IssueEmail.Direction.OUTBOUND)
+    return _Draft(sent, email, record)
+
+
+# --- Settings and To-Dos ------------------------------------------------------------------------
+
+
+def todo_done(*, user: User, todo_id: int) -> bool:
+    done = Todo.objects.filter(pk=todo_id, user=user, done_at=None).update(done_at=timezone.now())
+    _recount({user.pk})
+    return bool(done)
+
+
+def todos_all_done(*, user: User) -> int:
+    done = Todo.objects.filter(user=user, done_at=None).update(done_at=timezone.now())
+    _recount({user.pk})
+    return done
+
+
+def notification_level_set(*, user: User, level: str, project: Project | None = None) -> None:
+    """The person's default level (no project; "use my default" is not one) or a project's."""
+    if level not in Level.values or (project is None and level == Level.GLOBAL):
+        raise ValueError(f"Not a notification level here: {level!r}")
+    NotificationSetting.objects.update_or_create(
+        user=user, project=project, defaults={"level": level}
+    )
+
+
+def new_ticket_rule_set(*, project: Project, chosen_only: bool, people: Sequence[User]) -> None:
+    """Who hears about new and unassigned tickets: every Reporter+ (whose level lets them), or
+    the chosen people — at least one, so that a new ticket always reaches someone."""
+    if chosen_only and not people:
+        raise ValueError("Choose at least one person, or let every Reporter hear about them.")
+    rule, _ = NewTicketRule.objects.update_or_create(
+        project=project, defaults={"chosen_only": chosen_only}
+    )
+    rule.people.set(people if chosen_only else [])
