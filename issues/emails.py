@@ -110,7 +110,9 @@ class _Draft:
 
     sent: SentNotification
     email: OutboundEmail
-    record: IssueEmail
+    # Its Message-ID on the issue, so that replies to it thread (None: the reply key in its
+    # Reply-To and References is enough, as for the team's notifications).
+    record: IssueEmail | None
 
 
 @lru_cache(maxsize=1)
@@ -267,7 +269,7 @@ def _save(drafts: Sequence[_Draft]) -> list[OutboundEmail]:
     for d in drafts:
         d.email.sent_notification = d.sent  # now with its primary key
     OutboundEmail.objects.bulk_create([d.email for d in drafts])
-    IssueEmail.objects.bulk_create([d.record for d in drafts])
+    IssueEmail.objects.bulk_create([d.record for d in drafts if d.record is not None])
     return [d.email for d in drafts]
 
 

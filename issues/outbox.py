@@ -137,9 +137,10 @@ def _hold_over_limit(emails: list[OutboundEmail], results: dict[int, str]) -> li
     an attempt) until the next hour; Support Bot says so once per issue and hour in an
     internal note. Returns the emails that may go now."""
     limit = settings.SERVICEDESK_OUTBOUND_EMAILS_PER_PROJECT_PER_HOUR
-    # Every email counts, "[Rejected]" notices too: those to unknown addresses count against
-    # the instance, so forged senders cannot make us a relay beyond the limit.
-    counted = [(e, e.project_id or "instance") for e in emails]
+    # Every email to the outside counts, "[Rejected]" notices too: those to unknown addresses
+    # count against the instance, so forged senders cannot make us a relay beyond the limit.
+    # The team's notifications go to the project's own members: they do not count.
+    counted = [(e, e.project_id or "instance") for e in emails if e.kind != OutboundEmail.Kind.TEAM]
     if limit <= 0 or not counted:
         return emails
     try:

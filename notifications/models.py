@@ -99,3 +99,43 @@ class Todo(models.Model):
 
     def __str__(self) -> str:
         return f"todo {self.pk} for {self.user_id} on {self.issue_id}: {self.action}"
+
+
+class Event(models.Model):
+    """Something the team may hear about, recorded in the transaction of its cause.
+
+    Who hears about it, their To-Dos and their emails are worked out after the commit by a task
+    (``services.events_deliver``): the cause's transaction writes one row whatever the number
+    of people, and a burst of new tickets is not slowed by the team's size. A beat sweeper
+    delivers what a lost task left behind.
+    """
+
+    class Kind(models.TextChoices):
+        NEW_TICKET = "new_ticket", "new ticket"
+        CUSTOMER_REPLY = "customer_reply", "customer reply"
+        COMMENT = "comment", "comment"
+        ASSIGNED = "assigned", "assigned"
+        STATE = "state", "closed or reopened"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    issue = models.ForeignKey(Issue, on_delete=models.CASCADE, related_name="+")
+    note = models.ForeignKey(
+        Note, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    users = models.JSONField(default=list, blank=True)  # ASSIGNED: who was added
+    state = models.CharField(max_length=10, blank=True)  # STATE: the issue's new state
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["created_at"], condition=Q(delivered_at=None), name="event_pending"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"event {self.pk}: {self.kind} on {self.issue_id}"

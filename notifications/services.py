@@ -1,11 +1,13 @@
-"""What the team hears about, written in the transaction of its cause (as customer emails are).
+"""What the team hears about: recorded in the transaction of its cause, delivered after it.
 
-``issues.services`` calls these when something happens on tickets: ``tickets_opened``,
-``notes_posted``, ``assignees_added``, ``state_changed``. Each works out who should hear about
-it — GitLab's levels per person (a default and per-project overrides), the project's new-ticket
-rule so that a new ticket always reaches someone, never the actor, never someone who cannot read
-the issue — and records To-Dos and notification emails in bulk: a few statements for a whole
-batch of tickets whatever the number of watchers.
+``issues.services`` calls ``tickets_opened``, ``notes_posted``, ``assignees_added`` and
+``state_changed`` when something happens on tickets; each records one ``Event`` row per thing
+that happened (one INSERT for a whole batch of tickets) and queues its delivery on commit.
+``events_deliver`` (a task; a beat sweeper catches what a lost task left) works out who hears
+about each — GitLab's levels per person (a default and per-project overrides), the project's
+new-ticket rule so that a new ticket always reaches someone, never the actor, never someone who
+cannot read the issue — and writes their To-Dos and emails in bulk: a few statements per batch
+of events whatever the number of people.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Count, Max, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.template.loader import get_template
@@ -32,10 +36,11 @@ from issues.emails import (
     send_after_commit,
 )
 from issues.markdown import render_markdown
-from issues.models import Issue, IssueEmail, Note, OutboundEmail, SentNotification
+from issues.models import Issue, Note, OutboundEmail, SentNotification
 from projects.models import Membership, Project, Role
+from servicedesk.queues import enqueue
 
-from .models import DEFAULT_LEVEL, Level, NewTicketRule, NotificationSetting, Todo
+from .models import DEFAULT_LEVEL, Event, Level, NewTicketRule, NotificationSetting, Todo
 
 Reason = str  # why someone hears about it: the X-ServiceDesk-NotificationReason header
 ASSIGNED, MENTIONED, PARTICIPATING, NEW_TICKET, WATCHING = (
@@ -117,6 +122,7 @@ class _Event:
     actor: User | None
     note: Note | None = None
     text: str = ""
+    state: str = ""
     recipients: dict[int, Reason] = field(default_factory=dict)
 
     def add(self, user_ids: Iterable[int], reason: Reason) -> None:
@@ -124,99 +130,189 @@ class _Event:
             self.recipients.setdefault(pk, reason)  # the first (strongest) reason wins
 
 
-# --- Events -------------------------------------------------------------------------------------
+# --- Recording (in the cause's transaction) ----------------------------------------------------
 
 
 def tickets_opened(issues: Sequence[Issue]) -> None:
     """New Service Desk tickets: the project's new-ticket people and its watchers hear about
     them; watchers get a To-Do."""
-    teams: dict[int, _Team] = {}
-    events, todos = [], []
-    for issue in issues:
-        team = _team_of(issue.project, teams)
-        event = _Event(issue, "new_ticket", None, text=issue.description)
-        event.add(team.new_ticket_people, NEW_TICKET)
-        event.add(team.watchers(), WATCHING)
-        events.append(event)
-        todos += [
-            Todo(user_id=pk, issue=issue, action=Todo.Action.NEW_TICKET)
-            for pk in team.watchers()
-            if team.reads(pk, issue)
-        ]
-    _todos_add(todos)
-    _send(events, teams)
+    _record([Event(kind=Event.Kind.NEW_TICKET, issue=issue) for issue in issues])
 
 
 def notes_posted(notes: Sequence[Note]) -> None:
     """Customers' replies (from email) and team members' comments and internal notes."""
-    notes = [n for n in notes if not n.system]
-    if not notes:
-        return
-    teams: dict[int, _Team] = {}
-    taking_part = _taking_part({n.issue_id for n in notes})
-    assignees = _assignees({n.issue_id for n in notes})
-    events, todos = [], []
-    for note in notes:
-        issue = note.issue
-        team = _team_of(issue.project, teams)
-        assigned = assignees.get(issue.pk, set())
-        participating = {
-            pk for pk in taking_part.get(issue.pk, set()) | assigned
-            if team.level(pk) in (Level.PARTICIPATING, Level.WATCH)
-        }  # fmt: skip
-        if note.external_author:  # a customer's reply (held ones too: someone must look)
-            event = _Event(issue, "customer_reply", None, note, note.body)
-            event.add(assigned & _levels(team, Level.PARTICIPATING, Level.WATCH), ASSIGNED)
-            if not assigned:
-                event.add(team.new_ticket_people, NEW_TICKET)
-            todos += [
-                Todo(user_id=pk, issue=issue, action=Todo.Action.CUSTOMER_REPLIED, note=note)
-                for pk in assigned
-                if team.reads(pk, issue)
-            ]
-        else:
-            event = _Event(issue, "comment", note.author, note, note.body)
-            mentioned = _mentioned(note, team)
-            event.add(mentioned - _levels(team, Level.DISABLED), MENTIONED)
-            todos += [
-                Todo(user_id=pk, issue=issue, action=Todo.Action.MENTIONED, actor=note.author,
-                     note=note)
-                for pk in mentioned
-                if pk != note.author_id and team.reads(pk, issue, internal=note.internal)
-            ]  # fmt: skip
-        event.add(participating, PARTICIPATING)
-        event.add(team.watchers(), WATCHING)
-        events.append(event)
-    _todos_add(todos)
-    _send(events, teams)
+    _record(
+        [
+            Event(kind=Event.Kind.CUSTOMER_REPLY, issue=note.issue, note=note)
+            if note.external_author
+            else Event(kind=Event.Kind.COMMENT, issue=note.issue, note=note, actor=note.author)
+            for note in notes
+            if not note.system
+        ]
+    )
 
 
 def assignees_added(issue: Issue, users: Sequence[User], actor: User) -> None:
-    team = _team(issue.project)
-    added = {u.pk for u in users}
-    event = _Event(issue, "assigned", actor, text=issue.description)
-    event.add(added - _levels(team, Level.DISABLED), ASSIGNED)
-    event.add(team.watchers(), WATCHING)
-    _todos_add(
-        [
-            Todo(user_id=pk, issue=issue, action=Todo.Action.ASSIGNED, actor=actor)
-            for pk in added
-            if pk != actor.pk and team.reads(pk, issue)
-        ]
+    _record(
+        [Event(kind=Event.Kind.ASSIGNED, issue=issue, actor=actor, users=[u.pk for u in users])]
     )
-    _send([event], {issue.project_id: team})
 
 
 def state_changed(issue: Issue, actor: User) -> None:
     """Closed or reopened: those taking part and the watchers hear about it."""
-    team = _team(issue.project)
-    people = _taking_part({issue.pk}).get(issue.pk, set()) | _assignees({issue.pk}).get(
-        issue.pk, set()
+    _record([Event(kind=Event.Kind.STATE, issue=issue, actor=actor, state=issue.state)])
+
+
+def _record(events: list[Event]) -> None:
+    """One INSERT, and the delivery queued once it commits."""
+    if not events:
+        return
+    Event.objects.bulk_create(events)
+    ids = [event.pk for event in events]
+    transaction.on_commit(lambda: enqueue("notifications.tasks.deliver_events", ids))
+
+
+# --- Delivering (after the commit, in a task) ---------------------------------------------------
+
+DELIVER_BATCH = 200  # events per transaction
+
+
+def events_deliver(ids: Sequence[int] | None = None, *, older_than: float = 0) -> int:
+    """Work out who hears about the events (``ids``, or every one still pending that is older
+    than ``older_than`` seconds: the sweeper's), write their To-Dos and emails, and mark them
+    delivered, in batches. Safe to run twice or concurrently: each batch claims its rows."""
+    delivered = 0
+    while True:
+        with transaction.atomic():
+            batch = _claim(ids, older_than)
+            if not batch:
+                return delivered
+            _deliver(batch)
+            Event.objects.filter(pk__in=[e.pk for e in batch]).update(delivered_at=timezone.now())
+        delivered += len(batch)
+        if ids is not None and len(batch) < DELIVER_BATCH:
+            return delivered
+
+
+def _claim(ids: Sequence[int] | None, older_than: float) -> list[Event]:
+    pending = Event.objects.filter(delivered_at=None)
+    if ids is not None:
+        pending = pending.filter(pk__in=ids)
+    if older_than:
+        pending = pending.filter(created_at__lt=timezone.now() - timedelta(seconds=older_than))
+    return list(
+        pending.select_for_update(skip_locked=True, of=("self",))
+        .select_related("issue__project", "note__author", "actor")
+        .order_by("pk")[:DELIVER_BATCH]
     )
-    event = _Event(issue, "state", actor)
-    event.add(people & _levels(team, Level.PARTICIPATING, Level.WATCH), PARTICIPATING)
-    event.add(team.watchers(), WATCHING)
-    _send([event], {issue.project_id: team})
+
+
+def _deliver(events: list[Event]) -> None:
+    teams: dict[int, _Team] = {}
+    todos: list[Todo] = []
+    outgoing: list[_Event] = []
+    issue_ids = {e.issue_id for e in events}
+    taking_part, assignees = _taking_part(issue_ids), _assignees(issue_ids)
+    for event in events:
+        team = _team_of(event.issue.project, teams)
+        people = _People(team, taking_part.get(event.issue_id, set()),
+                         assignees.get(event.issue_id, set()))  # fmt: skip
+        found, wanted = _WHO[Event.Kind(event.kind)](event, people)
+        outgoing.append(found)
+        todos += wanted
+    _todos_add(todos)
+    _send(outgoing, teams)
+
+
+@dataclass
+class _People:
+    """Who is around an issue: its project's team, who takes part, who is assigned."""
+
+    team: _Team
+    taking_part: set[int]
+    assigned: set[int]
+
+    def participating(self) -> set[int]:
+        return {
+            pk for pk in self.taking_part | self.assigned
+            if self.team.level(pk) in (Level.PARTICIPATING, Level.WATCH)
+        }  # fmt: skip
+
+
+def _new_ticket(event: Event, people: _People) -> tuple[_Event, list[Todo]]:
+    team, issue = people.team, event.issue
+    found = _Event(issue, "new_ticket", None, text=issue.description)
+    found.add(team.new_ticket_people, NEW_TICKET)
+    found.add(team.watchers(), WATCHING)
+    todos = [
+        Todo(user_id=pk, issue=issue, action=Todo.Action.NEW_TICKET)
+        for pk in team.watchers()
+        if team.reads(pk, issue)
+    ]
+    return found, todos
+
+
+def _customer_reply(event: Event, people: _People) -> tuple[_Event, list[Todo]]:
+    team, issue, note = people.team, event.issue, event.note
+    assert note is not None
+    found = _Event(issue, "customer_reply", None, note, note.body)
+    found.add(people.assigned & _levels(team, Level.PARTICIPATING, Level.WATCH), ASSIGNED)
+    if not people.assigned:  # held ones too: someone must look
+        found.add(team.new_ticket_people, NEW_TICKET)
+    found.add(people.participating(), PARTICIPATING)
+    found.add(team.watchers(), WATCHING)
+    todos = [
+        Todo(user_id=pk, issue=issue, action=Todo.Action.CUSTOMER_REPLIED, note=note)
+        for pk in people.assigned
+        if team.reads(pk, issue)
+    ]
+    return found, todos
+
+
+def _comment(event: Event, people: _People) -> tuple[_Event, list[Todo]]:
+    team, issue, note = people.team, event.issue, event.note
+    assert note is not None
+    found = _Event(issue, "comment", note.author, note, note.body)
+    mentioned = _mentioned(note, team)
+    found.add(mentioned - _levels(team, Level.DISABLED), MENTIONED)
+    found.add(people.participating(), PARTICIPATING)
+    found.add(team.watchers(), WATCHING)
+    todos = [
+        Todo(user_id=pk, issue=issue, action=Todo.Action.MENTIONED, actor=note.author, note=note)
+        for pk in mentioned
+        if pk != note.author_id and team.reads(pk, issue, internal=note.internal)
+    ]
+    return found, todos
+
+
+def _assigned(event: Event, people: _People) -> tuple[_Event, list[Todo]]:
+    team, issue, actor = people.team, event.issue, event.actor
+    added = set(event.users)
+    found = _Event(issue, "assigned", actor, text=issue.description)
+    found.add(added - _levels(team, Level.DISABLED), ASSIGNED)
+    found.add(team.watchers(), WATCHING)
+    todos = [
+        Todo(user_id=pk, issue=issue, action=Todo.Action.ASSIGNED, actor=actor)
+        for pk in added
+        if (actor is None or pk != actor.pk) and team.reads(pk, issue)
+    ]
+    return found, todos
+
+
+def _state(event: Event, people: _People) -> tuple[_Event, list[Todo]]:
+    found = _Event(event.issue, "state", event.actor, state=event.state)
+    found.add(people.participating(), PARTICIPATING)
+    found.add(people.team.watchers(), WATCHING)
+    return found, []
+
+
+_WHO = {
+    Event.Kind.NEW_TICKET: _new_ticket,
+    Event.Kind.CUSTOMER_REPLY: _customer_reply,
+    Event.Kind.COMMENT: _comment,
+    Event.Kind.ASSIGNED: _assigned,
+    Event.Kind.STATE: _state,
+}
 
 
 def todos_done(*, user: User, issues: Iterable[Issue]) -> int:
@@ -307,7 +403,7 @@ _SUBJECT_PREFIX = {
 
 
 def _send(events: list[_Event], teams: dict[int, _Team]) -> None:
-    """Every recipient of every event, one email each, recorded in bulk (three INSERTs)."""
+    """Every recipient of every event, one email each, recorded in bulk (two INSERTs)."""
     drafts = []
     for event in events:
         team = teams[event.issue.project_id]
@@ -359,7 +455,7 @@ def _render(event: _Event, *, addresses: bool) -> _Body:
         "ISSUE_URL": settings.SITE_URL
         + issue.get_absolute_url()
         + (f"#note-{event.note.pk}" if event.note is not None else ""),
-        "STATE": "closed" if issue.state == Issue.State.CLOSED else "reopened",
+        "STATE": "closed" if event.state == Issue.State.CLOSED else "reopened",
         "TEXT": event.text,
         "INTERNAL": "an internal note" if event.note and event.note.internal else "a comment",
         "SETTINGS_URL": settings.SITE_URL + reverse("notification_settings"),
@@ -412,8 +508,7 @@ def _draft(event: _Event, user: User, reason: Reason, body: _Body) -> _Draft:
         body_text=f"{body.text}\n-- \n{reason_line}\n",
         body_html=f'{body.html}<hr><p class="reason">{reason_line}</p>',
     )
-    record = IssueEmail(issue=issue, message_id=own, direction=IssueEmail.Direction.OUTBOUND)
-    return _Draft(sent, email, record)
+    return _Draft(sent, email, None)
 
 
 # --- Settings and To-Dos ------------------------------------------------------------------------

@@ -152,7 +152,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env_str("REDIS_URL", "")
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
-    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"visibility_timeout": 3600}
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
+        "visibility_timeout": 3600,
+        "queue_order_strategy": "priority",  # see CELERY_TASK_ROUTES
+    }
 else:
     _queue_dir = VAR_DIR / "celery" / "queue"
     _queue_dir.mkdir(parents=True, exist_ok=True)
@@ -335,11 +338,15 @@ SERVICEDESK_IMAP_INSECURE_TLS = env_bool("SERVICEDESK_IMAP_INSECURE_TLS", False)
 
 # Mailbox pollers hold a worker slot while they IDLE: they get their own queue so that a
 # worker consuming only "mailbox" (threads pool) keeps them apart from email processing.
-# Sending gets its own queue too: a burst of thank-you emails must not delay processing the
-# next inbound email (workers consume both; the Redis transport rotates between queues).
+# Sending (and working out who on the team hears about what) gets its own queue too: a burst of
+# emails to send must not delay processing the next inbound email. Workers consume both, the
+# default queue first (the Redis transport's "priority" order, as the queues are listed):
+# inbound mail is processed first, and what it caused is sent as soon as the burst allows.
 CELERY_TASK_ROUTES = {
     "mailroom.tasks.poll_mailbox": {"queue": "mailbox"},
     "issues.tasks.send_outbound_emails": {"queue": "outbound"},
+    "notifications.tasks.deliver_events": {"queue": "outbound"},
+    "notifications.tasks.sweep_events": {"queue": "outbound"},
 }
 # Time limits (seconds). At the soft one SoftTimeLimitExceeded is raised in the task (an email
 # being processed is recorded as an error of ours: retried, then failed); at the hard one the
@@ -374,6 +381,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(SERVICEDESK_INBOUND_SWEEP_INTERVAL),
     },
     "sweep-outbound": {"task": "issues.tasks.sweep_outbound", "schedule": 30.0},
+    "sweep-team-events": {"task": "notifications.tasks.sweep_events", "schedule": 60.0},
     **{
         f"poll-{name}": {
             "task": "mailroom.tasks.poll_mailbox",

@@ -15,7 +15,7 @@ from issues.models import Issue, OutboundEmail
 from projects.models import Project
 from tests.browser.helpers import assert_accessible, demo_data, log_in
 from tests.harness.services import CapturedMail, wait_until
-from tests.mailroom.helpers import INCOMING, deliver
+from tests.mailroom.helpers import deliver
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 CUSTOMER = "Jake Doe <jake@customer.example>"
@@ -26,9 +26,11 @@ def address(monkeypatch, transactional_db, settings, live_server) -> str:  # typ
     demo_data(monkeypatch)
     settings.SITE_URL = live_server.url
     settings.DEFAULT_FROM_EMAIL = "support@servicedesk.test"
-    settings.SERVICEDESK_MAILBOXES = {"incoming_email": INCOMING}
+    # The worker renders the team's emails (their Reply-To) with the same mailbox settings.
+    incoming = settings.SERVICEDESK_MAILBOXES["incoming_email"]
+    assert incoming.enabled
     project = Project.objects.get(full_path="acme/game")
-    return INCOMING.address_for(project.service_desk.default_key)
+    return incoming.address_for(project.service_desk.default_key)
 
 
 def email(to: str, subject: str, body: str, sender: str = CUSTOMER, **headers: str) -> bytes:

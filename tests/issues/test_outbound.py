@@ -699,3 +699,18 @@ def test_a_moved_ticket_stays_one_conversation_in_the_customers_mail_client(
     root = f"<issue-{issue.thread_token}@servicedesk.test>"
     assert email.headers["In-Reply-To"] == root
     assert email.headers["References"].startswith(root)
+
+
+def test_the_teams_notifications_do_not_count_against_the_project_limit(
+    project, owner, reporter, smtp, settings
+) -> None:
+    from notifications.services import events_deliver
+
+    settings.SERVICEDESK_OUTBOUND_EMAILS_PER_PROJECT_PER_HOUR = 1
+    new_email_issue(project)  # a thank-you to the customer, and the team hears of it
+    events_deliver()
+    pending = OutboundEmail.objects.filter(status=Status.PENDING).values_list("pk", flat=True)
+    claimed, token = outbound_claim(list(pending))
+    results = outbound_send(claimed, token)
+    assert sorted(results.values()) == [Status.SENT] * 3  # the thank-you, alice's, bob's
+    assert OutboundEmail.objects.filter(kind="team", status=Status.SENT).count() == 2

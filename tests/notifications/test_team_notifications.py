@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts.models import User
 from issues.models import Issue, Label, Note, OutboundEmail, SentNotification
 from issues.services import issue_assignees_set, issue_close, note_create
-from notifications.models import Level, Todo
-from notifications.services import new_ticket_rule_set, notification_level_set
+from notifications.models import Event, Level, Todo
+from notifications.services import events_deliver, new_ticket_rule_set, notification_level_set
 from projects.models import Role
 from projects.services import membership_set
 from tests.factories import member
@@ -40,8 +43,15 @@ def to(project) -> str:  # type: ignore[no-untyped-def]
 
 
 def team_mail(user: User | None = None) -> list[OutboundEmail]:
+    """The team's emails, once the events recorded so far are delivered (a task's job)."""
+    events_deliver()
     found = OutboundEmail.objects.filter(kind="team").order_by("pk")
     return list(found.filter(user=user) if user is not None else found)
+
+
+def clear_outbox() -> None:
+    events_deliver()
+    OutboundEmail.objects.all().delete()
 
 
 def to_whom() -> list[str]:
@@ -115,20 +125,22 @@ def test_a_guest_watching_hears_nothing_of_confidential_tickets(team, project, t
     notification_level_set(user=carol, level=Level.WATCH)
     issue = new_ticket(to)
     assert issue.confidential
-    assert "carol" not in to_whom()
+    assert "carol" not in to_whom()  # (delivers the events)
     assert not Todo.objects.filter(user=carol).exists()
 
 
 def test_a_burst_of_tickets_costs_the_same_queries_whatever_the_watchers(project, to) -> None:
-    def burst(n: int) -> int:
+    def burst(n: int) -> tuple[int, int]:
         raws = [
             make_email(to=to, subject=f"burst {n} {i}", sender=f"c{n}-{i}@customer.example")
             for i in range(5)
         ]
-        with CaptureQueriesContext(connection) as queries:
+        with CaptureQueriesContext(connection) as inbound:
             rows = deliver_together(raws)
         assert {r.outcome for r in rows} == {"issue_created"}
-        return len(queries)
+        with CaptureQueriesContext(connection) as delivery:
+            assert events_deliver() == 5
+        return len(inbound), len(delivery)
 
     notification_level_set(user=member(project, Role.REPORTER, "w0"), level=Level.WATCH)
     burst(0)  # once-per-process lookups (the Support Bot, caches) out of the way
@@ -139,6 +151,18 @@ def test_a_burst_of_tickets_costs_the_same_queries_whatever_the_watchers(project
     many = burst(20)
     assert many == few
     assert OutboundEmail.objects.filter(kind="team", subject__contains="burst 20").count() == 100
+    assert Todo.objects.filter(issue__title__startswith="burst 20").count() == 100
+
+
+def test_events_are_delivered_once_and_the_sweeper_finds_the_lost_ones(team, to) -> None:
+    new_ticket(to)
+    event = Event.objects.get()
+    assert event.delivered_at is None  # recorded with its cause; delivered by a task
+    assert events_deliver(older_than=60) == 0  # too young for the sweeper: its task is queued
+    Event.objects.update(created_at=timezone.now() - timedelta(minutes=2))
+    assert events_deliver(older_than=60) == 1
+    assert events_deliver([event.pk]) == 0  # a late task finds nothing left to do
+    assert to_whom() == ["alice", "bob"]
 
 
 # --- Replies, assignments, mentions ---------------------------------------------------------
@@ -147,7 +171,7 @@ def test_a_burst_of_tickets_costs_the_same_queries_whatever_the_watchers(project
 def test_assignment_emails_the_assignee_and_gives_a_todo_not_the_actor(team, to) -> None:
     alice, bob, _ = team
     issue = new_ticket(to)
-    OutboundEmail.objects.all().delete()
+    clear_outbox()
     issue_assignees_set(issue=issue, assignees=[bob], user=alice)
     assert to_whom() == ["bob"]
     assert team_mail(bob)[0].headers["X-ServiceDesk-NotificationReason"] == "assigned"
@@ -161,7 +185,7 @@ def test_a_customer_reply_reaches_the_assignee_only_once_assigned(team, to) -> N
     alice, bob, _ = team
     issue = new_ticket(to)
     issue_assignees_set(issue=issue, assignees=[bob], user=alice)
-    OutboundEmail.objects.all().delete()
+    clear_outbox()
     customer_reply(to, issue)
     assert to_whom() == ["bob"]
     assert team_mail(bob)[0].headers["X-ServiceDesk-NotificationReason"] == "assigned"
@@ -170,7 +194,7 @@ def test_a_customer_reply_reaches_the_assignee_only_once_assigned(team, to) -> N
 
 def test_a_customer_reply_on_an_unassigned_ticket_reaches_the_new_ticket_people(team, to) -> None:
     issue = new_ticket(to)
-    OutboundEmail.objects.all().delete()
+    clear_outbox()
     note = customer_reply(to, issue, "Any news?")
     assert to_whom() == ["alice", "bob"]
     assert "Any news?" in team_mail()[0].body_text
@@ -181,7 +205,7 @@ def test_a_reply_to_a_closed_ticket_reopens_it_and_notifies(team, to) -> None:
     alice, _bob, _ = team
     issue = new_ticket(to)
     issue_close(issue=issue, user=alice)
-    OutboundEmail.objects.all().delete()
+    clear_outbox()
     customer_reply(to, issue, "It broke again")
     issue.refresh_from_db()
     assert issue.state == Issue.State.OPENED
@@ -192,7 +216,7 @@ def test_a_reply_to_a_closed_ticket_reopens_it_and_notifies(team, to) -> None:
 def test_mentions_in_comments_notify_members_but_internal_notes_skip_guests(team, to) -> None:
     alice, bob, _carol = team
     issue = new_ticket(to)
-    OutboundEmail.objects.all().delete()
+    clear_outbox()
     note_create(issue=issue, author=alice, body="@bob @carol have a look", internal=True)
     # carol (Guest) may not read the confidential ticket, nor an internal note.
     assert to_whom() == ["bob"]
@@ -205,7 +229,7 @@ def test_text_from_email_mentions_nobody(team, to) -> None:
     _alice, bob, _ = team
     issue = new_ticket(to)
     notification_level_set(user=bob, level=Level.MENTION)
-    OutboundEmail.objects.all().delete()
+    clear_outbox()
     customer_reply(to, issue, "@bob please call me")
     assert "bob" not in to_whom()
     assert not Todo.objects.filter(user=bob).exists()
@@ -215,7 +239,7 @@ def test_a_comment_reaches_those_taking_part_never_its_author(team, to) -> None:
     alice, bob, _ = team
     issue = new_ticket(to)
     note_create(issue=issue, author=bob, body="Looking into it", notify=True)
-    OutboundEmail.objects.all().delete()
+    clear_outbox()
     note_create(issue=issue, author=alice, body="Fixed in 1.2", notify=True)
     assert to_whom() == ["bob"]  # bob took part; alice wrote it
     assert team_mail(bob)[0].headers["X-ServiceDesk-NotificationReason"] == "participating"
@@ -241,6 +265,7 @@ def test_todos_are_done_by_commenting_or_closing(team, to) -> None:
     first, second = new_ticket(to, "one"), new_ticket(to, "two")
     issue_assignees_set(issue=first, assignees=[bob], user=alice)
     issue_assignees_set(issue=second, assignees=[bob], user=alice)
+    events_deliver()
     bob.refresh_from_db()
     assert bob.todo_count == 2
     note_create(issue=first, author=bob, body="On it")
@@ -254,6 +279,7 @@ def test_todo_pages_and_the_header_count(client, team, to) -> None:
     alice, bob, _ = team
     issue = new_ticket(to)
     issue_assignees_set(issue=issue, assignees=[bob], user=alice)
+    events_deliver()
     client.force_login(bob)
     page = client.get(reverse("todos"))
     assert page.status_code == 200
@@ -269,6 +295,7 @@ def test_todo_pages_and_the_header_count(client, team, to) -> None:
     assert todo.done_at is not None
     issue_assignees_set(issue=issue, assignees=[], user=alice)
     issue_assignees_set(issue=issue, assignees=[bob], user=alice)
+    events_deliver()
     assert client.post(reverse("todos_done")).status_code == 302
     bob.refresh_from_db()
     assert bob.todo_count == 0
@@ -311,7 +338,7 @@ def test_a_member_answers_a_notification_by_email(team, to) -> None:
     _alice, bob, _ = team
     issue = new_ticket(to)
     notification = team_mail(bob)[0]
-    OutboundEmail.objects.all().delete()
+    clear_outbox()
     row = deliver(member_reply(bob, notification, "We have a fix, update to 1.2."))
     assert row.outcome == "note_added", row.reason
     note = Note.objects.get(pk=row.note_id)

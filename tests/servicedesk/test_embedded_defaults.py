@@ -52,6 +52,8 @@ from issues.outbox import outbound_claim, outbound_send
 customers = OutboundEmail.objects.filter(status="pending").exclude(kind="team")
 claimed, token = outbound_claim(list(customers.values_list("pk", flat=True)))
 print("sent", sorted(str(s) for s in outbound_send(claimed, token).values()))
+from notifications.services import events_deliver
+events_deliver()  # the task's work (make run's worker does it)
 team = OutboundEmail.objects.filter(kind="team", issue__iid__in=[5, 6])
 print("team", sorted(set(team.values_list("recipient", flat=True))))
 """
