@@ -12,11 +12,22 @@ from dataclasses import dataclass
 from django import forms
 
 STATES = {"opened": "Open", "closed": "Closed", "all": "All"}
+# The views: each a preset selection beside the state tabs (the filters narrow any of them).
+# No name shares a word with a state tab ("All issues" beside "All" reads as either of them);
+# "Waiting for us" holds open issues only, but says so in its title.
+VIEWS = {
+    "": "Everything",
+    "service_desk": "Service Desk",
+    "waiting": "Waiting for us",
+    "mine": "Assigned to me",
+    "unassigned": "Unassigned",
+}
 SORTS = {
     "created_desc": "Newest",
     "created_asc": "Oldest",
     "updated_desc": "Recently updated",
     "updated_asc": "Least recently updated",
+    "waiting": "Waiting longest",
 }
 CONFIDENTIALITY = {"": "Any", "yes": "Confidential only", "no": "Not confidential"}
 SEARCH_MAX_LENGTH = 200  # longer searches are cut, not refused
@@ -27,7 +38,7 @@ NO_ASSIGNEE = "none"
 @dataclass(frozen=True)
 class IssueFilters:
     state: str = "opened"
-    service_desk: bool = False  # only issues that came by email
+    view: str = ""  # a key of VIEWS
     search: str = ""  # title, description, readable comments; "#12" or "12" finds issue 12
     label: str = ""  # a label's title
     author: str = ""  # a username
@@ -36,17 +47,21 @@ class IssueFilters:
     sort: str = "created_desc"
 
     @property
+    def service_desk(self) -> bool:
+        """Only issues that came by email."""
+        return self.view == "service_desk"
+
+    @property
     def narrowed(self) -> bool:
         """Whether a filter narrows the list (what "Clear filters" resets): anything but the
-        state tab, the Service Desk view and the sort order."""
-        return self != IssueFilters(
-            state=self.state, service_desk=self.service_desk, sort=self.sort
-        )
+        state tab, the view and the sort order."""
+        return self != IssueFilters(state=self.state, view=self.view, sort=self.sort)
 
 
 class IssueFilterForm(forms.Form):
     state = forms.ChoiceField(choices=list(STATES.items()), required=False)
-    service_desk = forms.BooleanField(required=False)
+    view = forms.ChoiceField(choices=list(VIEWS.items()), required=False)
+    service_desk = forms.BooleanField(required=False)  # links from before ``view`` existed
     search = forms.CharField(required=False)
     label = forms.CharField(max_length=255, required=False)
     author = forms.CharField(max_length=150, required=False)
@@ -58,13 +73,15 @@ class IssueFilterForm(forms.Form):
         self.is_valid()
         data = self.cleaned_data  # holds only the fields that parsed
         confidential = data.get("confidential")
+        view = data.get("view") or ("service_desk" if data.get("service_desk") else "")
         return IssueFilters(
             state=data.get("state") or "opened",
-            service_desk=bool(data.get("service_desk")),
+            view=view,
             search=data.get("search", "")[:SEARCH_MAX_LENGTH],
             label=data.get("label", ""),
             author=data.get("author", ""),
             assignee=data.get("assignee", ""),
             confidential={"yes": True, "no": False}.get(confidential or ""),
-            sort=data.get("sort") or "created_desc",
+            # Who waits longest comes first in "Waiting for us", unless another order is asked.
+            sort=data.get("sort") or ("waiting" if view == "waiting" else "created_desc"),
         )

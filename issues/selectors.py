@@ -19,6 +19,7 @@ from django.core import signing
 from django.core.paginator import Page, Paginator
 from django.db import connection
 from django.db.models import (
+    Case,
     Count,
     Exists,
     F,
@@ -30,6 +31,7 @@ from django.db.models import (
     Subquery,
     TextField,
     Value,
+    When,
 )
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
@@ -46,7 +48,7 @@ from projects.permissions import (
 )
 
 from .filters import NO_ASSIGNEE, IssueFilters
-from .models import EmailParticipant, Issue, Label, Note, Upload
+from .models import EmailParticipant, Issue, Label, Note, Speaker, Upload
 
 if TYPE_CHECKING:
     from projects.permissions import AnyUser
@@ -57,11 +59,19 @@ if TYPE_CHECKING:
 
 # Issues that came by email: authored by the Support Bot, or converted by giving a requester.
 SERVICE_DESK_ISSUES = Q(author__username=SUPPORT_BOT_USERNAME) | ~Q(external_author="")
-_ORDERINGS = {
+# "Waiting for us": open issues whose last public word is the customer's (index issue_waiting).
+WAITING_FOR_US = Q(state=Issue.State.OPENED, last_public_by=Speaker.CUSTOMER)
+_ORDERINGS: dict[str, tuple[Any, ...]] = {
     "created_desc": ("-created_at", "-id"),
     "created_asc": ("created_at", "id"),
     "updated_desc": ("-updated_at", "-id"),
     "updated_asc": ("updated_at", "id"),
+    # Who waits longest first, then everything else (in any view: the order still means it).
+    "waiting": (
+        Case(When(WAITING_FOR_US, then=Value(0)), default=Value(1)),
+        F("last_public_at").asc(nulls_last=True),
+        "id",
+    ),
 }
 _ISSUE_NUMBER = re.compile(r"#?(\d{1,9})")
 
@@ -204,8 +214,8 @@ def _among(ids: list[int]) -> Q:
 def _narrow(
     *, user: AnyUser, project: Project, filters: IssueFilters, matching: list[int] | None
 ) -> QuerySet[Issue]:
-    """The issues the user may see, under every filter except the state tab and the Service
-    Desk view (the counts vary those).
+    """The issues the user may see, under every filter except the state tab and the view (the
+    counts vary those).
 
     ``matching``: the search's issue ids (``issue_search_matches``), found once for both the
     rows and the counts; None: found here. Labels and assignees are matched with EXISTS, not a
@@ -231,6 +241,19 @@ def _narrow(
     return issues
 
 
+def _views(user: AnyUser) -> dict[str, Q]:
+    """Each view of the tracker (``filters.VIEWS``) as a condition on the issues."""
+    assignee_links = Issue.assignees.through.objects.filter(issue=OuterRef("pk"))
+    return {
+        "": Q(),
+        "service_desk": SERVICE_DESK_ISSUES,
+        "waiting": WAITING_FOR_US,
+        # An anonymous visitor's pk is None: ``user_id IS NULL`` holds for no assignment.
+        "mine": Q(Exists(assignee_links.filter(Q(user_id=user.pk)))),
+        "unassigned": ~Q(Exists(assignee_links)),
+    }
+
+
 def issue_list_for_user(
     *,
     user: AnyUser,
@@ -244,8 +267,7 @@ def issue_list_for_user(
     search's ids when the caller already found them."""
     filters = filters or IssueFilters()
     issues = _narrow(user=user, project=project, filters=filters, matching=matching)
-    if filters.service_desk:
-        issues = issues.filter(SERVICE_DESK_ISSUES)
+    issues = issues.filter(_views(user).get(filters.view, Q()))
     if filters.state in ("opened", "closed"):
         issues = issues.filter(state=filters.state)
     notes = Note.objects.filter(issue=OuterRef("pk"), system=False)
@@ -268,19 +290,27 @@ def issue_counts_for_user(
     filters: IssueFilters | None = None,
     matching: list[int] | None = None,
 ) -> dict[str, int]:
-    """One query. ``opened``/``closed``/``all``: the state tabs, in the current view;
-    ``issues``/``service_desk``: the two views, in the current state. All under the filters.
-    ``matching``: the search's ids when the caller already found them."""
+    """One query. ``opened``/``closed``/``all``: the state tabs, in the current view; one count
+    per view (``issues`` for all of them, then ``service_desk``, ``waiting``, ``mine``,
+    ``unassigned``), in the current state. All under the filters. "Waiting for us" holds open
+    issues only, so its count is of the open ones whatever the state tab (its tab opens on
+    them). ``matching``: the search's ids when the caller already found them."""
     filters = filters or IssueFilters()
     issues = _narrow(user=user, project=project, filters=filters, matching=matching)
-    in_view = SERVICE_DESK_ISSUES if filters.service_desk else Q()
+    views = _views(user)
+    in_view = views.get(filters.view, Q())
     in_state = Q(state=filters.state) if filters.state in ("opened", "closed") else Q()
+    per_view = {
+        "issues" if view == "" else view: Count(
+            "pk", filter=(condition if view == "waiting" else in_state & condition) or None
+        )
+        for view, condition in views.items()
+    }
     return issues.aggregate(
         opened=Count("pk", filter=Q(state="opened") & in_view),
         closed=Count("pk", filter=Q(state="closed") & in_view),
         all=Count("pk", filter=in_view or None),
-        issues=Count("pk", filter=in_state or None),
-        service_desk=Count("pk", filter=in_state & SERVICE_DESK_ISSUES),
+        **per_view,
     )
 
 
