@@ -7,9 +7,12 @@ then shows what the remaining filters select.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from django import forms
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 
 STATES = {"opened": "Open", "closed": "Closed", "all": "All"}
 # The views: each a preset selection beside the state tabs (the filters narrow any of them).
@@ -33,13 +36,23 @@ CONFIDENTIALITY = {"": "Any", "yes": "Confidential only", "no": "Not confidentia
 SEARCH_MAX_LENGTH = 200  # longer searches are cut, not refused
 # ``assignee=none``: issues nobody is assigned to (GitLab's ``assignee_id=None``).
 NO_ASSIGNEE = "none"
+# ``requester:jake@customer.example`` in the search box: the issues that address wrote in.
+_REQUESTER_TOKEN = re.compile(r"(?<!\S)requester:(\S*)", re.IGNORECASE)
+
+
+def is_email_address(text: str) -> bool:
+    try:
+        validate_email(text)
+    except ValidationError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
 class IssueFilters:
     state: str = "opened"
     view: str = ""  # a key of VIEWS
-    search: str = ""  # title, description, readable comments; "#12" or "12" finds issue 12
+    search: str = ""  # as typed: words, "#12", an address, ``requester:<address>`` tokens
     label: str = ""  # a label's title
     author: str = ""  # a username
     assignee: str = ""  # a username, or NO_ASSIGNEE
@@ -50,6 +63,17 @@ class IssueFilters:
     def service_desk(self) -> bool:
         """Only issues that came by email."""
         return self.view == "service_desk"
+
+    @property
+    def words(self) -> str:
+        """The search without its ``requester:`` tokens: what is matched against the text."""
+        return " ".join(_REQUESTER_TOKEN.sub(" ", self.search).split())
+
+    @property
+    def requesters(self) -> list[str]:
+        """The addresses of the search's ``requester:`` tokens, lower-cased. A token that is no
+        address stays in the list: it matches nothing, as the one typing would expect."""
+        return [match.lower() for match in _REQUESTER_TOKEN.findall(self.search)]
 
     @property
     def narrowed(self) -> bool:

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from accounts.selectors import support_bot
 from issues import views
+from issues.filters import IssueFilters
 from issues.models import Issue, Label, Note
 from issues.services import issue_close, issue_iids_allocate, note_create
 from projects.models import Project, Role, Visibility
@@ -546,17 +547,29 @@ def test_a_page_costs_the_same_queries_for_10_and_1000_issues(
     assert small == large == EXPECTED_QUERIES[persona] + ("search" in params)
 
 
-def test_assigned_to_me_costs_the_same_queries_for_10_and_1000_issues(
-    client, project, labels, owner, developer, reporter
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"view": "mine", "state": "all"},
+        {"view": "service_desk", "search": "requester:customer3@customer.example issue"},
+        {"search": "customer3@customer.example"},
+    ],
+    ids=["assigned-to-me", "requester-token", "address"],
+)
+def test_reporter_only_views_cost_the_same_queries_for_10_and_1000_issues(
+    client, project, labels, owner, developer, reporter, params
 ) -> None:
-    """Reporters only: a Guest is never assigned, and would have no rows to count."""
+    """'Assigned to me' (a Guest is never assigned) and searching by address (a Guest finds
+    nothing: no rows to count)."""
     client.force_login(reporter)
     team = [owner, developer, reporter]
     add_issues(project, 10, team=team, labels=[*labels.values()])
-    small = queries_for_page(client, project, {"view": "mine", "state": "all"})
+    small = queries_for_page(client, project, params)
     add_issues(project, 990, team=team, labels=[*labels.values()])
-    large = queries_for_page(client, project, {"view": "mine", "state": "all"})
-    assert small == large == EXPECTED_QUERIES["reporter"]
+    large = queries_for_page(client, project, params)
+    # Words cost one query (their matches); a requester: token is a plain condition.
+    words = IssueFilters(search=params.get("search", "")).words
+    assert small == large == EXPECTED_QUERIES["reporter"] + bool(words)
 
 
 def test_anonymous_page_of_a_public_project_costs_fixed_queries(
@@ -586,6 +599,9 @@ setup_test_environment()
 from accounts.models import User
 client = Client()
 client.force_login(User.objects.get(username="bob"))
+from issues.models import Issue
+refund = Issue.objects.filter(title__startswith="Refund")
+refund.update(external_author_name="Finn Mertens")
 def show(params):
     with CaptureQueriesContext(connection) as queries:
         response = client.get("/acme/game/-/issues/", params)
@@ -597,7 +613,21 @@ for params in [
     {"label": "question", "state": "all"},
     {"service_desk": "1", "state": "all", "sort": "created_asc"},
     {"assignee": "none", "author": "alice"},
+    {"search": "hank", "state": "all"},
+    {"search": "finn", "state": "all"},
+    {"search": "inven"},
+    {"search": "jake@customer.example", "state": "all"},
+    {"search": "requester:finn@customer.example", "state": "all"},
+    {"search": "(a+)+$ [", "state": "all"},
     {"view": "waiting", "state": "all"},
+]:
+    show(params)
+refund.update(confidential=False)
+client.force_login(User.objects.get(username="carol"))
+for params in [
+    {"search": "mertens", "state": "all"},
+    {"search": "finn@customer.example", "state": "all"},
+    {"search": "requester:finn@customer.example", "state": "all"},
 ]:
     show(params)
 """
@@ -630,7 +660,19 @@ def test_the_tracker_works_on_sqlite(tmp_path) -> None:
             ],
         ],
         [200, 9, ["Add a colour-blind mode"]],
+        # Words match at their start: "hank" is not in "Thanks, Jake", "finn" finds Finn's
+        # ticket (his name, his address), "inven" the inventory. No match, no counting.
+        [200, 7, []],
+        [200, 10, ["Refund for a double charge"]],
+        [200, 10, ["Game crashes when I open the inventory"]],
+        [200, 10, ["Game crashes when I open the inventory"]],
+        [200, 9, ["Refund for a double charge"]],
+        [200, 7, []],  # regular expression syntax is text like any other
         [200, 9, ["Refund for a double charge"]],  # waiting for us
+        # carol (Guest), the refund made public: his name finds it, his address does not.
+        [200, 10, ["Refund for a double charge"]],
+        [200, 7, []],
+        [200, 6, []],
     ]
 
 
