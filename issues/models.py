@@ -5,7 +5,7 @@ import secrets
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
-from django.db.models.functions import Lower
+from django.db.models.functions import Lower, Upper
 from django.urls import reverse
 
 from projects.models import Project
@@ -108,6 +108,9 @@ class Issue(models.Model):
                 fields=["project", "state", "last_public_by", "last_public_at"],
                 name="issue_waiting",
             ),
+            # A customer's issues across projects (their page, the issue page's sidebar): the
+            # very expression of ``external_author__iexact`` on PostgreSQL.
+            models.Index(Upper("external_author"), name="issue_requester"),
         ]
 
     def __str__(self) -> str:
@@ -174,6 +177,8 @@ class EmailParticipant(models.Model):
                 "issue", Lower("email"), name="participant_email_unique_in_issue"
             )
         ]
+        # The issues an address takes part in, whatever the issue (see ``issue_requester``).
+        indexes = [models.Index(Upper("email"), name="participant_email")]
 
     def __str__(self) -> str:
         return self.email

@@ -47,11 +47,14 @@ from projects.permissions import (
     can_read_issue,
     can_see_customer_emails,
 )
+from projects.selectors import projects_with_role
 
 from .filters import NO_ASSIGNEE, IssueFilters, is_email_address
 from .models import EmailParticipant, Issue, Label, Note, Speaker, Upload
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from django.db.backends.base.base import BaseDatabaseWrapper
     from django.db.models.sql.compiler import SQLCompiler
 
@@ -573,23 +576,10 @@ def assignable_users(*, project: Project) -> QuerySet[User]:
 def issue_move_targets(*, user: AnyUser, issue: Issue) -> list[Project]:
     """The projects the user may move the issue to: Reporter+ there (SPEC §10), not its own.
 
-    Two queries: the user's memberships, then the projects they cover (a group membership
-    covers every project below the group). The move itself asks ``can_move_issue`` again.
+    Two queries: the user's memberships, then the projects they cover. The move itself asks
+    ``can_move_issue`` again.
     """
-    if not user.is_authenticated or getattr(user, "is_bot", False):
-        return []
-    projects = Project.objects.exclude(pk=issue.project_id)
-    if not user.is_superuser:
-        memberships = list(
-            Membership.objects.filter(user=user, role__gte=Role.REPORTER).select_related("group")
-        )
-        if not memberships:
-            return []
-        scope = Q(pk__in=[m.project_id for m in memberships if m.project_id])
-        for m in memberships:
-            if m.group is not None:
-                scope |= Q(full_path__startswith=f"{m.group.full_path}/")
-        projects = projects.filter(scope)
+    projects = projects_with_role(user=user, minimum=Role.REPORTER).exclude(pk=issue.project_id)
     return list(projects.select_related("service_desk").order_by("full_path"))
 
 
@@ -630,3 +620,57 @@ def upload_get_by_token(*, token: str, filename: str) -> Upload:
     except (signing.BadSignature, ValueError, Upload.DoesNotExist):
         raise Http404("No such file, or the link has expired") from None
     return upload
+
+
+# --- Customers ---------------------------------------------------------------------------------
+# A customer is an email address. What they wrote in is Reporter+ information, so their pages
+# and lists cover only the projects where the viewer is Reporter+.
+
+
+def _customer_of(address: str) -> Q:
+    """The issues ``address`` is the requester or an email participant of (a requester whose
+    Reply-To differs is a participant with that address). Both sides are indexed
+    (``issue_requester``, ``participant_email``): PostgreSQL reads just their issues, in
+    every project at once."""
+    requester = Issue.objects.filter(external_author__iexact=address).values("pk").order_by()
+    participating = EmailParticipant.objects.filter(email__iexact=address).values("issue_id")
+    # A UNION, not an OR: PostgreSQL cannot combine an index with a subquery's in one scan.
+    return Q(pk__in=requester.union(participating.order_by()))
+
+
+def customer_issues_for_user(*, user: AnyUser, address: str) -> QuerySet[Issue]:
+    """The issues of ``address`` (requester or participant) in the projects where the user is
+    Reporter+, newest first, each with its project. One query for the user's memberships now,
+    then the caller's (a count, a page)."""
+    projects = projects_with_role(user=user, minimum=Role.REPORTER)
+    names = EmailParticipant.objects.filter(issue=OuterRef("pk"), email__iexact=address)
+    return (
+        Issue.objects.filter(project__in=projects)
+        .filter(_customer_of(address))
+        .select_related("project")
+        # The name they wrote with as a participant (as a requester: ``external_author_name``).
+        .annotate(participant_name=Subquery(names.exclude(name="").values("name")[:1]))
+        .order_by("-created_at", "-id")
+    )
+
+
+def customer_recent_issues(*, user: AnyUser, issue: Issue, limit: int = 5) -> list[Issue]:
+    """The requester's latest ``limit`` other issues, for the issue page's sidebar: the same
+    rule as the customer page. Two queries (the user's memberships, the issues); none when the
+    issue has no requester."""
+    address = issue.external_author
+    if not address:
+        return []
+    issues = customer_issues_for_user(user=user, address=address).exclude(pk=issue.pk)
+    return list(issues[:limit])
+
+
+def customer_name(*, issues: Iterable[Issue], address: str) -> str:
+    """The name the customer last wrote with, among ``issues`` (newest first, from
+    ``customer_issues_for_user``); empty if they never gave one."""
+    for issue in issues:
+        if issue.external_author.lower() == address and issue.external_author_name:
+            return issue.external_author_name
+        if issue.participant_name:  # type: ignore[attr-defined]
+            return issue.participant_name  # type: ignore[attr-defined,no-any-return]
+    return ""

@@ -128,8 +128,12 @@ def test_guest_sees_no_confidential_issue_and_no_customer_email(
     assert "@customer.example" not in page.content()
 
 
-def test_reporter_works_through_waiting_for_us(demo, live_server, page: Page, screenshot) -> None:
-    """The refund waits for an answer (nobody replied to Finn); the crash does not (bob did)."""
+def test_reporter_works_through_waiting_for_us_and_opens_the_customer_page(
+    demo, live_server, page: Page, screenshot
+) -> None:
+    """The refund waits for an answer (nobody replied to Finn); the crash does not (bob did).
+    From the ticket, the requester leads to everything Finn wrote in."""
+    Issue.objects.filter(title__startswith="Refund").update(external_author_name="Finn Mertens")
     log_in(page, live_server.url, "bob")
     page.goto(f"{live_server.url}/acme/game/-/issues/")
     page.get_by_role("link", name=re.compile(r"^Waiting for us \d+")).click()
@@ -139,3 +143,11 @@ def test_reporter_works_through_waiting_for_us(demo, live_server, page: Page, sc
     expect(rows.first.get_by_test_id("waiting")).to_have_text(re.compile(r"^waiting "))
     expect(page.get_by_label("Sort by")).to_have_value("waiting")
     screenshot(page, "waiting-for-us")
+
+    rows.first.locator("[data-issue-link]").click()
+    requester = page.get_by_test_id("requester")
+    expect(requester).to_contain_text("Finn Mertens")
+    requester.get_by_role("link", name="finn@customer.example").click()
+    expect(page.get_by_test_id("customer-heading")).to_contain_text("Finn Mertens")
+    expect(page.get_by_test_id("customer-issue")).to_have_count(1)
+    screenshot(page, "customer")
