@@ -140,6 +140,7 @@ def test_reporter_works_through_waiting_for_us_and_opens_the_customer_page(
     rows = page.get_by_test_id("issue-row")
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text("Refund for a double charge")
+    expect(rows.first).to_contain_text("by Finn Mertens (via email)")
     expect(rows.first.get_by_test_id("waiting")).to_have_text(re.compile(r"^waiting "))
     expect(page.get_by_label("Sort by")).to_have_value("waiting")
     screenshot(page, "waiting-for-us")

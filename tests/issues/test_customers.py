@@ -1,6 +1,7 @@
-"""Customers on their own page: the requester links to it, and it lists their issues in the
-projects where the viewer is Reporter+ (a 404 for anyone else); the issue page's sidebar shows
-their latest other issues."""
+"""Customers on the issue page and on their own page: an email note names the customer who
+wrote it (the Support Bot only posted it); the requester links to the customer page, which lists
+their issues in the projects where the viewer is Reporter+ (a 404 for anyone else); the sidebar
+shows their latest other issues."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from accounts.selectors import support_bot
 from issues import customer_views
 from issues.models import Issue
 from issues.selectors import customer_issues_for_user
-from issues.services import issue_close, participant_add
+from issues.services import NewNote, issue_close, notes_create, participant_add
 from projects.models import Project, Role
 from projects.services import membership_set
 from tests.factories import GroupFactory, IssueFactory, ProjectFactory, UserFactory, member
@@ -40,6 +41,63 @@ def ticket(project: Project, title: str, *, requester: str = JURGEN, **kwargs: o
     issue.external_author_name = "Jürgen Weiß"
     participant_add(issue=issue, email=requester)
     return issue
+
+
+def email_note(issue: Issue, *, name: str = "Jürgen Weiß", address: str = JURGEN) -> None:
+    notes_create(
+        [NewNote(issue=issue, author=support_bot(), body="Still broken.",
+                 external_author=address, external_name=name)]
+    )  # fmt: skip
+
+
+def note_head(html: str) -> str:
+    start = html.index('<div class="note-head">')
+    return html[start : html.index("</div>", start)]
+
+
+# --- who wrote an email note ------------------------------------------------------------------
+
+
+def test_an_email_note_names_the_customer_and_the_bot_only_as_its_poster(
+    client, project, reporter
+) -> None:
+    issue = ticket(project, "Spiel stürzt ab")
+    email_note(issue)
+    client.force_login(reporter)
+    head = note_head(client.get(issue.get_absolute_url()).content.decode())
+    assert "Jürgen Weiß</strong>" in head
+    assert "(via email)" in head
+    assert f'data-testid="note-sender">{JURGEN}</a>' in head
+    assert 'title="Sent by email, posted by Support Bot"' in head
+    assert "sent through Support Bot" in head
+    assert "<strong>Support Bot</strong>" not in head
+
+
+def test_an_email_note_without_a_name_shows_the_address_to_reporters_only(
+    client, project, reporter, guest
+) -> None:
+    issue = ticket(project, "Spiel stürzt ab", confidential=False)
+    email_note(issue, name="")
+    client.force_login(reporter)
+    head = note_head(client.get(issue.get_absolute_url()).content.decode())
+    assert f"{JURGEN}</a></strong>" in head
+    client.force_login(guest)
+    html = client.get(issue.get_absolute_url()).content.decode()
+    head = note_head(html)
+    assert "A customer</strong>" in head
+    assert "(via email)" in head
+    assert "@kunde.example" not in html
+
+
+def test_guests_see_the_customers_name_but_no_address(client, project, guest) -> None:
+    issue = ticket(project, "Spiel stürzt ab", confidential=False)
+    email_note(issue)
+    client.force_login(guest)
+    html = client.get(issue.get_absolute_url()).content.decode()
+    assert "Jürgen Weiß</strong>" in note_head(html)
+    assert 'data-testid="issue-author"' in html  # "opened by Jürgen Weiß (via email)"
+    assert "@kunde.example" not in html
+    assert reverse("customer_detail") not in html
 
 
 # --- the customer page ------------------------------------------------------------------------
