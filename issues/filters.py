@@ -7,28 +7,52 @@ then shows what the remaining filters select.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from django import forms
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 
 STATES = {"opened": "Open", "closed": "Closed", "all": "All"}
+# The views: each a preset selection beside the state tabs (the filters narrow any of them).
+# No name shares a word with a state tab ("All issues" beside "All" reads as either of them);
+# "Waiting for us" holds open issues only, but says so in its title.
+VIEWS = {
+    "": "Everything",
+    "service_desk": "Service Desk",
+    "waiting": "Waiting for us",
+    "mine": "Assigned to me",
+    "unassigned": "Unassigned",
+}
 SORTS = {
     "created_desc": "Newest",
     "created_asc": "Oldest",
     "updated_desc": "Recently updated",
     "updated_asc": "Least recently updated",
+    "waiting": "Waiting longest",
 }
 CONFIDENTIALITY = {"": "Any", "yes": "Confidential only", "no": "Not confidential"}
 SEARCH_MAX_LENGTH = 200  # longer searches are cut, not refused
 # ``assignee=none``: issues nobody is assigned to (GitLab's ``assignee_id=None``).
 NO_ASSIGNEE = "none"
+# ``requester:jake@customer.example`` in the search box: the issues that address wrote in.
+_REQUESTER_TOKEN = re.compile(r"(?<!\S)requester:(\S*)", re.IGNORECASE)
+
+
+def is_email_address(text: str) -> bool:
+    try:
+        validate_email(text)
+    except ValidationError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
 class IssueFilters:
     state: str = "opened"
-    service_desk: bool = False  # only issues that came by email
-    search: str = ""  # title, description, readable comments; "#12" or "12" finds issue 12
+    view: str = ""  # a key of VIEWS
+    search: str = ""  # as typed: words, "#12", an address, ``requester:<address>`` tokens
     label: str = ""  # a label's title
     author: str = ""  # a username
     assignee: str = ""  # a username, or NO_ASSIGNEE
@@ -36,17 +60,32 @@ class IssueFilters:
     sort: str = "created_desc"
 
     @property
+    def service_desk(self) -> bool:
+        """Only issues that came by email."""
+        return self.view == "service_desk"
+
+    @property
+    def words(self) -> str:
+        """The search without its ``requester:`` tokens: what is matched against the text."""
+        return " ".join(_REQUESTER_TOKEN.sub(" ", self.search).split())
+
+    @property
+    def requesters(self) -> list[str]:
+        """The addresses of the search's ``requester:`` tokens, lower-cased. A token that is no
+        address stays in the list: it matches nothing, as the one typing would expect."""
+        return [match.lower() for match in _REQUESTER_TOKEN.findall(self.search)]
+
+    @property
     def narrowed(self) -> bool:
         """Whether a filter narrows the list (what "Clear filters" resets): anything but the
-        state tab, the Service Desk view and the sort order."""
-        return self != IssueFilters(
-            state=self.state, service_desk=self.service_desk, sort=self.sort
-        )
+        state tab, the view and the sort order."""
+        return self != IssueFilters(state=self.state, view=self.view, sort=self.sort)
 
 
 class IssueFilterForm(forms.Form):
     state = forms.ChoiceField(choices=list(STATES.items()), required=False)
-    service_desk = forms.BooleanField(required=False)
+    view = forms.ChoiceField(choices=list(VIEWS.items()), required=False)
+    service_desk = forms.BooleanField(required=False)  # links from before ``view`` existed
     search = forms.CharField(required=False)
     label = forms.CharField(max_length=255, required=False)
     author = forms.CharField(max_length=150, required=False)
@@ -58,13 +97,17 @@ class IssueFilterForm(forms.Form):
         self.is_valid()
         data = self.cleaned_data  # holds only the fields that parsed
         confidential = data.get("confidential")
+        view = data.get("view") or ("service_desk" if data.get("service_desk") else "")
         return IssueFilters(
-            state=data.get("state") or "opened",
-            service_desk=bool(data.get("service_desk")),
+            # "Waiting for us" says itself which states it holds (open, or closed before the
+            # customer wrote): every state, unless a tab is asked for.
+            state=data.get("state") or ("all" if view == "waiting" else "opened"),
+            view=view,
             search=data.get("search", "")[:SEARCH_MAX_LENGTH],
             label=data.get("label", ""),
             author=data.get("author", ""),
             assignee=data.get("assignee", ""),
             confidential={"yes": True, "no": False}.get(confidential or ""),
-            sort=data.get("sort") or "created_desc",
+            # Who waits longest comes first in "Waiting for us", unless another order is asked.
+            sort=data.get("sort") or ("waiting" if view == "waiting" else "created_desc"),
         )

@@ -5,7 +5,7 @@ import secrets
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
-from django.db.models.functions import Lower
+from django.db.models.functions import Lower, Upper
 from django.urls import reverse
 
 from projects.models import Project
@@ -25,6 +25,19 @@ class Label(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+    @property
+    def text_color(self) -> str:
+        """Black or white, whichever contrasts more with the label's colour: at least 4.58 : 1
+        whatever the colour (WCAG AA asks 4.5 : 1 for text)."""
+        try:
+            channels = [int(self.color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+        except ValueError:
+            return "#fff"
+        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+        # Contrast with white (1.05 / (L + .05)) against contrast with black ((L + .05) / .05).
+        return "#000" if (luminance + 0.05) ** 2 > 1.05 * 0.05 else "#fff"
 
 
 class IssueCounter(models.Model):
@@ -108,6 +121,9 @@ class Issue(models.Model):
                 fields=["project", "state", "last_public_by", "last_public_at"],
                 name="issue_waiting",
             ),
+            # A customer's issues across projects (their page, the issue page's sidebar): the
+            # very expression of ``external_author__iexact`` on PostgreSQL.
+            models.Index(Upper("external_author"), name="issue_requester"),
         ]
 
     def __str__(self) -> str:
@@ -127,6 +143,19 @@ class Issue(models.Model):
     @property
     def is_service_desk(self) -> bool:
         return bool(self.external_author)
+
+    @property
+    def waiting_for_us(self) -> bool:
+        """The customer spoke last in public, and the ticket is open or was closed before
+        (the tracker's *Waiting for us*: ``selectors.WAITING_FOR_US``)."""
+        if self.last_public_by != Speaker.CUSTOMER:
+            return False
+        closed_before = (
+            self.closed_at is not None
+            and self.last_public_at is not None
+            and self.closed_at < self.last_public_at
+        )
+        return self.is_open or closed_before
 
 
 class Note(models.Model):
@@ -174,6 +203,8 @@ class EmailParticipant(models.Model):
                 "issue", Lower("email"), name="participant_email_unique_in_issue"
             )
         ]
+        # The issues an address takes part in, whatever the issue (see ``issue_requester``).
+        indexes = [models.Index(Upper("email"), name="participant_email")]
 
     def __str__(self) -> str:
         return self.email

@@ -19,10 +19,12 @@ from django.core import signing
 from django.core.paginator import Page, Paginator
 from django.db import connection
 from django.db.models import (
+    Case,
     Count,
     Exists,
     F,
     Func,
+    Lookup,
     OuterRef,
     Prefetch,
     Q,
@@ -30,6 +32,7 @@ from django.db.models import (
     Subquery,
     TextField,
     Value,
+    When,
 )
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
@@ -44,11 +47,17 @@ from projects.permissions import (
     can_read_issue,
     can_see_customer_emails,
 )
+from projects.selectors import projects_with_role
 
-from .filters import NO_ASSIGNEE, IssueFilters
-from .models import EmailParticipant, Issue, Label, Note, Upload
+from .filters import NO_ASSIGNEE, IssueFilters, is_email_address
+from .models import EmailParticipant, Issue, Label, Note, Speaker, Upload
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.models.sql.compiler import SQLCompiler
+
     from projects.permissions import AnyUser
 
 # --- The tracker (the project's issue list) -----------------------------------------------------
@@ -57,11 +66,23 @@ if TYPE_CHECKING:
 
 # Issues that came by email: authored by the Support Bot, or converted by giving a requester.
 SERVICE_DESK_ISSUES = Q(author__username=SUPPORT_BOT_USERNAME) | ~Q(external_author="")
-_ORDERINGS = {
+# "Waiting for us": issues whose last public word is the customer's (index issue_waiting) and
+# are open, or were closed before the customer wrote (a project that does not reopen on a
+# customer's reply): a reply never vanishes into a closed ticket.
+WAITING_FOR_US = Q(last_public_by=Speaker.CUSTOMER) & (
+    Q(state=Issue.State.OPENED) | Q(closed_at__lt=F("last_public_at"))
+)
+_ORDERINGS: dict[str, tuple[Any, ...]] = {
     "created_desc": ("-created_at", "-id"),
     "created_asc": ("created_at", "id"),
     "updated_desc": ("-updated_at", "-id"),
     "updated_asc": ("updated_at", "id"),
+    # Who waits longest first, then everything else (in any view: the order still means it).
+    "waiting": (
+        Case(When(WAITING_FOR_US, then=Value(0)), default=Value(1)),
+        F("last_public_at").asc(nulls_last=True),
+        "id",
+    ),
 }
 _ISSUE_NUMBER = re.compile(r"#?(\d{1,9})")
 
@@ -150,34 +171,117 @@ def search_vector(config: str, *columns: str) -> Func:
     )
 
 
-def issue_search_matches(*, user: AnyUser, project: Project, search: str) -> QuerySet[Any]:
-    """The ids of the project's issues the user may see that match ``search`` in their title or
-    description, or in a comment the user may read (internal notes for Reporter+ only: search
-    must not leak what the page would hide). One query, on this project's rows only.
+def _escaped(text: str) -> str:
+    """``text`` as a regular expression that matches it literally, in both dialects we speak:
+    Python's ``re`` (SQLite's REGEXP) and PostgreSQL's ARE. Each ASCII character that is not a
+    letter or digit gets a backslash, which both read as "this character itself" (a backslash
+    before a letter or digit would be an escape like ``\\w``, so those are left alone)."""
+    return "".join("\\" + char if char.isascii() and not char.isalnum() else char for char in text)
 
-    Substrings always match (``crash`` finds "crashes", ``inven`` finds "inventory"). On
+
+class _StartsAWord(Lookup):  # type: ignore[type-arg]
+    """The column has a word that starts with the text (case-insensitive): ``hank`` finds
+    "Hank's" but not "Thanks", ``inven`` finds "inventory" (the list updates as one types).
+    Used as an expression, never registered: ``issues.filter(_StartsAWord(F("title"), text))``.
+
+    The text is escaped (``_escaped``) and the search is cut to SEARCH_MAX_LENGTH, so the match
+    is a literal after one look-behind, whatever is typed: at worst the text's length times the
+    search's (0.35 s for 1.2 MB of "a a a …" against 200 characters of "a a … b", in Python)."""
+
+    lookup_name = "starts_a_word"
+    prepare_rhs = False
+
+    def as_sql(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper) -> tuple[str, Any]:
+        # SQLite (and any other backend): Django's REGEXP, which is Python's re.search.
+        lhs, params = self.process_lhs(compiler, connection)
+        return f"{lhs} REGEXP %s", [*params, rf"(?i)(?<!\w){_escaped(self.rhs)}"]
+
+    def as_postgresql(
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper
+    ) -> tuple[str, Any]:
+        # ``UPPER(col::text)``: the very expression of migration 0008's pg_trgm indexes, which
+        # answer regular expressions too. Both sides upper-cased by PostgreSQL, as icontains
+        # does, so the database's idea of case applies to both.
+        lhs, params = self.process_lhs(compiler, connection)
+        sql = f"UPPER({lhs}::text) ~ (%s || UPPER(%s))"
+        return sql, [*params, r"(?<!\w)", _escaped(self.rhs)]
+
+
+def _words(text: str, *columns: str) -> Q:
+    """Any of ``columns`` has a word starting with ``text``."""
+    found = Q()
+    for column in columns:
+        found |= Q(_StartsAWord(F(column), text))
+    return found
+
+
+def _requester_is(address: str) -> Q:
+    """The issue's requester wrote from ``address``, or has their replies sent there."""
+    return Q(external_author__iexact=address) | Q(service_desk_reply_to__iexact=address)
+
+
+def _customer_arms(*, project: Project, text: str) -> list[QuerySet[Any]]:
+    """The search among customers' addresses and participants' names: Reporter+ only (they
+    are not on the page below Reporter, and a match would tell who wrote in). An address finds
+    the issues it is the requester or a participant of, or sent a note to; other text finds
+    addresses that start with it (``finn`` finds finn@customer.example) and participants'
+    names."""
+    issues = Issue.objects.filter(project=project).order_by()
+    participants = EmailParticipant.objects.filter(issue__project=project).order_by()
+    notes = Note.objects.filter(issue__project=project, system=False).order_by()
+    if is_email_address(text):
+        return [
+            issues.filter(_requester_is(text)).values_list("pk", flat=True),
+            participants.filter(email__iexact=text).values_list("issue_id", flat=True),
+            notes.filter(external_author__iexact=text).values_list("issue_id", flat=True),
+        ]
+    starts = Q(external_author__istartswith=text) | Q(service_desk_reply_to__istartswith=text)
+    return [
+        issues.filter(starts).values_list("pk", flat=True),
+        participants.filter(Q(email__istartswith=text) | _words(text, "name")).values_list(
+            "issue_id", flat=True
+        ),
+        notes.filter(external_author__istartswith=text).values_list("issue_id", flat=True),
+    ]
+
+
+def issue_search_matches(*, user: AnyUser, project: Project, search: str) -> QuerySet[Any]:
+    """The ids of the project's issues the user may see that match ``search`` (the words,
+    without ``requester:`` tokens) in their title or description, or in a comment the user may
+    read (internal notes for Reporter+ only: search must not leak what the page would hide).
+    One query, on this project's rows only.
+
+    Words match at the start of a word, never inside one (``crash`` finds "crashes", ``hank``
+    does not find "Thanks"), in the text and in customers' names as the page shows them. On
     PostgreSQL full-text search is added: stemmed words, web-search syntax (``"exact phrase"``,
-    ``-word``, ``or``). Both are indexed there (migration 0005: pg_trgm for ``icontains``,
-    expression GIN indexes for the vectors). ``#12`` or ``12`` also finds issue 12.
+    ``-word``, ``or``). Both are indexed there (migration 0008: pg_trgm, which answers the
+    regular expressions, and expression GIN indexes for the vectors). ``#12`` or ``12`` also
+    finds issue 12. Customers' addresses are searched for Reporter+ only (``_customer_arms``).
 
     Each kind of match is its own arm of a UNION, not one OR, so that PostgreSQL picks per arm
     between reading the project's rows and asking the index."""
+    text = search.strip()
     issues = _visible_issues(user=user, project=project).order_by()
     notes = Note.objects.filter(issue__project=project, system=False).order_by()
     if not can_read_confidential_issues(user, project):
         notes = notes.filter(issue__confidential=False)
     if not can_read_internal_notes(user, project):
         notes = notes.filter(internal=False)
-    substrings = Q(title__icontains=search) | Q(description__icontains=search)
-    if number := _ISSUE_NUMBER.fullmatch(search.strip()):
-        substrings |= Q(iid=int(number[1]))
+    in_issue = _words(text, "title", "description")
+    if number := _ISSUE_NUMBER.fullmatch(text):
+        in_issue |= Q(iid=int(number[1]))
+    # Names have no index: in an arm of their own, they leave the text's arms to theirs.
     arms = [
-        issues.filter(substrings).values_list("pk", flat=True),
-        notes.filter(body__icontains=search).values_list("issue_id", flat=True),
+        issues.filter(in_issue).values_list("pk", flat=True),
+        notes.filter(_words(text, "body")).values_list("issue_id", flat=True),
+        issues.filter(_words(text, "external_author_name")).values_list("pk", flat=True),
+        notes.filter(_words(text, "external_name")).values_list("issue_id", flat=True),
     ]
+    if can_see_customer_emails(user, project):
+        arms += _customer_arms(project=project, text=text)
     if connection.vendor == "postgresql":
         config = settings.SERVICEDESK_SEARCH_CONFIG
-        query = SearchQuery(search, search_type="websearch", config=config)
+        query = SearchQuery(text, search_type="websearch", config=config)
         issue_words = SearchVectorExact(search_vector(config, "title", "description"), query)
         note_words = SearchVectorExact(search_vector(config, "body"), query)
         arms += [
@@ -204,18 +308,23 @@ def _among(ids: list[int]) -> Q:
 def _narrow(
     *, user: AnyUser, project: Project, filters: IssueFilters, matching: list[int] | None
 ) -> QuerySet[Issue]:
-    """The issues the user may see, under every filter except the state tab and the Service
-    Desk view (the counts vary those).
+    """The issues the user may see, under every filter except the state tab and the view (the
+    counts vary those).
 
     ``matching``: the search's issue ids (``issue_search_matches``), found once for both the
     rows and the counts; None: found here. Labels and assignees are matched with EXISTS, not a
     join, so no row is ever repeated.
     """
     issues = _visible_issues(user=user, project=project)
-    if filters.search:
+    if filters.words:
         if matching is None:
-            matching = list(issue_search_matches(user=user, project=project, search=filters.search))
+            matching = list(issue_search_matches(user=user, project=project, search=filters.words))
         issues = issues.filter(_among(matching))
+    for address in filters.requesters:
+        # Below Reporter an address finds nothing: the list must not tell who wrote in.
+        if not can_see_customer_emails(user, project):
+            return issues.none()
+        issues = issues.filter(_requester_is(address))
     if filters.label:
         label_links = Issue.labels.through.objects.filter(issue=OuterRef("pk"))
         issues = issues.filter(Exists(label_links.filter(label__title=filters.label)))
@@ -231,6 +340,19 @@ def _narrow(
     return issues
 
 
+def _views(user: AnyUser) -> dict[str, Q]:
+    """Each view of the tracker (``filters.VIEWS``) as a condition on the issues."""
+    assignee_links = Issue.assignees.through.objects.filter(issue=OuterRef("pk"))
+    return {
+        "": Q(),
+        "service_desk": SERVICE_DESK_ISSUES,
+        "waiting": WAITING_FOR_US,
+        # An anonymous visitor's pk is None: ``user_id IS NULL`` holds for no assignment.
+        "mine": Q(Exists(assignee_links.filter(Q(user_id=user.pk)))),
+        "unassigned": ~Q(Exists(assignee_links)),
+    }
+
+
 def issue_list_for_user(
     *,
     user: AnyUser,
@@ -244,8 +366,7 @@ def issue_list_for_user(
     search's ids when the caller already found them."""
     filters = filters or IssueFilters()
     issues = _narrow(user=user, project=project, filters=filters, matching=matching)
-    if filters.service_desk:
-        issues = issues.filter(SERVICE_DESK_ISSUES)
+    issues = issues.filter(_views(user).get(filters.view, Q()))
     if filters.state in ("opened", "closed"):
         issues = issues.filter(state=filters.state)
     notes = Note.objects.filter(issue=OuterRef("pk"), system=False)
@@ -268,19 +389,27 @@ def issue_counts_for_user(
     filters: IssueFilters | None = None,
     matching: list[int] | None = None,
 ) -> dict[str, int]:
-    """One query. ``opened``/``closed``/``all``: the state tabs, in the current view;
-    ``issues``/``service_desk``: the two views, in the current state. All under the filters.
-    ``matching``: the search's ids when the caller already found them."""
+    """One query. ``opened``/``closed``/``all``: the state tabs, in the current view; one count
+    per view (``issues`` for all of them, then ``service_desk``, ``waiting``, ``mine``,
+    ``unassigned``), in the current state. All under the filters. "Waiting for us" says
+    itself which states it holds, so its count is the same whatever the state tab (its tab
+    opens on every state). ``matching``: the search's ids when the caller already found them."""
     filters = filters or IssueFilters()
     issues = _narrow(user=user, project=project, filters=filters, matching=matching)
-    in_view = SERVICE_DESK_ISSUES if filters.service_desk else Q()
+    views = _views(user)
+    in_view = views.get(filters.view, Q())
     in_state = Q(state=filters.state) if filters.state in ("opened", "closed") else Q()
+    per_view = {
+        "issues" if view == "" else view: Count(
+            "pk", filter=(condition if view == "waiting" else in_state & condition) or None
+        )
+        for view, condition in views.items()
+    }
     return issues.aggregate(
         opened=Count("pk", filter=Q(state="opened") & in_view),
         closed=Count("pk", filter=Q(state="closed") & in_view),
         all=Count("pk", filter=in_view or None),
-        issues=Count("pk", filter=in_state or None),
-        service_desk=Count("pk", filter=in_state & SERVICE_DESK_ISSUES),
+        **per_view,
     )
 
 
@@ -345,8 +474,8 @@ def issue_tracker_for_user(
     """Everything the issue list shows, in five queries whatever the number of issues (six with
     a search: its matches are found once, then the counts and the rows both use them)."""
     matching = None
-    if filters.search:
-        matching = list(issue_search_matches(user=user, project=project, search=filters.search))
+    if filters.words:
+        matching = list(issue_search_matches(user=user, project=project, search=filters.words))
     counts = issue_counts_for_user(user=user, project=project, filters=filters, matching=matching)
     choices = issue_filter_choices_for_user(user=user, project=project)
     issues = issue_list_for_user(user=user, project=project, filters=filters, matching=matching)
@@ -451,23 +580,10 @@ def assignable_users(*, project: Project) -> QuerySet[User]:
 def issue_move_targets(*, user: AnyUser, issue: Issue) -> list[Project]:
     """The projects the user may move the issue to: Reporter+ there (SPEC §10), not its own.
 
-    Two queries: the user's memberships, then the projects they cover (a group membership
-    covers every project below the group). The move itself asks ``can_move_issue`` again.
+    Two queries: the user's memberships, then the projects they cover. The move itself asks
+    ``can_move_issue`` again.
     """
-    if not user.is_authenticated or getattr(user, "is_bot", False):
-        return []
-    projects = Project.objects.exclude(pk=issue.project_id)
-    if not user.is_superuser:
-        memberships = list(
-            Membership.objects.filter(user=user, role__gte=Role.REPORTER).select_related("group")
-        )
-        if not memberships:
-            return []
-        scope = Q(pk__in=[m.project_id for m in memberships if m.project_id])
-        for m in memberships:
-            if m.group is not None:
-                scope |= Q(full_path__startswith=f"{m.group.full_path}/")
-        projects = projects.filter(scope)
+    projects = projects_with_role(user=user, minimum=Role.REPORTER).exclude(pk=issue.project_id)
     return list(projects.select_related("service_desk").order_by("full_path"))
 
 
@@ -508,3 +624,57 @@ def upload_get_by_token(*, token: str, filename: str) -> Upload:
     except (signing.BadSignature, ValueError, Upload.DoesNotExist):
         raise Http404("No such file, or the link has expired") from None
     return upload
+
+
+# --- Customers ---------------------------------------------------------------------------------
+# A customer is an email address. What they wrote in is Reporter+ information, so their pages
+# and lists cover only the projects where the viewer is Reporter+.
+
+
+def _customer_of(address: str) -> Q:
+    """The issues ``address`` is the requester or an email participant of (a requester whose
+    Reply-To differs is a participant with that address). Both sides are indexed
+    (``issue_requester``, ``participant_email``): PostgreSQL reads just their issues, in
+    every project at once."""
+    requester = Issue.objects.filter(external_author__iexact=address).values("pk").order_by()
+    participating = EmailParticipant.objects.filter(email__iexact=address).values("issue_id")
+    # A UNION, not an OR: PostgreSQL cannot combine an index with a subquery's in one scan.
+    return Q(pk__in=requester.union(participating.order_by()))
+
+
+def customer_issues_for_user(*, user: AnyUser, address: str) -> QuerySet[Issue]:
+    """The issues of ``address`` (requester or participant) in the projects where the user is
+    Reporter+, newest first, each with its project. One query for the user's memberships now,
+    then the caller's (a count, a page)."""
+    projects = projects_with_role(user=user, minimum=Role.REPORTER)
+    names = EmailParticipant.objects.filter(issue=OuterRef("pk"), email__iexact=address)
+    return (
+        Issue.objects.filter(project__in=projects)
+        .filter(_customer_of(address))
+        .select_related("project")
+        # The name they wrote with as a participant (as a requester: ``external_author_name``).
+        .annotate(participant_name=Subquery(names.exclude(name="").values("name")[:1]))
+        .order_by("-created_at", "-id")
+    )
+
+
+def customer_recent_issues(*, user: AnyUser, issue: Issue, limit: int = 5) -> list[Issue]:
+    """The requester's latest ``limit`` other issues, for the issue page's sidebar: the same
+    rule as the customer page. Two queries (the user's memberships, the issues); none when the
+    issue has no requester."""
+    address = issue.external_author
+    if not address:
+        return []
+    issues = customer_issues_for_user(user=user, address=address).exclude(pk=issue.pk)
+    return list(issues[:limit])
+
+
+def customer_name(*, issues: Iterable[Issue], address: str) -> str:
+    """The name the customer last wrote with, among ``issues`` (newest first, from
+    ``customer_issues_for_user``); empty if they never gave one."""
+    for issue in issues:
+        if issue.external_author.lower() == address and issue.external_author_name:
+            return issue.external_author_name
+        if issue.participant_name:  # type: ignore[attr-defined]
+            return issue.participant_name  # type: ignore[attr-defined,no-any-return]
+    return ""

@@ -32,6 +32,7 @@ from .markdown import render_markdown_many
 from .models import EmailParticipant, Issue, Note, SentNotification, Upload
 from .selectors import (
     assignable_users,
+    customer_recent_issues,
     issue_get_for_user,
     issue_move_targets,
     issue_tracker_for_user,
@@ -164,6 +165,8 @@ def _render_issue(
         "moved_to_visible": issue.moved_to is not None
         and permissions.can_read_issue(user, issue.moved_to),
     }
+    if can_see_emails:
+        context["customer_issues"] = customer_recent_issues(user=user, issue=issue)
     if can_triage:
         context["project_labels"] = label_list_for_project(project=project)
         context["assignable"] = list(assignable_users(project=project))

@@ -66,6 +66,26 @@ def _role_from(memberships: list[Membership], project: Project) -> Role:
     return Role(max(roles))
 
 
+def projects_with_role(*, user: AnyUser, minimum: Role) -> QuerySet[Project]:
+    """The projects where the user's role is ``minimum`` or more (directly or through a group;
+    superusers: all). One query for the memberships, none for the projects until the caller
+    asks: a group membership covers every project below the group."""
+    if not user.is_authenticated or not user.is_active or getattr(user, "is_bot", False):
+        return Project.objects.none()
+    if user.is_superuser:
+        return Project.objects.all()
+    memberships = list(
+        Membership.objects.filter(user=user, role__gte=minimum).select_related("group")
+    )
+    if not memberships:
+        return Project.objects.none()
+    scope = Q(pk__in=[m.project_id for m in memberships if m.project_id])
+    for m in memberships:
+        if m.group is not None:
+            scope |= Q(full_path__startswith=f"{m.group.full_path}/")
+    return Project.objects.filter(scope)
+
+
 def project_get_for_user(*, user: AnyUser, full_path: str) -> Project:
     """The project at ``full_path`` if the user may read it; otherwise 404 (never 403).
 

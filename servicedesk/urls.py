@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from accounts import views as account_views
-from issues import dashboard_views
+from issues import customer_views, dashboard_views
 from issues import views as issue_views
 from mailroom import spam_views
 from mailroom import urls as mailroom_urls
@@ -31,6 +31,8 @@ urlpatterns = [
     path("-/files/<str:token>/<str:filename>", issue_views.upload_by_token, name="upload_by_token"),
     path("-/unsubscribe/<str:token>", issue_views.unsubscribe, name="unsubscribe"),
     path("", include("notifications.urls")),
+    # A customer's issues across projects (Reporter+): the address is in the query string.
+    path("-/customers/", customer_views.customer_detail, name="customer_detail"),
     # ESP inbound webhooks (django-anymail), e.g. /-/anymail/postmark/inbound/: only those of
     # the ESPs in SERVICEDESK_INBOUND_ESPS answer, and no tracking webhook is routed.
     path("-/anymail/", include(mailroom_webhooks)),

@@ -125,6 +125,12 @@ def test_the_team_hears_about_tickets_and_answers_by_email(
     deliver(email(address, "Re: Cannot log in", "Still nothing.", In_Reply_To=thank_you))
     replied = waiting(smtp, "bob", "Customer replied: Cannot log in")()
     assert "Still nothing." in replied.message.get_body(("plain",)).get_content()
+    bob.goto(f"{base}/acme/game/-/issues/")
+    bob.get_by_role("link", name="Waiting for us").click()
+    row = bob.get_by_test_id("issue-row").filter(has_text="Cannot log in")
+    expect(row.get_by_test_id("waiting")).to_contain_text("waiting")
+    assert_accessible(bob)
+    screenshot(bob, "bob-waiting-for-us")
 
     # bob answers that notification from his mail client: the customer gets his comment.
     reply_to = replied.message["Reply-To"]

@@ -53,7 +53,7 @@ def test_reporter_filters_searches_sorts_and_drives_the_tracker_by_keyboard(
     expect(page.get_by_text("No issues match these filters.")).to_be_visible()
     page.get_by_role("link", name="Clear filters").click()
     expect(rows).to_have_count(2)  # Service Desk, open: the refund and the crash
-    expect(page).to_have_url(re.compile(r"service_desk=1"))
+    expect(page).to_have_url(re.compile(r"view=service_desk"))
 
     # Sort: oldest first.
     page.goto(tracker)
@@ -126,3 +126,29 @@ def test_guest_sees_no_confidential_issue_and_no_customer_email(
     page.get_by_label("Search").fill("inventory")
     expect(page.get_by_text("No issues match these filters.")).to_be_visible()
     assert "@customer.example" not in page.content()
+
+
+def test_reporter_works_through_waiting_for_us_and_opens_the_customer_page(
+    demo, live_server, page: Page, screenshot
+) -> None:
+    """The refund waits for an answer (nobody replied to Finn); the crash does not (bob did).
+    From the ticket, the requester leads to everything Finn wrote in."""
+    Issue.objects.filter(title__startswith="Refund").update(external_author_name="Finn Mertens")
+    log_in(page, live_server.url, "bob")
+    page.goto(f"{live_server.url}/acme/game/-/issues/")
+    page.get_by_role("link", name=re.compile(r"^Waiting for us \d+")).click()
+    rows = page.get_by_test_id("issue-row")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("Refund for a double charge")
+    expect(rows.first).to_contain_text("by Finn Mertens (via email)")
+    expect(rows.first.get_by_test_id("waiting")).to_have_text(re.compile(r"^waiting "))
+    expect(page.get_by_label("Sort by")).to_have_value("waiting")
+    screenshot(page, "waiting-for-us")
+
+    rows.first.locator("[data-issue-link]").click()
+    requester = page.get_by_test_id("requester")
+    expect(requester).to_contain_text("Finn Mertens")
+    requester.get_by_role("link", name="finn@customer.example").click()
+    expect(page.get_by_test_id("customer-heading")).to_contain_text("Finn Mertens")
+    expect(page.get_by_test_id("customer-issue")).to_have_count(1)
+    screenshot(page, "customer")

@@ -10,9 +10,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from issues.models import Issue, Note
+from accounts.selectors import support_bot
+from issues.models import EmailParticipant, Issue, Note
 from issues.selectors import issue_search_matches
-from issues.services import note_create
+from issues.services import note_create, participant_add
 from projects.models import Project, Visibility
 from tests.factories import IssueFactory, ProjectFactory
 
@@ -69,9 +70,9 @@ def test_text_in_another_project_is_never_read(client, project, reporter, elsewh
     assert response.context["tracker"].counts["all"] == 1
 
 
-def test_a_huge_text_is_searched_whole_by_substring(client, project, reporter) -> None:
+def test_a_huge_text_is_searched_whole_for_words(client, project, reporter) -> None:
     """Full-text search reads the first 100 000 characters of a text (the rest cannot always
-    be indexed), so a search that finds nothing still works; substrings are found anywhere."""
+    be indexed), so a search that finds nothing still works; words are found anywhere."""
     assert len(HUGE_TEXT) > 1_000_000
     issue = IssueFactory(project=project, author=reporter, title="Log attached")
     note_create(issue=issue, author=reporter, body=HUGE_TEXT)
@@ -145,3 +146,107 @@ def test_postgresql_can_answer_the_search_from_its_indexes(project, reporter) ->
     for index in SEARCH_INDEXES:
         assert f"Bitmap Index Scan on {index}" in plan, plan
     assert f"project_id = {project.pk}" in plan
+
+
+# --- words, not substrings; customers' names and addresses -------------------------------------
+
+
+@pytest.fixture
+def tickets(project, reporter) -> dict[str, Issue]:
+    """Two customers' tickets: Finn's is not confidential (a Guest reads it, without his
+    address), Jürgen's is; Jake is Cc'd on Jürgen's."""
+    bot = support_bot()
+    finn = IssueFactory(project=project, author=bot, title="Refund for a double charge",
+                        description="Charged twice.", external_author="finn@customer.example",
+                        confidential=False)  # fmt: skip
+    Issue.objects.filter(pk=finn.pk).update(external_author_name="Finn Mertens")
+    jurgen = IssueFactory(project=project, author=bot, title="Spiel stürzt ab",
+                          description="Thanks for looking into it!",
+                          external_author="jurgen@kunde.example", confidential=True)  # fmt: skip
+    participant_add(issue=jurgen, email="jurgen@kunde.example")
+    cc, _ = participant_add(issue=jurgen, email="jake@customer.example")
+    EmailParticipant.objects.filter(pk=cc.pk).update(name="Jake Peralta")
+    team = IssueFactory(project=project, author=reporter, title="Inventory redesign",
+                        description="Mention jake@customer.example nowhere else.")  # fmt: skip
+    return {"finn": finn, "jurgen": jurgen, "team": team}
+
+
+def found(client, project: Project, search: str) -> list[str]:  # type: ignore[no-untyped-def]
+    return sorted(titles(client.get(url(project), {"search": search, "state": "all"})))
+
+
+def test_words_match_at_their_start_never_inside_a_word(client, project, reporter, tickets):
+    client.force_login(reporter)
+    assert found(client, project, "hank") == []  # not in "Thanks"
+    assert found(client, project, "thanks") == ["Spiel stürzt ab"]
+    assert found(client, project, "inven") == ["Inventory redesign"]  # as one types
+    assert found(client, project, "ventory") == []
+    assert found(client, project, "STÜRZT") == ["Spiel stürzt ab"]
+    assert found(client, project, "double charge") == ["Refund for a double charge"]
+
+
+def test_a_customers_name_finds_their_tickets(client, project, reporter, guest, tickets):
+    client.force_login(reporter)
+    assert found(client, project, "finn") == ["Refund for a double charge"]
+    assert found(client, project, "mertens") == ["Refund for a double charge"]
+    assert found(client, project, "peralta") == ["Spiel stürzt ab"]  # a participant's name
+    client.force_login(guest)
+    # The requester's name is on the page Guests read; participants are not.
+    assert found(client, project, "finn") == ["Refund for a double charge"]
+    assert found(client, project, "peralta") == []
+
+
+def test_an_address_finds_the_tickets_of_its_requester_or_participant(
+    client, project, reporter, tickets
+) -> None:
+    client.force_login(reporter)
+    assert found(client, project, "finn@customer.example") == ["Refund for a double charge"]
+    assert found(client, project, "JURGEN@kunde.example") == ["Spiel stürzt ab"]
+    # Jake is a participant there; the team's issue has his address in its text.
+    assert found(client, project, "jake@customer.example") == [
+        "Inventory redesign",
+        "Spiel stürzt ab",
+    ]
+    assert found(client, project, "jurg") == ["Spiel stürzt ab"]  # an address, as one types
+
+
+def test_requester_token_filters_by_the_requester(client, project, reporter, tickets) -> None:
+    client.force_login(reporter)
+    assert found(client, project, "requester:jurgen@kunde.example") == ["Spiel stürzt ab"]
+    assert found(client, project, "requester:jake@customer.example") == []  # only Cc'd
+    assert found(client, project, "Requester:FINN@customer.example refund") == [
+        "Refund for a double charge"
+    ]
+    assert found(client, project, "requester:finn@customer.example stürzt") == []
+    assert found(client, project, "requester:nobody") == []
+    response = client.get(url(project), {"search": "requester:finn@customer.example"})
+    assert response.context["filters"].narrowed
+    assert 'value="requester:finn@customer.example"' in response.content.decode()
+
+
+def test_guests_cannot_find_tickets_by_address(client, project, guest, tickets) -> None:
+    """Finn's ticket is on a Guest's list, without his address: searching for it must not tell
+    them who wrote it."""
+    client.force_login(guest)
+    assert found(client, project, "") == ["Inventory redesign", "Refund for a double charge"]
+    assert found(client, project, "finn@customer.example") == []
+    assert found(client, project, "finn@cust") == []
+    assert found(client, project, "requester:finn@customer.example") == []
+    # An address in a text the Guest reads is found as any words are.
+    assert found(client, project, "jake@customer.example") == ["Inventory redesign"]
+
+
+@pytest.mark.parametrize(
+    "search", ["(a+)+$", ".*", "[", "\\", "a|e", "^", "\\w", "%", "_", "(?i)", "*", "' OR 1=1 --"]
+)
+def test_search_text_is_literal_whatever_it_holds(client, project, reporter, tickets, search):
+    client.force_login(reporter)
+    assert found(client, project, search) == []
+
+
+def test_metacharacters_in_a_word_match_themselves(client, project, reporter) -> None:
+    IssueFactory(project=project, author=reporter, title="Crash in C++ (v2.3)")
+    IssueFactory(project=project, author=reporter, title="Crash in Cxx v2x3")
+    client.force_login(reporter)
+    assert found(client, project, "c++ (v2.3)") == ["Crash in C++ (v2.3)"]
+    assert found(client, project, "v2.3") == ["Crash in C++ (v2.3)"]

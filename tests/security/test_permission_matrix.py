@@ -14,7 +14,7 @@ The policy (SPEC §8, GitLab's roles):
   read but not act);
 - settings, description templates and the inbound ledger: Maintainer+; below that, members who
   know the page exists (Reporter+, or any member of a public project) get 403, others 404;
-- the spam quarantine and the dashboard: Reporter+, 404 for everyone else;
+- the spam quarantine, the dashboard and a customer's page: Reporter+, 404 for everyone else;
 - the members page: anyone signed in who can read the project (anonymous visitors are sent to
   the login page, even for a public project); changing members: Maintainer+, and only Owners
   make Owners;
@@ -42,6 +42,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from django.contrib.auth.views import redirect_to_login
@@ -493,6 +494,10 @@ def _upload(key: str) -> Callable[[World, bool], str]:
     return url
 
 
+def _customer_page(world: World, _confidential: bool) -> str:
+    return f"{reverse('customer_detail')}?{urlencode({'email': CUSTOMER})}"
+
+
 def _settings_page(name: str) -> Callable[[World, bool], str]:
     return lambda w, c: reverse(name, args=[w.project.full_path, "thank_you"])
 
@@ -682,6 +687,9 @@ ROUTES: dict[str, Route] = {
         "POST", _global("instance_inbound_reprocess", "message_id"), staff_only, effect=REQUEUED
     ),
     "project_dashboard": _project_route("GET", _project("project_dashboard"), reporter_only),
+    # The customer's issues in the projects where the viewer is Reporter+ (every persona with
+    # an account is Owner of ``target``, where the customer never wrote: no way in from there).
+    "customer_detail": _project_route("GET", _customer_page, reporter_only),
     "spam_list": _project_route("GET", _project("spam_list"), reporter_only),
     "spam_not_spam": _project_route(
         "POST", _project("spam_not_spam", "spam_id"), reporter_only,
@@ -743,7 +751,7 @@ EXEMPT = {"login", "logout", "health", "upload_by_token"}
 
 # Cells per visibility: personas x (issues x variants) summed over the routes. Written out, so
 # that a route or variant that drops out of ROUTES shows here; update it with ROUTES.
-MATRIX_CELLS = 658
+MATRIX_CELLS = 665
 
 
 def _route_names() -> set[str]:
@@ -812,6 +820,7 @@ def _assert_reporters_see_the_secrets(world: World, client: Client) -> None:
     issue_list = ROUTES["issue_list"].url(world, True)
     pages = _body(client.get(_issue_url(world, True))) + _body(client.get(issue_list))
     assert [address for address in world.secrets if address.encode() not in pages] == []
+    assert CUSTOMER.encode() in _body(client.get(_customer_page(world, True)))
 
 
 def _login_url(url: str) -> str:
