@@ -129,6 +129,7 @@ class Event(models.Model):
     state = models.CharField(max_length=10, blank=True)  # STATE: the new state
     created_at = models.DateTimeField(auto_now_add=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)  # why it could not be delivered (a bug of ours)
 
     class Meta:
         indexes = [

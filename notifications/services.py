@@ -13,6 +13,7 @@ of events whatever the number of people.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from servicedesk.queues import enqueue
 
 from .models import DEFAULT_LEVEL, Event, Level, NewTicketRule, NotificationSetting, Todo
 
+log = logging.getLogger(__name__)
 Reason = str  # why someone hears about it: the X-ServiceDesk-NotificationReason header
 ASSIGNED, MENTIONED, PARTICIPATING, NEW_TICKET, WATCHING = (
     "assigned", "mentioned", "participating", "new_ticket", "watching",
@@ -187,11 +189,30 @@ def events_deliver(ids: Sequence[int] | None = None, *, older_than: float = 0) -
             batch = _claim(ids, older_than)
             if not batch:
                 return delivered
-            _deliver(batch)
-            Event.objects.filter(pk__in=[e.pk for e in batch]).update(delivered_at=timezone.now())
+            _deliver_or_record_errors(batch)
         delivered += len(batch)
         if ids is not None and len(batch) < DELIVER_BATCH:
             return delivered
+
+
+def _deliver_or_record_errors(batch: list[Event]) -> None:
+    """The batch at once; if that fails, each event on its own, so that one event that cannot
+    be delivered (a bug of ours) ends with its error recorded instead of blocking the rest."""
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            _deliver(batch)
+    except Exception:
+        log.exception("delivering %d team events failed; one by one", len(batch))
+        for event in batch:
+            try:
+                with transaction.atomic():
+                    _deliver([event])
+            except Exception as exc:
+                log.exception("team event %s could not be delivered", event.pk)
+                event.error = f"{type(exc).__name__}: {exc}"[:1000]
+                Event.objects.filter(pk=event.pk).update(error=event.error)
+    Event.objects.filter(pk__in=[e.pk for e in batch]).update(delivered_at=now)
 
 
 def _claim(ids: Sequence[int] | None, older_than: float) -> list[Event]:

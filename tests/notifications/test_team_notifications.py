@@ -400,3 +400,27 @@ def test_below_reporter_the_customer_is_a_name_never_an_address(team, project, t
     for part in (to_carol.body_text, to_carol.body_html, to_carol.subject, str(to_carol.headers)):
         assert "jake@customer.example" not in part
     assert "The customer" in to_carol.body_text
+
+
+def test_an_event_that_cannot_be_delivered_records_why_and_blocks_nothing(
+    team, to, monkeypatch
+) -> None:
+    import notifications.services as services
+
+    real = services._WHO[Event.Kind.NEW_TICKET]
+
+    def broken(event, people):  # type: ignore[no-untyped-def]
+        if event.issue.title == "poison":
+            raise RuntimeError("a bug of ours")
+        return real(event, people)
+
+    monkeypatch.setitem(services._WHO, Event.Kind.NEW_TICKET, broken)
+    new_ticket(to, "poison", sender="a@customer.example")
+    new_ticket(to, "fine", sender="b@customer.example")
+    assert events_deliver() == 2
+    assert sorted(Event.objects.values_list("issue__title", "error")) == [
+        ("fine", ""),
+        ("poison", "RuntimeError: a bug of ours"),
+    ]
+    assert not Event.objects.filter(delivered_at=None).exists()
+    assert {e.subject.split(": ", 1)[1] for e in team_mail()} == {"fine (#2)"}
