@@ -73,6 +73,25 @@ def is_guessable_message_id(message_id: str) -> bool:
     return _LEGACY_ROOT.fullmatch(message_id) is not None
 
 
+# A Message-ID as RFC 5322 §3.6.4 writes it (dot-atom "@" dot-atom or a domain literal), within
+# a length. A customer's Message-ID goes into our In-Reply-To and References, so it is hostile
+# input: anything else (a line break, a second id, a 10 KB id, non-ASCII) is left out rather
+# than repaired; threading is a nicety, a header we did not mean to write is not.
+_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-"
+_SAFE_MESSAGE_ID = re.compile(rf"<[{_ATEXT}]+@(?:[{_ATEXT}]+|\[[{_ATEXT}:]+\])>")
+MAX_MESSAGE_ID_LENGTH = 250
+
+
+def safe_message_id(value: str) -> str | None:
+    """One ``<id@host>`` fit to be copied into a header, or None."""
+    value = value.strip()
+    if value and not value.startswith("<"):
+        value = f"<{value}>"  # a client that writes the id without its brackets
+    if len(value) > MAX_MESSAGE_ID_LENGTH or _SAFE_MESSAGE_ID.fullmatch(value) is None:
+        return None
+    return value
+
+
 def _thread_roots(issues: Sequence[Issue]) -> dict[int, str]:
     """The Message-ID each issue's emails thread on: the thank-you of the issue it was moved
     from (through any number of moves), so a moved ticket stays one conversation in the
@@ -203,6 +222,7 @@ def _draft(
     attachments: Sequence[int] = (),
     bodies: dict[tuple[str, int, int | None], _Rendered] | None = None,
     root: str | None = None,
+    customer_message_id: str | None = None,
 ) -> _Draft:
     sent = SentNotification(
         issue=issue, participant=participant, note=note, recipient=participant.email
@@ -226,15 +246,11 @@ def _draft(
     reply_id = f"<reply-{key}@{_host()}>"
     message_id = root if kind == Kind.THANK_YOU else reply_id
     headers = {
-        # Replies keep the thread (In-Reply-To/References) and carry the reply key even when a
-        # client drops Reply-To.
-        "References": root if message_id == root else f"{root} {reply_id}",
+        **_thread_headers(message_id, root, reply_id, customer_message_id),
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         "Auto-Submitted": "auto-replied" if kind == Kind.THANK_YOU else "auto-generated",
         "X-Auto-Response-Suppress": "All",
     }
-    if message_id != root:
-        headers["In-Reply-To"] = root
     unsubscribe = [f"<{unsubscribe_url}>"]
     if incoming is not None and incoming.enabled:
         headers["Reply-To"] = incoming.address_for(key)
@@ -258,6 +274,23 @@ def _draft(
     )
     record = IssueEmail(issue=issue, message_id=message_id, direction=IssueEmail.Direction.OUTBOUND)
     return _Draft(sent, email, record)
+
+
+def _thread_headers(
+    message_id: str, root: str, reply_id: str, customer_message_id: str | None
+) -> dict[str, str]:
+    """In-Reply-To and References. The thank-you answers the customer's own email, so their
+    client shows it under what they sent; later emails answer the thank-you (the root). Replies
+    keep the thread and carry the reply key even when a client drops Reply-To."""
+    references = [customer_message_id] if customer_message_id else []
+    references.append(root)
+    if message_id != root:
+        references.append(reply_id)
+    headers = {"References": " ".join(references)}
+    parent = customer_message_id if message_id == root else root
+    if parent:
+        headers["In-Reply-To"] = parent
+    return headers
 
 
 def _save(drafts: Sequence[_Draft]) -> list[OutboundEmail]:
@@ -294,6 +327,7 @@ class NewTicket:
     issue: Issue
     requester: EmailParticipant | None
     cc: Sequence[EmailParticipant] = ()
+    message_id: str = ""  # of the email it came from, as the sender wrote it (unchecked)
 
 
 def service_desk_issues_created(tickets: Sequence[NewTicket]) -> list[OutboundEmail]:
@@ -306,14 +340,18 @@ def service_desk_issues_created(tickets: Sequence[NewTicket]) -> list[OutboundEm
         setting = settings_by_project.get(ticket.issue.project_id)
         if setting is None:
             continue
+        # The Cc'd people got the customer's email too: their new-participant email refers to it.
+        original = safe_message_id(ticket.message_id)
         if ticket.requester is not None and ticket.requester.is_reachable:
             drafts.append(_draft(kind=Kind.THANK_YOU, issue=ticket.issue,
-                                 participant=ticket.requester, setting=setting))  # fmt: skip
+                                 participant=ticket.requester, setting=setting,
+                                 customer_message_id=original))  # fmt: skip
         drafts += [
-            _draft(kind=Kind.NEW_PARTICIPANT, issue=ticket.issue, participant=p, setting=setting)
+            _draft(kind=Kind.NEW_PARTICIPANT, issue=ticket.issue, participant=p, setting=setting,
+                   customer_message_id=original)
             for p in ticket.cc
             if p.is_reachable
-        ]
+        ]  # fmt: skip
     emails = _save(drafts)
     send_after_commit(emails)
     return emails
@@ -461,8 +499,8 @@ def rejection_notices(rejections: Sequence[Rejection]) -> list[OutboundEmail]:
         }).strip() + "\n"  # fmt: skip
         headers = {"Auto-Submitted": "auto-replied", "X-Auto-Response-Suppress": "All"}
         name = _one_line(_sender_name(rejection.project))
-        original = _one_line(rejection.message_id)
-        if original.startswith("<") and original.endswith(">"):
+        original = safe_message_id(rejection.message_id)
+        if original is not None:
             headers["In-Reply-To"] = headers["References"] = original
         emails.append(
             OutboundEmail(

@@ -232,7 +232,7 @@ def _participants_create(issues: list[Issue], items: Sequence[NewIssue]) -> list
                 requester = participant
             else:
                 cc.append(participant)
-        tickets.append(NewTicket(issue, requester, cc))
+        tickets.append(NewTicket(issue, requester, cc, message_id=item.message_id))
     EmailParticipant.objects.bulk_create(rows)
     return tickets
 
