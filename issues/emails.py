@@ -38,6 +38,7 @@ from .models import (
     SentNotification,
     Upload,
 )
+from .plaintext import html_to_plain_text
 from .selectors import upload_email_token
 
 Kind = OutboundEmail.Kind
@@ -207,8 +208,8 @@ def _render(kind: str, issue: Issue, setting: ServiceDeskSetting, note_text: str
         "SYSTEM_FOOTER": settings.SERVICEDESK_EMAIL_FOOTER,
         "ADDITIONAL_TEXT": settings.SERVICEDESK_EMAIL_ADDITIONAL_TEXT,
     }
-    text = render_placeholders(template, values).strip() + "\n"
-    return _Rendered(text, render_markdown(text, remote_images=False), placeholder_key)
+    html = render_markdown(render_placeholders(template, values), remote_images=False)
+    return _Rendered(html_to_plain_text(html), html, placeholder_key)
 
 
 def _draft(
@@ -492,11 +493,11 @@ def rejection_notices(rejections: Sequence[Rejection]) -> list[OutboundEmail]:
         if mailbox in recent:
             continue
         subject = _one_line(rejection.subject) or "(no subject)"
-        text = render_placeholders(template, {
+        html = render_markdown(render_placeholders(template, {
             "REASON": rejection_wording(rejection.reason),
             "SYSTEM_HEADER": settings.SERVICEDESK_EMAIL_HEADER,
             "SYSTEM_FOOTER": settings.SERVICEDESK_EMAIL_FOOTER,
-        }).strip() + "\n"  # fmt: skip
+        }), remote_images=False)  # fmt: skip
         headers = {"Auto-Submitted": "auto-replied", "X-Auto-Response-Suppress": "All"}
         name = _one_line(_sender_name(rejection.project))
         original = safe_message_id(rejection.message_id)
@@ -511,8 +512,8 @@ def rejection_notices(rejections: Sequence[Rejection]) -> list[OutboundEmail]:
                 subject=f"[Rejected] {subject}"[:998],
                 message_id=f"<rejected-{secrets.token_hex(16)}@{_host()}>",
                 headers=headers,
-                body_text=text,
-                body_html=render_markdown(text, remote_images=False),
+                body_text=html_to_plain_text(html),
+                body_html=html,
             )
         )
     OutboundEmail.objects.bulk_create(emails)
