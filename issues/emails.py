@@ -8,6 +8,7 @@ rows are sent after commit by ``issues.tasks.send_outbound_emails``.
 
 from __future__ import annotations
 
+import html
 import re
 import secrets
 from collections.abc import Sequence
@@ -208,8 +209,8 @@ def _render(kind: str, issue: Issue, setting: ServiceDeskSetting, note_text: str
         "SYSTEM_FOOTER": settings.SERVICEDESK_EMAIL_FOOTER,
         "ADDITIONAL_TEXT": settings.SERVICEDESK_EMAIL_ADDITIONAL_TEXT,
     }
-    html = render_markdown(render_placeholders(template, values), remote_images=False)
-    return _Rendered(html_to_plain_text(html), html, placeholder_key)
+    rendered = render_markdown(render_placeholders(template, values), remote_images=False)
+    return _Rendered(html_to_plain_text(rendered), rendered, placeholder_key)
 
 
 def _draft(
@@ -224,6 +225,7 @@ def _draft(
     bodies: dict[tuple[str, int, int | None], _Rendered] | None = None,
     root: str | None = None,
     customer_message_id: str | None = None,
+    sender_name: str = "",
 ) -> _Draft:
     sent = SentNotification(
         issue=issue, participant=participant, note=note, recipient=participant.email
@@ -242,7 +244,7 @@ def _draft(
     # The body carries the unsubscribe token only, never the reply key: a customer who quotes
     # or forwards the email hands on nothing that posts to the ticket.
     text = rendered.text.replace(rendered.placeholder_key, unsubscribe_token)
-    html = rendered.html.replace(rendered.placeholder_key, unsubscribe_token)
+    body_html = rendered.html.replace(rendered.placeholder_key, unsubscribe_token)
     root = root or issue_message_id(issue)  # a new issue: nothing was moved into it
     reply_id = f"<reply-{key}@{_host()}>"
     message_id = root if kind == Kind.THANK_YOU else reply_id
@@ -265,12 +267,15 @@ def _draft(
         participant=participant,
         sent_notification=sent,
         recipient=participant.email,
-        from_email=formataddr((_one_line(setting.display_name), settings.DEFAULT_FROM_EMAIL)),
+        # formataddr quotes and escapes the name, or encodes it (RFC 2047) if it is not ASCII.
+        from_email=formataddr(
+            (_one_line(sender_name or setting.display_name), settings.DEFAULT_FROM_EMAIL)
+        ),
         subject=_one_line(f"Re: {issue.title} (#{issue.iid})"),
         message_id=message_id,
         headers=headers,
         body_text=text,
-        body_html=html,
+        body_html=body_html,
         attachments=list(attachments),
     )
     record = IssueEmail(issue=issue, message_id=message_id, direction=IssueEmail.Direction.OUTBOUND)
@@ -377,18 +382,58 @@ def notes_added(notes: Sequence[Note]) -> list[OutboundEmail]:
         if note.issue_id not in issues:
             continue
         issue, author = issues[note.issue_id], note.external_author.lower()
-        recipients = [p for p in reachable.get(issue.pk, []) if p.email.lower() != author]
-        text = email_links(note.body, issue) if recipients else ""
+        participants = reachable.get(issue.pk, [])
+        recipients = [p for p in participants if p.email.lower() != author]
+        if not recipients:
+            continue
+        setting = settings_by_project[issue.project_id]
+        text, sender = email_links(note.body, issue), setting.display_name
+        if note.external_author:
+            # A participant's email reply, passed on to the others: say whose words they are.
+            name = _participant_name(note, issue, participants)
+            text = f"{_markdown_literal(name or ANONYMOUS_PARTICIPANT)} wrote:\n\n{text}"
+            sender = f"{name} via {setting.display_name}" if name else sender
         bodies: dict[tuple[str, int, int | None], _Rendered] = {}
         drafts += [
-            _draft(kind=Kind.NEW_NOTE, issue=issue, participant=p,
-                   setting=settings_by_project[issue.project_id], note=note, note_text=text,
-                   attachments=files.get(note.pk, []), bodies=bodies, root=roots[issue.pk])
+            _draft(kind=Kind.NEW_NOTE, issue=issue, participant=p, setting=setting, note=note,
+                   note_text=text, attachments=files.get(note.pk, []), bodies=bodies,
+                   root=roots[issue.pk], sender_name=sender)
             for p in recipients
         ]  # fmt: skip
     emails = _save(drafts)
     send_after_commit(emails)
     return emails
+
+
+# Who wrote an email reply, for participants whose name we do not know. Never their address:
+# participants' addresses are for Reporters and up only (SPEC §8), and a person added to the
+# ticket by the team has not seen the others' addresses in any Cc.
+ANONYMOUS_PARTICIPANT = "Another participant"
+MAX_NAME_LENGTH = 100
+
+
+def _participant_name(note: Note, issue: Issue, participants: Sequence[EmailParticipant]) -> str:
+    """The display name the sender of an email note writes with: the note's own, else the one
+    they were known by on the ticket; "" if none. A "name" that is an address (many clients
+    put the address there) is none: it would show the address to the other participants."""
+    address = note.external_author.lower()
+    known = [p.name for p in participants if p.email.lower() == address]
+    if address == issue.external_author.lower():
+        known.append(issue.external_author_name)
+    for name in (note.external_name, *known):
+        name = _one_line(name)[:MAX_NAME_LENGTH].strip()
+        if name and "@" not in name:
+            return name
+    return ""
+
+
+# Python-Markdown's backslash escapes; "<" and "&" become entities (a name is text, not HTML).
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!>])")
+
+
+def _markdown_literal(text: str) -> str:
+    """Text that Markdown renders as written."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))
 
 
 def note_added(note: Note) -> list[OutboundEmail]:
@@ -493,7 +538,7 @@ def rejection_notices(rejections: Sequence[Rejection]) -> list[OutboundEmail]:
         if mailbox in recent:
             continue
         subject = _one_line(rejection.subject) or "(no subject)"
-        html = render_markdown(render_placeholders(template, {
+        body_html = render_markdown(render_placeholders(template, {
             "REASON": rejection_wording(rejection.reason),
             "SYSTEM_HEADER": settings.SERVICEDESK_EMAIL_HEADER,
             "SYSTEM_FOOTER": settings.SERVICEDESK_EMAIL_FOOTER,
@@ -512,8 +557,8 @@ def rejection_notices(rejections: Sequence[Rejection]) -> list[OutboundEmail]:
                 subject=f"[Rejected] {subject}"[:998],
                 message_id=f"<rejected-{secrets.token_hex(16)}@{_host()}>",
                 headers=headers,
-                body_text=html_to_plain_text(html),
-                body_html=html,
+                body_text=html_to_plain_text(body_html),
+                body_html=body_html,
             )
         )
     OutboundEmail.objects.bulk_create(emails)
