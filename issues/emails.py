@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from email.utils import formataddr
@@ -26,6 +26,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from projects.models import Project, ServiceDeskSetting
+from projects.placeholders import PLACEHOLDER, unknown_placeholders
 from servicedesk.addresses import normalise_mailbox
 from servicedesk.queues import enqueue
 
@@ -43,14 +44,23 @@ from .plaintext import html_to_plain_text
 from .selectors import upload_email_token
 
 Kind = OutboundEmail.Kind
-_PLACEHOLDER = re.compile(r"%\{\s*([A-Z_]+)\s*\}")
 # A header value must be one line: names and subjects come from users and customers.
 _LINE_BREAKS = re.compile(r"[\r\n\x00]+")
 
 
-def render_placeholders(template: str, values: dict[str, str]) -> str:
-    """Replace ``%{NAME}`` / ``%{ NAME }``; unknown placeholders are left as they are."""
-    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
+def render_placeholders(
+    template: str, values: dict[str, str], *, unknown: str | None = None
+) -> str:
+    """Replace ``%{NAME}`` / ``%{ NAME }`` by ``values[NAME]``. A placeholder not in ``values``
+    becomes ``unknown``, or is left as written when that is None."""
+
+    def value(match: re.Match[str]) -> str:
+        found = values.get(match.group(1).strip())
+        if found is not None:
+            return found
+        return match.group(0) if unknown is None else unknown
+
+    return PLACEHOLDER.sub(value, template)
 
 
 def _host() -> str:
@@ -209,7 +219,13 @@ def _render(kind: str, issue: Issue, setting: ServiceDeskSetting, note_text: str
         "SYSTEM_FOOTER": settings.SERVICEDESK_EMAIL_FOOTER,
         "ADDITIONAL_TEXT": settings.SERVICEDESK_EMAIL_ADDITIONAL_TEXT,
     }
-    rendered = render_markdown(render_placeholders(template, values), remote_images=False)
+    # A placeholder we do not know is sent as nothing. GitLab (and SPEC §7) send it as written,
+    # and customers then read "%{ISSUE_IDD}" in a mail that looks broken. The editor refuses
+    # to save one (projects.placeholders), so only a template saved before that check, or an
+    # instance default file edited on disk, can still hold one: better a missing word.
+    rendered = render_markdown(
+        render_placeholders(template, values, unknown=""), remote_images=False
+    )
     return _Rendered(html_to_plain_text(rendered), rendered, placeholder_key)
 
 
@@ -594,5 +610,46 @@ def email_preview(*, project: Project, kind: str, text: str) -> tuple[str, str]:
         external_author="jake@customer.example",
     )
     note_text = "Thanks Jake! We found the cause; the fix ships with **version 2.3.2**."
+    template, restore = _tokens_for_unknown(_template_text(setting, kind))
+    setattr(setting, f"{kind}_template", template)
     rendered = _render(kind, issue, setting, note_text if kind == Kind.NEW_NOTE else "")
-    return _one_line(f"Re: {issue.title} (#{issue.iid})"), rendered.html
+    return _one_line(f"Re: {issue.title} (#{issue.iid})"), restore(rendered.html)
+
+
+# A tag of bleach's output (attribute values quoted, and may hold ">").
+_HTML_TAG = re.compile(r"""<[a-zA-Z/!](?:[^"'<>]|"[^"]*"|'[^']*')*>""")
+
+
+def _tokens_for_unknown(template: str) -> tuple[str, Callable[[str], str]]:
+    """For the preview: the template with each placeholder we do not know swapped for a token
+    that Markdown and bleach leave alone, and what puts them back into the rendered HTML — as
+    written and highlighted (<mark>) in the text, as written in an attribute (a link's URL)."""
+    nonce = secrets.token_hex(8)
+    tokens: dict[str, str] = {}  # as written -> token
+    unknown = set(unknown_placeholders(template))
+
+    def swap(match: re.Match[str]) -> str:
+        written = match.group(0)
+        if written not in unknown:
+            return written
+        return tokens.setdefault(written, f"unknown{nonce}x{len(tokens)}x")
+
+    template = PLACEHOLDER.sub(swap, template)
+    if not tokens:
+        return template, lambda rendered: rendered
+    written_by_token = {token: html.escape(written) for written, token in tokens.items()}
+    token_pattern = re.compile(f"unknown{nonce}x[0-9]+x")
+
+    def in_text(chunk: str) -> str:
+        return token_pattern.sub(lambda m: f"<mark>{written_by_token[m.group(0)]}</mark>", chunk)
+
+    def restore(rendered: str) -> str:
+        out, position = [], 0
+        for tag in _HTML_TAG.finditer(rendered):
+            out.append(in_text(rendered[position : tag.start()]))
+            out.append(token_pattern.sub(lambda m: written_by_token[m.group(0)], tag.group(0)))
+            position = tag.end()
+        out.append(in_text(rendered[position:]))
+        return "".join(out)
+
+    return template, restore

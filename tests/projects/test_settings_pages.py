@@ -476,7 +476,7 @@ def test_preview_renders_placeholders_markdown_and_sanitises(client, project, ow
     assert "<strong>Thanks!</strong>" in html
     assert "acme/game#42" in html
     assert "/acme/game/-/issues/42/" in html
-    assert "%{NOPE}" in html  # unknown placeholders stay as written
+    assert "<mark>%{NOPE}</mark>" in html  # an unknown placeholder, highlighted
     assert "<script" not in html
     assert "Re: The app crashes when I open my inventory (#42)" in html
 
