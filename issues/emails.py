@@ -202,7 +202,9 @@ class _Rendered:
     placeholder_key: str
 
 
-def _render(kind: str, issue: Issue, setting: ServiceDeskSetting, note_text: str) -> _Rendered:
+def _render(
+    kind: str, issue: Issue, setting: ServiceDeskSetting, note_text: str, author_name: str = ""
+) -> _Rendered:
     placeholder_key = secrets.token_hex(16)
     template = _template_text(setting, kind)
     values = {
@@ -213,6 +215,7 @@ def _render(kind: str, issue: Issue, setting: ServiceDeskSetting, note_text: str
             email_links(issue.description, issue) if "ISSUE_DESCRIPTION" in template else ""
         ),
         "NOTE_TEXT": note_text,
+        "AUTHOR_NAME": _markdown_literal(author_name),
         "UNSUBSCRIBE_URL": settings.SITE_URL
         + _unsubscribe_path().replace("TOKEN", placeholder_key),
         "SYSTEM_HEADER": settings.SERVICEDESK_EMAIL_HEADER,
@@ -242,6 +245,7 @@ def _draft(
     root: str | None = None,
     customer_message_id: str | None = None,
     sender_name: str = "",
+    author_name: str = "",
 ) -> _Draft:
     sent = SentNotification(
         issue=issue, participant=participant, note=note, recipient=participant.email
@@ -252,7 +256,7 @@ def _draft(
     # Rendered once per email kind and issue: recipients differ only in their reply key.
     cache_key = (kind, issue.pk, note.pk if note is not None else None)
     if bodies is None or cache_key not in bodies:
-        rendered = _render(kind, issue, setting, note_text)
+        rendered = _render(kind, issue, setting, note_text, author_name)
         if bodies is not None:
             bodies[cache_key] = rendered
     else:
@@ -403,22 +407,37 @@ def notes_added(notes: Sequence[Note]) -> list[OutboundEmail]:
         if not recipients:
             continue
         setting = settings_by_project[issue.project_id]
-        text, sender = email_links(note.body, issue), setting.display_name
+        text = email_links(note.body, issue)
         if note.external_author:
             # A participant's email reply, passed on to the others: say whose words they are.
             name = _participant_name(note, issue, participants)
-            text = f"{_markdown_literal(name or ANONYMOUS_PARTICIPANT)} wrote:\n\n{text}"
-            sender = f"{name} via {setting.display_name}" if name else sender
+            author = name or ANONYMOUS_PARTICIPANT
+            text = f"{_markdown_literal(author)} wrote:\n\n{text}"
+            sender = f"{name} via {setting.display_name}" if name else setting.display_name
+        else:
+            agent = "" if note.author.is_bot else note.author.display_name
+            sender, author = agent_signature(setting, agent)
         bodies: dict[tuple[str, int, int | None], _Rendered] = {}
         drafts += [
             _draft(kind=Kind.NEW_NOTE, issue=issue, participant=p, setting=setting, note=note,
                    note_text=text, attachments=files.get(note.pk, []), bodies=bodies,
-                   root=roots[issue.pk], sender_name=sender)
+                   root=roots[issue.pk], sender_name=sender, author_name=author)
             for p in recipients
         ]  # fmt: skip
     emails = _save(drafts)
     send_after_commit(emails)
     return emails
+
+
+def agent_signature(setting: ServiceDeskSetting, agent_name: str) -> tuple[str, str]:
+    """The sender's display name and %{AUTHOR_NAME} of a team member's comment: "Bob at ACME
+    Support" and "Bob" when the project signs replies with the agent's name, else the desk's
+    name for both."""
+    desk = setting.display_name
+    agent = _one_line(agent_name)[:MAX_NAME_LENGTH].strip()
+    if setting.sign_replies_with_agent_name and agent:
+        return f"{agent} at {desk}", agent
+    return desk, desk
 
 
 # Who wrote an email reply, for participants whose name we do not know. Never their address:
@@ -590,10 +609,13 @@ def _sender_name(project: Project | None) -> str:
     return ServiceDeskSetting.DEFAULT_OUTGOING_NAME
 
 
-def email_preview(*, project: Project, kind: str, text: str) -> tuple[str, str]:
+def email_preview(
+    *, project: Project, kind: str, text: str, agent_name: str = ""
+) -> tuple[str, str]:
     """One Service Desk email worded with ``text`` (blank: the default), as a customer would
     get it — for the settings page's live preview. Rendered by the same code as real emails,
-    from a sample issue that is never saved; nothing is written. Returns (subject, HTML)."""
+    from a sample issue that is never saved, its sample comment by ``agent_name``; nothing is
+    written. Returns (subject, HTML)."""
     if kind not in (Kind.THANK_YOU, Kind.NEW_NOTE, Kind.NEW_PARTICIPANT, Kind.ISSUE_CLOSED):
         raise ValueError(f"No preview for {kind!r} emails.")
     text = text.replace("\r\n", "\n").strip()
@@ -612,7 +634,11 @@ def email_preview(*, project: Project, kind: str, text: str) -> tuple[str, str]:
     note_text = "Thanks Jake! We found the cause; the fix ships with **version 2.3.2**."
     template, restore = _tokens_for_unknown(_template_text(setting, kind))
     setattr(setting, f"{kind}_template", template)
-    rendered = _render(kind, issue, setting, note_text if kind == Kind.NEW_NOTE else "")
+    if kind == Kind.NEW_NOTE:
+        author = agent_signature(project.service_desk, agent_name or "Sam")[1]
+        rendered = _render(kind, issue, setting, note_text, author)
+    else:
+        rendered = _render(kind, issue, setting, "")
     return _one_line(f"Re: {issue.title} (#{issue.iid})"), restore(rendered.html)
 
 

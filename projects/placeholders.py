@@ -20,6 +20,8 @@ EMAIL_PLACEHOLDERS = {
     "ISSUE_URL": "link to the issue",
     "ISSUE_DESCRIPTION": "the issue's description",
     "NOTE_TEXT": "the comment (new note only)",
+    "AUTHOR_NAME": "who wrote the comment (new note only): the agent's name if replies are "
+    "signed, else the email display name; a customer's name for their email reply",
     "UNSUBSCRIBE_URL": "the recipient's unsubscribe link",
     "SYSTEM_HEADER": "instance-wide header",
     "SYSTEM_FOOTER": "instance-wide footer",

@@ -123,6 +123,7 @@ def service_desk_settings_update(
     add_external_participants_from_cc: bool,
     tickets_confidential_by_default: bool,
     send_issue_closed_email: bool,
+    sign_replies_with_agent_name: bool,
 ) -> ServiceDeskSetting:
     """Save the Service Desk settings form (SPEC §6). Raises ValidationError naming the field.
 
@@ -160,6 +161,7 @@ def service_desk_settings_update(
     setting.add_external_participants_from_cc = add_external_participants_from_cc
     setting.tickets_confidential_by_default = tickets_confidential_by_default or project.is_public
     setting.send_issue_closed_email = send_issue_closed_email
+    setting.sign_replies_with_agent_name = sign_replies_with_agent_name
     setting.save()
     project.service_desk = setting
     return setting

@@ -11,7 +11,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from issues.emails import email_preview
+from issues.emails import agent_signature, email_preview
 from servicedesk.http import anonymous_404_to_login
 
 from . import permissions
@@ -202,16 +202,23 @@ def _render_email_editor(
         "form": form,
         "is_custom": is_custom,
         "placeholders": PLACEHOLDERS,
-        **_preview_context(project, kind, text),
+        **_preview_context(request, project, kind, text),
     }
     return render(request, "projects/settings_email_template.html", context, status=status)
 
 
-def _preview_context(project: Project, kind: EmailKind, text: str) -> dict[str, Any]:
+def _preview_context(
+    request: HttpRequest, project: Project, kind: EmailKind, text: str
+) -> dict[str, Any]:
     if len(text) > EMAIL_TEMPLATE_MAX_LENGTH:
         return {"preview_error": f"At most {EMAIL_TEMPLATE_MAX_LENGTH} characters."}
-    subject, html = email_preview(project=project, kind=kind.kind, text=text)
-    sender = f"{project.service_desk.display_name} <{settings.DEFAULT_FROM_EMAIL}>"
+    # The sample comment is the editor's own: signed replies show their name.
+    agent = request.user.display_name
+    subject, html = email_preview(project=project, kind=kind.kind, text=text, agent_name=agent)
+    name = project.service_desk.display_name
+    if kind.kind == "new_note":
+        name = agent_signature(project.service_desk, agent)[0]
+    sender = f"{name} <{settings.DEFAULT_FROM_EMAIL}>"
     written = text.strip() or email_template_default(kind.kind)
     return {
         "preview_subject": subject,
@@ -264,7 +271,7 @@ def service_desk_email_preview(request: HttpRequest, full_path: str, kind: str) 
     email = _email_kind(kind)
     text = request.POST.get("text", "")
     if request.headers.get("HX-Request"):
-        context = {"project": project, **_preview_context(project, email, text)}
+        context = {"project": project, **_preview_context(request, project, email, text)}
         return render(request, "projects/_email_preview.html", context)
     form = EmailTemplateForm(initial={"text": text})
     return _render_email_editor(request, project, email, form, text)
