@@ -411,22 +411,30 @@ def notes_added(notes: Sequence[Note]) -> list[OutboundEmail]:
         if note.external_author:
             # A participant's email reply, passed on to the others: say whose words they are.
             name = _participant_name(note, issue, participants)
-            author = name or ANONYMOUS_PARTICIPANT
-            text = f"{_markdown_literal(author)} wrote:\n\n{text}"
+            author_name = name or ANONYMOUS_PARTICIPANT
+            text = f"{_markdown_literal(author_name)} wrote:\n\n{text}"
             sender = f"{name} via {setting.display_name}" if name else setting.display_name
         else:
             agent = "" if note.author.is_bot else note.author.display_name
-            sender, author = agent_signature(setting, agent)
+            sender, author_name = agent_signature(setting, agent)
         bodies: dict[tuple[str, int, int | None], _Rendered] = {}
         drafts += [
             _draft(kind=Kind.NEW_NOTE, issue=issue, participant=p, setting=setting, note=note,
                    note_text=text, attachments=files.get(note.pk, []), bodies=bodies,
-                   root=roots[issue.pk], sender_name=sender, author_name=author)
+                   root=roots[issue.pk], sender_name=sender, author_name=author_name)
             for p in recipients
         ]  # fmt: skip
     emails = _save(drafts)
     send_after_commit(emails)
     return emails
+
+
+# Who wrote an email reply, for participants whose name we do not know. Never their address:
+# participants' addresses are for Reporters and up only (SPEC §8), and a person added to the
+# ticket by the team has not seen the others' addresses in any Cc.
+ANONYMOUS_PARTICIPANT = "Another participant"
+# A person's name in our From and in the text: stored names may be 200 characters or more.
+MAX_NAME_LENGTH = 100
 
 
 def agent_signature(setting: ServiceDeskSetting, agent_name: str) -> tuple[str, str]:
@@ -438,13 +446,6 @@ def agent_signature(setting: ServiceDeskSetting, agent_name: str) -> tuple[str, 
     if setting.sign_replies_with_agent_name and agent:
         return f"{agent} at {desk}", agent
     return desk, desk
-
-
-# Who wrote an email reply, for participants whose name we do not know. Never their address:
-# participants' addresses are for Reporters and up only (SPEC §8), and a person added to the
-# ticket by the team has not seen the others' addresses in any Cc.
-ANONYMOUS_PARTICIPANT = "Another participant"
-MAX_NAME_LENGTH = 100
 
 
 def _participant_name(note: Note, issue: Issue, participants: Sequence[EmailParticipant]) -> str:
