@@ -151,3 +151,24 @@ def test_a_folded_message_id_cannot_smuggle_a_header(project, smtp) -> None:
 )
 def test_safe_message_id(value, expected) -> None:
     assert safe_message_id(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("message_id", "expected"),
+    [
+        ("<x.1@customer.example>", "<x.1@customer.example>"),
+        ("<x@a>\r\nBcc: v@evil", None),
+        ("<x@a> <y@b>", None),  # looked like one id to the old check: "<" … ">"
+        ("<x\x01@a>", None),
+    ],
+)
+def test_a_rejection_notice_answers_only_a_well_formed_message_id(
+    project, message_id, expected
+) -> None:
+    from issues.emails import Rejection, rejection_notices
+
+    [notice] = rejection_notices(
+        [Rejection("jake@customer.example", "Hi", "too large", message_id=message_id)]
+    )
+    assert notice.headers.get("In-Reply-To") == expected
+    assert notice.headers.get("References") == expected
