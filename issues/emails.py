@@ -8,9 +8,10 @@ rows are sent after commit by ``issues.tasks.send_outbound_emails``.
 
 from __future__ import annotations
 
+import html
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from email.utils import formataddr
@@ -25,6 +26,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from projects.models import Project, ServiceDeskSetting
+from projects.placeholders import PLACEHOLDER, unknown_placeholders
 from servicedesk.addresses import normalise_mailbox
 from servicedesk.queues import enqueue
 
@@ -38,17 +40,27 @@ from .models import (
     SentNotification,
     Upload,
 )
+from .plaintext import html_to_plain_text
 from .selectors import upload_email_token
 
 Kind = OutboundEmail.Kind
-_PLACEHOLDER = re.compile(r"%\{\s*([A-Z_]+)\s*\}")
 # A header value must be one line: names and subjects come from users and customers.
 _LINE_BREAKS = re.compile(r"[\r\n\x00]+")
 
 
-def render_placeholders(template: str, values: dict[str, str]) -> str:
-    """Replace ``%{NAME}`` / ``%{ NAME }``; unknown placeholders are left as they are."""
-    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
+def render_placeholders(
+    template: str, values: dict[str, str], *, unknown: str | None = None
+) -> str:
+    """Replace ``%{NAME}`` / ``%{ NAME }`` by ``values[NAME]``. A placeholder not in ``values``
+    becomes ``unknown``, or is left as written when that is None."""
+
+    def value(match: re.Match[str]) -> str:
+        found = values.get(match.group(1).strip())
+        if found is not None:
+            return found
+        return match.group(0) if unknown is None else unknown
+
+    return PLACEHOLDER.sub(value, template)
 
 
 def _host() -> str:
@@ -71,6 +83,25 @@ _LEGACY_ROOT = re.compile(r"<issue_\d+@[^<>\s]+>")
 
 def is_guessable_message_id(message_id: str) -> bool:
     return _LEGACY_ROOT.fullmatch(message_id) is not None
+
+
+# A Message-ID as RFC 5322 §3.6.4 writes it (dot-atom "@" dot-atom or a domain literal), within
+# a length. A customer's Message-ID goes into our In-Reply-To and References, so it is hostile
+# input: anything else (a line break, a second id, a 10 KB id, non-ASCII) is left out rather
+# than repaired; threading is a nicety, a header we did not mean to write is not.
+_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-"
+_SAFE_MESSAGE_ID = re.compile(rf"<[{_ATEXT}]+@(?:[{_ATEXT}]+|\[[{_ATEXT}:]+\])>")
+MAX_MESSAGE_ID_LENGTH = 250
+
+
+def safe_message_id(value: str) -> str | None:
+    """One ``<id@host>`` fit to be copied into a header, or None."""
+    value = value.strip()
+    if value and not value.startswith("<"):
+        value = f"<{value}>"  # a client that writes the id without its brackets
+    if len(value) > MAX_MESSAGE_ID_LENGTH or _SAFE_MESSAGE_ID.fullmatch(value) is None:
+        return None
+    return value
 
 
 def _thread_roots(issues: Sequence[Issue]) -> dict[int, str]:
@@ -173,7 +204,9 @@ class _Rendered:
     placeholder_key: str
 
 
-def _render(kind: str, issue: Issue, setting: ServiceDeskSetting, note_text: str) -> _Rendered:
+def _render(
+    kind: str, issue: Issue, setting: ServiceDeskSetting, note_text: str, author_name: str = ""
+) -> _Rendered:
     placeholder_key = secrets.token_hex(16)
     template = _template_text(setting, kind)
     values = {
@@ -184,14 +217,21 @@ def _render(kind: str, issue: Issue, setting: ServiceDeskSetting, note_text: str
             email_links(issue.description, issue) if "ISSUE_DESCRIPTION" in template else ""
         ),
         "NOTE_TEXT": note_text,
+        "AUTHOR_NAME": _markdown_literal(author_name),
         "UNSUBSCRIBE_URL": settings.SITE_URL
         + _unsubscribe_path().replace("TOKEN", placeholder_key),
         "SYSTEM_HEADER": settings.SERVICEDESK_EMAIL_HEADER,
         "SYSTEM_FOOTER": settings.SERVICEDESK_EMAIL_FOOTER,
         "ADDITIONAL_TEXT": settings.SERVICEDESK_EMAIL_ADDITIONAL_TEXT,
     }
-    text = render_placeholders(template, values).strip() + "\n"
-    return _Rendered(text, render_markdown(text, remote_images=False), placeholder_key)
+    # A placeholder we do not know is sent as nothing. GitLab (and SPEC §7) send it as written,
+    # and customers then read "%{ISSUE_IDD}" in a mail that looks broken. The editor refuses
+    # to save one (projects.placeholders), so only a template saved before that check, or an
+    # instance default file edited on disk, can still hold one: better a missing word.
+    rendered = render_markdown(
+        render_placeholders(template, values, unknown=""), remote_images=False
+    )
+    return _Rendered(html_to_plain_text(rendered), rendered, placeholder_key)
 
 
 def _draft(
@@ -205,6 +245,9 @@ def _draft(
     attachments: Sequence[int] = (),
     bodies: dict[tuple[str, int, int | None], _Rendered] | None = None,
     root: str | None = None,
+    customer_message_id: str | None = None,
+    sender_name: str = "",
+    author_name: str = "",
 ) -> _Draft:
     sent = SentNotification(
         issue=issue, participant=participant, note=note, recipient=participant.email
@@ -215,7 +258,7 @@ def _draft(
     # Rendered once per email kind and issue: recipients differ only in their reply key.
     cache_key = (kind, issue.pk, note.pk if note is not None else None)
     if bodies is None or cache_key not in bodies:
-        rendered = _render(kind, issue, setting, note_text)
+        rendered = _render(kind, issue, setting, note_text, author_name)
         if bodies is not None:
             bodies[cache_key] = rendered
     else:
@@ -223,20 +266,16 @@ def _draft(
     # The body carries the unsubscribe token only, never the reply key: a customer who quotes
     # or forwards the email hands on nothing that posts to the ticket.
     text = rendered.text.replace(rendered.placeholder_key, unsubscribe_token)
-    html = rendered.html.replace(rendered.placeholder_key, unsubscribe_token)
+    body_html = rendered.html.replace(rendered.placeholder_key, unsubscribe_token)
     root = root or issue_message_id(issue)  # a new issue: nothing was moved into it
     reply_id = f"<reply-{key}@{_host()}>"
     message_id = root if kind == Kind.THANK_YOU else reply_id
     headers = {
-        # Replies keep the thread (In-Reply-To/References) and carry the reply key even when a
-        # client drops Reply-To.
-        "References": root if message_id == root else f"{root} {reply_id}",
+        **_thread_headers(message_id, root, reply_id, customer_message_id),
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         "Auto-Submitted": "auto-replied" if kind == Kind.THANK_YOU else "auto-generated",
         "X-Auto-Response-Suppress": "All",
     }
-    if message_id != root:
-        headers["In-Reply-To"] = root
     unsubscribe = [f"<{unsubscribe_url}>"]
     if incoming is not None and incoming.enabled:
         headers["Reply-To"] = incoming.address_for(key)
@@ -250,16 +289,36 @@ def _draft(
         participant=participant,
         sent_notification=sent,
         recipient=participant.email,
-        from_email=formataddr((_one_line(setting.display_name), settings.DEFAULT_FROM_EMAIL)),
+        # formataddr quotes and escapes the name, or encodes it (RFC 2047) if it is not ASCII.
+        from_email=formataddr(
+            (_one_line(sender_name or setting.display_name), settings.DEFAULT_FROM_EMAIL)
+        ),
         subject=_one_line(f"Re: {issue.title} (#{issue.iid})"),
         message_id=message_id,
         headers=headers,
         body_text=text,
-        body_html=html,
+        body_html=body_html,
         attachments=list(attachments),
     )
     record = IssueEmail(issue=issue, message_id=message_id, direction=IssueEmail.Direction.OUTBOUND)
     return _Draft(sent, email, record)
+
+
+def _thread_headers(
+    message_id: str, root: str, reply_id: str, customer_message_id: str | None
+) -> dict[str, str]:
+    """In-Reply-To and References. The thank-you answers the customer's own email, so their
+    client shows it under what they sent; later emails answer the thank-you (the root). Replies
+    keep the thread and carry the reply key even when a client drops Reply-To."""
+    references = [customer_message_id] if customer_message_id else []
+    references.append(root)
+    if message_id != root:
+        references.append(reply_id)
+    headers = {"References": " ".join(references)}
+    parent = customer_message_id if message_id == root else root
+    if parent:
+        headers["In-Reply-To"] = parent
+    return headers
 
 
 def _save(drafts: Sequence[_Draft]) -> list[OutboundEmail]:
@@ -296,6 +355,7 @@ class NewTicket:
     issue: Issue
     requester: EmailParticipant | None
     cc: Sequence[EmailParticipant] = ()
+    message_id: str = ""  # of the email it came from, as the sender wrote it (unchecked)
 
 
 def service_desk_issues_created(tickets: Sequence[NewTicket]) -> list[OutboundEmail]:
@@ -308,14 +368,18 @@ def service_desk_issues_created(tickets: Sequence[NewTicket]) -> list[OutboundEm
         setting = settings_by_project.get(ticket.issue.project_id)
         if setting is None:
             continue
+        # The Cc'd people got the customer's email too: their new-participant email refers to it.
+        original = safe_message_id(ticket.message_id)
         if ticket.requester is not None and ticket.requester.is_reachable:
             drafts.append(_draft(kind=Kind.THANK_YOU, issue=ticket.issue,
-                                 participant=ticket.requester, setting=setting))  # fmt: skip
+                                 participant=ticket.requester, setting=setting,
+                                 customer_message_id=original))  # fmt: skip
         drafts += [
-            _draft(kind=Kind.NEW_PARTICIPANT, issue=ticket.issue, participant=p, setting=setting)
+            _draft(kind=Kind.NEW_PARTICIPANT, issue=ticket.issue, participant=p, setting=setting,
+                   customer_message_id=original)
             for p in ticket.cc
             if p.is_reachable
-        ]
+        ]  # fmt: skip
     emails = _save(drafts)
     send_after_commit(emails)
     return emails
@@ -340,18 +404,74 @@ def notes_added(notes: Sequence[Note]) -> list[OutboundEmail]:
         if note.issue_id not in issues:
             continue
         issue, author = issues[note.issue_id], note.external_author.lower()
-        recipients = [p for p in reachable.get(issue.pk, []) if p.email.lower() != author]
-        text = email_links(note.body, issue) if recipients else ""
+        participants = reachable.get(issue.pk, [])
+        recipients = [p for p in participants if p.email.lower() != author]
+        if not recipients:
+            continue
+        setting = settings_by_project[issue.project_id]
+        text = email_links(note.body, issue)
+        if note.external_author:
+            # A participant's email reply, passed on to the others: say whose words they are.
+            name = _participant_name(note, issue, participants)
+            author_name = name or ANONYMOUS_PARTICIPANT
+            text = f"{_markdown_literal(author_name)} wrote:\n\n{text}"
+            sender = f"{name} via {setting.display_name}" if name else setting.display_name
+        else:
+            agent = "" if note.author.is_bot else note.author.display_name
+            sender, author_name = agent_signature(setting, agent)
         bodies: dict[tuple[str, int, int | None], _Rendered] = {}
         drafts += [
-            _draft(kind=Kind.NEW_NOTE, issue=issue, participant=p,
-                   setting=settings_by_project[issue.project_id], note=note, note_text=text,
-                   attachments=files.get(note.pk, []), bodies=bodies, root=roots[issue.pk])
+            _draft(kind=Kind.NEW_NOTE, issue=issue, participant=p, setting=setting, note=note,
+                   note_text=text, attachments=files.get(note.pk, []), bodies=bodies,
+                   root=roots[issue.pk], sender_name=sender, author_name=author_name)
             for p in recipients
         ]  # fmt: skip
     emails = _save(drafts)
     send_after_commit(emails)
     return emails
+
+
+# Who wrote an email reply, for participants whose name we do not know. Never their address:
+# participants' addresses are for Reporters and up only (SPEC §8), and a person added to the
+# ticket by the team has not seen the others' addresses in any Cc.
+ANONYMOUS_PARTICIPANT = "Another participant"
+# A person's name in our From and in the text: stored names may be 200 characters or more.
+MAX_NAME_LENGTH = 100
+
+
+def agent_signature(setting: ServiceDeskSetting, agent_name: str) -> tuple[str, str]:
+    """The sender's display name and %{AUTHOR_NAME} of a team member's comment: "Bob at ACME
+    Support" and "Bob" when the project signs replies with the agent's name, else the desk's
+    name for both."""
+    desk = setting.display_name
+    agent = _one_line(agent_name)[:MAX_NAME_LENGTH].strip()
+    if setting.sign_replies_with_agent_name and agent:
+        return f"{agent} at {desk}", agent
+    return desk, desk
+
+
+def _participant_name(note: Note, issue: Issue, participants: Sequence[EmailParticipant]) -> str:
+    """The display name the sender of an email note writes with: the note's own, else the one
+    they were known by on the ticket; "" if none. A "name" that is an address (many clients
+    put the address there) is none: it would show the address to the other participants."""
+    address = note.external_author.lower()
+    known = [p.name for p in participants if p.email.lower() == address]
+    if address == issue.external_author.lower():
+        known.append(issue.external_author_name)
+    for name in (note.external_name, *known):
+        name = _one_line(name)[:MAX_NAME_LENGTH].strip()
+        if name and "@" not in name:
+            return name
+    return ""
+
+
+# Python-Markdown's backslash escapes; "<" and "&" become entities (a name is text, not HTML).
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!>])")
+
+
+def _markdown_literal(text: str) -> str:
+    """Text that Markdown renders as written."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))
 
 
 def note_added(note: Note) -> list[OutboundEmail]:
@@ -456,15 +576,15 @@ def rejection_notices(rejections: Sequence[Rejection]) -> list[OutboundEmail]:
         if mailbox in recent:
             continue
         subject = _one_line(rejection.subject) or "(no subject)"
-        text = render_placeholders(template, {
+        body_html = render_markdown(render_placeholders(template, {
             "REASON": rejection_wording(rejection.reason),
             "SYSTEM_HEADER": settings.SERVICEDESK_EMAIL_HEADER,
             "SYSTEM_FOOTER": settings.SERVICEDESK_EMAIL_FOOTER,
-        }).strip() + "\n"  # fmt: skip
+        }), remote_images=False)  # fmt: skip
         headers = {"Auto-Submitted": "auto-replied", "X-Auto-Response-Suppress": "All"}
         name = _one_line(_sender_name(rejection.project))
-        original = _one_line(rejection.message_id)
-        if original.startswith("<") and original.endswith(">"):
+        original = safe_message_id(rejection.message_id)
+        if original is not None:
             headers["In-Reply-To"] = headers["References"] = original
         emails.append(
             OutboundEmail(
@@ -475,8 +595,8 @@ def rejection_notices(rejections: Sequence[Rejection]) -> list[OutboundEmail]:
                 subject=f"[Rejected] {subject}"[:998],
                 message_id=f"<rejected-{secrets.token_hex(16)}@{_host()}>",
                 headers=headers,
-                body_text=text,
-                body_html=render_markdown(text, remote_images=False),
+                body_text=html_to_plain_text(body_html),
+                body_html=body_html,
             )
         )
     OutboundEmail.objects.bulk_create(emails)
@@ -492,10 +612,13 @@ def _sender_name(project: Project | None) -> str:
     return ServiceDeskSetting.DEFAULT_OUTGOING_NAME
 
 
-def email_preview(*, project: Project, kind: str, text: str) -> tuple[str, str]:
+def email_preview(
+    *, project: Project, kind: str, text: str, agent_name: str = ""
+) -> tuple[str, str]:
     """One Service Desk email worded with ``text`` (blank: the default), as a customer would
     get it — for the settings page's live preview. Rendered by the same code as real emails,
-    from a sample issue that is never saved; nothing is written. Returns (subject, HTML)."""
+    from a sample issue that is never saved, its sample comment by ``agent_name``; nothing is
+    written. Returns (subject, HTML)."""
     if kind not in (Kind.THANK_YOU, Kind.NEW_NOTE, Kind.NEW_PARTICIPANT, Kind.ISSUE_CLOSED):
         raise ValueError(f"No preview for {kind!r} emails.")
     text = text.replace("\r\n", "\n").strip()
@@ -512,5 +635,50 @@ def email_preview(*, project: Project, kind: str, text: str) -> tuple[str, str]:
         external_author="jake@customer.example",
     )
     note_text = "Thanks Jake! We found the cause; the fix ships with **version 2.3.2**."
-    rendered = _render(kind, issue, setting, note_text if kind == Kind.NEW_NOTE else "")
-    return _one_line(f"Re: {issue.title} (#{issue.iid})"), rendered.html
+    template, restore = _tokens_for_unknown(_template_text(setting, kind))
+    setattr(setting, f"{kind}_template", template)
+    if kind == Kind.NEW_NOTE:
+        author = agent_signature(project.service_desk, agent_name or "Sam")[1]
+        rendered = _render(kind, issue, setting, note_text, author)
+    else:
+        rendered = _render(kind, issue, setting, "")
+    return _one_line(f"Re: {issue.title} (#{issue.iid})"), restore(rendered.html)
+
+
+# A tag of bleach's output (attribute values quoted, and may hold ">").
+_HTML_TAG = re.compile(r"""<[a-zA-Z/!](?:[^"'<>]|"[^"]*"|'[^']*')*>""")
+
+
+def _tokens_for_unknown(template: str) -> tuple[str, Callable[[str], str]]:
+    """For the preview: the template with each placeholder we do not know swapped for a token
+    that Markdown and bleach leave alone, and what puts them back into the rendered HTML — as
+    written and highlighted (<mark>) in the text, as written in an attribute (a link's URL)."""
+    nonce = secrets.token_hex(8)
+    tokens: dict[str, str] = {}  # as written -> token
+    unknown = set(unknown_placeholders(template))
+
+    def swap(match: re.Match[str]) -> str:
+        written = match.group(0)
+        if written not in unknown:
+            return written
+        return tokens.setdefault(written, f"unknown{nonce}x{len(tokens)}x")
+
+    template = PLACEHOLDER.sub(swap, template)
+    if not tokens:
+        return template, lambda rendered: rendered
+    written_by_token = {token: html.escape(written) for written, token in tokens.items()}
+    token_pattern = re.compile(f"unknown{nonce}x[0-9]+x")
+
+    def in_text(chunk: str) -> str:
+        return token_pattern.sub(lambda m: f"<mark>{written_by_token[m.group(0)]}</mark>", chunk)
+
+    def restore(rendered: str) -> str:
+        out, position = [], 0
+        for tag in _HTML_TAG.finditer(rendered):
+            out.append(in_text(rendered[position : tag.start()]))
+            out.append(token_pattern.sub(lambda m: written_by_token[m.group(0)], tag.group(0)))
+            position = tag.end()
+        out.append(in_text(rendered[position:]))
+        return "".join(out)
+
+    return template, restore

@@ -136,7 +136,11 @@ def issues_create(*, author: User, items: Sequence[NewIssue]) -> list[Issue]:
         return []
     now = timezone.now()
     counts = Counter(item.project.pk for item in items)
-    iids = {pid: iter(issue_iids_allocate(project_id=pid, count=n)) for pid, n in counts.items()}
+    # Counters are locked in one order (by project id): two batches over the same projects
+    # queue behind each other instead of deadlocking.
+    iids = {
+        pid: iter(issue_iids_allocate(project_id=pid, count=counts[pid])) for pid in sorted(counts)
+    }
     issues = [
         Issue(
             project=item.project,
@@ -234,7 +238,7 @@ def _participants_create(issues: list[Issue], items: Sequence[NewIssue]) -> list
                 requester = participant
             else:
                 cc.append(participant)
-        tickets.append(NewTicket(issue, requester, cc))
+        tickets.append(NewTicket(issue, requester, cc, message_id=item.message_id))
     EmailParticipant.objects.bulk_create(rows)
     return tickets
 

@@ -38,6 +38,7 @@ from issues.emails import (
 )
 from issues.markdown import render_markdown
 from issues.models import Issue, Note, OutboundEmail, SentNotification
+from issues.plaintext import html_to_plain_text
 from projects.models import Membership, Project, Role
 from servicedesk.queues import enqueue
 
@@ -481,8 +482,10 @@ def _render(event: _Event, *, addresses: bool) -> _Body:
         "INTERNAL": "an internal note" if event.note and event.note.internal else "a comment",
         "SETTINGS_URL": settings.SITE_URL + reverse("notification_settings"),
     }
-    text = render_placeholders(template, values).strip() + "\n"
-    return _Body(text, render_markdown(text, remote_images=False))
+    # The team's own text (a comment's Markdown) is rendered as written; the text part is
+    # read from the HTML, as customers' emails' are.
+    html = render_markdown(render_placeholders(template, values).strip(), remote_images=False)
+    return _Body(html_to_plain_text(html), html)
 
 
 def _thread_root(issue: Issue, user: User) -> str:

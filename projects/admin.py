@@ -1,6 +1,9 @@
+from django import forms
 from django.contrib import admin
 
 from .models import DescriptionTemplate, Group, Membership, Project, ServiceDeskSetting
+from .placeholders import validate_email_template
+from .services import EMAIL_TEMPLATE_KINDS
 
 
 class MembershipInline(admin.TabularInline):
@@ -18,8 +21,24 @@ class GroupAdmin(admin.ModelAdmin):
     inlines = [MembershipInline]
 
 
+class ServiceDeskSettingForm(forms.ModelForm):  # type: ignore[type-arg]
+    """The email templates are checked here as on the settings page: no unknown placeholder.
+    (No Meta: the admin builds the form's fields on this base.)"""
+
+    def clean(self):  # type: ignore[no-untyped-def]
+        cleaned = super().clean()
+        for kind in EMAIL_TEMPLATE_KINDS:
+            field = f"{kind}_template"
+            try:
+                validate_email_template(cleaned.get(field) or "")
+            except forms.ValidationError as error:
+                self.add_error(field, error)
+        return cleaned
+
+
 class ServiceDeskSettingInline(admin.StackedInline):
     model = ServiceDeskSetting
+    form = ServiceDeskSettingForm
     can_delete = False
 
 
@@ -42,6 +61,7 @@ class MembershipAdmin(admin.ModelAdmin):
 
 @admin.register(ServiceDeskSetting)
 class ServiceDeskSettingAdmin(admin.ModelAdmin):
+    form = ServiceDeskSettingForm
     list_display = ("project", "service_desk_enabled", "project_key", "outgoing_name")
     list_filter = ("service_desk_enabled",)
     search_fields = ("project__full_path",)

@@ -51,6 +51,12 @@ class ServiceDeskSettingsForm(forms.Form):
         help_text="Appended to the description of every issue created from an email; quick "
         "actions in it (/label …) run.",
     )
+    sign_replies_with_agent_name = forms.BooleanField(
+        label="Sign replies with the agent's name",
+        required=False,
+        help_text="A comment is emailed from “Bob at <display name>”, and %{AUTHOR_NAME} in the "
+        "new-note email is the commenter's name. Off: both are the display name alone.",
+    )
     reopen_issue_on_external_participant_note = forms.BooleanField(
         label="Reopen a closed issue when a customer replies", required=False
     )

@@ -194,6 +194,8 @@ class ServiceDeskSetting(models.Model):
     add_external_participants_from_cc = models.BooleanField(default=False)
     tickets_confidential_by_default = models.BooleanField(default=True)
     send_issue_closed_email = models.BooleanField(default=False)
+    # Off by default: which person answered is the team's business until it chooses otherwise.
+    sign_replies_with_agent_name = models.BooleanField(default=False)
     thank_you_template = models.TextField(blank=True)
     new_note_template = models.TextField(blank=True)
     new_participant_template = models.TextField(blank=True)

@@ -24,6 +24,7 @@ from .models import (
     Visibility,
     project_key_validator,
 )
+from .placeholders import validate_email_template
 from .selectors import description_templates_for_project, group_role_of
 
 if TYPE_CHECKING:
@@ -92,7 +93,8 @@ EMAIL_TEMPLATE_MAX_LENGTH = 20_000
 @transaction.atomic
 def service_desk_email_template_set(*, project: Project, kind: str, text: str) -> None:
     """Store the project's own text for one email (Markdown with %{PLACEHOLDERS}); an empty
-    text goes back to the default. Emails recorded from now on use it."""
+    text goes back to the default. Emails recorded from now on use it. A placeholder we do not
+    know is refused, naming it (ValidationError)."""
     if kind not in EMAIL_TEMPLATE_KINDS:
         raise ValidationError(f"Unknown email template {kind!r}.")
     text = text.replace("\r\n", "\n").replace("\x00", "").strip()  # PostgreSQL stores no NUL
@@ -100,6 +102,7 @@ def service_desk_email_template_set(*, project: Project, kind: str, text: str) -
         raise ValidationError(
             f"An email template may be at most {EMAIL_TEMPLATE_MAX_LENGTH} characters."
         )
+    validate_email_template(text)
     setting, _ = ServiceDeskSetting.objects.select_for_update().get_or_create(project=project)
     setattr(setting, f"{kind}_template", text)
     setting.save(update_fields=[f"{kind}_template", "updated_at"])
@@ -120,6 +123,7 @@ def service_desk_settings_update(
     add_external_participants_from_cc: bool,
     tickets_confidential_by_default: bool,
     send_issue_closed_email: bool,
+    sign_replies_with_agent_name: bool,
 ) -> ServiceDeskSetting:
     """Save the Service Desk settings form (SPEC §6). Raises ValidationError naming the field.
 
@@ -157,6 +161,7 @@ def service_desk_settings_update(
     setting.add_external_participants_from_cc = add_external_participants_from_cc
     setting.tickets_confidential_by_default = tickets_confidential_by_default or project.is_public
     setting.send_issue_closed_email = send_issue_closed_email
+    setting.sign_replies_with_agent_name = sign_replies_with_agent_name
     setting.save()
     project.service_desk = setting
     return setting

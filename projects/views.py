@@ -11,7 +11,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from issues.emails import email_preview
+from issues.emails import agent_signature, email_preview
 from servicedesk.http import anonymous_404_to_login
 
 from . import permissions
@@ -22,7 +22,8 @@ from .forms import (
     MemberRoleForm,
     ServiceDeskSettingsForm,
 )
-from .models import Membership, Project, Role
+from .models import Membership, Project, Role, ServiceDeskSetting
+from .placeholders import EMAIL_PLACEHOLDERS, describe_unknown, unknown_placeholders
 from .selectors import (
     ProjectMember,
     description_template_get,
@@ -101,17 +102,7 @@ EMAIL_KINDS = {
         ),
     ]
 }
-PLACEHOLDERS = [
-    ("%{ISSUE_ID}", "#<number> of the issue"),
-    ("%{ISSUE_PATH}", "project path and number, e.g. acme/game#42"),
-    ("%{ISSUE_URL}", "link to the issue"),
-    ("%{ISSUE_DESCRIPTION}", "the issue's description"),
-    ("%{NOTE_TEXT}", "the comment (new note only)"),
-    ("%{UNSUBSCRIBE_URL}", "the recipient's unsubscribe link"),
-    ("%{SYSTEM_HEADER}", "instance-wide header"),
-    ("%{SYSTEM_FOOTER}", "instance-wide footer"),
-    ("%{ADDITIONAL_TEXT}", "instance-wide additional text"),
-]
+PLACEHOLDERS = [(f"%{{{name}}}", meaning) for name, meaning in EMAIL_PLACEHOLDERS.items()]
 
 
 @anonymous_404_to_login
@@ -135,7 +126,7 @@ def service_desk_settings(request: HttpRequest, full_path: str) -> HttpResponse:
     else:
         initial = ServiceDeskSettingsForm.initial_from(setting)
         form = ServiceDeskSettingsForm(initial=initial, project=project, templates=templates)
-    emails = [(k, bool(getattr(setting, f"{k.kind}_template"))) for k in EMAIL_KINDS.values()]
+    emails = [_email_summary(setting, k) for k in EMAIL_KINDS.values()]
     context = {
         "project": project,
         "setting": setting,
@@ -172,6 +163,19 @@ def service_desk_regenerate(request: HttpRequest, full_path: str) -> HttpRespons
     return render(request, "projects/settings_regenerate.html", context)
 
 
+@dataclass(frozen=True)
+class EmailSummary:
+    kind: EmailKind
+    is_custom: bool
+    unknown_placeholders: list[str]
+
+
+def _email_summary(setting: ServiceDeskSetting, kind: EmailKind) -> EmailSummary:
+    # A template saved before unknown placeholders were refused may still hold one.
+    text, is_custom = email_template_text(setting=setting, kind=kind.kind)
+    return EmailSummary(kind, is_custom, unknown_placeholders(text))
+
+
 def _email_kind(kind: str) -> EmailKind:
     if kind not in EMAIL_KINDS:
         raise Http404("No such email")
@@ -198,17 +202,30 @@ def _render_email_editor(
         "form": form,
         "is_custom": is_custom,
         "placeholders": PLACEHOLDERS,
-        **_preview_context(project, kind, text),
+        **_preview_context(request, project, kind, text),
     }
     return render(request, "projects/settings_email_template.html", context, status=status)
 
 
-def _preview_context(project: Project, kind: EmailKind, text: str) -> dict[str, Any]:
+def _preview_context(
+    request: HttpRequest, project: Project, kind: EmailKind, text: str
+) -> dict[str, Any]:
     if len(text) > EMAIL_TEMPLATE_MAX_LENGTH:
         return {"preview_error": f"At most {EMAIL_TEMPLATE_MAX_LENGTH} characters."}
-    subject, html = email_preview(project=project, kind=kind.kind, text=text)
-    sender = f"{project.service_desk.display_name} <{settings.DEFAULT_FROM_EMAIL}>"
-    return {"preview_subject": subject, "preview_html": html, "preview_from": sender}
+    # The sample comment is the editor's own: signed replies show their name.
+    agent = request.user.display_name
+    subject, html = email_preview(project=project, kind=kind.kind, text=text, agent_name=agent)
+    name = project.service_desk.display_name
+    if kind.kind == "new_note":
+        name = agent_signature(project.service_desk, agent)[0]
+    sender = f"{name} <{settings.DEFAULT_FROM_EMAIL}>"
+    written = text.strip() or email_template_default(kind.kind)
+    return {
+        "preview_subject": subject,
+        "preview_html": html,
+        "preview_from": sender,
+        "unknown_placeholders": [describe_unknown(u) for u in unknown_placeholders(written)],
+    }
 
 
 @anonymous_404_to_login
@@ -254,7 +271,7 @@ def service_desk_email_preview(request: HttpRequest, full_path: str, kind: str) 
     email = _email_kind(kind)
     text = request.POST.get("text", "")
     if request.headers.get("HX-Request"):
-        context = {"project": project, **_preview_context(project, email, text)}
+        context = {"project": project, **_preview_context(request, project, email, text)}
         return render(request, "projects/_email_preview.html", context)
     form = EmailTemplateForm(initial={"text": text})
     return _render_email_editor(request, project, email, form, text)

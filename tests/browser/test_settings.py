@@ -153,3 +153,21 @@ def test_reporter_gets_403_on_settings_and_no_settings_tab(
     page.goto(f"{live_server.url}/acme/game/-/members/")
     expect(page.get_by_test_id("member-alice")).to_contain_text("Owner")
     expect(page.get_by_role("button", name="Add member")).to_have_count(0)
+
+
+def test_a_mistyped_placeholder_is_named_highlighted_and_not_saved(
+    demo, live_server, page: Page, screenshot
+) -> None:
+    log_in(page, live_server.url, "alice")
+    page.goto(f"{live_server.url}/acme/game/-/settings/service_desk/emails/new_note/")
+    editor = page.get_by_label("Template (Markdown)")
+    editor.fill("")
+    editor.press_sequentially("Ticket %{ISSUE_IDD}: %{NOTE_TEXT}", delay=5)
+    warning = page.get_by_test_id("unknown-placeholders")
+    expect(warning).to_contain_text("%{ISSUE_IDD} (did you mean %{ISSUE_ID}?)")
+    expect(page.get_by_test_id("email-preview-body").locator("mark")).to_have_text("%{ISSUE_IDD}")
+    screenshot(page, "settings-template-unknown-placeholder")
+    page.get_by_role("button", name="Save template").click()
+    expect(page.locator("#id_text_error")).to_contain_text("Unknown placeholder: %{ISSUE_IDD}")
+    expect(editor).to_have_value("Ticket %{ISSUE_IDD}: %{NOTE_TEXT}")
+    assert ServiceDeskSetting.objects.get(project__full_path="acme/game").new_note_template == ""

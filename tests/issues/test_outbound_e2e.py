@@ -215,7 +215,7 @@ def test_customer_email_thank_you_and_reply_round_trip(
     assert thank_you["Subject"] == f"Re: Printer on fire (#{issue.iid})"
     assert thank_you["Message-ID"] == issue_message_id(issue) == thank_you_row.message_id
     assert thank_you["Reply-To"].addresses[0].addr_spec == f"support+{key}@example.test"
-    assert f"ticket **#{issue.iid}**" in thank_you.get_body(("plain",)).get_content()
+    assert f"ticket #{issue.iid} for it" in thank_you.get_body(("plain",)).get_content()
 
     # 3. The customer answers from their mail client, above a quote of the thank-you.
     recipient, reply = reply_to(thank_you, "Thanks, that fixed it.")

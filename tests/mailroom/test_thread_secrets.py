@@ -202,7 +202,8 @@ def test_quoted_history_is_emailed_to_nobody_and_shown_only_to_reporters(
     [email] = OutboundEmail.objects.exclude(kind="team").filter(note_id=row.note_id)
     assert email.recipient == "dana@customer.example"
     assert "Thank you for your message" not in email.body_text + email.body_html
-    assert "wrote:" not in email.body_text
+    assert "Support <" not in email.body_text  # the quote's "On …, Support <…> wrote:"
+    assert email.body_text.startswith("Jake wrote:\n\nHere is my order number")  # ours
 
     url = reverse("issue_detail", args=[ticket.project.full_path, ticket.iid])
     client.force_login(guest)

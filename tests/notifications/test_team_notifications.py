@@ -424,3 +424,12 @@ def test_an_event_that_cannot_be_delivered_records_why_and_blocks_nothing(
     ]
     assert not Event.objects.filter(delivered_at=None).exists()
     assert {e.subject.split(": ", 1)[1] for e in team_mail()} == {"fine (#2)"}
+
+
+def test_the_text_part_is_plain_text(team, to) -> None:
+    _, bob, _ = team
+    new_ticket(to, "Crash **now**", body="It crashes <b>always</b>.")
+    text = team_mail(bob)[0].body_text
+    assert "<" not in text
+    assert "**" not in text
+    assert "Crash **now**" not in text

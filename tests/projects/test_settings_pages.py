@@ -258,6 +258,7 @@ def test_saving_settings_stores_them_and_shows_a_message(client, project, mainta
         add_external_participants_from_cc="on",
         tickets_confidential_by_default=None,
         send_issue_closed_email="on",
+        sign_replies_with_agent_name="on",
     )
     response = client.post(url("service_desk_settings", project), data, follow=True)
     assert "Service Desk settings saved." in response.content.decode()
@@ -269,6 +270,7 @@ def test_saving_settings_stores_them_and_shows_a_message(client, project, mainta
     assert setting.add_external_participants_from_cc
     assert not setting.tickets_confidential_by_default
     assert setting.send_issue_closed_email
+    assert setting.sign_replies_with_agent_name
     # Turning Service Desk off keeps everything else.
     client.post(url("service_desk_settings", project), settings_values(service_desk_enabled=None))
     setting.refresh_from_db()
@@ -339,6 +341,7 @@ def settings_kwargs(**overrides: object) -> dict[str, object]:
         "add_external_participants_from_cc": False,
         "tickets_confidential_by_default": True,
         "send_issue_closed_email": False,
+        "sign_replies_with_agent_name": False,
     }
     values.update(overrides)
     return values
@@ -476,7 +479,7 @@ def test_preview_renders_placeholders_markdown_and_sanitises(client, project, ow
     assert "<strong>Thanks!</strong>" in html
     assert "acme/game#42" in html
     assert "/acme/game/-/issues/42/" in html
-    assert "%{NOPE}" in html  # unknown placeholders stay as written
+    assert "<mark>%{NOPE}</mark>" in html  # an unknown placeholder, highlighted
     assert "<script" not in html
     assert "Re: The app crashes when I open my inventory (#42)" in html
 

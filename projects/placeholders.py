@@ -1,0 +1,65 @@
+"""The %{PLACEHOLDERS} of Service Desk email templates: which there are, and finding mistyped
+ones before a customer sees them."""
+
+from __future__ import annotations
+
+import difflib
+import re
+
+from django.core.exceptions import ValidationError
+
+# "%{NAME}", spaces allowed inside (SPEC §7). Wider than a name, so that a mistyped one
+# ("%{ISSUE ID}", "%{issue_id}", "%{ISSUE-ID}") is found too; at most 64 characters between the
+# braces, so a stray "%{" costs a short look ahead, not a scan of the rest of the text.
+PLACEHOLDER = re.compile(r"%\{([^{}]{1,64})\}")
+
+# Every placeholder issues.emails fills in, with what it stands for (shown in the editor).
+EMAIL_PLACEHOLDERS = {
+    "ISSUE_ID": "#<number> of the issue",
+    "ISSUE_PATH": "project path and number, e.g. acme/game#42",
+    "ISSUE_URL": "link to the issue",
+    "ISSUE_DESCRIPTION": "the issue's description",
+    "NOTE_TEXT": "the comment (new note only)",
+    "AUTHOR_NAME": "who wrote the comment (new note only): the agent's name if replies are "
+    "signed, else the email display name; a customer's name for their email reply",
+    "UNSUBSCRIBE_URL": "the recipient's unsubscribe link",
+    "SYSTEM_HEADER": "instance-wide header",
+    "SYSTEM_FOOTER": "instance-wide footer",
+    "ADDITIONAL_TEXT": "instance-wide additional text",
+}
+
+
+def unknown_placeholders(text: str) -> list[str]:
+    """The placeholders in ``text`` that are not ours, as written, each once, in order."""
+    found: dict[str, None] = {}
+    for match in PLACEHOLDER.finditer(text):
+        name = match.group(1).strip()
+        if name and name not in EMAIL_PLACEHOLDERS:
+            found.setdefault(match.group(0), None)
+    return list(found)
+
+
+def suggestion(written: str) -> str | None:
+    """The placeholder a mistyped one was probably meant to be, as "%{NAME}"."""
+    name = re.sub(r"[\s-]+", "_", written[2:-1].strip()).upper()
+    close = difflib.get_close_matches(name, EMAIL_PLACEHOLDERS, n=1, cutoff=0.6)
+    return f"%{{{close[0]}}}" if close else None
+
+
+def describe_unknown(written: str) -> str:
+    hint = suggestion(written)
+    return f"{written} (did you mean {hint}?)" if hint else written
+
+
+def validate_email_template(text: str) -> None:
+    """Refuse a template with a placeholder we do not know: a mistyped one would reach
+    customers as nothing (issues.emails leaves it out), which they cannot tell from a bug."""
+    unknown = unknown_placeholders(text)
+    if unknown:
+        names = ", ".join(describe_unknown(u) for u in unknown)
+        known = ", ".join(f"%{{{name}}}" for name in EMAIL_PLACEHOLDERS)
+        raise ValidationError(
+            f"Unknown placeholder{'s' if len(unknown) > 1 else ''}: {names}. "
+            f"The placeholders are {known}.",
+            code="unknown_placeholder",
+        )
