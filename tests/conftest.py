@@ -5,6 +5,8 @@ alice is Owner, mia Maintainer, dan Developer, bob Reporter, carol Guest, dave a
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from accounts.models import User
@@ -66,3 +68,33 @@ def rate_window_frozen(monkeypatch) -> None:  # type: ignore[no-untyped-def]
 
     now = time.time()
     monkeypatch.setattr(servicedesk.ratelimit, "time", types.SimpleNamespace(time=lambda: now))
+
+
+@pytest.fixture(autouse=True)
+def worker_idle_before_flush(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """A test with the real Celery worker ends when the worker has nothing left to do for it:
+    the database is flushed (TRUNCATE) after the test, and a task still running then deadlocks
+    with the flush. Bounded: a test that leaves email unsendable on purpose waits 10 s at most.
+    """
+    if not {"celery_worker", "worker_factory"} & set(request.fixturenames):
+        yield
+        return
+    request.getfixturevalue("transactional_db")  # torn down (flushed) after this fixture
+    yield
+    from django.db.models import Q
+
+    from issues.models import OutboundEmail
+    from notifications.models import Event
+    from tests.harness.services import wait_until
+
+    busy = Q(status="sending") | Q(status="pending", next_attempt_at=None)
+    # Left pending on purpose (an outage): nothing more to wait for after the bound.
+    with contextlib.suppress(TimeoutError):
+        wait_until(
+            lambda: (
+                not Event.objects.filter(delivered_at=None).exists()
+                and not OutboundEmail.objects.filter(busy).exists()
+            ),
+            10,
+            "the worker to finish the test's work",
+        )
