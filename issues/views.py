@@ -15,6 +15,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts.selectors import support_bot
 from projects import permissions
 from projects.selectors import project_get_for_user, service_desk_addresses
+from saved_replies.selectors import saved_replies_usable
+from saved_replies.services import saved_reply_fill
 from servicedesk.http import anonymous_404_to_login
 
 from .filters import SORTS, IssueFilterForm
@@ -167,6 +169,8 @@ def _render_issue(
     }
     if can_see_emails:
         context["customer_issues"] = customer_recent_issues(user=user, issue=issue)
+    if context["can_comment"]:
+        context["saved_replies"] = list(saved_replies_usable(user=user, project=project))
     if can_triage:
         context["project_labels"] = label_list_for_project(project=project)
         context["assignable"] = list(assignable_users(project=project))
@@ -188,7 +192,22 @@ def _participant_addresses(issue: Issue, participants: list[EmailParticipant]) -
 @anonymous_404_to_login
 @require_GET
 def issue_detail(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
-    return _render_issue(request, _issue_for(request, full_path, iid))
+    issue = _issue_for(request, full_path, iid)
+    return _render_issue(request, issue, _saved_reply_form(request, issue))
+
+
+def _saved_reply_form(request: HttpRequest, issue: Issue) -> NoteForm | None:
+    """``?saved_reply=<id>``: the comment box starts with that saved reply, filled in (the
+    Saved replies menu without JavaScript)."""
+    wanted = request.GET.get("saved_reply", "")
+    if not wanted.isdigit() or not permissions.can_comment_on_issue(request.user, issue):
+        return None
+    usable = saved_replies_usable(user=request.user, project=issue.project)
+    reply = usable.filter(pk=int(wanted)).first()
+    if reply is None:
+        return None
+    text = saved_reply_fill(reply=reply, issue=issue, user=request.user)  # type: ignore[arg-type]
+    return NoteForm(initial={"body": text})
 
 
 @login_required

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping
 
 from django.core.exceptions import ValidationError
 
@@ -29,37 +30,37 @@ EMAIL_PLACEHOLDERS = {
 }
 
 
-def unknown_placeholders(text: str) -> list[str]:
-    """The placeholders in ``text`` that are not ours, as written, each once, in order."""
+def unknown_placeholders(text: str, known: Mapping[str, str] = EMAIL_PLACEHOLDERS) -> list[str]:
+    """The placeholders in ``text`` that are not ``known``, as written, each once, in order."""
     found: dict[str, None] = {}
     for match in PLACEHOLDER.finditer(text):
         name = match.group(1).strip()
-        if name and name not in EMAIL_PLACEHOLDERS:
+        if name and name not in known:
             found.setdefault(match.group(0), None)
     return list(found)
 
 
-def suggestion(written: str) -> str | None:
+def suggestion(written: str, known: Mapping[str, str] = EMAIL_PLACEHOLDERS) -> str | None:
     """The placeholder a mistyped one was probably meant to be, as "%{NAME}"."""
     name = re.sub(r"[\s-]+", "_", written[2:-1].strip()).upper()
-    close = difflib.get_close_matches(name, EMAIL_PLACEHOLDERS, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     return f"%{{{close[0]}}}" if close else None
 
 
-def describe_unknown(written: str) -> str:
-    hint = suggestion(written)
+def describe_unknown(written: str, known: Mapping[str, str] = EMAIL_PLACEHOLDERS) -> str:
+    hint = suggestion(written, known)
     return f"{written} (did you mean {hint}?)" if hint else written
 
 
-def validate_email_template(text: str) -> None:
+def validate_email_template(text: str, known: Mapping[str, str] = EMAIL_PLACEHOLDERS) -> None:
     """Refuse a template with a placeholder we do not know: a mistyped one would reach
     customers as nothing (issues.emails leaves it out), which they cannot tell from a bug."""
-    unknown = unknown_placeholders(text)
+    unknown = unknown_placeholders(text, known)
     if unknown:
-        names = ", ".join(describe_unknown(u) for u in unknown)
-        known = ", ".join(f"%{{{name}}}" for name in EMAIL_PLACEHOLDERS)
+        names = ", ".join(describe_unknown(u, known) for u in unknown)
+        listed = ", ".join(f"%{{{name}}}" for name in known)
         raise ValidationError(
             f"Unknown placeholder{'s' if len(unknown) > 1 else ''}: {names}. "
-            f"The placeholders are {known}.",
+            f"The placeholders are {listed}.",
             code="unknown_placeholder",
         )

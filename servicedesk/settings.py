@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "issues",
     "mailroom",
     "notifications",
+    "saved_replies",
 ]
 
 MIDDLEWARE = [

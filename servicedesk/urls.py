@@ -10,6 +10,7 @@ from mailroom import urls as mailroom_urls
 from mailroom import webhooks as mailroom_webhooks
 from notifications import views as notification_views
 from projects import views as project_views
+from saved_replies import views as saved_reply_views
 
 from . import views
 
@@ -31,6 +32,7 @@ urlpatterns = [
     path("-/files/<str:token>/<str:filename>", issue_views.upload_by_token, name="upload_by_token"),
     path("-/unsubscribe/<str:token>", issue_views.unsubscribe, name="unsubscribe"),
     path("", include("notifications.urls")),
+    path("", include("saved_replies.urls")),
     # A customer's issues across projects (Reporter+): the address is in the query string.
     path("-/customers/", customer_views.customer_detail, name="customer_detail"),
     # ESP inbound webhooks (django-anymail), e.g. /-/anymail/postmark/inbound/: only those of
@@ -68,12 +70,27 @@ urlpatterns = [
     ),
     path(f"{issue}convert/", issue_views.issue_convert_view, name="issue_convert"),
     path(f"{issue}move/", issue_views.issue_move_view, name="issue_move"),
+    path(
+        f"{issue}saved_replies/<int:reply_id>/",
+        saved_reply_views.saved_reply_insert,
+        name="saved_reply_insert",
+    ),
     # Project settings and members (projects/views.py).
     path(settings_sd, project_views.service_desk_settings, name="service_desk_settings"),
     path(
         "<path:full_path>/-/settings/notifications/",
         notification_views.project_notifications,
         name="project_notifications",
+    ),
+    path(
+        "<path:full_path>/-/settings/saved_replies/",
+        saved_reply_views.project_saved_replies,
+        name="project_saved_replies",
+    ),
+    path(
+        "<path:full_path>/-/settings/saved_replies/<int:reply_id>/",
+        saved_reply_views.project_saved_reply_edit,
+        name="project_saved_reply_edit",
     ),
     path(
         f"{settings_sd}regenerate/",

@@ -127,3 +127,26 @@ document.addEventListener("click", async (event) => {
     if (event.target instanceof Element && event.target.closest("[data-shortcut-help]")) showHelp();
   });
 })();
+
+// Saved replies: <a data-saved-reply="<url>"> in the comment box's menu inserts the reply,
+// filled in for this ticket, at the cursor (without JavaScript the link reloads the page with
+// the comment box pre-filled).
+document.addEventListener("click", async (event) => {
+  const link = event.target.closest("[data-saved-reply]");
+  if (!link) return;
+  const box = link.closest("form")?.querySelector("textarea");
+  if (!box) return;
+  event.preventDefault();
+  const response = await fetch(link.dataset.savedReply, { credentials: "same-origin" });
+  if (!response.ok) return;
+  const text = await response.text();
+  const start = box.selectionStart ?? box.value.length;
+  const end = box.selectionEnd ?? box.value.length;
+  const before = box.value.slice(0, start);
+  const gap = before && !before.endsWith("\n") ? "\n" : "";
+  box.value = before + gap + text + box.value.slice(end);
+  const caret = (before + gap + text).length;
+  box.focus();
+  box.setSelectionRange(caret, caret);
+  link.closest("details")?.removeAttribute("open");
+});

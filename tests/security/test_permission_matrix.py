@@ -59,6 +59,7 @@ from notifications.models import NewTicketRule, NotificationSetting, Todo
 from projects.models import DescriptionTemplate, Membership, Role, ServiceDeskSetting, Visibility
 from projects.selectors import service_desk_addresses
 from projects.services import membership_set
+from saved_replies.models import SavedReply
 from tests.factories import (
     GroupFactory,
     IssueFactory,
@@ -417,6 +418,26 @@ def _todo_each(world: World, confidential: bool) -> None:
                 world.ctx["todo"] = todo.pk
 
 
+def _saved_reply_each(world: World, _confidential: bool) -> None:
+    """The project's saved reply (ctx["project_reply"]) and the reporter's own
+    (ctx["own_reply"])."""
+    world.ctx["project_reply"] = SavedReply.objects.create(
+        project=world.project, name="Refund", content="Hi %{CUSTOMER_NAME}"
+    ).pk
+    world.ctx["own_reply"] = SavedReply.objects.create(
+        user=world.users["reporter"], name="Mine", content="Thanks"
+    ).pk
+
+
+def _reply_named(name: str) -> Callable[[World, bool], bool]:
+    return lambda w, c: SavedReply.objects.filter(name=name).exists()
+
+
+def own_reply(level: int, visibility: str, _confidential: bool) -> int:
+    """A saved reply of one's own is its owner's (the reporter's here): 404 for others."""
+    return 0 if level == 20 else 404
+
+
 def _pending_todos(world: World, _c: bool) -> int:
     return Todo.objects.filter(done_at=None).count()
 
@@ -734,6 +755,43 @@ ROUTES: dict[str, Route] = {
         ),
         variants=(PLAIN, invalid({"chosen_only": "true"})),
     ),
+    "saved_replies": _project_route("GET", lambda w, c: reverse("saved_replies"), signed_in),
+    "saved_replies (create)": _project_route(
+        "POST", lambda w, c: reverse("saved_replies"), signed_in,
+        allowed=lambda w, c: reverse("saved_replies"), data={"name": "New", "content": "Hi"},
+        effect=Effect(_reply_named("New"), lambda w, c: True),
+        variants=(PLAIN, invalid({"name": "New", "content": "%{NOPE}"})),
+    ),
+    "saved_reply_edit": _project_route(
+        "GET", _global("saved_reply_edit", "own_reply"), own_reply, setup=_saved_reply_each
+    ),
+    "saved_reply_edit (save)": _project_route(
+        "POST", _global("saved_reply_edit", "own_reply"), own_reply, setup=_saved_reply_each,
+        allowed=lambda w, c: reverse("saved_replies"), data={"name": "Renamed", "content": "x"},
+        effect=Effect(_reply_named("Renamed"), lambda w, c: True),
+    ),
+    "project_saved_replies": _project_route(
+        "GET", _project("project_saved_replies"), project_admin
+    ),
+    "project_saved_replies (create)": _project_route(
+        "POST", _project("project_saved_replies"), project_admin,
+        allowed=to_project("project_saved_replies"), data={"name": "New", "content": "Hi"},
+        effect=Effect(_reply_named("New"), lambda w, c: True),
+    ),
+    "project_saved_reply_edit (delete)": _project_route(
+        "POST", _project("project_saved_reply_edit", "project_reply"), project_admin,
+        setup=_saved_reply_each, allowed=to_project("project_saved_replies"),
+        data={"delete": "1"},
+        effect=Effect(_reply_named("Refund"), lambda w, c: False),
+    ),
+    "saved_reply_insert": Route(
+        "GET",
+        lambda w, c: reverse(
+            "saved_reply_insert",
+            args=[w.project.full_path, w.ctx[c]["iid"], w.ctx["project_reply"]],
+        ),
+        _internal_upload, setup=_saved_reply_each,
+    ),
     "unsubscribe": _project_route(
         "GET", _global("unsubscribe", "unsubscribe_token"), everyone, effect=STILL_SUBSCRIBED,
         shows_own_address=True,
@@ -751,7 +809,7 @@ EXEMPT = {"login", "logout", "health", "upload_by_token"}
 
 # Cells per visibility: personas x (issues x variants) summed over the routes. Written out, so
 # that a route or variant that drops out of ROUTES shows here; update it with ROUTES.
-MATRIX_CELLS = 665
+MATRIX_CELLS = 735
 
 
 def _route_names() -> set[str]:
