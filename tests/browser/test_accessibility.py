@@ -5,6 +5,7 @@ region instead."""
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -13,6 +14,8 @@ from django.urls import reverse
 from django.views.defaults import server_error
 from playwright.sync_api import Browser, Page
 
+from accounts.models import User
+from issues.models import SentNotification
 from projects.models import Project
 from projects.services import description_template_create
 from projects.views import EMAIL_KINDS
@@ -30,10 +33,11 @@ LAPTOP = {"width": 1440, "height": 900}
 
 
 @pytest.fixture
-def extras(monkeypatch, transactional_db, settings, redis_cache_flushed) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    """The demo, plus an email in the ledger, one in the spam quarantine and a description
-    template: their ids."""
+def extras(monkeypatch, transactional_db, settings, redis_cache_flushed) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """The demo, plus an email in the ledger, one in the spam quarantine, a description
+    template, and dave on the staff (the instance-wide ledger): their ids and tokens."""
     demo_data(monkeypatch)
+    User.objects.filter(username="dave").update(is_staff=True)
     project = Project.objects.get(full_path=GAME)
     template = description_template_create(project=project, name="Bug", content="## Steps")
     incoming = settings.SERVICEDESK_MAILBOXES["incoming_email"]
@@ -42,7 +46,8 @@ def extras(monkeypatch, transactional_db, settings, redis_cache_flushed) -> dict
     settings.AKISMET_API_KEY = "akismet-test-key"
     settings.AKISMET_CLIENT_CLASS = "tests.mailroom.akismet_clients.SpamClient"
     assert deliver(make_email(to=to, subject="CHEAP WATCHES", body="Buy now!")).outcome == "spam"
-    return {"email": ham.pk, "template": template.pk}
+    thank_you = SentNotification.objects.get(issue_id=ham.issue_id, participant__isnull=False)
+    return {"email": ham.pk, "template": template.pk, "unsubscribe": thank_you.unsubscribe_token}
 
 
 def tracker(**query: str) -> str:
@@ -54,7 +59,13 @@ def issue(iid: int) -> str:
     return reverse("issue_detail", args=[GAME, iid])
 
 
-def pages_of(username: str, ids: dict[str, int]) -> list[str]:
+def pages_of(username: str, ids: dict[str, Any]) -> list[str]:
+    if username == "dave":  # staff, in no project: an empty home page, the instance's ledger
+        return [
+            reverse("home"),
+            reverse("instance_inbound_list"),
+            reverse("instance_inbound_detail", args=[ids["email"]]),
+        ]
     if username == "carol":  # Guest: the tracker, a public issue, and a confidential one's 404
         return [reverse("home"), tracker(), issue(COLOUR_BLIND), issue(CRASH)]
     if username == "bob":  # Reporter: may look at the members; the settings answer 403
@@ -93,6 +104,14 @@ def pages_of(username: str, ids: dict[str, int]) -> list[str]:
     ]
 
 
+def expected_status(who: str, path: str) -> int:
+    if path == issue(MISSING) or (who == "carol" and path == issue(CRASH)):
+        return 404
+    if who == "bob" and path == reverse("service_desk_settings", args=[GAME]):
+        return 403
+    return 200
+
+
 def problems_on(page: Page, who: str, width: int) -> list[str]:
     # What a click reveals counts too: the sidebar's edit forms, confirmations, data tables.
     page.evaluate("document.querySelectorAll('details').forEach(d => { d.open = true })")
@@ -112,17 +131,20 @@ def test_every_page_is_accessible_and_fits_the_screen(
     problems = []
 
     anonymous = browser.new_context(viewport=viewport).new_page()
-    anonymous.goto(base + reverse("login"))
-    problems += problems_on(anonymous, "anonymous", width)
+    for path in (reverse("login"), reverse("unsubscribe", args=[extras["unsubscribe"]])):
+        anonymous.goto(base + path)
+        problems += problems_on(anonymous, "anonymous", width)
     # The 500 page as Django's server_error renders it: no request, no stylesheet to load.
     anonymous.set_content(server_error(RequestFactory().get("/")).content.decode())
     problems += problems_on(anonymous, "anonymous (500)", width)
 
-    for who in ("alice", "bob", "carol"):
+    for who in ("alice", "bob", "carol", "dave"):
         page = browser.new_context(viewport=viewport).new_page()
         log_in(page, base, who)
         for path in pages_of(who, extras):
-            page.goto(base + path)
+            response = page.goto(base + path)
+            assert response is not None
+            assert response.status == expected_status(who, path), f"{who} {path}"
             problems += problems_on(page, who, width)
         if who == "alice" and viewport is PHONE:
             page.goto(base + tracker())
