@@ -29,8 +29,8 @@ def log_in(page: Page, base_url: str, username: str) -> None:
 _AXE = Axe()
 
 
-def assert_accessible(page: Page) -> None:
-    """axe-core's WCAG 2.1 A/AA rules find no violation on the page as it is now."""
+def accessibility_violations(page: Page) -> list[str]:
+    """axe-core's WCAG 2.1 A/AA violations on the page as it is now, one line each."""
     results = _AXE.run(
         page,
         options={
@@ -38,8 +38,13 @@ def assert_accessible(page: Page) -> None:
             "runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]},
         },
     )
-    found = [
+    return [
         f"{v['id']} ({v['impact']}): {v['help']} — {[n['target'] for n in v['nodes']][:3]}"
         for v in results.response["violations"]
     ]
+
+
+def assert_accessible(page: Page) -> None:
+    """axe-core's WCAG 2.1 A/AA rules find no violation on the page as it is now."""
+    found = accessibility_violations(page)
     assert not found, f"{page.url}:\n" + "\n".join(found)
