@@ -19,6 +19,7 @@ from issues.models import SentNotification
 from projects.models import Project
 from projects.services import description_template_create
 from projects.views import EMAIL_KINDS
+from saved_replies.services import saved_reply_save
 from tests.browser.helpers import accessibility_violations, demo_data, log_in
 from tests.mailroom.helpers import deliver, make_email
 
@@ -40,6 +41,7 @@ def extras(monkeypatch, transactional_db, settings, redis_cache_flushed) -> dict
     User.objects.filter(username="dave").update(is_staff=True)
     project = Project.objects.get(full_path=GAME)
     template = description_template_create(project=project, name="Bug", content="## Steps")
+    reply = saved_reply_save(project=project, name="Refund", content="Hi %{CUSTOMER_NAME}")
     incoming = settings.SERVICEDESK_MAILBOXES["incoming_email"]
     to = incoming.address_for(project.service_desk.default_key)
     ham = deliver(make_email(to=to, subject="Where is my order?", body="It has been a week."))
@@ -47,7 +49,8 @@ def extras(monkeypatch, transactional_db, settings, redis_cache_flushed) -> dict
     settings.AKISMET_CLIENT_CLASS = "tests.mailroom.akismet_clients.SpamClient"
     assert deliver(make_email(to=to, subject="CHEAP WATCHES", body="Buy now!")).outcome == "spam"
     thank_you = SentNotification.objects.get(issue_id=ham.issue_id, participant__isnull=False)
-    return {"email": ham.pk, "template": template.pk, "unsubscribe": thank_you.unsubscribe_token}
+    return {"email": ham.pk, "template": template.pk, "unsubscribe": thank_you.unsubscribe_token,
+            "reply": reply.pk}  # fmt: skip
 
 
 def tracker(**query: str) -> str:
@@ -94,11 +97,14 @@ def pages_of(username: str, ids: dict[str, Any]) -> list[str]:
         reverse("description_template_new", args=[GAME]),
         *templates,
         reverse("project_notifications", args=[GAME]),
+        reverse("project_saved_replies", args=[GAME]),
+        reverse("project_saved_reply_edit", args=[GAME, ids["reply"]]),
         reverse("project_inbound_list", args=[GAME]),
         reverse("project_inbound_detail", args=[GAME, ids["email"]]),
         reverse("spam_list", args=[GAME]),
         reverse("todos"),
         reverse("notification_settings"),
+        reverse("saved_replies"),
         reverse("customer_detail") + "?" + urlencode({"email": "jake@customer.example"}),
         issue(MISSING),
     ]
