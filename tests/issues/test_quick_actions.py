@@ -26,8 +26,14 @@ def test_assign_in_a_template_follows_the_reporter_and_up_rule(
         issue=issue,
         text="Thanks for writing.\n/assign @carol @dave @bob\n/assign @dan @gina @nobody",
         user=support_bot(),
+        template=True,
     )
 
     assert sorted(u.username for u in issue.assignees.all()) == ["bob", "dan", "gina"]
-    assert sorted(result.applied) == ["assign bob", "assign dan", "assign gina"]
+    assert result.applied == ["assigned @bob", "assigned @dan, @gina"]
+    assert result.refused == [
+        "/assign @carol @dave @bob: @carol cannot be assigned in this project",
+        "/assign @carol @dave @bob: @dave cannot be assigned in this project",
+        "/assign @dan @gina @nobody: @nobody cannot be assigned in this project",
+    ]
     assert result.text == "Thanks for writing."
