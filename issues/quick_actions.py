@@ -67,7 +67,9 @@ class Command:
     argument: str
 
     def __str__(self) -> str:
-        return f"/{self.name} {self.argument}".rstrip()
+        """As written, shortened for messages (an argument may be 1 000 characters)."""
+        argument = self.argument if len(self.argument) <= 80 else f"{self.argument[:79]}…"
+        return f"/{self.name} {argument}".rstrip()
 
 
 @dataclass
