@@ -35,7 +35,7 @@ from .models import (
     Speaker,
     Upload,
 )
-from .quick_actions import apply_quick_actions
+from .quick_actions import QuickActionResult, apply_quick_actions, quick_actions_finish
 from .selectors import assignable_users
 
 if TYPE_CHECKING:
@@ -166,7 +166,10 @@ def issues_create(*, author: User, items: Sequence[NewIssue]) -> list[Issue]:
     for issue, item, files in zip(issues, items, stored, strict=True):
         parts = [*_with_files(issue.description, files), _text(item.footnote)]
         if item.template:
-            parts.append(apply_quick_actions(issue=issue, text=item.template, user=author).text)
+            actions = apply_quick_actions(
+                issue=issue, text=item.template, user=author, template=True
+            )
+            parts.append(actions.text)
         description = "\n\n".join(part for part in parts if part)
         if description != issue.description:
             issue.description = description
@@ -356,6 +359,44 @@ def note_create(
         ]
     )
     return note
+
+
+@dataclass
+class NotePosted:
+    """A comment from the issue page: the note (None when it held only quick actions), what
+    its quick actions did and refused, and the issue to show (a ``/move``'s copy)."""
+
+    note: Note | None
+    issue: Issue
+    actions: QuickActionResult | None = None
+
+
+@transaction.atomic
+def note_post(
+    *,
+    issue: Issue,
+    author: User,
+    body: str,
+    internal: bool = False,
+    files: Sequence[File] = (),
+    quick_actions: bool = False,
+) -> NotePosted:
+    """A member's comment in the browser, emailed to the participants when public. With
+    ``quick_actions`` (the view decided the author may run them) its command lines are carried
+    out first and taken out of the text; a comment of commands only posts no note. A ``/move``
+    runs last, after the note is posted, so the comment goes with the issue to its copy."""
+    actions = None
+    if quick_actions:
+        actions = apply_quick_actions(issue=issue, text=body, user=author)
+        body = actions.text
+    note = None
+    if body.strip() or files:
+        note = note_create(
+            issue=issue, author=author, body=body, internal=internal, files=files, notify=True
+        )
+    if actions is not None:
+        issue = quick_actions_finish(actions)
+    return NotePosted(note=note, issue=issue, actions=actions)
 
 
 def _issue_set_state(*, issue: Issue, user: User, state: str) -> Issue:

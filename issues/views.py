@@ -32,6 +32,7 @@ from .forms import (
 )
 from .markdown import render_markdown_many
 from .models import EmailParticipant, Issue, Note, SentNotification, Upload
+from .quick_actions import quick_actions_explain
 from .selectors import (
     assignable_users,
     customer_recent_issues,
@@ -56,8 +57,8 @@ from .services import (
     issue_participant_add,
     issue_participant_remove,
     issue_reopen,
-    note_create,
     note_make_public,
+    note_post,
     participant_bouncing_clear,
     participant_unsubscribe,
 )
@@ -117,6 +118,7 @@ def _render_issue(
     status: int = 200,
     *,
     preview: str | None = None,
+    preview_actions: list[str] | None = None,
     errors: dict[str, list[str]] | None = None,
     values: dict[str, str] | None = None,
 ) -> HttpResponse:
@@ -152,6 +154,7 @@ def _render_issue(
         "notes": notes,
         "form": form or NoteForm(),
         "preview": preview,
+        "preview_actions": preview_actions or [],
         "errors": errors or {},
         "values": values or {},
         "can_comment": permissions.can_comment_on_issue(user, issue),
@@ -222,15 +225,23 @@ def note_add(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
     internal = form.cleaned_data["internal"]
     if internal and not permissions.can_add_internal_note(request.user, issue):
         raise PermissionDenied
-    note = note_create(
+    posted = note_post(
         issue=issue,
         author=request.user,
         body=form.cleaned_data["body"],
         internal=internal,
         files=form.cleaned_data["files"],
-        notify=True,  # emails the participants (public notes only), sent after commit
+        # Members who may update the issue run quick actions; anyone else's lines are text.
+        quick_actions=permissions.can_update_issue(request.user, issue),
     )
-    return redirect(_issue_url(issue, f"note-{note.pk}"))
+    if posted.actions is not None:
+        if posted.actions.applied:
+            messages.success(request, posted.actions.summary())
+        for refusal in posted.actions.refused:
+            messages.warning(request, f"Not done: {refusal}.")
+    if posted.note is None or posted.issue.pk != issue.pk:
+        return redirect(_issue_url(posted.issue))
+    return redirect(_issue_url(issue, f"note-{posted.note.pk}"))
 
 
 def _change_state(request: HttpRequest, full_path: str, iid: int, *, close: bool) -> HttpResponse:
@@ -289,10 +300,15 @@ def note_preview(request: HttpRequest, full_path: str, iid: int) -> HttpResponse
         raise PermissionDenied
     form = PreviewForm(request.POST)
     body = form.cleaned_data["body"] if form.is_valid() else ""
+    text, actions = body, []
+    if permissions.can_update_issue(request.user, issue):
+        text, actions = quick_actions_explain(issue=issue, text=body, user=request.user)
     if request.headers.get("HX-Request"):
-        return render(request, "issues/_markdown_preview.html", {"preview": body})
+        return render(
+            request, "issues/_markdown_preview.html", {"preview": text, "preview_actions": actions}
+        )
     note_form = NoteForm(initial={"body": body, "internal": bool(request.POST.get("internal"))})
-    return _render_issue(request, issue, note_form, preview=body)
+    return _render_issue(request, issue, note_form, preview=text, preview_actions=actions)
 
 
 @login_required

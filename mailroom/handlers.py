@@ -30,7 +30,12 @@ from django.utils import timezone
 from accounts.models import User
 from issues.emails import is_guessable_message_id
 from issues.models import EmailParticipant, Issue, IssueEmail, Note, SentNotification
-from issues.quick_actions import apply_quick_actions, neutralise
+from issues.quick_actions import (
+    QuickActionResult,
+    apply_quick_actions,
+    neutralise,
+    quick_actions_finish,
+)
 from issues.services import (
     NewIssue,
     NewNote,
@@ -141,6 +146,7 @@ class NoteFromEmail:
     planned: Planned | None = None  # or one created in this batch
     held: bool = False  # from a non-participant without a key: internal, emailed to nobody
     member: User | None = None  # a team member answering their notification: their comment
+    actions: QuickActionResult | None = None  # the member's quick actions; a /move still to run
 
 
 Decision = Settled | Bounce | Unsubscribe | IssueFromEmail | NoteFromEmail
@@ -828,6 +834,8 @@ def _notes_from_email(
             specs.append(_customer_note(decision, issue, bot))
         written.append((decision, issue))
     notes = notes_create(specs)
+    for decision, _issue in written:
+        _member_actions_finish(decision)
     _reopen([issue for d, issue in written if not d.held and d.member is None], bot)
     results.update(
         {
@@ -867,17 +875,16 @@ def _member_note(decision: NoteFromEmail, member: User, issue: Issue) -> NewNote
         return _reject(decision.email, "may not comment on this issue", decision.trace)
     body = decision.body
     if permissions.can_update_issue(member, issue):
-        actions = apply_quick_actions(issue=issue, text=body, user=member)
-        body = actions.text
-        if actions.applied:
-            decision.trace["quick_actions"] = actions.applied
+        decision.actions = apply_quick_actions(issue=issue, text=body, user=member)
+        body = decision.actions.text
     else:
         body = neutralise(body)
     files, left_out = _attachments_kept(decision.email)
     if not body.strip() and not files:
+        _member_actions_finish(decision)
         return Result(
             Outcome.IGNORED,
-            "quick actions only" if decision.trace.get("quick_actions") else "empty reply",
+            "quick actions only" if set(decision.trace) & QUICK_ACTION_KEYS else "empty reply",
             decision.trace,
             project=issue.project,
             issue=issue,
@@ -891,6 +898,22 @@ def _member_note(decision: NoteFromEmail, member: User, issue: Issue) -> NewNote
         message_id=decision.email.message_id or "",
         notify=True,
     )
+
+
+QUICK_ACTION_KEYS = {"quick_actions", "quick_actions_refused"}
+
+
+def _member_actions_finish(decision: NoteFromEmail) -> None:
+    """Run a member's ``/move`` once their comment is posted (it goes along to the copy), and
+    record in the trace what their quick actions did and what was refused."""
+    if decision.actions is None:
+        return
+    quick_actions_finish(decision.actions)
+    if decision.actions.applied:
+        decision.trace["quick_actions"] = decision.actions.applied
+    if decision.actions.refused:
+        decision.trace["quick_actions_refused"] = decision.actions.refused
+    decision.actions = None
 
 
 def _issues_after_moves(issue_ids: set[int]) -> dict[int, Issue]:

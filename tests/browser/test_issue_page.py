@@ -128,3 +128,23 @@ def test_reporter_triages_and_moves_an_issue_guest_sees_no_addresses(
     assert "@customer.example" not in html
     assert "Email participants" not in html
     assert "Edit labels" not in html
+
+
+def test_quick_actions_in_a_comment_previewed_then_run(demo, live_server, page: Page) -> None:
+    """bob previews a comment with quick actions (htmx lists what they will do), posts it, and
+    the page says what was done; the comment is posted without its commands."""
+    issue = Issue.objects.get(project__full_path="acme/game", title__startswith="Game crashes")
+    log_in(page, live_server.url, "bob")
+    page.goto(f"{live_server.url}/acme/game/-/issues/{issue.iid}/")
+    page.get_by_label("Comment").fill("Looking into it.\n/label ~question\n/assign me")
+    page.get_by_role("button", name="Preview").click()
+    actions = page.get_by_test_id("quick-actions")
+    expect(actions).to_contain_text("Add ~question")
+    expect(actions).to_contain_text("Assign @bob")
+    expect(page.get_by_test_id("comment-preview")).not_to_contain_text("/label")
+    page.get_by_role("button", name="Comment").click()
+    expect(page.get_by_role("status")).to_contain_text("Labelled ~question, assigned @bob.")
+    expect(system_note(page, "added label question")).to_be_visible()
+    expect(system_note(page, "assigned to @bob")).to_be_visible()
+    note = Note.objects.get(issue=issue, body__startswith="Looking into it.")
+    assert note.body == "Looking into it."

@@ -17,7 +17,7 @@ from notifications.models import Event, Level, Todo
 from notifications.services import events_deliver, new_ticket_rule_set, notification_level_set
 from projects.models import Role
 from projects.services import membership_set
-from tests.factories import member
+from tests.factories import ProjectFactory, member
 from tests.mailroom.helpers import INCOMING, deliver, deliver_together, make_email
 
 pytestmark = pytest.mark.django_db
@@ -366,6 +366,60 @@ def test_a_members_quick_actions_run_and_a_commands_only_reply_posts_nothing(
     assert issue.state == Issue.State.CLOSED
     assert list(issue.labels.values_list("title", flat=True)) == ["billing"]
     assert not Note.objects.filter(issue=issue, author=bob, system=False).exists()
+
+
+def test_a_members_reply_labels_assigns_them_and_reports_what_was_refused(
+    team, project, to
+) -> None:
+    _alice, bob, _ = team
+    Label.objects.create(project=project, title="billing", color="#336699")
+    issue = new_ticket(to)
+    notification = team_mail(bob)[0]
+    clear_outbox()
+    body = "On it.\n/label ~billing\n/assign me\n/add_email nope"
+    row = deliver(member_reply(bob, notification, body))
+    assert row.outcome == "note_added", row.reason
+    assert row.decision["quick_actions"] == ["labelled ~billing", "assigned @bob"]
+    assert row.decision["quick_actions_refused"] == [
+        "/add_email nope: nope is not a valid email address."
+    ]
+    assert Note.objects.get(pk=row.note_id).body == "On it."
+    assert list(issue.labels.values_list("title", flat=True)) == ["billing"]
+    assert list(issue.assignees.all()) == [bob]
+    assert list(issue.notes.filter(system=True).values_list("body", flat=True)) == [
+        "added label billing",
+        "assigned to @bob",
+    ]
+    to_customer = OutboundEmail.objects.exclude(kind="team").get()
+    assert "/label" not in to_customer.body_text
+
+
+def test_a_members_reply_may_move_the_ticket_after_posting(team, project, to) -> None:
+    _alice, bob, _ = team
+    other = ProjectFactory(group=project.group, path="web", name="Web", service_desk_enabled=True)
+    membership_set(user=bob, project=other, role=Role.REPORTER)
+    issue = new_ticket(to)
+    notification = team_mail(bob)[0]
+    row = deliver(member_reply(bob, notification, "Not ours.\n/move acme/web"))
+    assert row.outcome == "note_added", row.reason
+    assert Note.objects.get(pk=row.note_id).issue == issue
+    issue.refresh_from_db()
+    assert issue.moved_to is not None
+    assert issue.moved_to.notes.filter(body="Not ours.", author=bob).exists()
+
+
+def test_a_guests_reply_commands_stay_inert(team, project, to) -> None:
+    _alice, _bob, carol = team
+    project.service_desk.tickets_confidential_by_default = False
+    project.service_desk.save()
+    notification_level_set(user=carol, level=Level.WATCH)
+    issue = new_ticket(to)
+    notification = team_mail(carol)[0]
+    row = deliver(member_reply(carol, notification, "Me too\n/close"))
+    assert row.outcome == "note_added", row.reason
+    assert Note.objects.get(pk=row.note_id).body == "Me too\n`/close`"
+    issue.refresh_from_db()
+    assert issue.is_open
 
 
 def test_a_notification_key_counts_only_from_its_member(team, to) -> None:
