@@ -416,8 +416,9 @@ def issues_for_bulk_edit(
 ) -> tuple[list[Issue], int]:
     """The issues a bulk edit names — by number (``iids``), or every one the tracker lists
     under ``filters`` — that the user may see, at most ``limit`` of them in the tracker's order,
-    and how many there are in all. Two queries (the count, the rows), whatever their number;
-    each issue carries ``project``, so asking for permissions costs no more."""
+    and how many there are in all. Two queries (the count, the rows) whatever their number,
+    three with a search (its matches); each issue carries ``project``, so asking for
+    permissions costs no more."""
     if iids is not None:
         issues = _visible_issues(user=user, project=project).filter(iid__in=iids)
         order = _ORDERINGS["created_desc"]

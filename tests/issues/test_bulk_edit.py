@@ -309,5 +309,6 @@ def test_bulk_close_costs_a_fixed_number_of_queries_per_issue(client, project, r
     fifteen = queries_for_bulk_close(client, project, large)
     per_issue = (fifteen - five) / 10
     assert per_issue == int(per_issue)  # exactly the same for each issue
-    assert per_issue <= 12, per_issue
-    assert five - 5 * per_issue <= 12  # the request's own: session, user, project, role, …
+    # Measured: 9 per issue (the close service's own), 10 for the request itself.
+    assert per_issue <= 9, per_issue
+    assert five - 5 * per_issue <= 10
