@@ -36,6 +36,10 @@ CONFIDENTIALITY = {"": "Any", "yes": "Confidential only", "no": "Not confidentia
 SEARCH_MAX_LENGTH = 200  # longer searches are cut, not refused
 # ``assignee=none``: issues nobody is assigned to (GitLab's ``assignee_id=None``).
 NO_ASSIGNEE = "none"
+# ``label=None``: issues without any label (GitLab's ``label_name[]=None``). ``label`` may be
+# repeated: ``?label=bug&label=billing`` lists the issues with both (AND, as GitLab does).
+NO_LABEL = "None"
+MAX_LABEL_FILTERS = 10  # more are dropped: each is one EXISTS in the query
 # ``requester:jake@customer.example`` in the search box: the issues that address wrote in.
 _REQUESTER_TOKEN = re.compile(r"(?<!\S)requester:(\S*)", re.IGNORECASE)
 
@@ -53,7 +57,7 @@ class IssueFilters:
     state: str = "opened"
     view: str = ""  # a key of VIEWS
     search: str = ""  # as typed: words, "#12", an address, ``requester:<address>`` tokens
-    label: str = ""  # a label's title
+    labels: tuple[str, ...] = ()  # labels' titles (all of them), or NO_LABEL
     author: str = ""  # a username
     assignee: str = ""  # a username, or NO_ASSIGNEE
     confidential: bool | None = None
@@ -76,10 +80,28 @@ class IssueFilters:
         return [match.lower() for match in _REQUESTER_TOKEN.findall(self.search)]
 
     @property
+    def chosen(self) -> int:
+        """How many of the form's filters below the search box are set (the phone's "Filter"
+        button says it, the filters being folded away there)."""
+        others = [self.author, self.assignee, self.confidential is not None]
+        return len(self.labels) + sum(bool(value) for value in others)
+
+    @property
     def narrowed(self) -> bool:
         """Whether a filter narrows the list (what "Clear filters" resets): anything but the
         state tab, the view and the sort order."""
         return self != IssueFilters(state=self.state, view=self.view, sort=self.sort)
+
+
+class _Titles(forms.Field):
+    """Every value of a repeated parameter, trimmed, without blanks and repeats."""
+
+    widget = forms.MultipleHiddenInput
+
+    def to_python(self, value: object) -> tuple[str, ...]:
+        values = value if isinstance(value, list | tuple) else [value] if value else []
+        titles = (str(v).strip()[:255] for v in values)
+        return tuple(dict.fromkeys(title for title in titles if title))[:MAX_LABEL_FILTERS]
 
 
 class IssueFilterForm(forms.Form):
@@ -87,7 +109,7 @@ class IssueFilterForm(forms.Form):
     view = forms.ChoiceField(choices=list(VIEWS.items()), required=False)
     service_desk = forms.BooleanField(required=False)  # links from before ``view`` existed
     search = forms.CharField(required=False)
-    label = forms.CharField(max_length=255, required=False)
+    label = _Titles(required=False)
     author = forms.CharField(max_length=150, required=False)
     assignee = forms.CharField(max_length=150, required=False)
     confidential = forms.ChoiceField(choices=list(CONFIDENTIALITY.items()), required=False)
@@ -104,7 +126,7 @@ class IssueFilterForm(forms.Form):
             state=data.get("state") or ("all" if view == "waiting" else "opened"),
             view=view,
             search=data.get("search", "")[:SEARCH_MAX_LENGTH],
-            label=data.get("label", ""),
+            labels=data.get("label", ()),
             author=data.get("author", ""),
             assignee=data.get("assignee", ""),
             confidential={"yes": True, "no": False}.get(confidential or ""),

@@ -95,3 +95,42 @@ class MoveForm(forms.Form):
 
 class PreviewForm(forms.Form):
     body = forms.CharField(max_length=1_000_000, required=False, strip=True)
+
+
+class _Numbers(forms.Field):
+    """Every value of a repeated parameter that is a positive number (others are dropped)."""
+
+    widget = forms.MultipleHiddenInput
+
+    def to_python(self, value: Any) -> list[int]:
+        values = value if isinstance(value, list | tuple) else [value] if value else []
+        return list(dict.fromkeys(int(v) for v in values if str(v).isdigit() and len(str(v)) < 10))
+
+
+class BulkEditForm(forms.Form):
+    """The tracker's bulk edit. ``scope``: the ticked issues (``iid``), every issue of the page
+    (``page_iid``, one hidden field per row), or every issue under the list's filters (the
+    query string the form posts to). ``labels`` and ``assignees`` get their choices from the
+    view."""
+
+    SCOPES = {"selected": "Ticked", "page": "This page", "all": "All matching"}
+
+    action = forms.ChoiceField(choices=[])
+    scope = forms.ChoiceField(choices=list(SCOPES.items()), required=False)
+    iid = _Numbers(required=False)
+    page_iid = _Numbers(required=False)
+    labels = forms.TypedMultipleChoiceField(coerce=int, required=False)
+    assignees = forms.TypedMultipleChoiceField(coerce=int, required=False)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        action = cleaned.get("action")
+        if action in ("add_labels", "remove_labels") and not cleaned.get("labels"):
+            raise forms.ValidationError("Choose the labels to add or remove.")
+        if action == "assign" and not cleaned.get("assignees"):
+            raise forms.ValidationError("Choose whom to assign.")
+        scope = cleaned.get("scope") or "selected"
+        cleaned["scope"] = scope
+        if scope == "selected" and not cleaned.get("iid"):
+            raise forms.ValidationError("Tick the issues to change first.")
+        return cleaned

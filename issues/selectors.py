@@ -49,7 +49,7 @@ from projects.permissions import (
 )
 from projects.selectors import projects_with_role
 
-from .filters import NO_ASSIGNEE, IssueFilters, is_email_address
+from .filters import NO_ASSIGNEE, NO_LABEL, IssueFilters, is_email_address
 from .models import EmailParticipant, Issue, Label, Note, Speaker, Upload
 
 if TYPE_CHECKING:
@@ -100,9 +100,19 @@ class FilterChoices:
 
 @dataclass(frozen=True)
 class IssueRow:
-    issue: Issue  # annotated with ``note_count``
+    issue: Issue  # annotated with ``note_count``, and ``internal_note_count`` for Reporter+
     labels: list[Label]
     assignees: list[User]
+
+    @property
+    def internal_notes(self) -> int:
+        """Internal notes: counted only for those who may read them."""
+        return getattr(self.issue, "internal_note_count", 0)
+
+    @property
+    def comments(self) -> int:
+        """Comments anyone who can read the issue sees (no system notes, no internal ones)."""
+        return self.issue.note_count - self.internal_notes  # type: ignore[attr-defined,no-any-return]
 
 
 @dataclass(frozen=True)
@@ -117,12 +127,13 @@ class Tracker:
         """Filter values no choice offers (a stale link, a label since deleted): the form shows
         them as they are, and they still filter."""
         offered = {
-            "label": {label.title for label in self.choices.labels},
+            "label": {label.title for label in self.choices.labels} | {NO_LABEL},
             "author": {person.username for person in self.choices.authors},
             "assignee": {person.username for person in self.choices.assignees} | {NO_ASSIGNEE},
         }
         chosen = {
-            "label": self.filters.label,
+            # The first label is the form's select; the others show as ticked boxes.
+            "label": self.filters.labels[0] if self.filters.labels else "",
             "author": self.filters.author,
             "assignee": self.filters.assignee,
         }
@@ -325,9 +336,12 @@ def _narrow(
         if not can_see_customer_emails(user, project):
             return issues.none()
         issues = issues.filter(_requester_is(address))
-    if filters.label:
-        label_links = Issue.labels.through.objects.filter(issue=OuterRef("pk"))
-        issues = issues.filter(Exists(label_links.filter(label__title=filters.label)))
+    label_links = Issue.labels.through.objects.filter(issue=OuterRef("pk"))
+    for title in filters.labels:  # all of them: one EXISTS each
+        if title == NO_LABEL:
+            issues = issues.exclude(Exists(label_links))
+        else:
+            issues = issues.filter(Exists(label_links.filter(label__title=title)))
     if filters.author:
         issues = issues.filter(author__username=filters.author)
     assignee_links = Issue.assignees.through.objects.filter(issue=OuterRef("pk"))
@@ -365,21 +379,58 @@ def issue_list_for_user(
     them (below Reporter). Confidential issues are left out below Reporter. ``matching``: the
     search's ids when the caller already found them."""
     filters = filters or IssueFilters()
+    issues = _filtered(user=user, project=project, filters=filters, matching=matching)
+    notes = Note.objects.filter(issue=OuterRef("pk"), system=False)
+    internal = can_read_internal_notes(user, project)
+    if not internal:
+        notes = notes.filter(internal=False)
+    # Subqueries, not COUNT over a join (which needs a GROUP BY on every column): PostgreSQL
+    # runs them only for the page's rows, after the sort and LIMIT (EXPLAIN: SubPlan loops=50).
+    note_count = notes.order_by().values("issue").annotate(n=Count("pk")).values("n")
+    issues = issues.select_related("author").annotate(note_count=Coalesce(Subquery(note_count), 0))
+    if internal:
+        internal_notes = notes.filter(internal=True).order_by().values("issue")
+        internal_count = internal_notes.annotate(n=Count("pk")).values("n")
+        issues = issues.annotate(internal_note_count=Coalesce(Subquery(internal_count), 0))
+    return issues.order_by(*_ORDERINGS.get(filters.sort, _ORDERINGS["created_desc"]))
+
+
+def _filtered(
+    *, user: AnyUser, project: Project, filters: IssueFilters, matching: list[int] | None
+) -> QuerySet[Issue]:
+    """The issues the list shows: the filters, the view and the state tab."""
     issues = _narrow(user=user, project=project, filters=filters, matching=matching)
     issues = issues.filter(_views(user).get(filters.view, Q()))
     if filters.state in ("opened", "closed"):
         issues = issues.filter(state=filters.state)
-    notes = Note.objects.filter(issue=OuterRef("pk"), system=False)
-    if not can_read_internal_notes(user, project):
-        notes = notes.filter(internal=False)
-    # A subquery, not COUNT over a join (which needs a GROUP BY on every column): PostgreSQL
-    # runs it only for the page's rows, after the sort and LIMIT (EXPLAIN: SubPlan loops=50).
-    note_count = notes.order_by().values("issue").annotate(n=Count("pk")).values("n")
-    return (
-        issues.select_related("author")
-        .annotate(note_count=Coalesce(Subquery(note_count), 0))
-        .order_by(*_ORDERINGS.get(filters.sort, _ORDERINGS["created_desc"]))
-    )
+    return issues
+
+
+def issues_for_bulk_edit(
+    *,
+    user: AnyUser,
+    project: Project,
+    limit: int,
+    iids: list[int] | None = None,
+    filters: IssueFilters | None = None,
+) -> tuple[list[Issue], int]:
+    """The issues a bulk edit names — by number (``iids``), or every one the tracker lists
+    under ``filters`` — that the user may see, at most ``limit`` of them in the tracker's order,
+    and how many there are in all. Two queries (the count, the rows) whatever their number,
+    three with a search (its matches); each issue carries ``project``, so asking for
+    permissions costs no more."""
+    if iids is not None:
+        issues = _visible_issues(user=user, project=project).filter(iid__in=iids)
+        order = _ORDERINGS["created_desc"]
+    else:
+        filters = filters or IssueFilters()
+        issues = _filtered(user=user, project=project, filters=filters, matching=None)
+        order = _ORDERINGS.get(filters.sort, _ORDERINGS["created_desc"])
+    total = issues.count()
+    chosen = list(issues.order_by(*order)[:limit])
+    for issue in chosen:
+        issue.project = project
+    return chosen, total
 
 
 def issue_counts_for_user(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote
@@ -596,14 +596,39 @@ def _changes_sentence(
 def issue_labels_set(*, issue: Issue, user: User, labels: Iterable[Label]) -> Issue:
     """Make the issue's labels exactly ``labels`` (all from its project)."""
     wanted = {label.pk: label for label in labels}
-    if any(label.project_id != issue.project_id for label in wanted.values()):
-        raise ValidationError("Labels must belong to the issue's project.")
+    locked, _ = _labels_change(issue, user, lambda current: wanted)
+    return locked
+
+
+@transaction.atomic
+def issue_labels_change(
+    *, issue: Issue, user: User, add: Iterable[Label] = (), remove: Iterable[Label] = ()
+) -> bool:
+    """Add and remove labels (all from its project), keeping the others; whether anything
+    changed. The current labels are read under the row's lock: a label someone else added
+    meanwhile stays."""
+    adding = {label.pk: label for label in add}
+    removing = {label.pk for label in remove}
+
+    def wanted(current: dict[int, Label]) -> dict[int, Label]:
+        kept = {pk: label for pk, label in current.items() if pk not in removing}
+        return kept | adding
+
+    return _labels_change(issue, user, wanted)[1]
+
+
+def _labels_change(
+    issue: Issue, user: User, wanting: Callable[[dict[int, Label]], dict[int, Label]]
+) -> tuple[Issue, bool]:
     locked = Issue.objects.select_for_update().get(pk=issue.pk)
     current = {label.pk: label for label in locked.labels.all()}
+    wanted = wanting(current)
+    if any(label.project_id != issue.project_id for label in wanted.values()):
+        raise ValidationError("Labels must belong to the issue's project.")
     added = sorted((wanted[pk] for pk in wanted.keys() - current.keys()), key=str)
     removed = sorted((current[pk] for pk in current.keys() - wanted.keys()), key=str)
     if not added and not removed:
-        return locked
+        return locked, False
     if removed:
         locked.labels.remove(*removed)
     if added:
@@ -614,27 +639,63 @@ def issue_labels_set(*, issue: Issue, user: User, labels: Iterable[Label]) -> Is
     if removed:
         parts.append(f"removed {_plural('label', [label.title for label in removed])}")
     note_create(issue=locked, author=user, body=" and ".join(parts), system=True)
-    return locked
+    return locked, True
 
 
 @transaction.atomic
 def issue_assignees_set(*, issue: Issue, user: User, assignees: Iterable[User]) -> Issue:
     """Make the issue's assignees exactly ``assignees``; each must be able to be assigned in
     the issue's project (``permissions.ASSIGNABLE_ROLE``)."""
-    wanted_ids = {assignee.pk for assignee in assignees}
+    wanted = _assignable(issue, assignees)
+    locked, _ = _assignees_change(issue, user, lambda current: wanted)
+    return locked
+
+
+@transaction.atomic
+def issue_assignees_change(
+    *,
+    issue: Issue,
+    user: User,
+    add: Iterable[User] = (),
+    remove: Iterable[User] = (),
+    remove_all: bool = False,
+) -> bool:
+    """Assign ``add`` (each assignable) and unassign ``remove`` (or everyone), keeping the
+    others; whether anything changed. Read under the row's lock, like ``issue_labels_change``."""
+    adding = _assignable(issue, add)
+    removing = {person.pk for person in remove}
+
+    def wanted(current: dict[int, User]) -> dict[int, User]:
+        kept = {} if remove_all else {pk: u for pk, u in current.items() if pk not in removing}
+        return kept | adding
+
+    return _assignees_change(issue, user, wanted)[1]
+
+
+def _assignable(issue: Issue, people: Iterable[User]) -> dict[int, User]:
+    wanted_ids = {person.pk for person in people}
+    if not wanted_ids:
+        return {}
     wanted = {u.pk: u for u in assignable_users(project=issue.project).filter(pk__in=wanted_ids)}
     if len(wanted) != len(wanted_ids):
         raise ValidationError(
             "Only project members with the Reporter role or higher can be assigned."
         )
+    return wanted
+
+
+def _assignees_change(
+    issue: Issue, user: User, wanting: Callable[[dict[int, User]], dict[int, User]]
+) -> tuple[Issue, bool]:
     locked = Issue.objects.select_for_update().get(pk=issue.pk)
     current = {u.pk: u for u in locked.assignees.all()}
+    wanted = wanting(current)
     added = sorted((wanted[pk] for pk in wanted.keys() - current.keys()), key=lambda u: u.username)
     removed = sorted(
         (current[pk] for pk in current.keys() - wanted.keys()), key=lambda u: u.username
     )
     if not added and not removed:
-        return locked
+        return locked, False
     if removed:
         locked.assignees.remove(*removed)
     if added:
@@ -647,7 +708,7 @@ def issue_assignees_set(*, issue: Issue, user: User, assignees: Iterable[User]) 
         remove="unassigned",
     )
     note_create(issue=locked, author=user, body=body, system=True)
-    return locked
+    return locked, True
 
 
 def confidentiality_required(issue: Issue) -> bool:
@@ -671,6 +732,89 @@ def issue_confidentiality_set(*, issue: Issue, user: User, confidential: bool) -
     body = "made the issue confidential" if confidential else "made the issue visible to everyone"
     note_create(issue=locked, author=user, body=body, system=True)
     return locked
+
+
+# --- Bulk edit (the tracker) ---------------------------------------------------------------------
+
+BULK_ACTIONS = {
+    "add_labels": "Add labels",
+    "remove_labels": "Remove labels",
+    "assign": "Assign",
+    "unassign": "Unassign",
+    "close": "Close",
+    "reopen": "Reopen",
+    "confidential": "Make confidential",
+    "not_confidential": "Make not confidential",
+}
+# Why an issue was left alone.
+MUST_STAY_CONFIDENTIAL = "Service Desk issues in public projects stay confidential"
+
+
+@dataclass
+class BulkEdit:
+    """What a bulk edit did: the issues it changed, those already so, those it left alone
+    (with why)."""
+
+    changed: list[Issue] = field(default_factory=list)
+    unchanged: list[Issue] = field(default_factory=list)
+    skipped: dict[str, list[Issue]] = field(default_factory=dict)
+
+
+@transaction.atomic
+def issues_bulk_edit(
+    *,
+    issues: Sequence[Issue],
+    user: User,
+    action: str,
+    labels: Sequence[Label] = (),
+    assignees: Sequence[User] = (),
+) -> BulkEdit:
+    """One action on many issues, in one transaction, each through the service the issue
+    page uses (its system note, its notifications). Permissions are the caller's business
+    (it passes only the issues the user may change); the product's rules are kept here: a
+    Service Desk issue of a public project is skipped rather than made public."""
+    result = BulkEdit()
+    for issue in issues:
+        reason = _bulk_refusal(issue, action)
+        if reason:
+            result.skipped.setdefault(reason, []).append(issue)
+            continue
+        try:
+            changed = _bulk_apply(issue, user, action, labels, assignees)
+        except ValidationError as error:  # changed meanwhile (the service's savepoint undid it)
+            result.skipped.setdefault(" ".join(error.messages), []).append(issue)
+            continue
+        (result.changed if changed else result.unchanged).append(issue)
+    return result
+
+
+def _bulk_refusal(issue: Issue, action: str) -> str:
+    if action == "not_confidential" and issue.confidential and confidentiality_required(issue):
+        return MUST_STAY_CONFIDENTIAL
+    return ""
+
+
+def _bulk_apply(
+    issue: Issue, user: User, action: str, labels: Sequence[Label], assignees: Sequence[User]
+) -> bool:
+    if action == "add_labels":
+        return issue_labels_change(issue=issue, user=user, add=labels)
+    if action == "remove_labels":
+        return issue_labels_change(issue=issue, user=user, remove=labels)
+    if action == "assign":
+        return issue_assignees_change(issue=issue, user=user, add=assignees)
+    if action == "unassign":
+        return issue_assignees_change(
+            issue=issue, user=user, remove=assignees, remove_all=not assignees
+        )
+    if action in ("close", "reopen"):
+        state = Issue.State.CLOSED if action == "close" else Issue.State.OPENED
+        return _issue_set_state(issue=issue, user=user, state=state).state != issue.state
+    if action in ("confidential", "not_confidential"):
+        wanted = action == "confidential"
+        locked = issue_confidentiality_set(issue=issue, user=user, confidential=wanted)
+        return locked.confidential != issue.confidential
+    raise ValueError(f"Unknown bulk action {action!r}")
 
 
 def _clean_email(email: str) -> str:

@@ -7,6 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 from django.utils.safestring import mark_safe
 from django.views.decorators.csrf import csrf_exempt
@@ -22,6 +23,7 @@ from servicedesk.http import anonymous_404_to_login
 from .filters import SORTS, IssueFilterForm
 from .forms import (
     AssigneesForm,
+    BulkEditForm,
     ConfidentialityForm,
     ConvertForm,
     LabelsForm,
@@ -39,6 +41,7 @@ from .selectors import (
     issue_get_for_user,
     issue_move_targets,
     issue_tracker_for_user,
+    issues_for_bulk_edit,
     label_list_for_project,
     move_notes_for_user,
     note_list_for_issue,
@@ -47,6 +50,8 @@ from .selectors import (
     upload_get_for_user,
 )
 from .services import (
+    BULK_ACTIONS,
+    BulkEdit,
     confidentiality_required,
     issue_assignees_set,
     issue_close,
@@ -57,6 +62,7 @@ from .services import (
     issue_participant_add,
     issue_participant_remove,
     issue_reopen,
+    issues_bulk_edit,
     note_make_public,
     note_post,
     participant_bouncing_clear,
@@ -64,6 +70,7 @@ from .services import (
 )
 
 ISSUES_PER_PAGE = 50
+BULK_EDIT_MAX = 1000  # issues per bulk edit: one request, one transaction
 INLINE_IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
 
 
@@ -99,6 +106,14 @@ def issue_list(request: HttpRequest, full_path: str) -> HttpResponse:
         "service_desk_enabled": project.service_desk.service_desk_enabled,
         "sorts": SORTS.items(),
     }
+    if permissions.can_bulk_edit_issues(user, project):
+        # One query (the people), only when there are rows: the labels are the filter form's.
+        context["bulk"] = {
+            "actions": BULK_ACTIONS.items(),
+            "labels": tracker.choices.labels,
+            "assignable": assignable_users(project=project),  # asked only if there are rows
+            "max": BULK_EDIT_MAX,
+        }
     if can_see_emails and project.service_desk.service_desk_enabled:
         context["service_desk_addresses"] = service_desk_addresses(project=project)
     # A history restore after a cache miss asks for the whole page, HX-Request or not.
@@ -109,6 +124,89 @@ def issue_list(request: HttpRequest, full_path: str) -> HttpResponse:
     response = render(request, template, context)
     patch_vary_headers(response, ["HX-Request"])
     return response
+
+
+@login_required
+@require_POST
+def issue_bulk(request: HttpRequest, full_path: str) -> HttpResponse:
+    """The tracker's bulk edit: one action on the ticked issues, the page's, or every issue
+    the list's filters select (the query string it posts to), at most BULK_EDIT_MAX of them.
+    Each issue the user may not change is skipped; then back to the list, filters kept."""
+    user = request.user
+    project = project_get_for_user(user=user, full_path=full_path)
+    if not permissions.can_bulk_edit_issues(user, project):
+        raise PermissionDenied
+    back = reverse("issue_list", args=[project.full_path])
+    if request.GET:
+        back = f"{back}?{request.GET.urlencode()}"
+    labels = label_list_for_project(project=project)
+    people = list(assignable_users(project=project))
+    form = BulkEditForm(request.POST)
+    form.fields["action"].choices = list(BULK_ACTIONS.items())
+    form.fields["labels"].choices = [(label.pk, label.title) for label in labels]
+    form.fields["assignees"].choices = [(person.pk, person.username) for person in people]
+    if not form.is_valid():
+        for message in _form_errors(form):
+            messages.error(request, f"Nothing changed: {message}")
+        return redirect(back)
+    data = form.cleaned_data
+    scope = data["scope"]
+    issues, total = issues_for_bulk_edit(
+        user=user,
+        project=project,
+        limit=BULK_EDIT_MAX,
+        iids=None if scope == "all" else data["iid" if scope == "selected" else "page_iid"],
+        filters=IssueFilterForm(request.GET).filters() if scope == "all" else None,
+    )
+    allowed = [issue for issue in issues if permissions.can_triage_issue(user, issue)]
+    chosen_labels, chosen_people = set(data["labels"]), set(data["assignees"])
+    result = issues_bulk_edit(
+        issues=allowed,
+        user=user,  # type: ignore[arg-type]  # login_required
+        action=data["action"],
+        labels=[label for label in labels if label.pk in chosen_labels],
+        assignees=[person for person in people if person.pk in chosen_people],
+    )
+    _bulk_report(request, result, data["action"], forbidden=len(issues) - len(allowed))
+    if total > len(issues):
+        messages.warning(
+            request,
+            f"Only the first {BULK_EDIT_MAX:,} of {total:,} issues were edited (at most "
+            f"{BULK_EDIT_MAX:,} at a time): do it again for the rest.",
+        )
+    return redirect(back)
+
+
+_BULK_DONE = {
+    "add_labels": "labelled",
+    "remove_labels": "unlabelled",
+    "assign": "assigned",
+    "unassign": "unassigned",
+    "close": "closed",
+    "reopen": "reopened",
+    "confidential": "made confidential",
+    "not_confidential": "made visible to everyone",
+}
+
+
+def _issues(count: int) -> str:
+    return f"{count:,} issue{'' if count == 1 else 's'}"
+
+
+def _bulk_report(request: HttpRequest, result: BulkEdit, action: str, *, forbidden: int) -> None:
+    """The flash messages: "3 issues closed (1 already was)", then one warning per reason
+    issues were skipped."""
+    text = f"{_issues(len(result.changed))} {_BULK_DONE[action]}"
+    if result.unchanged:
+        already = len(result.unchanged)
+        text += f" ({already:,} already {'was' if already == 1 else 'were'})"
+    messages.success(request, f"{text}.")
+    for reason, skipped in result.skipped.items():
+        numbers = ", ".join(f"#{issue.iid}" for issue in skipped[:20])
+        more = " …" if len(skipped) > 20 else ""
+        messages.warning(request, f"{_issues(len(skipped))} skipped ({numbers}{more}): {reason}.")
+    if forbidden:
+        messages.warning(request, f"{_issues(forbidden)} skipped: you may not change them.")
 
 
 def _render_issue(

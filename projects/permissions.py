@@ -132,6 +132,12 @@ def can_triage_issue(user: AnyUser, issue: Issue) -> bool:
     return can_read_issue(user, issue) and has_role(user, issue.project, Role.REPORTER)
 
 
+def can_bulk_edit_issues(user: AnyUser, project: Project) -> bool:
+    """The tracker's bulk edit (labels, assignees, state, confidentiality of many issues):
+    Reporter+. Each issue is still asked ``can_triage_issue``."""
+    return has_role(user, project, Role.REPORTER)
+
+
 def can_move_issue(user: AnyUser, issue: Issue, target: Project | None = None) -> bool:
     """Move an issue to another project (SPEC §10): Reporter+ in its project and, when a
     target is given, in the target too."""

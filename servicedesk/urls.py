@@ -39,6 +39,7 @@ urlpatterns = [
     # the ESPs in SERVICEDESK_INBOUND_ESPS answer, and no tracking webhook is routed.
     path("-/anymail/", include(mailroom_webhooks)),
     path("<path:full_path>/-/issues/", issue_views.issue_list, name="issue_list"),
+    path("<path:full_path>/-/issues/bulk/", issue_views.issue_bulk, name="issue_bulk"),
     path(issue, issue_views.issue_detail, name="issue_detail"),
     path(f"{issue}notes/", issue_views.note_add, name="note_add"),
     path(f"{issue}close/", issue_views.issue_close_view, name="issue_close"),

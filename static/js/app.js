@@ -150,3 +150,13 @@ document.addEventListener("click", async (event) => {
   box.setSelectionRange(caret, caret);
   link.closest("details")?.removeAttribute("open");
 });
+
+// The tracker's filters sit in a <details> folded on phones (tickets first); wider screens
+// have room for them, so they are unfolded there and the "Filter" toggle is hidden.
+document.addEventListener("DOMContentLoaded", () => {
+  if (!window.matchMedia("(min-width: 601px)").matches) return;
+  document.querySelectorAll("[data-tracker-filters]").forEach((details) => {
+    details.open = true;
+    details.classList.add("is-unfolded");
+  });
+});
