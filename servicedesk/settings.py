@@ -343,6 +343,8 @@ SERVICEDESK_IMAP_INSECURE_TLS = env_bool("SERVICEDESK_IMAP_INSECURE_TLS", False)
 # emails to send must not delay processing the next inbound email. Workers consume both, the
 # default queue first (the Redis transport's "priority" order, as the queues are listed):
 # inbound mail is processed first, and what it caused is sent as soon as the burst allows.
+# How long the team's notifications wait, at most, while inbound email is queued (seconds).
+SERVICEDESK_TEAM_NOTIFICATIONS_YIELD = env_int("SERVICEDESK_TEAM_NOTIFICATIONS_YIELD", 30)
 CELERY_TASK_ROUTES = {
     "mailroom.tasks.poll_mailbox": {"queue": "mailbox"},
     "issues.tasks.send_outbound_emails": {"queue": "outbound"},

@@ -72,15 +72,23 @@ def rate_window_frozen(monkeypatch) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.fixture(autouse=True)
 def worker_idle_before_flush(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
-    """A test with the real Celery worker ends when the worker has nothing left to do for it:
-    the database is flushed (TRUNCATE) after the test, and a task still running then deadlocks
-    with the flush. Bounded: a test that leaves email unsendable on purpose waits 10 s at most.
-    """
-    if not {"celery_worker", "worker_factory"} & set(request.fixturenames):
+    """A transactional test ends when the real Celery worker (once started, it runs for the
+    session) has nothing left to do for it: the database is flushed (TRUNCATE) after the test,
+    and a task still running then can deadlock with the flush — every commit of a test queues
+    work (the team's notifications, emails). Bounded: a test that leaves email unsendable on
+    purpose waits 10 s at most."""
+    marker = request.node.get_closest_marker("django_db")
+    transactional = bool(marker and marker.kwargs.get("transaction")) or bool(
+        {"transactional_db", "live_server", "celery_worker", "worker_factory"}
+        & set(request.fixturenames)
+    )
+    if not transactional:
         yield
         return
     request.getfixturevalue("transactional_db")  # torn down (flushed) after this fixture
     yield
+    if not _worker_running(request):
+        return
     from django.db.models import Q
 
     from issues.models import OutboundEmail
@@ -98,3 +106,11 @@ def worker_idle_before_flush(request: pytest.FixtureRequest):  # type: ignore[no
             10,
             "the worker to finish the test's work",
         )
+
+
+def _worker_running(request: pytest.FixtureRequest) -> bool:
+    from tests.harness.plugin import harness
+    from tests.harness.services import CeleryWorker
+
+    started = isinstance(harness()._lazy.get("celery-worker"), CeleryWorker)
+    return started or "worker_factory" in request.fixturenames

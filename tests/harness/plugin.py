@@ -141,6 +141,9 @@ def pytest_load_initial_conftests(
         SERVICEDESK_ENV="development",
         SERVICEDESK_VAR_DIR=str(_harness.base / "var"),
         SITE_URL="http://servicedesk.test",
+        # The worker runs for the whole session, beside tests that leave inbound email queued
+        # on purpose: the team's notifications do not wait for it (see notifications/tasks.py).
+        SERVICEDESK_TEAM_NOTIFICATIONS_YIELD="0",
         # Playwright's sync API runs an event loop in the test thread; the ORM calls we make
         # beside it are ordinary synchronous calls.
         DJANGO_ALLOW_ASYNC_UNSAFE="true",

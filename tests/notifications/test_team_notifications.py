@@ -487,3 +487,24 @@ def test_the_text_part_is_plain_text(team, to) -> None:
     assert "<" not in text
     assert "**" not in text
     assert "Crash **now**" not in text
+
+
+def test_delivery_waits_while_inbound_email_is_queued_and_not_longer(
+    team, to, settings, monkeypatch
+) -> None:
+    from mailroom.ledger import inbound_store
+    from notifications import tasks
+
+    new_ticket(to)
+    [event] = Event.objects.all()
+    later: list[tuple[object, ...]] = []
+    monkeypatch.setattr(
+        tasks.deliver_events, "apply_async", lambda args, countdown: later.append(args)
+    )
+    inbound_store(raw=make_email(to=to, subject="queued"), transport="test", enqueue=False)
+    settings.SERVICEDESK_TEAM_NOTIFICATIONS_YIELD = 30
+    assert tasks.deliver_events([event.pk]) == 0
+    assert later == [([event.pk], 2)]  # again in 2 s: customers' mail first
+    assert tasks.deliver_events([event.pk], 30) == 1  # waited long enough: delivered anyway
+    assert tasks.deliver_events([event.pk]) == 0  # nothing left, no waiting either
+    assert later == [([event.pk], 2)]
