@@ -114,7 +114,8 @@ def test_the_tabs_work_from_the_keyboard(issue, live_server, page: Page) -> None
 
 
 def test_the_modes_switch_without_javascript(issue, live_server, browser) -> None:
-    page = browser.new_context(java_script_enabled=False).new_page()
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
     log_in(page, live_server.url, "bob")
     page.goto(f"{live_server.url}{issue.get_absolute_url()}")
     page.get_by_label("Internal note").check()
@@ -124,3 +125,4 @@ def test_the_modes_switch_without_javascript(issue, live_server, browser) -> Non
     page.get_by_role("button", name="Add internal note", exact=True).click()
     expect(page.get_by_role("status")).to_contain_text("Internal note added.")
     assert Note.objects.get(body="Posted without JavaScript.").internal
+    context.close()
