@@ -258,9 +258,7 @@ def note_add(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
     token = form.cleaned_data["once"]
     key = _note_token_key(request, token)
     if token and not cache.add(key, 0, NOTE_TOKEN_TTL):
-        messages.info(request, "That comment was already posted.")
-        earlier = cache.get(key)
-        return redirect(_issue_url(issue, f"note-{earlier}" if earlier else ""))
+        return _already_posted(request, issue, cache.get(key))
     try:
         posted = note_post(
             issue=issue,
@@ -282,6 +280,11 @@ def note_add(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
     if posted.note is None or posted.issue.pk != issue.pk:
         return redirect(_issue_url(posted.issue))
     return redirect(_issue_url(issue, f"note-{posted.note.pk}"))
+
+
+def _already_posted(request: HttpRequest, issue: Issue, note_id: int | None) -> HttpResponse:
+    messages.info(request, "That comment was already posted.")
+    return redirect(_issue_url(issue, f"note-{note_id}" if note_id else ""))
 
 
 def _flash_posted(
