@@ -34,11 +34,16 @@ class NoteForm(forms.Form):
         required=False,
     )
     files = MultipleFileField(label="Attach files", required=False)
+    # Rendered as two radio buttons, "Reply to customer" (false) and "Internal note" (true);
+    # CheckboxInput reads "true"/"false" and the old checkbox's "on" alike.
     internal = forms.BooleanField(
         label="Internal note",
         required=False,
-        help_text="Only Reporters and up can see it; it is never emailed.",
+        help_text="Only the team sees this; it is never emailed.",
     )
+    # A random token per rendered form: the view posts a token once, so a double click or a
+    # resent POST does not post the comment twice (see ``views.note_add``).
+    once = forms.CharField(widget=forms.HiddenInput, required=False, max_length=64)
 
     def clean_files(self) -> list[Any]:
         files = self.cleaned_data["files"]

@@ -50,7 +50,7 @@ from projects.permissions import (
 from projects.selectors import projects_with_role
 
 from .filters import NO_ASSIGNEE, NO_LABEL, IssueFilters, is_email_address
-from .models import EmailParticipant, Issue, Label, Note, Speaker, Upload
+from .models import EmailParticipant, Issue, Label, Note, OutboundEmail, Speaker, Upload
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -610,6 +610,80 @@ def participant_list_for_issue(*, user: AnyUser, issue: Issue) -> list[EmailPart
     if not can_see_customer_emails(user, issue.project):
         return []
     return list(EmailParticipant.objects.filter(issue=issue).order_by("created_at", "id"))
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """A participant as the comment box shows them: "Jake Doe <jake@…>", and why not, if not."""
+
+    participant: EmailParticipant
+    reason: str = ""  # "unsubscribed", "bouncing"; empty when the reply will reach them
+
+    @property
+    def label(self) -> str:
+        name, email = self.participant.name.strip(), self.participant.email
+        return f"{name} <{email}>" if name else email
+
+
+@dataclass(frozen=True)
+class ReplyRecipients:
+    """Who a public comment will be emailed to, worked out as ``emails.notes_added`` does:
+    reachable participants, and nobody while the project's Service Desk is off."""
+
+    emailed: list[Recipient]
+    not_emailed: list[Recipient]
+    service_desk_on: bool
+
+    @property
+    def any(self) -> bool:
+        """The issue has participants at all: a reply to customers, not a plain comment."""
+        return bool(self.emailed or self.not_emailed)
+
+    @property
+    def nobody(self) -> bool:
+        """There are participants, yet none of them will receive a reply."""
+        return self.any and not self.emailed
+
+    @property
+    def sentence(self) -> str:
+        """ "Emailed to Jake Doe <jake@…>; not to finn@… (unsubscribed)." Empty while the
+        Service Desk is off (the page warns instead)."""
+        parts = []
+        if self.emailed:
+            parts.append("Emailed to " + ", ".join(r.label for r in self.emailed))
+        if self.service_desk_on and self.not_emailed:
+            missed = ", ".join(f"{r.participant.email} ({r.reason})" for r in self.not_emailed)
+            parts.append(("not to " if parts else "Not emailed to ") + missed)
+        return "; ".join(parts) + "." if parts else ""
+
+
+def reply_recipients(
+    *, participants: Iterable[EmailParticipant], service_desk_on: bool
+) -> ReplyRecipients:
+    """From the participants the page already loaded (``participant_list_for_issue``): no
+    query. Pass none to people who may not see addresses."""
+    emailed, not_emailed = [], []
+    for participant in participants:
+        if participant.unsubscribed_at is not None:
+            not_emailed.append(Recipient(participant, "unsubscribed"))
+        elif participant.bouncing_at is not None:
+            not_emailed.append(Recipient(participant, "bouncing"))
+        elif not service_desk_on:
+            not_emailed.append(Recipient(participant, "Service Desk is off"))
+        else:
+            emailed.append(Recipient(participant))
+    return ReplyRecipients(emailed, not_emailed, service_desk_on)
+
+
+def note_emailed_to(*, note: Note) -> list[str]:
+    """The addresses a just-posted note was emailed to (its *new note* emails in the outbox),
+    for the flash message; one query."""
+    return list(
+        OutboundEmail.objects.filter(note=note, kind=OutboundEmail.Kind.NEW_NOTE)
+        .exclude(participant=None)
+        .order_by("participant__created_at", "participant_id")
+        .values_list("participant__email", flat=True)
+    )
 
 
 def label_list_for_project(*, project: Project) -> list[Label]:

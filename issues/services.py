@@ -369,6 +369,7 @@ class NotePosted:
     note: Note | None
     issue: Issue
     actions: QuickActionResult | None = None
+    closed: bool = False  # ``close`` closed the issue (it was open)
 
 
 @transaction.atomic
@@ -380,10 +381,13 @@ def note_post(
     internal: bool = False,
     files: Sequence[File] = (),
     quick_actions: bool = False,
+    close: bool = False,
 ) -> NotePosted:
     """A member's comment in the browser, emailed to the participants when public. With
     ``quick_actions`` (the view decided the author may run them) its command lines are carried
-    out first and taken out of the text; a comment of commands only posts no note. A ``/move``
+    out first and taken out of the text; a comment of commands only posts no note. ``close``
+    (*Send & close*; the view checked ``can_update_issue``) closes the issue after the note,
+    in the same transaction, so the reply's email goes out before the "closed" one. A ``/move``
     runs last, after the note is posted, so the comment goes with the issue to its copy."""
     actions = None
     if quick_actions:
@@ -394,9 +398,14 @@ def note_post(
         note = note_create(
             issue=issue, author=author, body=body, internal=internal, files=files, notify=True
         )
+    closed = False
+    if close:
+        # A /close in the text may have closed it already: say "closed" once.
+        closed = Issue.objects.filter(pk=issue.pk, state=Issue.State.OPENED).exists()
+        issue_close(issue=issue, user=author)
     if actions is not None:
         issue = quick_actions_finish(actions)
-    return NotePosted(note=note, issue=issue, actions=actions)
+    return NotePosted(note=note, issue=issue, actions=actions, closed=closed)
 
 
 def _issue_set_state(*, issue: Issue, user: User, state: str) -> Issue:

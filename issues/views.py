@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import secrets
+
 from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -44,14 +47,17 @@ from .selectors import (
     issues_for_bulk_edit,
     label_list_for_project,
     move_notes_for_user,
+    note_emailed_to,
     note_list_for_issue,
     participant_list_for_issue,
+    reply_recipients,
     upload_get_by_token,
     upload_get_for_user,
 )
 from .services import (
     BULK_ACTIONS,
     BulkEdit,
+    NotePosted,
     confidentiality_required,
     issue_assignees_set,
     issue_close,
@@ -250,7 +256,7 @@ def _render_issue(
         "issue": issue,
         "description_html": mark_safe(description_html),  # noqa: S308 - sanitised by bleach
         "notes": notes,
-        "form": form or NoteForm(),
+        "form": form or _note_form(),
         "preview": preview,
         "preview_actions": preview_actions or [],
         "errors": errors or {},
@@ -265,6 +271,10 @@ def _render_issue(
         "max_participants": settings.SERVICEDESK_MAX_PARTICIPANTS,
         "confidentiality_required": confidentiality_required(issue),
         "service_desk_on": project.service_desk.service_desk_enabled,
+        # Empty below Reporter (no participants loaded): their comment box names nobody.
+        "recipients": reply_recipients(
+            participants=participants, service_desk_on=project.service_desk.service_desk_enabled
+        ),
         "moved_to_visible": issue.moved_to is not None
         and permissions.can_read_issue(user, issue.moved_to),
     }
@@ -308,7 +318,21 @@ def _saved_reply_form(request: HttpRequest, issue: Issue) -> NoteForm | None:
     if reply is None:
         return None
     text = saved_reply_fill(reply=reply, issue=issue, user=request.user)  # type: ignore[arg-type]
-    return NoteForm(initial={"body": text})
+    return _note_form(body=text)
+
+
+def _note_form(**initial: object) -> NoteForm:
+    """An empty comment box with a fresh one-time token (``once``)."""
+    return NoteForm(initial={"once": secrets.token_urlsafe(16), **initial})
+
+
+# How long a comment box's one-time token is remembered once posted: a resent POST within this
+# time redirects to the note instead of posting it again.
+NOTE_TOKEN_TTL = 3600
+
+
+def _note_token_key(request: HttpRequest, token: str) -> str:
+    return f"note-once:{request.user.pk}:{token}"
 
 
 @login_required
@@ -323,23 +347,64 @@ def note_add(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
     internal = form.cleaned_data["internal"]
     if internal and not permissions.can_add_internal_note(request.user, issue):
         raise PermissionDenied
-    posted = note_post(
-        issue=issue,
-        author=request.user,
-        body=form.cleaned_data["body"],
-        internal=internal,
-        files=form.cleaned_data["files"],
-        # Members who may update the issue run quick actions; anyone else's lines are text.
-        quick_actions=permissions.can_update_issue(request.user, issue),
-    )
+    can_update = permissions.can_update_issue(request.user, issue)
+    close = "and_close" in request.POST
+    if close and not can_update:
+        raise PermissionDenied
+    # The form's one-time token, claimed before posting: a double click or a resent POST finds
+    # it taken and goes to the note the first one posted. (A form without one still posts.)
+    token = form.cleaned_data["once"]
+    key = _note_token_key(request, token)
+    if token and not cache.add(key, 0, NOTE_TOKEN_TTL):
+        return _already_posted(request, issue, cache.get(key))
+    try:
+        posted = note_post(
+            issue=issue,
+            author=request.user,
+            body=form.cleaned_data["body"],
+            internal=internal,
+            files=form.cleaned_data["files"],
+            # Members who may update the issue run quick actions; anyone else's lines are text.
+            quick_actions=can_update,
+            close=close,
+        )
+    except BaseException:
+        if token:
+            cache.delete(key)  # nothing was posted: the same form may be sent again
+        raise
+    if token and posted.note is not None:
+        cache.set(key, posted.note.pk, NOTE_TOKEN_TTL)
+    _flash_posted(request, issue, posted, internal=internal)
+    if posted.note is None or posted.issue.pk != issue.pk:
+        return redirect(_issue_url(posted.issue))
+    return redirect(_issue_url(issue, f"note-{posted.note.pk}"))
+
+
+def _already_posted(request: HttpRequest, issue: Issue, note_id: int | None) -> HttpResponse:
+    messages.info(request, "That comment was already posted.")
+    return redirect(_issue_url(issue, f"note-{note_id}" if note_id else ""))
+
+
+def _flash_posted(
+    request: HttpRequest, issue: Issue, posted: NotePosted, *, internal: bool
+) -> None:
+    """Say what was sent to whom, then what the quick actions and *Send & close* did."""
+    if posted.note is not None:
+        if internal:
+            messages.success(request, "Internal note added.")
+        elif permissions.can_see_customer_emails(request.user, issue.project):
+            emailed = note_emailed_to(note=posted.note)
+            sent = f"Reply sent to {', '.join(emailed)}." if emailed else "Comment added."
+            messages.success(request, sent)
+        else:
+            messages.success(request, "Comment added.")
     if posted.actions is not None:
         if posted.actions.applied:
             messages.success(request, posted.actions.summary())
         for refusal in posted.actions.refused:
             messages.warning(request, f"Not done: {refusal}.")
-    if posted.note is None or posted.issue.pk != issue.pk:
-        return redirect(_issue_url(posted.issue))
-    return redirect(_issue_url(issue, f"note-{posted.note.pk}"))
+    if posted.closed:
+        messages.success(request, f"Issue #{issue.iid} closed.")
 
 
 def _change_state(request: HttpRequest, full_path: str, iid: int, *, close: bool) -> HttpResponse:
@@ -405,7 +470,10 @@ def note_preview(request: HttpRequest, full_path: str, iid: int) -> HttpResponse
         return render(
             request, "issues/_markdown_preview.html", {"preview": text, "preview_actions": actions}
         )
-    note_form = NoteForm(initial={"body": body, "internal": bool(request.POST.get("internal"))})
+    internal = forms.CheckboxInput().value_from_datadict(request.POST, {}, "internal")
+    note_form = _note_form(body=body, internal=internal)
+    if request.POST.get("once"):
+        note_form.initial["once"] = request.POST["once"]
     return _render_issue(request, issue, note_form, preview=text, preview_actions=actions)
 
 

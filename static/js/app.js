@@ -160,3 +160,17 @@ document.addEventListener("DOMContentLoaded", () => {
     details.classList.add("is-unfolded");
   });
 });
+
+// The comment box's mode (Reply to customer / Internal note): CSS :has() restyles the box and
+// picks the buttons' words; this class does the same for browsers without :has().
+function syncComposerMode(form) {
+  const internal = form.querySelector("#composer-mode-internal");
+  if (internal) form.classList.toggle("is-internal", internal.checked);
+}
+document.addEventListener("change", (event) => {
+  const form = event.target.closest?.(".comment-form");
+  if (form && event.target.name === "internal") syncComposerMode(form);
+});
+document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll(".comment-form").forEach(syncComposerMode);
+});

@@ -33,7 +33,7 @@ def test_reporter_adds_internal_note_guest_gets_404_outsider_sees_nothing(
         "Reproduced on **Windows 11**; escalating to the engine team."
     )
     page.get_by_label("Internal note").check()
-    page.get_by_role("button", name="Comment").click()
+    page.get_by_role("button", name="Add internal note", exact=True).click()
     new_note = page.get_by_test_id("note").filter(has_text="escalating to the engine team")
     expect(new_note).to_contain_text("Internal note")
     expect(new_note.locator(".markdown strong")).to_have_text("Windows 11")

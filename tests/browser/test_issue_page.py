@@ -142,7 +142,7 @@ def test_quick_actions_in_a_comment_previewed_then_run(demo, live_server, page: 
     expect(actions).to_contain_text("Add ~question")
     expect(actions).to_contain_text("Assign @bob")
     expect(page.get_by_test_id("comment-preview")).not_to_contain_text("/label")
-    page.get_by_role("button", name="Comment").click()
+    page.get_by_role("button", name="Send reply", exact=True).click()
     expect(page.get_by_role("status")).to_contain_text("Labelled ~question, assigned @bob.")
     expect(system_note(page, "added label question")).to_be_visible()
     expect(system_note(page, "assigned to @bob")).to_be_visible()

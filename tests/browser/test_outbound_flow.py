@@ -25,13 +25,14 @@ def issue(monkeypatch, transactional_db, settings, live_server) -> Issue:  # typ
     return issue
 
 
-def comment(page: Page, text: str, *, internal: bool = False, files=None) -> None:  # type: ignore[no-untyped-def]
+def comment(page: Page, text: str, *, internal: bool = False, files=None, button: str = "") -> None:  # type: ignore[no-untyped-def]
     page.get_by_label("Comment").fill(text)
     if files:
         page.get_by_label("Attach files").set_input_files(files)
     if internal:
         page.get_by_label("Internal note").check()
-    page.get_by_role("button", name="Comment").click()
+    button = button or ("Add internal note" if internal else "Send reply")
+    page.get_by_role("button", name=button, exact=True).click()
     first_words = " ".join(text.split()[:3])  # before any Markdown
     expect(page.get_by_test_id("note").filter(has_text=first_words)).to_be_visible()
 
@@ -106,7 +107,8 @@ def test_comment_in_the_browser_is_emailed_and_the_customer_can_unsubscribe(
     expect(page.get_by_test_id("system-note").filter(has_text="unsubscribed")).to_have_count(2)
     wait_until_all_sent()
     smtp.clear()
-    comment(page, "Did that help?")
+    expect(page.get_by_test_id("no-recipients")).to_contain_text("Nobody will receive this reply")
+    comment(page, "Did that help?", button="Add comment")
     # No row, no email: nothing is ever sent that the outbox did not record first.
     assert (
         not OutboundEmail.objects.exclude(kind="team").filter(note__body="Did that help?").exists()

@@ -36,7 +36,7 @@ def test_a_saved_reply_with_a_placeholder_and_close_is_inserted_sent_and_closes(
         "in 2.4.\n/close"
     )
     screenshot(page, "saved-reply-inserted")
-    page.get_by_role("button", name="Comment", exact=True).click()
+    page.get_by_role("button", name="Send reply", exact=True).click()
     note = page.get_by_test_id("note").filter(has_text="is fixed in 2.4")
     expect(note).to_be_visible()
     expect(note).not_to_contain_text("/close")

@@ -720,7 +720,7 @@ def test_markdown_preview_without_js_returns_the_page_with_the_text_kept(
     assert response.status_code == 200
     assert "<em>draft</em>" in html
     assert ">\n_draft_ text</textarea>" in html
-    assert re.search(r'<input type="checkbox" name="internal"[^>]*\bchecked', html)
+    assert re.search(r'<input type="radio" name="internal" value="true"[^>]*\bchecked', html)
 
 
 def test_views_set_labels_assignees_and_confidentiality(

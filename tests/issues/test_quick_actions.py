@@ -308,7 +308,7 @@ def test_a_comment_with_commands_is_posted_without_them(client, project, reporte
     note = issue.notes.get(system=False)
     assert response["Location"] == f"{issue.get_absolute_url()}#note-{note.pk}"
     assert note.body == "We are on it.\n/shrug"  # an unknown /word stays as written
-    assert flashes(response) == ["Assigned @bob."]
+    assert flashes(response) == [f"Reply sent to {JAKE}.", "Assigned @bob."]
     to_jake = OutboundEmail.objects.exclude(kind="team").get()
     assert to_jake.recipient == JAKE
     assert "We are on it." in to_jake.body_text
@@ -331,7 +331,7 @@ def test_a_guests_close_is_text_and_a_reporters_is_not(client, project, guest, r
     response = client.post(page_url("note_add", issue), {"body": "/close"})
     assert response.status_code == 302
     assert issue.notes.get(system=False).body == "/close"
-    assert flashes(response) == []
+    assert flashes(response) == ["Comment added."]
     issue.refresh_from_db()
     assert issue.is_open
 
@@ -349,6 +349,7 @@ def test_refused_commands_are_reported(client, project, reporter) -> None:
         page_url("note_add", issue), {"body": "Hi\n/label ~nope\n/move nowhere/at-all"}
     )
     assert flashes(response) == [
+        f"Reply sent to {JAKE}.",
         "Not done: /label ~nope: ~nope: no such label.",
         "Not done: /move nowhere/at-all: you may not move issues to nowhere/at-all, or it "
         "does not exist.",
@@ -365,7 +366,7 @@ def test_a_move_in_a_comment_shows_the_copy(client, project, reporter) -> None:
     issue.refresh_from_db()
     assert issue.moved_to is not None
     assert response["Location"] == issue.moved_to.get_absolute_url()
-    assert flashes(response) == ["Moved to acme/web."]
+    assert flashes(response) == [f"Reply sent to {JAKE}.", "Moved to acme/web."]
 
 
 def test_the_preview_lists_the_commands_and_renders_the_text_without_them(
