@@ -892,3 +892,23 @@ def test_issue_page_query_count_does_not_depend_on_the_number_of_issues(
     thousand = page_queries(client, issue)
     assert Issue.objects.filter(project=project).count() == 1000
     assert ten == thousand
+
+
+def test_the_requester_is_named_and_linked_above_the_thread_for_reporters(
+    client, project, reporter, guest
+) -> None:
+    from django.urls import reverse
+
+    from accounts.selectors import support_bot
+    from tests.factories import IssueFactory
+
+    issue = IssueFactory(project=project, author=support_bot(), confidential=False,
+                         external_author="jake@customer.example")  # fmt: skip
+    customer_page = reverse("customer_detail") + "?email=jake%40customer.example"
+    client.force_login(reporter)
+    header = client.get(issue.get_absolute_url()).content.decode().split('class="notes"')[0]
+    assert f'href="{customer_page}"' in header
+    client.force_login(guest)
+    page = client.get(issue.get_absolute_url()).content.decode()
+    assert "jake@customer.example" not in page
+    assert "a customer" in page
