@@ -44,6 +44,11 @@ class NoteForm(forms.Form):
     # A random token per rendered form: the view posts a token once, so a double click or a
     # resent POST does not post the comment twice (see ``views.note_add``).
     once = forms.CharField(widget=forms.HiddenInput, required=False, max_length=64)
+    # The newest note the page showed when it was rendered: a public reply is held when others
+    # wrote since (``views.note_add``).
+    seen = forms.IntegerField(
+        widget=forms.HiddenInput, required=False, min_value=0, max_value=2**63 - 1
+    )
 
     def clean_files(self) -> list[Any]:
         files = self.cleaned_data["files"]

@@ -561,6 +561,18 @@ def note_list_for_issue(*, user: AnyUser, issue: Issue) -> QuerySet[Note]:
     return notes.order_by("created_at", "id")
 
 
+def notes_public_since(*, user: AnyUser, issue: Issue, after: int) -> list[Note]:
+    """Public messages others added to the thread after note ``after`` (the newest one a page
+    showed): the customer's emails and teammates' public comments. Internal and system notes
+    don't count: a reply written before them still answers the conversation as it stands."""
+    return list(
+        Note.objects.filter(issue=issue, pk__gt=after, internal=False, system=False)
+        .exclude(author_id=user.pk)
+        .select_related("author")
+        .order_by("id")
+    )
+
+
 # --- The issue page ---------------------------------------------------------------------------
 # Each of these is one query whatever the number of rows, so the page costs a fixed number.
 

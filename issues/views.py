@@ -37,7 +37,8 @@ from .forms import (
 )
 from .markdown import render_markdown_many
 from .models import EmailParticipant, Issue, Note, SentNotification, Upload
-from .quick_actions import quick_actions_explain
+from .presence import presence_leave, presence_others, presence_poll_seconds, presence_touch
+from .quick_actions import quick_actions_explain, quick_actions_parse
 from .selectors import (
     assignable_users,
     customer_recent_issues,
@@ -49,6 +50,7 @@ from .selectors import (
     move_notes_for_user,
     note_emailed_to,
     note_list_for_issue,
+    notes_public_since,
     participant_list_for_issue,
     reply_recipients,
     upload_get_by_token,
@@ -225,9 +227,12 @@ def _render_issue(
     preview_actions: list[str] | None = None,
     errors: dict[str, list[str]] | None = None,
     values: dict[str, str] | None = None,
+    held: list[Note] | None = None,
+    held_close: bool = False,
 ) -> HttpResponse:
     """The issue page. ``errors``/``values`` put a failed sidebar form's messages and input back
-    next to it (keys: labels, assignees, confidential, participants, convert, move)."""
+    next to it (keys: labels, assignees, confidential, participants, convert, move). ``held``:
+    the messages that arrived while the reply in ``form`` was being written (``note_add``)."""
     user = request.user
     project = issue.project
     can_see_emails = permissions.can_see_customer_emails(user, project)
@@ -245,6 +250,17 @@ def _render_issue(
     for note in quoting:
         note.quoted_html = mark_safe(next(rendered))  # type: ignore[attr-defined]  # noqa: S308 - sanitised
     moves = move_notes_for_user(user=user, notes=notes)
+    form = form or _note_form()
+    newest = max((note.pk for note in notes), default=0)
+    if held is not None:
+        # The page now shows the new messages: the next send of this text is not held again.
+        form.data = form.data.copy()
+        form.data["seen"] = str(newest)
+    elif not form.is_bound and form.initial.get("seen") is None:
+        form.initial["seen"] = newest
+    held_ids = {note.pk for note in held or ()}
+    for note in notes:
+        note.held_new = note.pk in held_ids  # type: ignore[attr-defined]
     for note in notes:
         note.move = moves.get(note.pk)  # type: ignore[attr-defined]
     if can_see_emails:
@@ -256,7 +272,11 @@ def _render_issue(
         "issue": issue,
         "description_html": mark_safe(description_html),  # noqa: S308 - sanitised by bleach
         "notes": notes,
-        "form": form or _note_form(),
+        "form": form,
+        "held": held,
+        "held_close": held_close,
+        # A browser cannot send the files of a held reply again by itself.
+        "held_files": bool(held) and bool(form.is_bound and form.files),
         "preview": preview,
         "preview_actions": preview_actions or [],
         "errors": errors or {},
@@ -282,6 +302,10 @@ def _render_issue(
         context["customer_issues"] = customer_recent_issues(user=user, issue=issue)
     if context["can_comment"]:
         context["saved_replies"] = list(saved_replies_usable(user=user, project=project))
+    if context["can_add_internal_note"]:
+        # The team sees who else has the issue open; it counts as a heartbeat too.
+        presence_touch(issue_id=issue.pk, user=user, writing="")  # type: ignore[arg-type]
+        context["presence"] = _presence_context(request, issue, seen=newest, rendering=True)
     if can_triage:
         context["project_labels"] = label_list_for_project(project=project)
         context["assignable"] = list(assignable_users(project=project))
@@ -351,6 +375,10 @@ def note_add(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
     close = "and_close" in request.POST
     if close and not can_update:
         raise PermissionDenied
+    if not internal and "send_anyway" not in request.POST:
+        newer = _written_since(request, issue, form)
+        if newer:
+            return _hold_reply(request, issue, form, newer, close=close)
     # The form's one-time token, claimed before posting: a double click or a resent POST finds
     # it taken and goes to the note the first one posted. (A form without one still posts.)
     token = form.cleaned_data["once"]
@@ -374,10 +402,32 @@ def note_add(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
         raise
     if token and posted.note is not None:
         cache.set(key, posted.note.pk, NOTE_TOKEN_TTL)
+    presence_leave(issue_id=issue.pk, user=request.user)  # type: ignore[arg-type]
     _flash_posted(request, issue, posted, internal=internal)
     if posted.note is None or posted.issue.pk != issue.pk:
         return redirect(_issue_url(posted.issue))
     return redirect(_issue_url(issue, f"note-{posted.note.pk}"))
+
+
+def _written_since(request: HttpRequest, issue: Issue, form: NoteForm) -> list[Note]:
+    """The public messages others added since the page was loaded, if this post would add a
+    public message too (a comment of quick actions only answers nobody)."""
+    seen = form.cleaned_data["seen"]
+    if seen is None:  # a form from before collision detection, or another client
+        return []
+    text = form.cleaned_data["body"]
+    if permissions.can_update_issue(request.user, issue):
+        text = quick_actions_parse(text).text
+    if not text.strip() and not form.cleaned_data["files"]:
+        return []
+    return notes_public_since(user=request.user, issue=issue, after=seen)
+
+
+def _hold_reply(
+    request: HttpRequest, issue: Issue, form: NoteForm, newer: list[Note], *, close: bool
+) -> HttpResponse:
+    """Don't send: show what arrived, with *Send anyway* and *Edit first* (409 Conflict)."""
+    return _render_issue(request, issue, form, status=409, held=newer, held_close=close)
 
 
 def _already_posted(request: HttpRequest, issue: Issue, note_id: int | None) -> HttpResponse:
@@ -474,6 +524,8 @@ def note_preview(request: HttpRequest, full_path: str, iid: int) -> HttpResponse
     note_form = _note_form(body=body, internal=internal)
     if request.POST.get("once"):
         note_form.initial["once"] = request.POST["once"]
+    if request.POST.get("seen", "").isdigit():
+        note_form.initial["seen"] = int(request.POST["seen"])
     return _render_issue(request, issue, note_form, preview=text, preview_actions=actions)
 
 
@@ -696,3 +748,42 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
         participant_unsubscribe(participant=sent.participant, actor=support_bot())
         context["done"] = True
     return render(request, "issues/unsubscribe.html", context)
+
+
+def _presence_context(
+    request: HttpRequest, issue: Issue, *, seen: int, rendering: bool = False
+) -> dict[str, object]:
+    """Who else has the issue open, and what was written since note ``seen`` (the newest the
+    page showed; nothing yet while ``rendering`` that page), for the issue page's presence bar."""
+    since = [] if rendering else notes_public_since(user=request.user, issue=issue, after=seen)
+    return {
+        "others": presence_others(issue_id=issue.pk, user=request.user),  # type: ignore[arg-type]
+        "since": since,
+        "seen": seen,
+        "poll_seconds": presence_poll_seconds(),
+    }
+
+
+@login_required
+@require_POST
+def issue_presence(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
+    """The open issue page's heartbeat (htmx, every few seconds): record that this member is
+    here and whether they are writing, answer with who else is and what arrived since."""
+    issue = _issue_for(request, full_path, iid)
+    if not permissions.can_add_internal_note(request.user, issue):
+        raise PermissionDenied
+    writing = request.POST.get("writing", "")
+    presence_touch(
+        issue_id=issue.pk,
+        user=request.user,  # type: ignore[arg-type]
+        writing=writing if writing in ("reply", "internal") else "",
+    )
+    seen = request.POST.get("seen", "")
+    # Not a note id (or past any): nothing counts as new.
+    after = int(seen) if seen.isdigit() and len(seen) < 19 else 2**62
+    context = _presence_context(request, issue, seen=after)
+    return render(
+        request,
+        "issues/_presence.html",
+        {"project": issue.project, "issue": issue, "presence": context},
+    )

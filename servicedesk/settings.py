@@ -348,6 +348,9 @@ SERVICEDESK_IMAP_INSECURE_TLS = env_bool("SERVICEDESK_IMAP_INSECURE_TLS", False)
 # inbound mail is processed first, and what it caused is sent as soon as the burst allows.
 # How long the team's notifications wait, at most, while inbound email is queued (seconds).
 SERVICEDESK_TEAM_NOTIFICATIONS_YIELD = env_int("SERVICEDESK_TEAM_NOTIFICATIONS_YIELD", 30)
+# How often an open issue page tells who else is there (seconds); a viewer who stops polling
+# is gone after two and a half times this (issues/presence.py).
+SERVICEDESK_PRESENCE_POLL = env_int("SERVICEDESK_PRESENCE_POLL", 10)
 CELERY_TASK_ROUTES = {
     "mailroom.tasks.poll_mailbox": {"queue": "mailbox"},
     "issues.tasks.send_outbound_emails": {"queue": "outbound"},

@@ -46,6 +46,8 @@ urlpatterns = [
     path(f"{issue}reopen/", issue_views.issue_reopen_view, name="issue_reopen"),
     # The issue page's sidebar and comment preview (issues/views.py).
     path(f"{issue}preview/", issue_views.note_preview, name="note_preview"),
+    # The issue page's presence bar: who else is here (htmx heartbeat).
+    path(f"{issue}presence/", issue_views.issue_presence, name="issue_presence"),
     path(f"{issue}labels/", issue_views.issue_labels_update, name="issue_labels"),
     path(f"{issue}assignees/", issue_views.issue_assignees_update, name="issue_assignees"),
     path(

@@ -148,6 +148,7 @@ document.addEventListener("click", async (event) => {
   const caret = (before + gap + text).length;
   box.focus();
   box.setSelectionRange(caret, caret);
+  box.dispatchEvent(new Event("input", { bubbles: true }));  // the presence bar: now writing
   link.closest("details")?.removeAttribute("open");
 });
 
@@ -173,4 +174,56 @@ document.addEventListener("change", (event) => {
 });
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll(".comment-form").forEach(syncComposerMode);
+});
+
+// --- Collisions on the issue page --------------------------------------------------------------
+// The presence bar (#presence) polls with htmx; this tells its heartbeat whether this member is
+// writing (a reply or an internal note) and sends one at once when that changes. A poll that
+// brings the same words is not swapped in, so screen readers hear only changes.
+(() => {
+  const state = document.getElementById("presence-state");
+  const body = document.querySelector(".comment-form textarea[name='body']");
+  if (!state || !body) return;
+  const writing = state.querySelector("input[name='writing']");
+  const mode = () => {
+    const internal = document.getElementById("composer-mode-internal");
+    return internal && internal.checked ? "internal" : "reply";
+  };
+  const update = () => {
+    const next = body.value.trim() ? mode() : "";
+    if (next === writing.value) return;
+    writing.value = next;
+    if (window.htmx) window.htmx.trigger("#presence", "presence-now");
+  };
+  body.addEventListener("input", update);
+  document.addEventListener("change", (event) => {
+    if (event.target instanceof HTMLInputElement && event.target.name === "internal") update();
+  });
+  update();
+})();
+
+document.addEventListener("htmx:beforeSwap", (event) => {
+  const target = event.detail.target;
+  if (!target || target.id !== "presence") return;
+  const incoming = document.createElement("template");
+  incoming.innerHTML = event.detail.serverResponse;
+  const words = (text) => text.replace(/\s+/g, " ").trim();
+  if (words(incoming.content.textContent) === words(target.textContent)) {
+    event.detail.shouldSwap = false;
+  }
+});
+
+// A held reply (the server found new messages): focus the notice; "Edit first" focuses the box.
+(() => {
+  const hold = document.getElementById("collision-hold");
+  if (hold) hold.focus();
+})();
+document.addEventListener("click", (event) => {
+  const link = event.target instanceof Element ? event.target.closest("[data-focus]") : null;
+  if (!link) return;
+  const target = document.querySelector(link.dataset.focus);
+  if (target) {
+    event.preventDefault();
+    target.focus();
+  }
 });
