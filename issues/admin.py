@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.utils.html import format_html_join
 
 from .models import (
     EmailParticipant,
@@ -7,9 +8,11 @@ from .models import (
     IssueEmail,
     Label,
     Note,
+    OutboundEmail,
     SentNotification,
     Upload,
 )
+from .selectors import outbound_redacted
 
 
 class NoteInline(admin.TabularInline):
@@ -61,7 +64,7 @@ class EmailParticipantAdmin(admin.ModelAdmin):
 class SentNotificationAdmin(admin.ModelAdmin):
     # The reply key is a credential that lets anyone post to the issue: never shown.
     list_display = ("__str__", "recipient", "issue", "created_at")
-    exclude = ("reply_key",)
+    exclude = ("reply_key", "unsubscribe_token")
     search_fields = ("recipient",)
     autocomplete_fields = ("issue", "participant", "note")
 
@@ -84,3 +87,40 @@ class UploadAdmin(admin.ModelAdmin):
 class IssueCounterAdmin(admin.ModelAdmin):
     list_display = ("project", "last_iid")
     readonly_fields = ("project", "last_iid")
+
+
+@admin.register(OutboundEmail)
+class OutboundEmailAdmin(admin.ModelAdmin):
+    """The outbox, read-only. Its reply key and unsubscribe token (in ``sent_notification``,
+    the headers and the bodies) are never shown: the headers and text appear redacted, the
+    HTML body not at all. Retrying is on the product's Outbound mail pages."""
+
+    list_display = ("id", "kind", "recipient", "subject", "status", "attempts", "created_at")
+    list_filter = ("status", "kind")
+    search_fields = ("recipient", "subject")
+    list_select_related = ("project",)
+    fields = (
+        "kind", "project", "issue", "note", "recipient", "from_email", "subject",
+        "redacted_message_id", "status", "attempts", "next_attempt_at", "last_error",
+        "created_at", "sent_at", "redacted_headers", "redacted_text",
+    )  # fmt: skip
+    readonly_fields = fields
+
+    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+    @admin.display(description="Message-ID")
+    def redacted_message_id(self, email: OutboundEmail) -> str:
+        return outbound_redacted(email).message_id
+
+    @admin.display(description="Headers")
+    def redacted_headers(self, email: OutboundEmail) -> str:
+        rows = outbound_redacted(email).headers
+        return format_html_join("", "<div><code>{}: {}</code></div>", rows) or "—"
+
+    @admin.display(description="Text")
+    def redacted_text(self, email: OutboundEmail) -> str:
+        return outbound_redacted(email).body_text

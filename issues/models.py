@@ -384,6 +384,9 @@ class OutboundEmail(models.Model):
             models.Index(fields=["status", "next_attempt_at"], name="outbound_due"),
             # "At most one [Rejected] notice per sender per hour" looks here.
             models.Index(fields=["kind", "recipient", "created_at"], name="outbound_by_recipient"),
+            # The Outbound mail pages: a project's newest first, and the instance's.
+            models.Index(fields=["project", "-created_at", "-id"], name="outbound_by_project"),
+            models.Index(fields=["-created_at", "-id"], name="outbound_newest"),
         ]
 
     def __str__(self) -> str:

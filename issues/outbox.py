@@ -20,6 +20,7 @@ from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused
 from django.conf import settings
 from django.core.cache import cache
 from django.core.mail import EmailMultiAlternatives, get_connection
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -223,3 +224,21 @@ def outbound_sweep() -> int:
     for start in range(0, len(due), 50):
         enqueue("issues.tasks.send_outbound_emails", due[start : start + 50])
     return len(due)
+
+
+class RetryRefused(Exception):
+    """Only a failed email can be sent again."""
+
+
+@transaction.atomic
+def outbound_retry(*, email_id: int) -> OutboundEmail:
+    """A failed email back to pending, with a fresh set of attempts, queued after commit. Its
+    last error stays until the next attempt replaces it."""
+    email = OutboundEmail.objects.select_for_update().get(pk=email_id)
+    if email.status != Status.FAILED:
+        state = email.get_status_display().lower()
+        raise RetryRefused(f"Email #{email.pk} is {state}, not failed: nothing to retry.")
+    email.status, email.attempts, email.next_attempt_at = Status.PENDING, 0, timezone.now()
+    email.save(update_fields=["status", "attempts", "next_attempt_at"])
+    transaction.on_commit(lambda: enqueue("issues.tasks.send_outbound_emails", [email.pk]))
+    return email

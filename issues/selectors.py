@@ -815,3 +815,115 @@ def customer_name(*, issues: Iterable[Issue], address: str) -> str:
         if issue.participant_name:  # type: ignore[attr-defined]
             return issue.participant_name  # type: ignore[attr-defined,no-any-return]
     return ""
+
+
+# --- The outbound ledger ----------------------------------------------------------------------
+
+OUTBOUND_LIST_FIELDS = (
+    "id", "kind", "recipient", "subject", "status", "attempts", "next_attempt_at", "last_error",
+    "created_at", "sent_at", "project__id", "project__full_path", "issue__id", "issue__iid",
+    "issue__project__id", "issue__project__full_path", "note_id",
+)  # fmt: skip
+OUTBOUND_SEARCH_MAX_LENGTH = 200
+REDACTED = "[redacted]"
+# Invitations, password resets and address confirmations (accounts): their text is a secret.
+ACCOUNT_KIND = "account"
+
+
+@dataclass(frozen=True)
+class OutboxFilters:
+    """The outbound ledger's filters, from the query string; unknown values are ignored."""
+
+    status: str = ""
+    kind: str = ""
+    query: str = ""
+
+    @classmethod
+    def from_query(cls, params: Any) -> OutboxFilters:
+        status, kind = str(params.get("status", "")), str(params.get("kind", ""))
+        return cls(
+            status=status if status in OutboundEmail.Status.values else "",
+            kind=kind if kind in OutboundEmail.Kind.values else "",
+            query=str(params.get("q", "")).strip()[:OUTBOUND_SEARCH_MAX_LENGTH],
+        )
+
+    @property
+    def active(self) -> bool:
+        return bool(self.status or self.kind or self.query)
+
+
+def outbound_list(*, project: Project | None, filters: OutboxFilters) -> QuerySet[OutboundEmail]:
+    """The outbox, newest first: one project's emails, or every email (``project=None``)."""
+    rows = OutboundEmail.objects.select_related("project", "issue__project").only(
+        *OUTBOUND_LIST_FIELDS
+    )
+    if project is not None:
+        rows = rows.filter(project=project)
+    if filters.status:
+        rows = rows.filter(status=filters.status)
+    if filters.kind:
+        rows = rows.filter(kind=filters.kind)
+    if filters.query:
+        rows = rows.filter(
+            Q(subject__icontains=filters.query) | Q(recipient__icontains=filters.query)
+        )
+    return rows.order_by("-created_at", "-id")
+
+
+def outbound_get(*, email_id: int, project: Project | None) -> OutboundEmail:
+    """One email of this ledger; 404 if it is not in it."""
+    rows = OutboundEmail.objects.select_related(
+        "project", "issue__project", "sent_notification"
+    ).defer("body_html")
+    if project is not None:
+        rows = rows.filter(project=project)
+    email = rows.filter(pk=email_id).first()
+    if email is None:
+        raise Http404("No such email")
+    return email
+
+
+@dataclass(frozen=True)
+class RedactedEmail:
+    message_id: str
+    headers: list[tuple[str, str]]
+    body_text: str
+
+
+def outbound_redacted(email: OutboundEmail) -> RedactedEmail:
+    """The email as it may be shown: its reply key and unsubscribe token (anyone holding them
+    could write into the issue as the recipient, or unsubscribe them) replaced by
+    ``[redacted]`` in the Message-ID (``reply-<key>@…``, which replies quote), the headers
+    (Reply-To, List-Unsubscribe, References) and the text."""
+    secrets = []
+    if email.sent_notification is not None:
+        secrets = [email.sent_notification.reply_key, email.sent_notification.unsubscribe_token]
+
+    def scrub(text: str) -> str:
+        for secret in secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+    headers = [(name, scrub(str(value))) for name, value in (email.headers or {}).items()]
+    body = scrub(email.body_text)
+    if email.kind == ACCOUNT_KIND:
+        body = "(Not shown: it holds a one-time link to sign in or confirm an address.)"
+    return RedactedEmail(message_id=scrub(email.message_id), headers=headers, body_text=body)
+
+
+def note_deliveries(*, notes: list[Note]) -> dict[int, list[OutboundEmail]]:
+    """The emails each of these notes caused to customers (not the team's notifications), by
+    note id, in the order they were recorded: one query."""
+    ids = [note.pk for note in notes if not note.internal and not note.system]
+    found: dict[int, list[OutboundEmail]] = defaultdict(list)
+    if not ids:
+        return found
+    rows = (
+        OutboundEmail.objects.filter(note_id__in=ids)
+        .exclude(kind=OutboundEmail.Kind.TEAM)
+        .only("id", "note_id", "recipient", "status", "next_attempt_at", "last_error", "sent_at")
+        .order_by("id")
+    )
+    for email in rows:
+        found[email.note_id].append(email)  # type: ignore[index]
+    return found

@@ -48,6 +48,7 @@ from .selectors import (
     issues_for_bulk_edit,
     label_list_for_project,
     move_notes_for_user,
+    note_deliveries,
     note_emailed_to,
     note_list_for_issue,
     notes_public_since,
@@ -265,8 +266,10 @@ def _render_issue(
         note.move = moves.get(note.pk)  # type: ignore[attr-defined]
     if can_see_emails:
         known = _participant_addresses(issue, participants)
+        deliveries = note_deliveries(notes=notes)
         for note in notes:
             note.sender_is_participant = note.external_author.lower() in known  # type: ignore[attr-defined]
+            note.deliveries = deliveries.get(note.pk, [])  # type: ignore[attr-defined]
     context = {
         "project": project,
         "issue": issue,

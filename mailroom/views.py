@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 from projects import permissions
 from projects.models import Project
 from projects.selectors import project_get_for_user
-from servicedesk.http import anonymous_404_to_login
+from servicedesk.http import anonymous_404_to_login, wants_results_only
 
 from .models import InboundMessage
 from .selectors import (
@@ -50,17 +50,6 @@ def _instance_ledger(request: HttpRequest) -> None:
         raise Http404("No such page")
 
 
-def _wants_results_only(request: HttpRequest) -> bool:
-    """The filter form's htmx request: only the results are swapped in. (Restoring a page from
-    history after a cache miss asks for the whole page.)"""
-    headers = request.headers
-    return bool(
-        headers.get("HX-Request")
-        and not headers.get("HX-Boosted")
-        and not headers.get("HX-History-Restore-Request")
-    )
-
-
 def _render_list(
     request: HttpRequest, project: Project | None, extra: dict[str, object] | None = None
 ) -> HttpResponse:
@@ -74,7 +63,7 @@ def _render_list(
         "statuses": InboundMessage.Status.choices,
         **(extra or {}),
     }
-    if _wants_results_only(request):
+    if wants_results_only(request):
         response = render(request, "mailroom/_inbound_results.html", context)
     else:
         response = render(request, "mailroom/inbound_list.html", context)
@@ -154,7 +143,7 @@ def project_inbound_reprocess(
 def instance_inbound_list(request: HttpRequest) -> HttpResponse:
     _instance_ledger(request)
     health = {}
-    if not _wants_results_only(request):
+    if not wants_results_only(request):
         health = {
             "mailboxes": mailbox_health(),
             "heartbeats": worker_heartbeats(),

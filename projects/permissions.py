@@ -190,6 +190,19 @@ def can_view_inbound_ledger(user: AnyUser, project: Project) -> bool:
     return has_role(user, project, Role.MAINTAINER)
 
 
+def can_view_outbound_ledger(user: AnyUser, project: Project) -> bool:
+    """The project's outbound ledger — every email it sent or will send, to whom, and why one
+    failed, with "Retry": Maintainer+, as the inbound one (denied as ``admin_denial_is_visible``
+    says)."""
+    return has_role(user, project, Role.MAINTAINER)
+
+
+def can_view_instance_outbound(user: AnyUser) -> bool:
+    """The instance-wide outbound ledger (also "[Rejected]" notices to unknown senders): staff
+    and superusers; everyone else gets a 404."""
+    return can_view_instance_inbound(user)
+
+
 def can_view_instance_inbound(user: AnyUser) -> bool:
     """The instance-wide ledger (also emails no project claimed) and mailbox health: staff and
     superusers; everyone else gets a 404."""

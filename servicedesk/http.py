@@ -65,3 +65,14 @@ class PrivateCacheMiddleware:
 def _signed_in(request: HttpRequest) -> bool:
     user = getattr(request, "user", None)
     return bool(user is not None and user.is_authenticated)
+
+
+def wants_results_only(request: HttpRequest) -> bool:
+    """A list's filter form sent by htmx: only the results are swapped in. (Restoring a page
+    from history after a cache miss asks for the whole page.)"""
+    headers = request.headers
+    return bool(
+        headers.get("HX-Request")
+        and not headers.get("HX-Boosted")
+        and not headers.get("HX-History-Restore-Request")
+    )

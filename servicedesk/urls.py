@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from accounts import views as account_views
-from issues import customer_views, dashboard_views
+from issues import customer_views, dashboard_views, outbound_views
 from issues import views as issue_views
 from mailroom import spam_views
 from mailroom import urls as mailroom_urls
@@ -150,6 +150,33 @@ urlpatterns = [
     # The inbound ledger: per project (Maintainer+) and instance-wide (staff), mailroom/urls.py.
     path("-/admin/inbound/", include(mailroom_urls.instance_patterns)),
     path("<path:full_path>/-/inbound/", include(mailroom_urls.project_patterns)),
+    # The outbound ledger, the same way round (issues/outbound_views.py).
+    path("-/admin/outbound/", outbound_views.instance_outbound_list, name="instance_outbound_list"),
+    path(
+        "-/admin/outbound/<int:email_id>/",
+        outbound_views.instance_outbound_detail,
+        name="instance_outbound_detail",
+    ),
+    path(
+        "-/admin/outbound/<int:email_id>/retry/",
+        outbound_views.instance_outbound_retry,
+        name="instance_outbound_retry",
+    ),
+    path(
+        "<path:full_path>/-/outbound/",
+        outbound_views.project_outbound_list,
+        name="project_outbound_list",
+    ),
+    path(
+        "<path:full_path>/-/outbound/<int:email_id>/",
+        outbound_views.project_outbound_detail,
+        name="project_outbound_detail",
+    ),
+    path(
+        "<path:full_path>/-/outbound/<int:email_id>/retry/",
+        outbound_views.project_outbound_retry,
+        name="project_outbound_retry",
+    ),
     # The project dashboard (issues/dashboard_views.py): Reporter+.
     path(
         "<path:full_path>/-/dashboard/", dashboard_views.issue_dashboard, name="project_dashboard"

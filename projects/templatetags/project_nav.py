@@ -18,7 +18,8 @@ def project_nav(context: dict[str, Any], project: Project, active: str) -> dict[
     """``{% project_nav project "issues" %}`` — the tabs (key, label, url) this user may open.
 
     Further tabs are added with the page they link to, in this order: dashboard (Reporter+),
-    spam quarantine (Reporter+), members, inbound mail (Maintainer+), settings (Maintainer+);
+    spam quarantine (Reporter+), members, inbound and outbound mail (Maintainer+), settings
+    (Maintainer+);
     each guarded by the ``projects.permissions`` function its view uses
     (``context["request"].user``).
     """
@@ -34,6 +35,9 @@ def project_nav(context: dict[str, Any], project: Project, active: str) -> dict[
     if permissions.can_view_inbound_ledger(user, project):
         url = reverse("project_inbound_list", args=[project.full_path])
         tabs.append(("inbound", "Inbound mail", url))
+    if permissions.can_view_outbound_ledger(user, project):
+        url = reverse("project_outbound_list", args=[project.full_path])
+        tabs.append(("outbound", "Outbound mail", url))
     if permissions.can_administer_project(user, project):
         url = reverse("service_desk_settings", args=[project.full_path])
         tabs.append(("settings", "Settings", url))

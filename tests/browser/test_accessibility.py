@@ -15,7 +15,7 @@ from django.views.defaults import server_error
 from playwright.sync_api import Browser, Page
 
 from accounts.models import User
-from issues.models import SentNotification
+from issues.models import OutboundEmail, SentNotification
 from projects.models import Project
 from projects.services import description_template_create
 from projects.views import EMAIL_KINDS
@@ -49,8 +49,12 @@ def extras(monkeypatch, transactional_db, settings, redis_cache_flushed) -> dict
     settings.AKISMET_CLIENT_CLASS = "tests.mailroom.akismet_clients.SpamClient"
     assert deliver(make_email(to=to, subject="CHEAP WATCHES", body="Buy now!")).outcome == "spam"
     thank_you = SentNotification.objects.get(issue_id=ham.issue_id, participant__isnull=False)
+    # The thank-you failed: the outbound pages and the issue page show the server's words.
+    OutboundEmail.objects.filter(sent_notification=thank_you).update(
+        status=OutboundEmail.Status.FAILED, last_error="SMTPRecipientsRefused: 550 no such user"
+    )
     return {"email": ham.pk, "template": template.pk, "unsubscribe": thank_you.unsubscribe_token,
-            "reply": reply.pk}  # fmt: skip
+            "reply": reply.pk, "outbound": thank_you.email.pk}  # fmt: skip
 
 
 def tracker(**query: str) -> str:
@@ -68,6 +72,8 @@ def pages_of(username: str, ids: dict[str, Any]) -> list[str]:
             reverse("home"),
             reverse("instance_inbound_list"),
             reverse("instance_inbound_detail", args=[ids["email"]]),
+            reverse("instance_outbound_list"),
+            reverse("instance_outbound_detail", args=[ids["outbound"]]),
         ]
     if username == "carol":  # Guest: the tracker, a public issue, and a confidential one's 404
         return [reverse("home"), tracker(), issue(COLOUR_BLIND), issue(CRASH)]
@@ -101,6 +107,8 @@ def pages_of(username: str, ids: dict[str, Any]) -> list[str]:
         reverse("project_saved_reply_edit", args=[GAME, ids["reply"]]),
         reverse("project_inbound_list", args=[GAME]),
         reverse("project_inbound_detail", args=[GAME, ids["email"]]),
+        reverse("project_outbound_list", args=[GAME]),
+        reverse("project_outbound_detail", args=[GAME, ids["outbound"]]),
         reverse("spam_list", args=[GAME]),
         reverse("todos"),
         reverse("notification_settings"),

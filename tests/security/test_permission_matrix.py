@@ -52,7 +52,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
-from issues.models import EmailParticipant, Issue, Note, SentNotification
+from issues.models import EmailParticipant, Issue, Note, OutboundEmail, SentNotification
 from issues.services import note_create, participant_add, upload_create
 from mailroom.models import InboundMessage
 from notifications.models import NewTicketRule, NotificationSetting, Todo
@@ -146,6 +146,14 @@ def build_world(visibility: str) -> World:
         recipient=CUSTOMER,
     )  # fmt: skip
     ctx["unsubscribe_token"] = sent.unsubscribe_token
+    ctx["outbound_id"] = OutboundEmail.objects.create(
+        kind=OutboundEmail.Kind.NEW_NOTE, project=project, issue=issues[True],
+        sent_notification=sent, recipient=CUSTOMER, from_email="support@example.com",
+        subject="Re: Secret issue", message_id=f"<matrix-{visibility}@example.com>",
+        headers={"Reply-To": f"incoming+{sent.reply_key}@example.com"},
+        body_text="Hello", body_html="", status=OutboundEmail.Status.FAILED,
+        last_error="SMTPRecipientsRefused: 550 no such user",
+    ).pk  # fmt: skip
     ctx["address_token"] = ServiceDeskSetting.objects.get(project=project).address_token
     return World(
         visibility=visibility,
@@ -391,6 +399,8 @@ OWNER_ADDED = Effect(_newcomer_role, lambda w, c: Role.OWNER)
 MEMBER_ROLE_CHANGED = Effect(_guest_role, lambda w, c: Role.REPORTER)
 MEMBER_REMOVED = Effect(_guest_role, lambda w, c: None)
 MEMBERS_KEPT = Effect(_guest_role)
+RETRIED = Effect(lambda w, c: OutboundEmail.objects.get(pk=w.ctx["outbound_id"]).status,
+                 lambda w, c: OutboundEmail.Status.PENDING)  # fmt: skip
 REQUEUED = Effect(lambda w, c: _inbound(w, "message_id").status,
                   lambda w, c: InboundMessage.Status.QUEUED)  # fmt: skip
 RELEASED = Effect(lambda w, c: _inbound(w, "spam_id").spam_released, lambda w, c: True)
@@ -725,6 +735,27 @@ ROUTES: dict[str, Route] = {
     "instance_inbound_reprocess": _project_route(
         "POST", _global("instance_inbound_reprocess", "message_id"), staff_only, effect=REQUEUED
     ),
+    "project_outbound_list": _project_route(
+        "GET", _project("project_outbound_list"), project_admin, variants=(PLAIN, HTMX)
+    ),
+    "project_outbound_detail": _project_route(
+        "GET", _project("project_outbound_detail", "outbound_id"), project_admin
+    ),
+    "project_outbound_retry": _project_route(
+        "POST", _project("project_outbound_retry", "outbound_id"), project_admin,
+        allowed=lambda w, c: reverse("project_outbound_detail",
+                                     args=[w.project.full_path, w.ctx["outbound_id"]]),
+        effect=RETRIED,
+    ),
+    "instance_outbound_list": _project_route(
+        "GET", _global("instance_outbound_list"), staff_only, variants=(PLAIN, HTMX)
+    ),
+    "instance_outbound_detail": _project_route(
+        "GET", _global("instance_outbound_detail", "outbound_id"), staff_only
+    ),
+    "instance_outbound_retry": _project_route(
+        "POST", _global("instance_outbound_retry", "outbound_id"), staff_only, effect=RETRIED
+    ),
     "project_dashboard": _project_route("GET", _project("project_dashboard"), reporter_only),
     # The customer's issues in the projects where the viewer is Reporter+ (every persona with
     # an account is Owner of ``target``, where the customer never wrote: no way in from there).
@@ -827,7 +858,7 @@ EXEMPT = {"login", "logout", "health", "upload_by_token"}
 
 # Cells per visibility: personas x (issues x variants) summed over the routes. Written out, so
 # that a route or variant that drops out of ROUTES shows here; update it with ROUTES.
-MATRIX_CELLS = 791
+MATRIX_CELLS = 847
 
 
 def _route_names() -> set[str]:
