@@ -151,3 +151,23 @@ def test_renaming_refuses_a_taken_path() -> None:
     with pytest.raises(ValidationError):
         project_path_change(project=other, path="game")
     assert settings.SERVICEDESK_TOP_LEVEL_GROUPS == "admins"
+
+
+def test_renaming_a_group_in_the_django_admin_carries_its_projects(client) -> None:
+    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+    group = group_create(path="acme")
+    project = project_create(group=group, path="game")
+    response = client.post(
+        reverse("admin:projects_group_change", args=[group.pk]),
+        {
+            "path": "acme-corp",
+            "name": "Acme",
+            "memberships-TOTAL_FORMS": "0",
+            "memberships-INITIAL_FORMS": "0",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    project.refresh_from_db()
+    assert project.full_path == "acme-corp/game"
+    assert RedirectRoute.objects.get(path="acme/game").project_id == project.pk
+    assert RedirectRoute.objects.get(path="acme").group_id == group.pk
