@@ -604,6 +604,28 @@ def rejection_notices(rejections: Sequence[Rejection]) -> list[OutboundEmail]:
     return emails
 
 
+def account_email_record(*, recipient: str, subject: str, template: str,
+                         values: dict[str, str]) -> OutboundEmail:  # fmt: skip
+    """An email about someone's account (an invitation, a password reset link, an address to
+    confirm), recorded in the caller's transaction and sent by the worker after commit, like
+    every other email. ``template`` is a Markdown file under templates/emails/ with
+    %{PLACEHOLDERS}."""
+    text = get_template(f"emails/{template}.md").template.source  # type: ignore[attr-defined]
+    body_html = render_markdown(render_placeholders(text, values).strip(), remote_images=False)
+    email = OutboundEmail.objects.create(
+        kind=Kind.ACCOUNT,
+        recipient=recipient,
+        from_email=formataddr(("Service Desk", settings.DEFAULT_FROM_EMAIL)),
+        subject=_one_line(subject),
+        message_id=f"<account-{secrets.token_hex(16)}@{_host()}>",
+        headers={"Auto-Submitted": "auto-generated", "X-Auto-Response-Suppress": "All"},
+        body_text=html_to_plain_text(body_html),
+        body_html=body_html,
+    )
+    send_after_commit([email])
+    return email
+
+
 def _sender_name(project: Project | None) -> str:
     if project is not None:
         setting = ServiceDeskSetting.objects.filter(project=project).first()

@@ -331,6 +331,8 @@ class OutboundEmail(models.Model):
         ISSUE_CLOSED = "issue_closed", "Issue closed"
         REJECTED = "rejected", "Rejected"
         TEAM = "team", "Team notification"
+        # Invitations, password resets, email address confirmations (accounts.services).
+        ACCOUNT = "account", "Account email"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"

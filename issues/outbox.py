@@ -140,8 +140,10 @@ def _hold_over_limit(emails: list[OutboundEmail], results: dict[int, str]) -> li
     limit = settings.SERVICEDESK_OUTBOUND_EMAILS_PER_PROJECT_PER_HOUR
     # Every email to the outside counts, "[Rejected]" notices too: those to unknown addresses
     # count against the instance, so forged senders cannot make us a relay beyond the limit.
-    # The team's notifications go to the project's own members: they do not count.
-    counted = [(e, e.project_id or "instance") for e in emails if e.kind != OutboundEmail.Kind.TEAM]
+    # The team's notifications go to the project's own members, account emails (invitations,
+    # password resets) to its people: they do not count.
+    own = (OutboundEmail.Kind.TEAM, OutboundEmail.Kind.ACCOUNT)
+    counted = [(e, e.project_id or "instance") for e in emails if e.kind not in own]
     if limit <= 0 or not counted:
         return emails
     try:

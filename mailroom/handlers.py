@@ -46,7 +46,7 @@ from issues.services import (
     participants_mark_bouncing,
 )
 from projects import permissions
-from projects.models import Project, ServiceDeskSetting
+from projects.models import Project, ServiceDeskSetting, slugify_path
 from servicedesk import ratelimit
 from servicedesk.addresses import is_our_address
 
@@ -679,7 +679,7 @@ def _project_for(key: ParsedKey, raw_key: str) -> Project | None:
             project = projects.filter(pk=reading.project_id or 0).first()
             if (
                 project is not None
-                and project.full_path_slug == reading.project_slug
+                and reading.project_slug in _slugs(project)
                 and reading.token in _valid_tokens(project.service_desk)
             ):
                 return project
@@ -688,6 +688,8 @@ def _project_for(key: ParsedKey, raw_key: str) -> Project | None:
         # "incoming+group/project@" can be guessed from the path: once a project regenerated
         # its address (it wants the old one retired), the legacy form is retired as well.
         project = projects.filter(full_path__iexact=key.full_path).first()
+        if project is None:  # the path it had before a rename (projects.RedirectRoute)
+            project = projects.filter(redirect_routes__path__iexact=key.full_path).first()
         if project is not None and project.service_desk.address_token:
             return None
         return project
@@ -695,9 +697,17 @@ def _project_for(key: ParsedKey, raw_key: str) -> Project | None:
         # Slugs contain dashes: try every split; the slug tells projects with one suffix apart.
         for slug, suffix in custom_key_candidates(raw_key):
             for project in projects.filter(service_desk__project_key=suffix):
-                if project.full_path_slug == slug:
+                if slug in _slugs(project):
                     return project
     return None
+
+
+def _slugs(project: Project) -> set[str]:
+    """The project's path slug, and those of the paths it had before a rename or a move: its
+    addresses hold the slug, and customers keep writing to the old ones. The token must still
+    be valid: "regenerate address" retires old addresses whatever their slug."""
+    former = project.redirect_routes.values_list("path", flat=True)
+    return {project.full_path_slug, *(slugify_path(path) for path in former)}
 
 
 def _valid_tokens(setting: ServiceDeskSetting) -> set[str]:

@@ -1,9 +1,16 @@
 from django import forms
 from django.contrib import admin
 
-from .models import DescriptionTemplate, Group, Membership, Project, ServiceDeskSetting
+from .models import (
+    DescriptionTemplate,
+    Group,
+    Membership,
+    Project,
+    RedirectRoute,
+    ServiceDeskSetting,
+)
 from .placeholders import validate_email_template
-from .services import EMAIL_TEMPLATE_KINDS
+from .services import EMAIL_TEMPLATE_KINDS, group_renamed, project_renamed
 
 
 class MembershipInline(admin.TabularInline):
@@ -19,6 +26,13 @@ class GroupAdmin(admin.ModelAdmin):
     search_fields = ("full_path", "name")
     readonly_fields = ("full_path",)
     inlines = [MembershipInline]
+
+    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+        """The model derives full_path; for a renamed or moved group the service makes
+        everything below follow and keeps old addresses working."""
+        old = Group.objects.get(pk=obj.pk).full_path if change else ""
+        super().save_model(request, obj, form, change)
+        group_renamed(group=obj, old_full_path=old or obj.full_path)
 
 
 class ServiceDeskSettingForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -50,6 +64,18 @@ class ProjectAdmin(admin.ModelAdmin):
     readonly_fields = ("full_path",)
     inlines = [ServiceDeskSettingInline, MembershipInline]
 
+    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+        """As GroupAdmin.save_model; moving a project to another group is a rename too."""
+        old = Project.objects.get(pk=obj.pk).full_path if change else ""
+        super().save_model(request, obj, form, change)
+        project_renamed(project=obj, old_full_path=old or obj.full_path)
+
+    def save_related(self, request, form, formsets, change):  # type: ignore[no-untyped-def]
+        # Every project has its Service Desk settings (projects.services.project_create);
+        # the inline saves them only when someone changed a field in it.
+        super().save_related(request, form, formsets, change)
+        ServiceDeskSetting.objects.get_or_create(project=form.instance)
+
 
 @admin.register(Membership)
 class MembershipAdmin(admin.ModelAdmin):
@@ -71,3 +97,10 @@ class ServiceDeskSettingAdmin(admin.ModelAdmin):
 class DescriptionTemplateAdmin(admin.ModelAdmin):
     list_display = ("name", "project", "group")
     search_fields = ("name",)
+
+
+@admin.register(RedirectRoute)
+class RedirectRouteAdmin(admin.ModelAdmin):
+    list_display = ("path", "group", "project", "created_at")
+    search_fields = ("path",)
+    autocomplete_fields = ("group", "project")

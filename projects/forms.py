@@ -8,7 +8,7 @@ from typing import Any
 from django import forms
 from django.db.models import QuerySet
 
-from .models import DescriptionTemplate, Project, Role, ServiceDeskSetting
+from .models import DescriptionTemplate, Group, Project, Role, ServiceDeskSetting, Visibility
 from .services import DESCRIPTION_TEMPLATE_MAX_LENGTH, EMAIL_TEMPLATE_MAX_LENGTH
 
 
@@ -128,3 +128,61 @@ class MemberAddForm(forms.Form):
 
 class MemberRoleForm(forms.Form):
     role = forms.TypedChoiceField(label="Role", coerce=int, choices=Role.choices)
+
+
+class MemberInviteForm(forms.Form):
+    email = forms.EmailField(label="Email address", max_length=254)
+    role = forms.TypedChoiceField(
+        label="Role", coerce=int, choices=Role.choices, initial=Role.REPORTER
+    )
+
+
+class GroupForm(forms.Form):
+    """A new group (with its parent) or a group's new path and name."""
+
+    path = forms.CharField(label="Path", max_length=100, help_text="Part of every address "
+                           "below it: letters, digits, '_', '-', '.'.")  # fmt: skip
+    name = forms.CharField(label="Name", max_length=255, required=False)
+    parent = forms.ModelChoiceField(
+        label="Parent group", queryset=Group.objects.none(), required=False,
+        empty_label="None (a top-level group)",
+    )  # fmt: skip
+
+    def __init__(self, *args: Any, parents: QuerySet[Group], top_level: bool = True,
+                 **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(*args, **kwargs)
+        field = self.fields["parent"]
+        field.queryset = parents  # type: ignore[attr-defined]
+        if not top_level:
+            field.required = True
+            field.empty_label = None  # type: ignore[attr-defined]
+
+
+class ProjectCreateForm(forms.Form):
+    group = forms.ModelChoiceField(label="Group", queryset=Group.objects.none(), empty_label=None)
+    path = forms.CharField(label="Path", max_length=100, help_text="Part of its addresses: "
+                           "letters, digits, '_', '-', '.'.")  # fmt: skip
+    name = forms.CharField(label="Name", max_length=255, required=False)
+    visibility = forms.ChoiceField(
+        label="Visibility", choices=Visibility.choices, initial=Visibility.PRIVATE
+    )
+    description = forms.CharField(label="Description", required=False, max_length=2000,
+                                  widget=forms.Textarea(attrs={"rows": 3}))  # fmt: skip
+
+    def __init__(self, *args: Any, groups: QuerySet[Group], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["group"].queryset = groups  # type: ignore[attr-defined]
+
+
+class RenameForm(forms.Form):
+    path = forms.CharField(
+        label="Path",
+        max_length=100,
+        help_text="Changing it changes every address below. Old web addresses redirect to the "
+        "new ones, and old Service Desk email addresses keep working.",
+    )
+    name = forms.CharField(label="Name", max_length=255)
+
+
+class InstanceTemplateForm(DescriptionTemplateForm):
+    pass

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from django.conf import settings
 from django.core.validators import RegexValidator
@@ -59,6 +60,21 @@ class Group(models.Model):
     def __str__(self) -> str:
         return self.full_path
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # The model's own rule, whoever saves (services, the Django admin, a shell): the path
+        # under the parent's. Groups and projects below follow through projects.services
+        # (group_path_change), which also keeps their old addresses routing.
+        self.full_path = f"{self.parent.full_path}/{self.path}" if self.parent else self.path
+        _with_full_path(kwargs)
+        super().save(*args, **kwargs)
+
+
+def _with_full_path(kwargs: dict[str, Any]) -> None:
+    """A save(update_fields=[...]) that changes the path must write full_path too."""
+    fields = kwargs.get("update_fields")
+    if fields is not None and {"path", "parent", "group"} & set(fields):
+        kwargs["update_fields"] = {*fields, "full_path"}
+
 
 class Project(models.Model):
     group = models.ForeignKey(Group, on_delete=models.CASCADE, related_name="projects")
@@ -79,6 +95,12 @@ class Project(models.Model):
 
     def __str__(self) -> str:
         return self.full_path
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # As Group.save: full_path is always the group's path and our own.
+        self.full_path = f"{self.group.full_path}/{self.path}"
+        _with_full_path(kwargs)
+        super().save(*args, **kwargs)
 
     @property
     def full_path_slug(self) -> str:
@@ -221,3 +243,42 @@ class ServiceDeskSetting(models.Model):
     @property
     def custom_key(self) -> str:
         return f"{self.project.full_path_slug}-{self.project_key}" if self.project_key else ""
+
+
+class RedirectRoute(models.Model):
+    """A path a group or project had before it was renamed or moved (GitLab's redirect
+    routes): old web addresses redirect to where it is now, and a project's old Service Desk
+    addresses (whose key holds the old path's slug) keep routing to it.
+
+    One row per renamed group or project and per project below it, so a project's former
+    paths are one lookup. A new group or project that takes the path removes the row.
+    """
+
+    path = models.CharField(max_length=1100, unique=True)
+    group = models.ForeignKey(
+        Group, null=True, blank=True, on_delete=models.CASCADE, related_name="redirect_routes"
+    )
+    project = models.ForeignKey(
+        Project, null=True, blank=True, on_delete=models.CASCADE, related_name="redirect_routes"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    Q(project__isnull=False, group__isnull=True)
+                    | Q(project__isnull=True, group__isnull=False)
+                ),
+                name="redirect_route_project_xor_group",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.path} → {self.project or self.group}"
+
+    @property
+    def target_full_path(self) -> str:
+        target = self.project or self.group
+        assert target is not None
+        return target.full_path

@@ -10,17 +10,24 @@ Rules (SPEC §1, §8):
 - Labels, assignees, confidentiality, email participants, moving (Reporter+ in both
   projects) and converting to Service Desk need Reporter+; only Reporter+ can be assigned.
 - Administering a project (settings, Service Desk) needs Maintainer+.
-- Members: anyone signed in who can read the project sees the list; Maintainer+ manage it,
-  but only Owners grant, change or remove the Owner role.
+- Members: anyone signed in who can read the project sees the list; Maintainer+ manage it
+  (by username, or by inviting an email address), but only Owners grant, change or remove the
+  Owner role.
+- Groups: Maintainer+ of a group (directly or through a group above) create projects and
+  subgroups in it; top-level groups are created by instance admins, or by anyone signed in
+  when SERVICEDESK_TOP_LEVEL_GROUPS = "everyone".
+- The admin area (users, groups, projects, instance templates): instance admins — staff and
+  superusers. Only superusers make or unmake admins, or change another superuser.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypeGuard
 
+from django.conf import settings
 from django.db.models import Max, Q
 
-from .models import Membership, Project, Role, Visibility
+from .models import Group, Membership, Project, Role, Visibility
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser
@@ -204,9 +211,9 @@ def can_view_instance_outbound(user: AnyUser) -> bool:
 
 
 def can_view_instance_inbound(user: AnyUser) -> bool:
-    """The instance-wide ledger (also emails no project claimed) and mailbox health: staff and
-    superusers; everyone else gets a 404."""
-    return _is_human(user) and (user.is_staff or user.is_superuser)
+    """The instance-wide ledger (also emails no project claimed) and mailbox health: the
+    instance's admins (``can_administer_instance``); everyone else gets a 404."""
+    return can_administer_instance(user)
 
 
 def can_see_mailbox_alerts(user: AnyUser, project: Project) -> bool:
@@ -226,3 +233,44 @@ def can_view_dashboard(user: AnyUser, project: Project) -> bool:
     backlog): the people who answer the project's customers, Reporter+. Everyone else gets a
     404."""
     return has_role(user, project, Role.REPORTER)
+
+
+def can_administer_instance(user: AnyUser) -> bool:
+    """The admin area and the instance-wide ledger: staff and superusers; everyone else gets
+    a 404 (anonymous visitors the login page)."""
+    return _is_human(user) and (user.is_staff or user.is_superuser)
+
+
+def can_change_admin(user: AnyUser, target: User | None = None) -> bool:
+    """Make or unmake an admin, or change (deactivate, edit) a superuser: superusers only, so
+    that staff cannot raise themselves."""
+    if not can_administer_instance(user):
+        return False
+    return user.is_superuser or (target is not None and not target.is_superuser and
+                                 not target.is_staff)  # fmt: skip
+
+
+def group_role(user: AnyUser, group: Group) -> Role | None:
+    """The user's role in a group: the highest of its and its ancestors' memberships."""
+    if not _is_human(user):
+        return None
+    if user.is_superuser:
+        return Role.OWNER
+    parts = group.full_path.split("/")
+    paths = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    best = Membership.objects.filter(user=user, group__full_path__in=paths).aggregate(
+        role=Max("role")
+    )["role"]
+    return Role(best) if best is not None else None
+
+
+def can_create_in_group(user: AnyUser, group: Group) -> bool:
+    """New projects and subgroups in ``group``: its Maintainers and Owners."""
+    role = group_role(user, group)
+    return role is not None and role >= Role.MAINTAINER
+
+
+def can_create_top_level_group(user: AnyUser) -> bool:
+    if not _is_human(user):
+        return False
+    return settings.SERVICEDESK_TOP_LEVEL_GROUPS == "everyone" or can_administer_instance(user)

@@ -9,7 +9,7 @@ from django.http import Http404
 from django.template.loader import get_template
 from django.utils import timezone
 
-from .models import DescriptionTemplate, Membership, Project, Role, ServiceDeskSetting
+from .models import DescriptionTemplate, Group, Membership, Project, Role, ServiceDeskSetting
 from .permissions import can_read_project, remember_project_role
 
 if TYPE_CHECKING:
@@ -247,3 +247,22 @@ def group_role_of(*, user: User, project: Project) -> Membership | None:
         .order_by("-role")
         .first()
     )
+
+
+def groups_to_create_in(*, user: AnyUser) -> QuerySet[Group]:
+    """Groups where the user may create projects and subgroups: Maintainer+ of the group or of
+    a group above it (superusers: all)."""
+    if not user.is_authenticated or not user.is_active or getattr(user, "is_bot", False):
+        return Group.objects.none()
+    if user.is_superuser:
+        return Group.objects.all()
+    paths = list(
+        Membership.objects.filter(user=user, group__isnull=False, role__gte=Role.MAINTAINER)
+        .values_list("group__full_path", flat=True)
+    )  # fmt: skip
+    if not paths:
+        return Group.objects.none()
+    scope = Q(full_path__in=paths)
+    for path in paths:
+        scope |= Q(full_path__startswith=f"{path}/")
+    return Group.objects.filter(scope)

@@ -12,6 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import User
+from accounts.services import invited_user_for_email
 
 from . import permissions
 from .models import (
@@ -19,9 +20,11 @@ from .models import (
     Group,
     Membership,
     Project,
+    RedirectRoute,
     Role,
     ServiceDeskSetting,
     Visibility,
+    path_validator,
     project_key_validator,
 )
 from .placeholders import validate_email_template
@@ -31,12 +34,53 @@ if TYPE_CHECKING:
     from .permissions import AnyUser
 
 
+def _path_errors(
+    *, path: str, full_path: str, exclude: Group | Project | None = None
+) -> dict[str, str]:
+    """A group and a project may not share a full path (their pages live under it), nor two
+    of either; checked case-insensitively, as the legacy email keys are."""
+    groups = Group.objects.filter(full_path__iexact=full_path)
+    projects = Project.objects.filter(full_path__iexact=full_path)
+    if isinstance(exclude, Group):
+        groups = groups.exclude(pk=exclude.pk)
+    elif isinstance(exclude, Project):
+        projects = projects.exclude(pk=exclude.pk)
+    try:
+        path_validator(path)
+    except ValidationError as error:
+        return {"path": error.messages[0]}
+    if "/" not in full_path and path.lower() in RESERVED_PATHS:
+        return {"path": f"{path!r} is reserved; choose another path."}
+    if groups.exists() or projects.exists():
+        return {"path": f"{full_path} is already taken."}
+    return {}
+
+
+# Top-level paths our own pages use (servicedesk/urls.py): a group there would be unreachable.
+RESERVED_PATHS = {"admin", "login", "logout", "static", "media", "api"}
+
+
+def _path_taken(full_paths: list[str]) -> None:
+    """Paths now in use no longer redirect anywhere else."""
+    RedirectRoute.objects.filter(path__in=full_paths).delete()
+
+
 @transaction.atomic
-def group_create(*, path: str, name: str = "", parent: Group | None = None) -> Group:
+def group_create(
+    *, path: str, name: str = "", parent: Group | None = None, creator: User | None = None
+) -> Group:
+    """Create a group (full_path is the model's rule); the creator becomes its Owner."""
+    path = path.strip()
+    group = Group(path=path, name=(name or path).strip(), parent=parent)
     full_path = f"{parent.full_path}/{path}" if parent else path
-    group = Group(path=path, name=name or path, parent=parent, full_path=full_path)
-    group.full_clean()
+    errors = _path_errors(path=path, full_path=full_path)
+    if errors:
+        raise ValidationError(errors)
+    group.full_clean(exclude=["full_path"])
     group.save()
+    _path_taken([group.full_path])
+    if creator is not None:
+        membership_set(user=creator, group=group, role=Role.OWNER)
     return group
 
 
@@ -52,20 +96,114 @@ def project_create(
     service_desk_enabled: bool = False,
 ) -> Project:
     """Create a project with its Service Desk settings; the creator becomes its Owner."""
+    path = path.strip()
     project = Project(
         group=group,
         path=path,
-        name=name or path,
+        name=(name or path).strip(),
         visibility=visibility,
         description=description,
-        full_path=f"{group.full_path}/{path}",
     )
-    project.full_clean()
+    errors = _path_errors(path=path, full_path=f"{group.full_path}/{path}")
+    if errors:
+        raise ValidationError(errors)
+    project.full_clean(exclude=["full_path"])
     project.save()
+    _path_taken([project.full_path])
     ServiceDeskSetting.objects.create(project=project, service_desk_enabled=service_desk_enabled)
     if creator is not None:
         membership_set(user=creator, project=project, role=Role.OWNER)
     return project
+
+
+def _remember_old_paths(moved: list[tuple[str, Group | Project]]) -> None:
+    """Each (old full path, group or project) becomes a redirect route; new paths are taken."""
+    _path_taken([thing.full_path for _, thing in moved])
+    for old, thing in moved:
+        if old == thing.full_path:
+            continue
+        target = {"group": thing, "project": None} if isinstance(thing, Group) else {
+            "group": None, "project": thing}  # fmt: skip
+        RedirectRoute.objects.update_or_create(path=old, defaults=target)
+
+
+@transaction.atomic
+def group_path_change(
+    *, group: Group, path: str, name: str | None = None, parent: Group | bool | None = False
+) -> Group:
+    """Rename a group (its path, and so its full path), or move it under another ``parent``
+    (None: to the top; False: where it is). Every group and project below follows; the old
+    full paths become redirect routes, so old web addresses redirect and the projects' old
+    Service Desk addresses keep routing (mailroom.handlers._project_for)."""
+    group = Group.objects.select_for_update().get(pk=group.pk)
+    new_parent = group.parent if parent is False else parent
+    assert new_parent is None or isinstance(new_parent, Group)
+    path = path.strip()
+    old = group.full_path
+    new = f"{new_parent.full_path}/{path}" if new_parent else path
+    if new_parent is not None and (new_parent.pk == group.pk or
+                                   new_parent.full_path.startswith(f"{old}/")):  # fmt: skip
+        raise ValidationError({"parent": "A group cannot move into itself or a subgroup."})
+    errors = _path_errors(path=path, full_path=new, exclude=group) if new != old else {}
+    if errors:
+        raise ValidationError(errors)
+    group.path, group.parent = path, new_parent
+    if name is not None:
+        group.name = name.strip() or path
+    group.full_clean(exclude=["full_path"])
+    group.save()
+    group_renamed(group=group, old_full_path=old)
+    return group
+
+
+@transaction.atomic
+def group_renamed(*, group: Group, old_full_path: str) -> None:
+    """After a group was saved with a new path or parent (here, or by the Django admin):
+    every group and project below follows, and the old paths become redirect routes."""
+    old, new = old_full_path, group.full_path
+    if new == old:
+        _path_taken([new])
+        return
+    moved: list[tuple[str, Group | Project]] = [(old, group)]
+    below = list(Group.objects.filter(full_path__startswith=f"{old}/"))
+    projects = list(Project.objects.filter(full_path__startswith=f"{old}/"))
+    things: list[Group | Project] = [*below, *projects]
+    for thing in things:
+        moved.append((thing.full_path, thing))
+        thing.full_path = new + thing.full_path[len(old) :]
+    Group.objects.bulk_update(below, ["full_path"])
+    Project.objects.bulk_update(projects, ["full_path"])
+    _remember_old_paths(moved)
+
+
+@transaction.atomic
+def project_path_change(
+    *, project: Project, path: str, name: str | None = None, group: Group | None = None
+) -> Project:
+    """Rename a project's path, or move it to another ``group``; its full path follows, and
+    the old one becomes a redirect route (old web addresses redirect, old Service Desk
+    addresses keep routing)."""
+    project = Project.objects.select_for_update().select_related("group").get(pk=project.pk)
+    group = group or project.group
+    path = path.strip()
+    old = project.full_path
+    new = f"{group.full_path}/{path}"
+    errors = _path_errors(path=path, full_path=new, exclude=project) if new != old else {}
+    if errors:
+        raise ValidationError(errors)
+    project.path, project.group = path, group
+    if name is not None:
+        project.name = name.strip() or path
+    project.full_clean(exclude=["full_path"])
+    project.save()
+    project_renamed(project=project, old_full_path=old)
+    return project
+
+
+@transaction.atomic
+def project_renamed(*, project: Project, old_full_path: str) -> None:
+    """After a project was saved with a new path or group: its old path redirects."""
+    _remember_old_paths([(old_full_path, project)])
 
 
 @transaction.atomic
@@ -209,10 +347,12 @@ DESCRIPTION_TEMPLATE_MAX_LENGTH = 20_000
 
 
 def _description_template_errors(
-    *, project: Project, name: str, content: str, exclude: int | None = None
+    *, project: Project | None, name: str, content: str, exclude: int | None = None
 ) -> dict[str, str]:
     errors = {}
     same_name = DescriptionTemplate.objects.filter(project=project, name__iexact=name)
+    if project is None:  # instance templates check their names themselves
+        same_name = same_name.none()
     if exclude is not None:
         same_name = same_name.exclude(pk=exclude)
     if not name:
@@ -373,3 +513,65 @@ def project_member_remove(*, actor: AnyUser, membership: Membership) -> None:
         _check_other_owner_remains(project=project, membership=membership)
     membership.delete()
     _forget_cached_role(actor, membership.user_id)
+
+
+@transaction.atomic
+def project_member_invite(
+    *, actor: AnyUser, project: Project, email: str, role: int
+) -> tuple[Membership, bool]:
+    """Add someone by email address: the account with that address, or a new one whose
+    owner gets an invitation to choose a password (accounts.services). Returns (membership,
+    invited?)."""
+    role = _check_role(role)
+    if not permissions.can_grant_role(actor, project, role):
+        raise PermissionDenied("Only Owners can grant the Owner role.")
+    user, invited = invited_user_for_email(inviter=actor, email=email, where=project.full_path)
+    if Membership.objects.filter(user=user, project=project).exists():
+        raise ValidationError(
+            {"email": f"{user.username} is already a member; change their role in the list."}
+        )
+    _check_not_below_inherited(user=user, project=project, role=role)
+    membership = membership_set(user=user, project=project, role=role)
+    _forget_cached_role(actor, user.pk)
+    return membership, invited
+
+
+def _instance_template_errors(
+    *, name: str, content: str, exclude: int | None = None
+) -> dict[str, str]:
+    same_name = DescriptionTemplate.objects.filter(
+        project__isnull=True, group__isnull=True, name__iexact=name
+    ).exclude(pk=exclude or 0)
+    errors = _description_template_errors(project=None, name=name, content=content)
+    if "name" not in errors and same_name.exists():
+        errors["name"] = "There is already an instance template with this name."
+    return errors
+
+
+@transaction.atomic
+def instance_template_save(
+    *, name: str, content: str, template: DescriptionTemplate | None = None
+) -> DescriptionTemplate:
+    """Create or change an instance-wide description template (every project may choose it
+    in its Service Desk settings)."""
+    if template is not None and (template.project_id or template.group_id):
+        raise ValueError("Only instance templates are edited here.")
+    name, content = name.strip(), content.replace("\r\n", "\n").strip()
+    errors = _instance_template_errors(
+        name=name, content=content, exclude=template.pk if template else None
+    )
+    if errors:
+        raise ValidationError(errors)
+    if template is None:
+        return DescriptionTemplate.objects.create(name=name, content=content)
+    template.name, template.content = name, content
+    template.save(update_fields=["name", "content"])
+    return template
+
+
+@transaction.atomic
+def instance_template_delete(*, template: DescriptionTemplate) -> None:
+    """Projects that appended it append nothing from now on (SET_NULL)."""
+    if template.project_id or template.group_id:
+        raise ValueError("Only instance templates are deleted here.")
+    template.delete()

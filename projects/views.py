@@ -9,6 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from issues.emails import agent_signature, email_preview
@@ -18,11 +19,14 @@ from . import permissions
 from .forms import (
     DescriptionTemplateForm,
     EmailTemplateForm,
+    GroupForm,
     MemberAddForm,
+    MemberInviteForm,
     MemberRoleForm,
+    ProjectCreateForm,
     ServiceDeskSettingsForm,
 )
-from .models import Membership, Project, Role, ServiceDeskSetting
+from .models import Group, Membership, Project, Role, ServiceDeskSetting
 from .placeholders import EMAIL_PLACEHOLDERS, describe_unknown, unknown_placeholders
 from .selectors import (
     ProjectMember,
@@ -30,6 +34,7 @@ from .selectors import (
     description_templates_for_project,
     email_template_default,
     email_template_text,
+    groups_to_create_in,
     project_get_for_user,
     project_list_for_user,
     project_member_list,
@@ -42,7 +47,10 @@ from .services import (
     description_template_create,
     description_template_delete,
     description_template_update,
+    group_create,
+    project_create,
     project_member_add,
+    project_member_invite,
     project_member_remove,
     project_member_role_change,
     service_desk_address_regenerate,
@@ -377,6 +385,7 @@ def _render_members(
     project: Project,
     *,
     form: MemberAddForm | None = None,
+    invite_form: MemberInviteForm | None = None,
     errors: dict[int, str] | None = None,
     status: int = 200,
 ) -> HttpResponse:
@@ -396,6 +405,7 @@ def _render_members(
         "can_manage": permissions.can_manage_members(user, project),
         "grantable": grantable,
         "form": form or MemberAddForm(),
+        "invite_form": invite_form or MemberInviteForm(),
     }
     return render(request, "projects/members.html", context, status=status)
 
@@ -469,3 +479,91 @@ def _after_member_change(request: HttpRequest, project: Project) -> HttpResponse
     if permissions.can_see_members(request.user, project):
         return redirect("project_members", full_path=project.full_path)
     return redirect("home")
+
+
+@anonymous_404_to_login
+@require_POST
+def project_member_invite_view(request: HttpRequest, full_path: str) -> HttpResponse:
+    """Add a member by email address: an account that has it, or a new one invited by email
+    to choose a password."""
+    project = _project_members_for(request, full_path, manage=True)
+    form = MemberInviteForm(request.POST)
+    if form.is_valid():
+        try:
+            membership, invited = project_member_invite(
+                actor=request.user, project=project, **form.cleaned_data
+            )
+        except ValidationError as error:
+            form.add_error(None, error)
+        else:
+            role = Role(membership.role).label
+            who = membership.user
+            messages.success(request, f"Invitation sent to {who.email}; {who.username} is {role}."
+                             if invited else f"{who.display_name} added as {role}.")  # fmt: skip
+            return redirect("project_members", full_path=project.full_path)
+    return _render_members(request, project, invite_form=form, status=400)
+
+
+# --- New groups and projects --------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def group_new(request: HttpRequest) -> HttpResponse:
+    """A subgroup of a group where one is Maintainer+, or a top-level group when allowed
+    (SERVICEDESK_TOP_LEVEL_GROUPS); the creator becomes its Owner."""
+    top_level = permissions.can_create_top_level_group(request.user)
+    parents = groups_to_create_in(user=request.user)
+    form = GroupForm(request.POST or None, parents=parents, top_level=top_level)
+    if request.method == "POST":
+        parent_id = request.POST.get("parent", "")
+        if parent_id:
+            parent = Group.objects.filter(pk=parent_id if parent_id.isdigit() else 0).first()
+            if parent is None or permissions.group_role(request.user, parent) is None:
+                raise Http404("No such group")
+            if not permissions.can_create_in_group(request.user, parent):
+                raise PermissionDenied
+        elif not top_level:
+            raise PermissionDenied
+        if form.is_valid():
+            try:
+                group = group_create(creator=request.user, **form.cleaned_data)
+            except ValidationError as error:
+                form.add_error(None, error)
+            else:
+                messages.success(request, f"Group {group.full_path} created.")
+                return redirect(f"{reverse('project_new')}?group={group.pk}")
+    status = 400 if request.method == "POST" else 200
+    context = {"form": form, "can_create": top_level or parents.exists()}
+    return render(request, "projects/group_new.html", context, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_new(request: HttpRequest) -> HttpResponse:
+    """A project in a group where one is Maintainer+; the creator becomes its Owner."""
+    groups = groups_to_create_in(user=request.user)
+    initial = {"group": request.GET.get("group")} if request.GET.get("group", "").isdigit() else {}
+    form = ProjectCreateForm(request.POST or None, groups=groups, initial=initial)
+    if request.method == "POST":
+        group_id = request.POST.get("group", "")
+        group = Group.objects.filter(pk=group_id if group_id.isdigit() else 0).first()
+        if group is None or permissions.group_role(request.user, group) is None:
+            raise Http404("No such group")
+        if not permissions.can_create_in_group(request.user, group):
+            raise PermissionDenied
+        if form.is_valid():
+            try:
+                project = project_create(creator=request.user, **form.cleaned_data)
+            except ValidationError as error:
+                form.add_error(None, error)
+            else:
+                messages.success(request, f"Project {project.full_path} created.")
+                return redirect("service_desk_settings", full_path=project.full_path)
+    status = 400 if request.method == "POST" else 200
+    context = {
+        "form": form,
+        "can_create": groups.exists(),
+        "can_create_group": permissions.can_create_top_level_group(request.user),
+    }
+    return render(request, "projects/project_new.html", context, status=status)

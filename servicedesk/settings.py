@@ -79,6 +79,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "accounts.middleware.sign_in_limit_status",
+    "projects.middleware.redirect_renamed",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -312,6 +313,22 @@ SERVICEDESK_OUTBOUND_STUCK_AFTER = env_int("SERVICEDESK_OUTBOUND_STUCK_AFTER", 6
 # ends, without checking the password (accounts/signin_limit.py).
 SERVICEDESK_LOGIN_ATTEMPTS = env_int("SERVICEDESK_LOGIN_ATTEMPTS", 10)
 SERVICEDESK_LOGIN_WINDOW = env_int("SERVICEDESK_LOGIN_WINDOW", 300)
+# Password reset requests per client address and per account per window (seconds): the
+# emails cost us and annoy their readers (accounts/views.py).
+SERVICEDESK_PASSWORD_RESET_ATTEMPTS = env_int("SERVICEDESK_PASSWORD_RESET_ATTEMPTS", 5)
+SERVICEDESK_PASSWORD_RESET_WINDOW = env_int("SERVICEDESK_PASSWORD_RESET_WINDOW", 3600)
+# How long links in password reset, invitation and email confirmation emails work (seconds;
+# Django's PASSWORD_RESET_TIMEOUT, three days by default).
+PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT", 3 * 24 * 3600)
+# Anyone may create an account at /-/signup/ (off: admins create and invite people).
+SERVICEDESK_SIGNUP_ENABLED = env_bool("SERVICEDESK_SIGNUP_ENABLED", False)
+# Who creates top-level groups: "admins" (instance admins) or "everyone" signed in.
+SERVICEDESK_TOP_LEVEL_GROUPS = env_str("SERVICEDESK_TOP_LEVEL_GROUPS", "admins")
+if SERVICEDESK_TOP_LEVEL_GROUPS not in ("admins", "everyone"):
+    raise ImproperlyConfigured(
+        f"SERVICEDESK_TOP_LEVEL_GROUPS must be 'admins' or 'everyone', not "
+        f"{SERVICEDESK_TOP_LEVEL_GROUPS!r}."
+    )
 # Reverse proxies (IP addresses or CIDR networks) whose X-Forwarded-For is believed: the
 # client's address is then the right-most one in it that is not itself a trusted proxy
 # (servicedesk/client_ip.py). Empty: REMOTE_ADDR is the client.

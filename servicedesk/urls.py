@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from accounts import admin_area
 from accounts import views as account_views
 from issues import customer_views, dashboard_views, outbound_views
 from issues import views as issue_views
@@ -25,6 +26,47 @@ urlpatterns = [
     path("", project_views.home, name="home"),
     path("login/", account_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Accounts (accounts/views.py): sign-up (when on), password reset, invitations, profile.
+    path("-/signup/", account_views.signup_view, name="signup"),
+    path("-/password/reset/", account_views.PasswordResetView.as_view(), name="password_reset"),
+    path(
+        "-/password/reset/sent/",
+        account_views.PasswordResetDoneView.as_view(),
+        name="password_reset_done",
+    ),
+    path(
+        "-/password/reset/<uidb64>/<token>/",
+        account_views.PasswordResetConfirmView.as_view(),
+        name="password_reset_confirm",
+    ),
+    path(
+        "-/invitation/<uidb64>/<token>/",
+        account_views.InvitationAcceptView.as_view(),
+        name="invitation_accept",
+    ),
+    path("-/profile/", account_views.profile, name="profile"),
+    path("-/profile/email/", account_views.profile_email, name="profile_email"),
+    path("-/profile/email/<str:token>/", account_views.email_confirm, name="email_confirm"),
+    path("-/profile/password/", account_views.PasswordChangeView.as_view(), name="password_change"),
+    path("-/groups/new/", project_views.group_new, name="group_new"),
+    path("-/projects/new/", project_views.project_new, name="project_new"),
+    # The admin area (accounts/admin_area.py): instance admins only.
+    path("-/admin/", admin_area.users, name="admin_users"),
+    path(
+        "-/admin/users/<int:user_id>/<str:action>/",
+        admin_area.user_action,
+        name="admin_user_action",
+    ),
+    path("-/admin/groups/", admin_area.groups, name="admin_groups"),
+    path("-/admin/groups/<int:group_id>/", admin_area.group_edit, name="admin_group_edit"),
+    path("-/admin/projects/", admin_area.projects, name="admin_projects"),
+    path("-/admin/projects/<int:project_id>/", admin_area.project_edit, name="admin_project_edit"),
+    path("-/admin/templates/", admin_area.templates, name="admin_templates"),
+    path(
+        "-/admin/templates/<int:template_id>/",
+        admin_area.template_edit,
+        name="admin_template_edit",
+    ),
     path("admin/", admin.site.urls),
     path("-/health", views.health, name="health"),
     path("-/uploads/<int:upload_id>/<str:filename>", issue_views.upload_download, name="upload"),
@@ -125,6 +167,11 @@ urlpatterns = [
         name="description_template_delete",
     ),
     path(members, project_views.project_members, name="project_members"),
+    path(
+        f"{members}invite/",
+        project_views.project_member_invite_view,
+        name="project_member_invite",
+    ),
     path(
         f"{members}<int:membership_id>/",
         project_views.project_member_update,

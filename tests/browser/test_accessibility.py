@@ -9,15 +9,19 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from django.core import signing
 from django.test import RequestFactory
 from django.urls import reverse
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
 from django.views.defaults import server_error
 from playwright.sync_api import Browser, Page
 
 from accounts.models import User
+from accounts.services import EMAIL_CHANGE_SALT, invitation_tokens, invited_user_for_email
 from issues.models import OutboundEmail, SentNotification
 from projects.models import Project
-from projects.services import description_template_create
+from projects.services import description_template_create, instance_template_save
 from projects.views import EMAIL_KINDS
 from saved_replies.services import saved_reply_save
 from tests.browser.helpers import accessibility_violations, demo_data, log_in
@@ -49,12 +53,25 @@ def extras(monkeypatch, transactional_db, settings, redis_cache_flushed) -> dict
     settings.AKISMET_CLIENT_CLASS = "tests.mailroom.akismet_clients.SpamClient"
     assert deliver(make_email(to=to, subject="CHEAP WATCHES", body="Buy now!")).outcome == "spam"
     thank_you = SentNotification.objects.get(issue_id=ham.issue_id, participant__isnull=False)
+    # The account pages: sign-up on, an invitation and an address change waiting.
+    settings.SERVICEDESK_SIGNUP_ENABLED = True
+    invited, _ = invited_user_for_email(inviter=None, email="ivan@acme.example", where=GAME)
+    alice = User.objects.get(username="alice")
+    email_token = signing.dumps(
+        [alice.pk, alice.email, "alice@new.example"], salt=EMAIL_CHANGE_SALT
+    )
+    uid = urlsafe_base64_encode(force_bytes(invited.pk))
     # The thank-you failed: the outbound pages and the issue page show the server's words.
     OutboundEmail.objects.filter(sent_notification=thank_you).update(
         status=OutboundEmail.Status.FAILED, last_error="SMTPRecipientsRefused: 550 no such user"
     )
-    return {"email": ham.pk, "template": template.pk, "unsubscribe": thank_you.unsubscribe_token,
-            "reply": reply.pk, "outbound": thank_you.email.pk}  # fmt: skip
+    return {"email": ham.pk, "outbound": thank_you.email.pk, "template": template.pk,
+            "unsubscribe": thank_you.unsubscribe_token,
+            "reply": reply.pk, "project": project.pk, "group": project.group_id,
+            "instance_template": instance_template_save(name="Triage", content="/label ~new").pk,
+            "invitation": reverse("invitation_accept",
+                                  args=[uid, invitation_tokens.make_token(invited)]),
+            "email_confirm": reverse("email_confirm", args=[email_token])}  # fmt: skip
 
 
 def tracker(**query: str) -> str:
@@ -67,13 +84,23 @@ def issue(iid: int) -> str:
 
 
 def pages_of(username: str, ids: dict[str, Any]) -> list[str]:
-    if username == "dave":  # staff, in no project: an empty home page, the instance's ledger
+    if username == "dave":  # staff, in no project: an empty home page, the admin area
         return [
             reverse("home"),
             reverse("instance_inbound_list"),
             reverse("instance_inbound_detail", args=[ids["email"]]),
             reverse("instance_outbound_list"),
             reverse("instance_outbound_detail", args=[ids["outbound"]]),
+            reverse("admin_users"),
+            reverse("admin_users") + "?q=a",
+            reverse("admin_groups"),
+            reverse("admin_group_edit", args=[ids["group"]]),
+            reverse("admin_projects"),
+            reverse("admin_project_edit", args=[ids["project"]]),
+            reverse("admin_templates"),
+            reverse("admin_template_edit", args=[ids["instance_template"]]),
+            reverse("project_new"),
+            reverse("group_new"),
         ]
     if username == "carol":  # Guest: the tracker, a public issue, and a confidential one's 404
         return [reverse("home"), tracker(), issue(COLOUR_BLIND), issue(CRASH)]
@@ -113,6 +140,10 @@ def pages_of(username: str, ids: dict[str, Any]) -> list[str]:
         reverse("todos"),
         reverse("notification_settings"),
         reverse("saved_replies"),
+        reverse("profile"),
+        reverse("password_change"),
+        reverse("project_new"),
+        reverse("group_new"),
         reverse("customer_detail") + "?" + urlencode({"email": "jake@customer.example"}),
         issue(MISSING),
     ]
@@ -145,7 +176,16 @@ def test_every_page_is_accessible_and_fits_the_screen(
     problems = []
 
     anonymous = browser.new_context(viewport=viewport).new_page()
-    for path in (reverse("login"), reverse("unsubscribe", args=[extras["unsubscribe"]])):
+    for path in (
+        reverse("login"),
+        reverse("unsubscribe", args=[extras["unsubscribe"]]),
+        reverse("password_reset"),
+        reverse("password_reset_done"),
+        reverse("password_reset_confirm", args=["MQ", "no-such-token"]),
+        extras["invitation"],
+        extras["email_confirm"],
+        reverse("signup"),
+    ):
         anonymous.goto(base + path)
         problems += problems_on(anonymous, "anonymous", width)
     # The 500 page as Django's server_error renders it: no request, no stylesheet to load.
