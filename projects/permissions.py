@@ -213,3 +213,10 @@ def can_view_dashboard(user: AnyUser, project: Project) -> bool:
     backlog): the people who answer the project's customers, Reporter+. Everyone else gets a
     404."""
     return has_role(user, project, Role.REPORTER)
+
+
+def can_set_issue_metadata(user: AnyUser, project: Project) -> bool:
+    """Labels, assignees and a requester given when creating an issue (the API): Reporter+, as
+    ``can_triage_issue`` for an existing one. Anyone who may create an issue may still create
+    one without them."""
+    return _is_human(user) and has_role(user, project, Role.REPORTER)
