@@ -133,7 +133,7 @@ class IssueSerializer(serializers.Serializer):
         return "issue"
 
     def get_external_author(self, issue: Issue) -> str | None:
-        return issue.external_author or None if self._emails() else None
+        return (issue.external_author or None) if self._emails() else None
 
     def get_service_desk_reply_to(self, issue: Issue) -> str | None:
         if not self._emails():
