@@ -86,7 +86,10 @@ def operations() -> list[dict[str, Any]]:
             for code, answer in operation.get("responses", {}).items():
                 content = answer.get("content", {}).get("application/json")
                 name = _type(content["schema"], components) if content else "no content"
-                responses.append({"status": code, "body": name})
+                model = name.removeprefix("array of ")
+                responses.append(
+                    {"status": code, "body": name, "model": model if model in components else ""}
+                )
             found.append(
                 {
                     "id": operation.get("operationId", f"{method}-{path}"),

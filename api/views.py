@@ -435,8 +435,6 @@ class IssueDetailView(GenericAPIView):
         fresh = _issue_fresh(request, issue)
         return Response(s.IssueSerializer(fresh, context=_context(request, project)).data)
 
-    patch = put
-
 
 class IssueMoveView(GenericAPIView):
     @extend_schema(
@@ -632,8 +630,6 @@ class ServiceDeskView(GenericAPIView):
                     )
         service_desk_settings_update(project=project, description_template=template, **values)
         return Response(s.ServiceDeskSerializer(_service_desk(project)).data)
-
-    patch = put
 
 
 # --- The inbound ledger (Maintainer+) -----------------------------------------------------------

@@ -5,16 +5,19 @@ region instead."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 from django.test import RequestFactory
 from django.urls import reverse
+from django.utils import timezone
 from django.views.defaults import server_error
 from playwright.sync_api import Browser, Page
 
 from accounts.models import User
+from api.services import token_create
 from issues.models import SentNotification
 from projects.models import Project
 from projects.services import description_template_create
@@ -42,6 +45,8 @@ def extras(monkeypatch, transactional_db, settings, redis_cache_flushed) -> dict
     project = Project.objects.get(full_path=GAME)
     template = description_template_create(project=project, name="Bug", content="## Steps")
     reply = saved_reply_save(project=project, name="Refund", content="Hi %{CUSTOMER_NAME}")
+    token_create(user=User.objects.get(username="alice"), name="CI", scopes=["read_api"],
+                 expires_at=timezone.now().date() + timedelta(days=30))  # fmt: skip
     incoming = settings.SERVICEDESK_MAILBOXES["incoming_email"]
     to = incoming.address_for(project.service_desk.default_key)
     ham = deliver(make_email(to=to, subject="Where is my order?", body="It has been a week."))
@@ -105,6 +110,8 @@ def pages_of(username: str, ids: dict[str, Any]) -> list[str]:
         reverse("todos"),
         reverse("notification_settings"),
         reverse("saved_replies"),
+        reverse("personal_access_tokens"),
+        reverse("api_docs"),
         reverse("customer_detail") + "?" + urlencode({"email": "jake@customer.example"}),
         issue(MISSING),
     ]
