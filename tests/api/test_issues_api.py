@@ -16,7 +16,7 @@ from api.services import token_create
 from issues.models import EmailParticipant, Issue, Note, OutboundEmail
 from issues.services import issue_assignees_set, issue_close, issue_labels_set, note_create
 from mailroom.models import InboundMessage
-from projects.models import ServiceDeskSetting
+from projects.models import DescriptionTemplate, ServiceDeskSetting
 from tests.factories import GroupFactory, IssueFactory, LabelFactory, ProjectFactory
 
 pytestmark = pytest.mark.django_db
@@ -378,3 +378,54 @@ def test_inbound_ledger_list_and_detail_without_raw(project, tracker, maintainer
     detail = api.get(f"/projects/{project.pk}/inbound_emails/{email.pk}")
     assert detail.json()["decision"] == {"rule": "new issue"}
     assert b"SECRET-BODY" not in listed.content + detail.content
+
+
+def test_ticket_for_a_customer_is_made_as_the_mailroom_makes_one(api, project, maintainer):
+    template = DescriptionTemplate.objects.create(project=project, name="T", content="## Order")
+    ServiceDeskSetting.objects.filter(project=project).update(
+        tickets_confidential_by_default=False, description_template=template
+    )
+    response = api.send(
+        "post",
+        f"/projects/{project.pk}/issues",
+        {"title": "Where is it?", "description": "Phoned in.", "service_desk_email": CUSTOMER},
+    )
+    assert response.status_code == 201, response.content
+    ticket = Issue.objects.get(pk=response.json()["id"])
+    assert ticket.author.is_bot
+    assert ticket.external_author == CUSTOMER
+    assert ticket.confidential is False  # the project's setting, as for an email
+    assert ticket.description == "Phoned in.\n\n## Order"
+    assert ticket.last_public_by == "customer"  # waits for the team from the start
+    assert list(ticket.email_participants.values_list("email", flat=True)) == [CUSTOMER]
+    opened = Note.objects.get(issue=ticket, system=True)
+    assert (opened.body, opened.internal, opened.author.username) == (
+        f"opened this Service Desk issue for {CUSTOMER}",
+        True,
+        "bob",
+    )
+    assert not OutboundEmail.objects.exclude(kind="team").exists()  # no thank-you unless asked
+
+
+def test_ticket_for_a_customer_needs_service_desk_on_and_an_address(api, project) -> None:
+    path = f"/projects/{project.pk}/issues"
+    bad = api.send("post", path, {"title": "x", "service_desk_email": "not-an-address"})
+    assert bad.status_code == 400
+    ServiceDeskSetting.objects.filter(project=project).update(service_desk_enabled=False)
+    off = api.send("post", path, {"title": "x", "service_desk_email": CUSTOMER})
+    assert off.status_code == 400
+    assert "Service Desk is off" in str(off.json()["message"])
+    assert not Issue.objects.exists()
+
+
+def test_below_reporter_an_issue_is_created_plain(project, guest) -> None:
+    guest_api = Api(guest)
+    path = f"/projects/{project.pk}/issues"
+    created = guest_api.send("post", path, {"title": "Colour blind mode", "description": "x"})
+    assert created.status_code == 201
+    assert created.json()["author"]["username"] == "carol"
+    for field, value in (("confidential", True), ("labels", "bug"),
+                         ("service_desk_email", CUSTOMER)):  # fmt: skip
+        refused = guest_api.send("post", path, {"title": "x", field: value})
+        assert refused.status_code == 403, field
+    assert Issue.objects.count() == 1
