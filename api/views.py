@@ -248,10 +248,13 @@ def _integer(params: Any, name: str) -> int | None:
     return int(value)
 
 
-def _issue_filters(params: Any) -> tuple[IssueFilters, Q]:
+def _issue_filters(params: Any, user: Any) -> tuple[IssueFilters, Q]:
     """GitLab's list parameters → the tracker's filters (the same selector as the browser),
     and what the tracker does not have, as a condition on the issues."""
     extra = Q()
+    scope = _choice(params, "scope", ("all", "created_by_me", "assigned_to_me"), "all")
+    if scope == "created_by_me":
+        extra &= Q(author_id=user.pk)  # an anonymous caller's pk is None: nothing
     state = _choice(params, "state", ("opened", "closed", "all"), "all")
     order_by = _choice(params, "order_by", ("created_at", "updated_at"), "created_at")
     sort = _choice(params, "sort", ("asc", "desc"), "desc")
@@ -294,6 +297,7 @@ def _issue_filters(params: Any) -> tuple[IssueFilters, Q]:
         extra &= Q(iid__in=[int(iid) for iid in iids])
     filters = IssueFilters(
         state=state,
+        view="mine" if scope == "assigned_to_me" else "",
         search=params.get("search", "")[:200],
         labels=tuple(labels),
         author=params.get("author_username", ""),
@@ -305,6 +309,7 @@ def _issue_filters(params: Any) -> tuple[IssueFilters, Q]:
 
 
 _ISSUE_LIST_PARAMETERS = [
+    OpenApiParameter("scope", str, enum=["all", "created_by_me", "assigned_to_me"]),
     OpenApiParameter("state", str, enum=["opened", "closed", "all"]),
     OpenApiParameter("labels", str, description="Comma-separated titles (all of them); None, Any."),
     OpenApiParameter("assignee_username", str),
@@ -333,7 +338,7 @@ class IssueListView(GenericAPIView):
     )
     def get(self, request: Request, project_id: str) -> Response:
         project = _project(request, project_id)
-        filters, extra = _issue_filters(request.query_params)
+        filters, extra = _issue_filters(request.query_params, request.user)
         issues = issue_list_for_user(user=request.user, project=project, filters=filters)
         page = self.paginate_queryset(_with_links(issues.filter(extra)))
         for issue in page:

@@ -120,6 +120,8 @@ def test_issue_list_filters(api, project, tracker, reporter) -> None:
     assert iids(api.get(path, assignee_id="None")) == [5, 4, 3, 2]
     assert iids(api.get(path, assignee_id="Any")) == [1]
     assert iids(api.get(path, author_username="bob")) == [2]
+    assert iids(api.get(path, scope="created_by_me")) == [2]
+    assert iids(api.get(path, scope="assigned_to_me")) == [1]
     assert iids(api.get(path, author_id=str(reporter.pk))) == [2]
     assert iids(api.get(path, confidential="true")) == [3]
     assert iids(api.get(path, search="invoice")) == [2]
@@ -141,7 +143,7 @@ def test_issue_list_filters(api, project, tracker, reporter) -> None:
 
 @pytest.mark.parametrize(
     "params",
-    [{"state": "open"}, {"sort": "sideways"}, {"created_after": "last tuesday"},
+    [{"state": "open"}, {"sort": "sideways"}, {"scope": "mine"}, {"created_after": "last tuesday"},
      {"per_page": "0"}, {"page": "x"}, {"assignee_id": "bob"}, {"confidential": "maybe"}],
 )  # fmt: skip
 def test_issue_list_refuses_bad_parameters(api, project, params) -> None:
