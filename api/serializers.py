@@ -14,6 +14,7 @@ from rest_framework import serializers
 from issues.models import EmailParticipant, Issue, Note
 from mailroom.models import InboundMessage
 from projects.models import Project
+from projects.permissions import can_read_issue
 
 
 def _url(path: str) -> str:
@@ -94,7 +95,7 @@ class IssueSerializer(serializers.Serializer):
     assignee = serializers.SerializerMethodField()
     confidential = serializers.BooleanField()
     user_notes_count = serializers.SerializerMethodField()
-    moved_to_id = serializers.IntegerField(allow_null=True)
+    moved_to_id = serializers.SerializerMethodField()
     web_url = serializers.SerializerMethodField()
     references = serializers.SerializerMethodField()
     issue_type = serializers.SerializerMethodField()
@@ -118,6 +119,13 @@ class IssueSerializer(serializers.Serializer):
     def get_assignee(self, issue: Issue) -> dict[str, Any] | None:
         people = sorted(issue.assignees.all(), key=lambda user: user.username)
         return UserSerializer(people[0]).data if people else None
+
+    def get_moved_to_id(self, issue: Issue) -> int | None:
+        """The copy's id, for those who may read the copy (it may be in a private project)."""
+        if issue.moved_to_id is None:
+            return None
+        readable = can_read_issue(self.context["request"].user, issue.moved_to)
+        return issue.moved_to_id if readable else None
 
     def get_user_notes_count(self, issue: Issue) -> int:
         return int(getattr(issue, "note_count", 0))
@@ -186,7 +194,7 @@ class IssueMoveSerializer(serializers.Serializer):
 
 class NoteSerializer(serializers.Serializer):
     id = serializers.IntegerField()
-    body = serializers.CharField()
+    body = serializers.SerializerMethodField()
     author = UserSerializer()
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
@@ -198,6 +206,16 @@ class NoteSerializer(serializers.Serializer):
     noteable_iid = serializers.SerializerMethodField()
     external_name = serializers.CharField()
     external_author = serializers.SerializerMethodField()
+
+    def get_body(self, note: Note) -> str:
+        """A "moved this issue to …" note names the other project only to those who may
+        read it there (``move_notes`` in the context: ``issues.selectors.move_notes_for_user``),
+        as the issue page does: a private project's path is not told."""
+        move = self.context.get("move_notes", {}).get(note.pk)
+        if move is None:
+            return note.body
+        where = move.issue.reference if move.issue is not None else "another project"
+        return f"moved this issue {move.direction} {where}"
 
     def get_noteable_type(self, note: Note) -> str:
         return "Issue"

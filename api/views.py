@@ -32,6 +32,7 @@ from issues.selectors import (
     issue_get_for_user,
     issue_list_for_user,
     label_list_for_project,
+    move_notes_for_user,
     note_list_for_issue,
 )
 from issues.services import (
@@ -127,7 +128,7 @@ def _valid(serializer_class: type[serializers.Serializer], request: Request) -> 
 
 def _with_links(issues: QuerySet[Issue]) -> QuerySet[Issue]:
     """Labels and assignees in two queries for the whole page."""
-    return issues.select_related("closed_by").prefetch_related(
+    return issues.select_related("closed_by", "moved_to__project").prefetch_related(
         Prefetch("labels", queryset=Label.objects.order_by("title")), "assignees"
     )
 
@@ -475,7 +476,8 @@ class NoteListView(GenericAPIView):
     def get(self, request: Request, project_id: str, iid: int) -> Response:
         issue = _issue(request, project_id, iid)
         page = self.paginate_queryset(note_list_for_issue(user=request.user, issue=issue))
-        context = _context(request, issue.project, issue=issue)
+        moves = move_notes_for_user(user=request.user, notes=page)
+        context = _context(request, issue.project, issue=issue, move_notes=moves)
         return self.get_paginated_response(s.NoteSerializer(page, many=True, context=context).data)
 
     @extend_schema(

@@ -431,3 +431,34 @@ def test_below_reporter_an_issue_is_created_plain(project, guest) -> None:
         refused = guest_api.send("post", path, {"title": "x", field: value})
         assert refused.status_code == 403, field
     assert Issue.objects.count() == 1
+
+
+def test_a_move_to_a_private_project_does_not_tell_its_path(project, reporter, guest) -> None:
+    """As on the issue page: the move note and ``moved_to_id`` name the copy only to those
+    who may read it."""
+    project.visibility = "public"
+    project.save()
+    hidden = ProjectFactory(group=GroupFactory(path="hidden"), path="skunkworks")
+    hidden.memberships.create(user=reporter, role=20)
+    issue = IssueFactory(project=project, author=reporter, title="Moving")
+    Api(reporter).send("post", f"/projects/{project.pk}/issues/{issue.iid}/move",
+                       {"to_project_id": hidden.pk})  # fmt: skip
+    base = f"/api/v4/projects/{project.pk}/issues/{issue.iid}"
+    for who, client, headers in (
+        ("guest", Client(), Api(guest)._headers()),
+        ("anonymous", Client(), {}),
+    ):
+        found = client.get(base, headers=headers).json()
+        notes = client.get(f"{base}/notes", headers=headers).content.decode()
+        listed = client.get(f"/api/v4/projects/{project.pk}/issues", headers=headers).content
+        assert found["moved_to_id"] is None, who
+        assert "skunkworks" not in notes, who
+        assert b"skunkworks" not in listed, who
+        assert "moved this issue to another project" in notes, who
+    reporter_api = Api(reporter)
+    notes = [
+        n["body"]
+        for n in reporter_api.get(f"/projects/{project.pk}/issues/{issue.iid}/notes").json()
+    ]
+    assert "moved this issue to hidden/skunkworks#1" in notes
+    assert reporter_api.get(f"/projects/{project.pk}/issues/{issue.iid}").json()["moved_to_id"]
