@@ -149,13 +149,32 @@ class IssueSerializer(serializers.Serializer):
         return issue.service_desk_reply_to or issue.external_author or None
 
 
+@extend_schema_field(
+    {
+        "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+        "description": "Label titles: comma-separated, or a list (as GitLab takes them).",
+    }
+)
+class LabelTitlesField(serializers.Field):
+    """GitLab takes labels as ``"bug,billing"`` or ``["bug", "billing"]``: both become the
+    comma-separated text the views read."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if isinstance(data, str):
+            return data
+        if isinstance(data, list) and all(isinstance(title, str) for title in data):
+            return ",".join(data)
+        raise serializers.ValidationError("Give label titles, comma-separated or as a list.")
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
 class IssueCreateSerializer(serializers.Serializer):
     title = serializers.CharField(max_length=255)
     description = serializers.CharField(required=False, allow_blank=True, default="")
     confidential = serializers.BooleanField(required=False, default=False)
-    labels = serializers.CharField(
-        required=False, default="", allow_blank=True, help_text="Comma-separated label titles."
-    )
+    labels = LabelTitlesField(required=False, default="")
     assignee_ids = serializers.ListField(
         child=serializers.IntegerField(), required=False, default=list
     )
@@ -177,11 +196,9 @@ class IssueCreateSerializer(serializers.Serializer):
 
 class IssueUpdateSerializer(serializers.Serializer):
     state_event = serializers.ChoiceField(choices=["close", "reopen"], required=False)
-    labels = serializers.CharField(
-        required=False, allow_blank=True, help_text="Comma-separated: replaces all labels."
-    )
-    add_labels = serializers.CharField(required=False, allow_blank=True)
-    remove_labels = serializers.CharField(required=False, allow_blank=True)
+    labels = LabelTitlesField(required=False, help_text="Replaces all labels.")
+    add_labels = LabelTitlesField(required=False)
+    remove_labels = LabelTitlesField(required=False)
     assignee_ids = serializers.ListField(
         child=serializers.IntegerField(), required=False, allow_empty=True
     )

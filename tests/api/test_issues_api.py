@@ -257,6 +257,8 @@ def test_update_state_labels_assignees_confidential_in_one_request(
         {"add_labels": "", "remove_labels": "bug", "state_event": "reopen"},
     )  # fmt: skip
     assert response.json()["labels"] == ["billing"]
+    as_list = api.send("put", f"/projects/{project.pk}/issues/{issue.iid}", {"labels": ["bug"]})
+    assert as_list.json()["labels"] == ["bug"]
     assert response.json()["state"] == "opened"
 
 
