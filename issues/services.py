@@ -219,6 +219,56 @@ def issue_create(
     return issue
 
 
+@transaction.atomic
+def service_desk_ticket_create(
+    *,
+    project: Project,
+    user: User,
+    email: str,
+    title: str,
+    description: str = "",
+    labels: Iterable[Label] = (),
+    assignees: Iterable[User] = (),
+    thank_you: bool = False,
+) -> Issue:
+    """A team member opens a Service Desk ticket on behalf of a customer (the API): made as
+    the mailroom makes one from the customer's email — the Support Bot its author, ``email``
+    its requester and first participant, confidential as the project's setting says (always
+    in a public project), the project's description template applied — and with
+    ``thank_you`` the requester gets the *thank you* email, as if they had written in. An
+    internal system note says who opened it. Service Desk must be on."""
+    email = _clean_email(email)
+    setting = ServiceDeskSetting.objects.filter(project_id=project.pk).first()
+    if setting is None or not setting.service_desk_enabled:
+        raise ValidationError("Service Desk is off in this project: turn it on first.")
+    template = setting.description_template
+    [issue] = issues_create(
+        author=support_bot(),
+        items=[
+            NewIssue(
+                project=project,
+                title=title,
+                description=description,
+                confidential=setting.tickets_confidential_by_default or project.is_public,
+                external_author=email,
+                labels=list(labels),
+                assignees=list(assignees),
+                template=template.content if template is not None else "",
+                requester=email,
+                notify=thank_you,
+            )
+        ],
+    )
+    note_create(
+        issue=issue,
+        author=user,
+        body=f"opened this Service Desk issue for {email}",
+        system=True,
+        internal=True,
+    )
+    return issue
+
+
 def _participants_create(issues: list[Issue], items: Sequence[NewIssue]) -> list[NewTicket]:
     """The requester and Cc'd addresses of new issues, in one INSERT."""
     rows: list[EmailParticipant] = []

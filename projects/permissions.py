@@ -274,3 +274,10 @@ def can_create_top_level_group(user: AnyUser) -> bool:
     if not _is_human(user):
         return False
     return settings.SERVICEDESK_TOP_LEVEL_GROUPS == "everyone" or can_administer_instance(user)
+
+
+def can_set_issue_metadata(user: AnyUser, project: Project) -> bool:
+    """Labels, assignees and a requester given when creating an issue (the API): Reporter+, as
+    ``can_triage_issue`` for an existing one. Anyone who may create an issue may still create
+    one without them."""
+    return _is_human(user) and has_role(user, project, Role.REPORTER)

@@ -67,6 +67,9 @@ INSTALLED_APPS = [
     "mailroom",
     "notifications",
     "saved_replies",
+    "rest_framework",
+    "drf_spectacular",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -419,6 +422,41 @@ CELERY_BEAT_SCHEDULE = {
         for name, mailbox in SERVICEDESK_MAILBOXES.items()
         if mailbox.polled
     },
+}
+
+# --- REST API (/api/v4, api/) ---------------------------------------------------------------
+# Requests one personal access token (or, without one, one signed-in user or one client address)
+# may make per minute; over it: 429 with Retry-After (0: no limit).
+SERVICEDESK_API_REQUESTS_PER_MINUTE = env_int("SERVICEDESK_API_REQUESTS_PER_MINUTE", 600)
+# Longest life of a new personal access token (days), as GitLab's default of a year.
+SERVICEDESK_API_TOKEN_MAX_DAYS = env_int("SERVICEDESK_API_TOKEN_MAX_DAYS", 365)
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "api.authentication.AccessTokenAuthentication",
+        # The browser's session, with Django's CSRF check on every write.
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["api.authentication.TokenScopeAllows"],
+    "DEFAULT_THROTTLE_CLASSES": ["api.authentication.RequestsPerMinute"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "EXCEPTION_HANDLER": "api.views.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Service Desk API",
+    "DESCRIPTION": "GitLab v4-shaped REST API: projects, issues, notes, email participants, "
+    "Service Desk settings and the inbound ledger. Authenticate with a personal access token "
+    "in `PRIVATE-TOKEN` or `Authorization: Bearer`.",
+    "VERSION": "4",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/v4",
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 # --- Static and media ------------------------------------------------------------------------

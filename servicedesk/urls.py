@@ -4,6 +4,7 @@ from django.urls import include, path
 
 from accounts import admin_area
 from accounts import views as account_views
+from api import profile_views as token_views
 from issues import customer_views, dashboard_views, outbound_views
 from issues import views as issue_views
 from mailroom import spam_views
@@ -73,6 +74,18 @@ urlpatterns = [
     # Links to files in emails: a signed token instead of a login.
     path("-/files/<str:token>/<str:filename>", issue_views.upload_by_token, name="upload_by_token"),
     path("-/unsubscribe/<str:token>", issue_views.unsubscribe, name="unsubscribe"),
+    # The REST API (api/urls.py) and the personal access tokens it takes.
+    path("api/v4/", include("api.urls")),
+    path(
+        "-/profile/personal_access_tokens/",
+        token_views.personal_access_tokens,
+        name="personal_access_tokens",
+    ),
+    path(
+        "-/profile/personal_access_tokens/<int:token_id>/revoke/",
+        token_views.personal_access_token_revoke,
+        name="personal_access_token_revoke",
+    ),
     path("", include("notifications.urls")),
     path("", include("saved_replies.urls")),
     # A customer's issues across projects (Reporter+): the address is in the query string.

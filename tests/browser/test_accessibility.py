@@ -5,6 +5,7 @@ region instead."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -12,6 +13,7 @@ import pytest
 from django.core import signing
 from django.test import RequestFactory
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 from django.views.defaults import server_error
@@ -19,6 +21,7 @@ from playwright.sync_api import Browser, Page
 
 from accounts.models import User
 from accounts.services import EMAIL_CHANGE_SALT, invitation_tokens, invited_user_for_email
+from api.services import token_create
 from issues.models import OutboundEmail, SentNotification
 from projects.models import Project
 from projects.services import description_template_create, instance_template_save
@@ -46,6 +49,8 @@ def extras(monkeypatch, transactional_db, settings, redis_cache_flushed) -> dict
     project = Project.objects.get(full_path=GAME)
     template = description_template_create(project=project, name="Bug", content="## Steps")
     reply = saved_reply_save(project=project, name="Refund", content="Hi %{CUSTOMER_NAME}")
+    token_create(user=User.objects.get(username="alice"), name="CI", scopes=["read_api"],
+                 expires_at=timezone.now().date() + timedelta(days=30))  # fmt: skip
     incoming = settings.SERVICEDESK_MAILBOXES["incoming_email"]
     to = incoming.address_for(project.service_desk.default_key)
     ham = deliver(make_email(to=to, subject="Where is my order?", body="It has been a week."))
@@ -144,6 +149,8 @@ def pages_of(username: str, ids: dict[str, Any]) -> list[str]:
         reverse("password_change"),
         reverse("project_new"),
         reverse("group_new"),
+        reverse("personal_access_tokens"),
+        reverse("api_docs"),
         reverse("customer_detail") + "?" + urlencode({"email": "jake@customer.example"}),
         issue(MISSING),
     ]

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -57,6 +58,8 @@ from django.utils.http import urlsafe_base64_encode
 
 from accounts.models import User
 from accounts.services import EMAIL_CHANGE_SALT
+from api.models import PersonalAccessToken
+from api.services import token_create
 from issues.models import EmailParticipant, Issue, Note, OutboundEmail, SentNotification
 from issues.services import note_create, participant_add, upload_create
 from mailroom.models import InboundMessage
@@ -465,6 +468,29 @@ def _reply_named(name: str) -> Callable[[World, bool], bool]:
 
 def own_reply(level: int, visibility: str, _confidential: bool) -> int:
     """A saved reply of one's own is its owner's (the reporter's here): 404 for others."""
+    return 0 if level == 20 else 404
+
+
+def _token_each(world: World, _confidential: bool) -> None:
+    """A token for every persona with an account (the reporter's is ctx["token"])."""
+    for role, user in world.users.items():
+        if user is not None:
+            new = token_create(user=user, name=f"{role} token", scopes=["api"],
+                               expires_at=timezone.now().date() + timedelta(days=7))  # fmt: skip
+            if role == "reporter":
+                world.ctx["token"] = new.token.pk
+
+
+def _in_a_month() -> str:
+    return (timezone.now().date() + timedelta(days=30)).isoformat()
+
+
+def _tokens_named(name: str) -> Callable[[World, bool], int]:
+    return lambda w, c: PersonalAccessToken.objects.filter(name=name).count()
+
+
+def own_token(level: int, visibility: str, _confidential: bool) -> int:
+    """A personal access token is its owner's (the reporter's here): 404 for others."""
     return 0 if level == 20 else 404
 
 
@@ -1040,6 +1066,26 @@ ROUTES: dict[str, Route] = {
         setup=_instance_template, data={"delete": "1"},
         effect=Effect(lambda w, c: DescriptionTemplate.objects.filter(name="Instance").exists()),
     ),
+    "personal_access_tokens": _project_route(
+        "GET", lambda w, c: reverse("personal_access_tokens"), signed_in
+    ),
+    # The answer to the creating POST is the page with the new token's secret (shown once).
+    "personal_access_tokens (create)": _project_route(
+        "POST", lambda w, c: reverse("personal_access_tokens"), signed_in,
+        data=lambda w, c: {"name": "Matrix", "scopes": ["read_api"], "expires_at": _in_a_month()},
+        effect=Effect(_tokens_named("Matrix"), lambda w, c: 1),
+        variants=(PLAIN, invalid({"name": "Matrix", "scopes": ["sudo"],
+                                  "expires_at": "2030-01-01"})),
+    ),
+    "personal_access_token_revoke": _project_route(
+        "POST", _global("personal_access_token_revoke", "token"), own_token,
+        setup=_token_each, allowed=lambda w, c: reverse("personal_access_tokens"),
+        effect=Effect(
+            lambda w, c: PersonalAccessToken.objects.filter(pk=w.ctx["token"],
+                                                            revoked_at=None).exists(),
+            lambda w, c: False,
+        ),
+    ),
     "unsubscribe": _project_route(
         "GET", _global("unsubscribe", "unsubscribe_token"), everyone, effect=STILL_SUBSCRIBED,
         shows_own_address=True,
@@ -1057,7 +1103,7 @@ EXEMPT = {"login", "logout", "health", "upload_by_token"}
 
 # Cells per visibility: personas x (issues x variants) summed over the routes. Written out, so
 # that a route or variant that drops out of ROUTES shows here; update it with ROUTES.
-MATRIX_CELLS = 1078
+MATRIX_CELLS = 1106
 
 
 def _route_names() -> set[str]:
@@ -1073,7 +1119,9 @@ def _route_names() -> set[str]:
     return {
         name or route
         for route, name in walk(get_resolver().url_patterns)
-        if not route.startswith(("admin/", "-/anymail/"))
+        # The REST API has its own matrix (tokens, JSON, 401s): test_api_permission_matrix.py,
+        # which checks that it covers every API route.
+        if not route.startswith(("admin/", "-/anymail/", "api/v4/"))
     }
 
 
