@@ -22,6 +22,7 @@ from projects.views import EMAIL_KINDS
 from saved_replies.services import saved_reply_save
 from tests.browser.helpers import accessibility_violations, demo_data, log_in
 from tests.mailroom.helpers import deliver, make_email
+from webhooks.services import webhook_save, webhook_test
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -49,8 +50,12 @@ def extras(monkeypatch, transactional_db, settings, redis_cache_flushed) -> dict
     settings.AKISMET_CLIENT_CLASS = "tests.mailroom.akismet_clients.SpamClient"
     assert deliver(make_email(to=to, subject="CHEAP WATCHES", body="Buy now!")).outcome == "spam"
     thank_you = SentNotification.objects.get(issue_id=ham.issue_id, participant__isnull=False)
+    hook = webhook_save(project=project, url="http://127.0.0.1:9/hook", secret="s", enabled=True,
+                        verify_ssl=True, issue_events=True, note_events=True)  # fmt: skip
+    alice = User.objects.get(username="alice")
+    delivery = webhook_test(hook=hook, user=alice)
     return {"email": ham.pk, "template": template.pk, "unsubscribe": thank_you.unsubscribe_token,
-            "reply": reply.pk}  # fmt: skip
+            "reply": reply.pk, "hook": hook.pk, "delivery": delivery.pk}  # fmt: skip
 
 
 def tracker(**query: str) -> str:
@@ -99,6 +104,9 @@ def pages_of(username: str, ids: dict[str, Any]) -> list[str]:
         reverse("project_notifications", args=[GAME]),
         reverse("project_saved_replies", args=[GAME]),
         reverse("project_saved_reply_edit", args=[GAME, ids["reply"]]),
+        reverse("webhook_list", args=[GAME]),
+        reverse("webhook_edit", args=[GAME, ids["hook"]]),
+        reverse("webhook_delivery", args=[GAME, ids["hook"], ids["delivery"]]),
         reverse("project_inbound_list", args=[GAME]),
         reverse("project_inbound_detail", args=[GAME, ids["email"]]),
         reverse("spam_list", args=[GAME]),
