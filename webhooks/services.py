@@ -19,8 +19,8 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -56,88 +56,60 @@ STUCK_AFTER = timedelta(minutes=10)  # a delivery left "sending" by a dead worke
 
 @dataclass
 class _Cause:
-    project_id: int
-    issue_id: int
-    trigger: str  # "issue", "note" or "service_desk_email"; made confidential_* below
-    build: Callable[[Issue, list[Label], list[User]], payloads.Payload]
-    confidential: Callable[[Issue], bool]
+    """One thing that happened, for the hooks that want its trigger."""
+
+    issue: Issue
+    trigger: str  # issue, note or service_desk_email (made confidential_* by ``confidential``)
+    actor: User | None = None
+    action: str = ""  # an issue's: open, close, reopen, update
+    changes: payloads.Payload = field(default_factory=dict)
+    note: Note | None = None
+    message: Any = None  # a Service Desk email's ledger row
+    was_confidential: bool = False
+
+    def confidential(self, issue: Issue) -> bool:
+        if self.trigger == Trigger.SERVICE_DESK_EMAIL:
+            return False  # a trigger of its own, whatever the issue
+        if self.note is not None and self.note.internal:
+            return True
+        return issue.confidential or self.was_confidential
+
+    def payload(self, issue: Issue, labels: list[Label], people: list[User]) -> payloads.Payload:
+        if self.trigger == Trigger.SERVICE_DESK_EMAIL:
+            return payloads.email_payload(
+                issue=issue, note=self.note, message=self.message, labels=labels, assignees=people
+            )
+        if self.note is not None:
+            return payloads.note_payload(self.note, issue, labels, people)
+        return payloads.issue_payload(
+            issue, actor=self.actor, action=self.action, labels=labels, assignees=people,
+            changes=self.changes,
+        )  # fmt: skip
 
 
 def issues_opened(issues: Sequence[Issue], actor: User) -> None:
     """New issues (from email or the browser, or an issue moved here)."""
-    _record(
-        [
-            _Cause(
-                issue.project_id,
-                issue.pk,
-                Trigger.ISSUE,
-                lambda i, labels, people: payloads.issue_payload(
-                    i, actor=actor, action="open", labels=labels, assignees=people
-                ),
-                lambda i: i.confidential,
-            )
-            for issue in issues
-        ]
-    )
+    _record([_Cause(issue, Trigger.ISSUE, actor, "open") for issue in issues])
 
 
 def issue_changed(issue: Issue, actor: User, *, action: str, changes: payloads.Payload) -> None:
     """Closed, reopened (``action`` close/reopen) or updated (labels, assignees,
-    confidentiality), with GitLab's ``changes``: {field: {previous, current}}. Made
-    confidential or public: sent to the confidential hooks (someone who could read it)."""
-    was = changes.get("confidential", {}).get("previous", issue.confidential)
-    _record(
-        [
-            _Cause(
-                issue.project_id,
-                issue.pk,
-                Trigger.ISSUE,
-                lambda i, labels, people: payloads.issue_payload(
-                    i,
-                    actor=actor,
-                    action=action,
-                    labels=labels,
-                    assignees=people,
-                    changes=changes,
-                ),
-                lambda i: i.confidential or bool(was),
-            )
-        ]
-    )
+    confidentiality), with GitLab's ``changes``: {field: {previous, current}}. An issue made
+    public goes to the confidential hooks too: it was confidential until now."""
+    was = bool(changes.get("confidential", {}).get("previous", False))
+    _record([_Cause(issue, Trigger.ISSUE, actor, action, changes, was_confidential=was)])
 
 
 def notes_posted(notes: Sequence[Note]) -> None:
     """Comments, internal notes and customers' replies (never system notes)."""
-    _record(
-        [
-            _Cause(
-                note.issue.project_id,
-                note.issue_id,
-                Trigger.NOTE,
-                lambda i, labels, people, note=note: payloads.note_payload(  # type: ignore[misc]
-                    note, i, labels, people
-                ),
-                lambda i, note=note: i.confidential or note.internal,  # type: ignore[misc]
-            )
-            for note in notes
-            if not note.system
-        ]
-    )
+    _record([_Cause(note.issue, Trigger.NOTE, note=note) for note in notes if not note.system])
 
 
 def emails_received(received: Sequence[tuple[Any, Issue, Note | None]]) -> None:
     """Customers' emails that became an issue or a note: (ledger row, issue, note or None)."""
     _record(
         [
-            _Cause(
-                issue.project_id,
-                issue.pk,
-                Trigger.SERVICE_DESK_EMAIL,
-                lambda i, labels, people, row=row, note=note: payloads.email_payload(  # type: ignore[misc]
-                    issue=i, note=note, message=row, labels=labels, assignees=people
-                ),
-                lambda i: False,
-            )
+            _Cause(issue, Trigger.SERVICE_DESK_EMAIL, note=note, message=row)
             for row, issue, note in received
         ]
     )
@@ -151,27 +123,29 @@ def _record(causes: list[_Cause]) -> None:
     if not causes:
         return
     hooks: dict[int, list[Webhook]] = {}
-    for hook in Webhook.objects.filter(project_id__in={c.project_id for c in causes}, enabled=True):
+    projects = {c.issue.project_id for c in causes}
+    for hook in Webhook.objects.filter(project_id__in=projects, enabled=True):
         hooks.setdefault(hook.project_id, []).append(hook)
-    causes = [c for c in causes if c.project_id in hooks]
+    causes = [c for c in causes if c.issue.project_id in hooks]
     if not causes:
         return
+    # Read again in the cause's transaction: its labels and assignees as they are now.
     issues = {
         issue.pk: issue
-        for issue in Issue.objects.filter(pk__in={c.issue_id for c in causes})
+        for issue in Issue.objects.filter(pk__in={c.issue.pk for c in causes})
         .select_related("project__group")
         .prefetch_related("labels", "assignees")
     }
     deliveries = []
     for cause in causes:
-        issue = issues[cause.issue_id]
+        issue = issues[cause.issue.pk]
         trigger = _confidential(cause.trigger) if cause.confidential(issue) else cause.trigger
-        wanting = [hook for hook in hooks[cause.project_id] if hook.wants(trigger)]
+        wanting = [hook for hook in hooks[issue.project_id] if hook.wants(trigger)]
         if not wanting:
             continue
         labels = sorted(issue.labels.all(), key=lambda label: label.title)
         people = sorted(issue.assignees.all(), key=lambda user: user.username)
-        payload = cause.build(issue, labels, people)
+        payload = cause.payload(issue, labels, people)
         deliveries += [
             WebhookDelivery(hook=hook, event=trigger, payload=payload) for hook in wanting
         ]
@@ -336,7 +310,7 @@ def _post(hook: Webhook, delivery: WebhookDelivery) -> _Answer:
 
 def _excerpt(response: httpx.Response) -> str:
     read = b""
-    for chunk in response.iter_raw():
+    for chunk in response.iter_bytes():  # decoded (gzip), but no more than we keep
         read += chunk
         if len(read) >= _READ_AT_MOST:
             break

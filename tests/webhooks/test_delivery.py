@@ -6,10 +6,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import ssl
+from datetime import timedelta
 
 import pytest
+import trustme
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 
 from issues.models import SentNotification
 from issues.services import (
@@ -25,7 +29,7 @@ from tests.harness.services import wait_until
 from tests.mailroom.helpers import INCOMING, deliver, make_email
 from webhooks import network
 from webhooks.models import Webhook, WebhookDelivery
-from webhooks.services import deliveries_claim, deliveries_send, webhook_save
+from webhooks.services import deliveries_claim, deliveries_send, deliveries_sweep, webhook_save
 from webhooks.tasks import send_deliveries
 
 from .receiver import Receiver
@@ -312,3 +316,45 @@ def test_payload_is_json_and_signature_matches_what_was_sent(project, reporter, 
     [request] = receiver.requests
     assert verified(request)
     assert json.loads(request.body)["object_attributes"]["title"] == "Ünïcode ✓"
+
+
+def test_https_receiver_and_the_ssl_verification_toggle(project, reporter) -> None:
+    """The request goes to the checked address over TLS; a certificate no public CA signed is
+    refused while verification is on (and retried), accepted once the Maintainer turns it off."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    with Receiver(tls=context) as receiver:
+        hook = hook_for(project, receiver.url)
+        issue_create(project=project, author=reporter, title="Over TLS")
+        delivery = WebhookDelivery.objects.get()
+        send_deliveries([delivery.pk])
+        delivery.refresh_from_db()
+        assert delivery.status == Status.PENDING
+        assert "CERTIFICATE_VERIFY_FAILED" in delivery.error
+        assert receiver.requests == []
+
+        webhook_save(project=project, hook=hook, url=receiver.url, secret=None, enabled=True,
+                     verify_ssl=False, issue_events=True)  # fmt: skip
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(next_attempt_at=None)
+        send_deliveries([delivery.pk])
+        delivery.refresh_from_db()
+        assert delivery.status == Status.SENT
+        [request] = receiver.requests
+        assert request.headers["Host"] == receiver.url.split("/")[2]
+        assert verified(request)
+
+
+def test_the_sweeper_hands_out_deliveries_a_dead_worker_left(project, reporter, receiver) -> None:
+    hook_for(project, receiver.url)
+    issue_create(project=project, author=reporter, title="Stuck")
+    delivery = WebhookDelivery.objects.get()
+    deliveries_claim([delivery.pk])  # claimed by a worker that then died
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(
+        claimed_at=timezone.now() - timedelta(minutes=11)
+    )
+    assert deliveries_sweep() == 1
+    delivery.refresh_from_db()
+    assert delivery.status == Status.PENDING
+    send_deliveries([delivery.pk])
+    assert len(receiver.requests) == 1
