@@ -351,6 +351,8 @@ SERVICEDESK_WEBHOOKS_TIMEOUT = env_int("SERVICEDESK_WEBHOOKS_TIMEOUT", 10)
 # as long (1 min, 5 min, 30 min, 2 h, 6 h, 12 h), up to this many attempts in all.
 SERVICEDESK_WEBHOOKS_RETRY_DELAY = env_int("SERVICEDESK_WEBHOOKS_RETRY_DELAY", 60)
 SERVICEDESK_WEBHOOKS_MAX_ATTEMPTS = env_int("SERVICEDESK_WEBHOOKS_MAX_ATTEMPTS", 7)
+# A delivery left "sending" this long (its worker died) is handed out again by the sweeper.
+SERVICEDESK_WEBHOOKS_STUCK_AFTER = env_int("SERVICEDESK_WEBHOOKS_STUCK_AFTER", 600)
 
 # Mailbox pollers hold a worker slot while they IDLE: they get their own queue so that a
 # worker consuming only "mailbox" (threads pool) keeps them apart from email processing.
@@ -392,6 +394,12 @@ CELERY_TASK_ANNOTATIONS = {
     "issues.tasks.send_outbound_emails": {
         "soft_time_limit": SERVICEDESK_OUTBOUND_STUCK_AFTER // 2,
         "time_limit": SERVICEDESK_OUTBOUND_STUCK_AFTER * 3 // 4,
+    },
+    # Up to five webhook requests, each bounded by SERVICEDESK_WEBHOOKS_TIMEOUT (connect,
+    # send, read, and the answer's excerpt); the rows go out again after the stuck delay.
+    "webhooks.tasks.send_deliveries": {
+        "soft_time_limit": SERVICEDESK_WEBHOOKS_STUCK_AFTER // 2,
+        "time_limit": SERVICEDESK_WEBHOOKS_STUCK_AFTER * 3 // 4,
     },
 }
 CELERY_BEAT_SCHEDULE = {

@@ -48,7 +48,9 @@ RESPONSE_EXCERPT = 2000  # characters of the receiver's answer kept in the log
 _READ_AT_MOST = 64 * 1024  # bytes of the answer read at all
 # Multiples of SERVICEDESK_WEBHOOKS_RETRY_DELAY after the 1st, 2nd, … failed attempt.
 BACKOFF = (1, 5, 30, 120, 360, 720)
-STUCK_AFTER = timedelta(minutes=10)  # a delivery left "sending" by a dead worker
+# A delivery left "sending" this long lost its worker: the sweeper hands it out again.
+STUCK_AFTER = timedelta(seconds=settings.SERVICEDESK_WEBHOOKS_STUCK_AFTER)
+TASK_BATCH = 5
 
 
 # --- Recording (in the cause's transaction) ----------------------------------------------------
@@ -157,7 +159,14 @@ def _queue(deliveries: list[WebhookDelivery]) -> None:
         return
     WebhookDelivery.objects.bulk_create(deliveries)
     ids = [d.pk for d in deliveries]
-    transaction.on_commit(lambda: enqueue(SEND_TASK, ids))
+    transaction.on_commit(lambda: _enqueue(ids))
+
+
+def _enqueue(ids: list[int]) -> None:
+    # A few per task: one slow receiver holds up only its neighbours, and a task's time limit
+    # (webhooks.tasks in CELERY_TASK_ANNOTATIONS) covers every one timing out.
+    for start in range(0, len(ids), TASK_BATCH):
+        enqueue(SEND_TASK, ids[start : start + TASK_BATCH])
 
 
 # --- Settings ----------------------------------------------------------------------------------
@@ -309,10 +318,13 @@ def _post(hook: Webhook, delivery: WebhookDelivery) -> _Answer:
 
 
 def _excerpt(response: httpx.Response) -> str:
+    """The start of the answer. The read timeout is per chunk: a receiver that trickles its
+    answer byte by byte is cut off after the timeout in all (the status is what counts)."""
     read = b""
+    deadline = time.monotonic() + settings.SERVICEDESK_WEBHOOKS_TIMEOUT
     for chunk in response.iter_bytes():  # decoded (gzip), but no more than we keep
         read += chunk
-        if len(read) >= _READ_AT_MOST:
+        if len(read) >= _READ_AT_MOST or time.monotonic() > deadline:
             break
     return read[:_READ_AT_MOST].decode("utf-8", "replace")[:RESPONSE_EXCERPT]
 
@@ -373,6 +385,5 @@ def deliveries_sweep() -> int:
         .order_by("pk")
         .values_list("pk", flat=True)[:2000]
     )
-    for start in range(0, len(due), 20):
-        enqueue(SEND_TASK, due[start : start + 20])
+    _enqueue(due)
     return len(due)
