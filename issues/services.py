@@ -656,14 +656,8 @@ def _labels_change(
     if removed:
         parts.append(f"removed {_plural('label', [label.title for label in removed])}")
     note_create(issue=locked, author=user, body=" and ".join(parts), system=True)
-    webhooks.issue_changed(locked, user, action="update", changes={"labels": {
-        "previous": _label_titles(current.values()), "current": _label_titles(wanted.values()),
-    }})  # fmt: skip
+    webhooks.labels_changed(locked, user, previous=current.values(), current=wanted.values())
     return locked, True
-
-
-def _label_titles(labels: Iterable[Label]) -> list[str]:
-    return sorted(label.title for label in labels)
 
 
 @transaction.atomic
@@ -725,10 +719,7 @@ def _assignees_change(
     if added:
         locked.assignees.add(*added)
         notifications.assignees_added(locked, added, user)
-    webhooks.issue_changed(locked, user, action="update", changes={"assignees": {
-        "previous": sorted(u.username for u in current.values()),
-        "current": sorted(u.username for u in wanted.values()),
-    }})  # fmt: skip
+    webhooks.assignees_changed(locked, user, previous=current.values(), current=wanted.values())
     body = _changes_sentence(
         [f"@{u.username}" for u in added],
         [f"@{u.username}" for u in removed],

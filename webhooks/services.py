@@ -19,7 +19,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -100,6 +100,26 @@ def issue_changed(issue: Issue, actor: User, *, action: str, changes: payloads.P
     public goes to the confidential hooks too: it was confidential until now."""
     was = bool(changes.get("confidential", {}).get("previous", False))
     _record([_Cause(issue, Trigger.ISSUE, actor, action, changes, was_confidential=was)])
+
+
+def labels_changed(
+    issue: Issue, actor: User, *, previous: Iterable[Label], current: Iterable[Label]
+) -> None:
+    def described(labels: Iterable[Label]) -> list[payloads.Payload]:
+        return [payloads.label_payload(label) for label in sorted(labels, key=lambda x: x.title)]
+
+    changes = {"labels": {"previous": described(previous), "current": described(current)}}
+    issue_changed(issue, actor, action="update", changes=changes)
+
+
+def assignees_changed(
+    issue: Issue, actor: User, *, previous: Iterable[User], current: Iterable[User]
+) -> None:
+    def described(users: Iterable[User]) -> list[payloads.Payload | None]:
+        return [payloads.user_payload(u) for u in sorted(users, key=lambda u: u.username)]
+
+    changes = {"assignees": {"previous": described(previous), "current": described(current)}}
+    issue_changed(issue, actor, action="update", changes=changes)
 
 
 def notes_posted(notes: Sequence[Note]) -> None:

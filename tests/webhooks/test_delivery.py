@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from issues.models import SentNotification
 from issues.services import (
+    issue_assignees_set,
     issue_close,
     issue_confidentiality_set,
     issue_create,
@@ -189,19 +190,26 @@ def test_confidential_events_go_only_to_hooks_that_asked(project, reporter, rece
 def test_issue_updates_carry_their_changes(project, reporter, receiver) -> None:
     hook = hook_for(project, receiver.url, issue_events=True, confidential_issue_events=True)
     issue = issue_create(project=project, author=reporter, title="Changing")
-    issue_labels_set(
-        issue=issue, user=reporter, labels=[LabelFactory(project=project, title="bug")]
-    )
+    bug = LabelFactory(project=project, title="bug")
+    issue_labels_set(issue=issue, user=reporter, labels=[bug])
+    issue_assignees_set(issue=issue, user=reporter, assignees=[reporter])
     issue_close(issue=issue, user=reporter)
     issue_confidentiality_set(issue=issue, user=reporter, confidential=True)
     payloads = [d.payload for d in WebhookDelivery.objects.filter(hook=hook).order_by("pk")]
     actions = [p["object_attributes"]["action"] for p in payloads]
-    assert actions == ["open", "update", "close", "update"]
-    assert payloads[1]["changes"] == {"labels": {"previous": [], "current": ["bug"]}}
-    assert [label["title"] for label in payloads[1]["labels"]] == ["bug"]
-    assert payloads[2]["changes"] == {"state": {"previous": "opened", "current": "closed"}}
-    assert payloads[3]["event_type"] == "confidential_issue"
-    assert payloads[3]["changes"] == {"confidential": {"previous": False, "current": True}}
+    assert actions == ["open", "update", "update", "close", "update"]
+    labelled, assigned, closed, hidden = payloads[1:]
+    # As GitLab's: labels and assignees as objects, before and after.
+    assert labelled["changes"]["labels"]["previous"] == []
+    assert [label["id"] for label in labelled["changes"]["labels"]["current"]] == [bug.pk]
+    assert [label["title"] for label in labelled["labels"]] == ["bug"]
+    assert assigned["changes"]["assignees"]["previous"] == []
+    assert [u["username"] for u in assigned["changes"]["assignees"]["current"]] == ["bob"]
+    assert assigned["object_attributes"]["assignee_ids"] == [reporter.pk]
+    assert closed["changes"] == {"state": {"previous": "opened", "current": "closed"}}
+    assert closed["object_attributes"]["state"] == "closed"
+    assert hidden["event_type"] == "confidential_issue"
+    assert hidden["changes"] == {"confidential": {"previous": False, "current": True}}
 
 
 @pytest.mark.django_db(transaction=True)
