@@ -22,6 +22,7 @@ from accounts.selectors import support_bot
 from notifications import services as notifications
 from projects.models import Project, ServiceDeskSetting
 from servicedesk.addresses import is_our_address
+from webhooks import services as webhooks
 
 from .emails import NewTicket, issue_closed, note_added, notes_added, service_desk_issues_created
 from .models import (
@@ -186,6 +187,7 @@ def issues_create(*, author: User, items: Sequence[NewIssue]) -> list[Issue]:
     )
     service_desk_issues_created([t for t, item in zip(tickets, items, strict=True) if item.notify])
     notifications.tickets_opened([issue for issue in issues if issue.external_author])
+    webhooks.issues_opened(issues, author)
     return issues
 
 
@@ -350,6 +352,7 @@ def notes_create(items: Sequence[NewNote]) -> list[Note]:
     notifications.notes_posted(
         [n for n in notes if not n.system and (n.external_author or not n.author.is_bot)]
     )
+    webhooks.notes_posted(notes)
     for note in notes:
         if not note.system and not note.author.is_bot:
             notifications.todos_done(user=note.author, issues=[note.issue])
@@ -474,6 +477,11 @@ def _issue_set_state(*, issue: Issue, user: User, state: str) -> Issue:
         if not user.is_bot:
             notifications.todos_done(user=user, issues=[locked])
     notifications.state_changed(locked, user)
+    webhooks.issue_changed(
+        locked, user, action="close" if closing else "reopen",
+        changes={"state": {"previous": Issue.State.OPENED if closing else Issue.State.CLOSED,
+                           "current": state}},
+    )  # fmt: skip
     return locked
 
 
@@ -698,6 +706,7 @@ def _labels_change(
     if removed:
         parts.append(f"removed {_plural('label', [label.title for label in removed])}")
     note_create(issue=locked, author=user, body=" and ".join(parts), system=True)
+    webhooks.labels_changed(locked, user, previous=current.values(), current=wanted.values())
     return locked, True
 
 
@@ -760,6 +769,7 @@ def _assignees_change(
     if added:
         locked.assignees.add(*added)
         notifications.assignees_added(locked, added, user)
+    webhooks.assignees_changed(locked, user, previous=current.values(), current=wanted.values())
     body = _changes_sentence(
         [f"@{u.username}" for u in added],
         [f"@{u.username}" for u in removed],
@@ -790,6 +800,9 @@ def issue_confidentiality_set(*, issue: Issue, user: User, confidential: bool) -
     locked.save(update_fields=["confidential", "updated_at"])
     body = "made the issue confidential" if confidential else "made the issue visible to everyone"
     note_create(issue=locked, author=user, body=body, system=True)
+    webhooks.issue_changed(locked, user, action="update", changes={
+        "confidential": {"previous": not confidential, "current": confidential},
+    })  # fmt: skip
     return locked
 
 
@@ -1083,7 +1096,9 @@ def issue_move(*, issue: Issue, user: User, target: Project) -> Issue:
     note_create(
         issue=locked, author=user, body=f"moved this issue to {copy.reference}", system=True
     )
+    moved: dict[str, dict[str, object]] = {"moved_to_id": {"previous": None, "current": copy.pk}}
     if locked.is_open:
+        moved["state"] = {"previous": Issue.State.OPENED, "current": Issue.State.CLOSED}
         # Closed quietly: the optional *issue closed* email must not tell the customer their
         # issue was closed when it just moved.
         locked.state = Issue.State.CLOSED
@@ -1092,6 +1107,11 @@ def issue_move(*, issue: Issue, user: User, target: Project) -> Issue:
         note_create(issue=locked, author=user, body="closed", system=True)
     locked.save(update_fields=["moved_to", "state", "closed_at", "closed_by", "updated_at"])
     copy.project = target
+    # As GitLab: the copy is a new issue of its project, the original is closed (or updated).
+    webhooks.issues_opened([copy], user)
+    webhooks.issue_changed(
+        locked, user, action="close" if "state" in moved else "update", changes=moved
+    )
     return copy
 
 

@@ -32,6 +32,7 @@ from accounts.selectors import support_bot
 from issues.emails import Rejection, rejection_notices
 from servicedesk.claims import claim_due
 from servicedesk.queues import enqueue
+from webhooks import services as webhooks
 
 from . import handlers
 from .models import WAITING, InboundMessage
@@ -171,6 +172,7 @@ def inbound_process_batch(ids: Sequence[int], token: uuid.UUID) -> dict[int, str
                        if row.pk in results and results[row.pk].outcome == WAITING]  # fmt: skip
             _wait(waiting)
             _record_results(rows, results)
+            _emails_received(rows, results)
             _rejection_notices([(row, results[row.pk]) for row in rows if row.pk in results])
         _wake_waiters(list(results))
         return {pk: result.outcome for pk, result in results.items()}
@@ -198,6 +200,21 @@ def inbound_process_batch(ids: Sequence[int], token: uuid.UUID) -> dict[int, str
         for row in rows:
             outcomes.update(inbound_process_batch([row.pk], token))
         return outcomes
+
+
+def _emails_received(rows: list[InboundMessage], results: dict[int, Any]) -> None:
+    """Customers' emails that became an issue or a note: the projects' webhooks hear of them
+    (a team member's emailed comment is a note event only)."""
+    received = []
+    for row in rows:
+        result = results.get(row.pk)
+        if result is None or result.issue is None:
+            continue
+        if result.outcome == Outcome.ISSUE_CREATED or (
+            result.outcome == Outcome.NOTE_ADDED and result.note and result.note.external_author
+        ):
+            received.append((row, result.issue, result.note))
+    webhooks.emails_received(received)
 
 
 def _requeue_alone(ids: list[int], token: uuid.UUID) -> None:

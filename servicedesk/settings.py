@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "api",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -360,6 +361,19 @@ AKISMET_CLIENT_CLASS = env_str("AKISMET_CLIENT_CLASS", "akismet.SyncClient")
 # Accept self-signed IMAP certificates (test servers only; never in production).
 SERVICEDESK_IMAP_INSECURE_TLS = env_bool("SERVICEDESK_IMAP_INSECURE_TLS", False) and not PRODUCTION
 
+# Webhooks (webhooks/services.py): receivers on private, loopback, link-local or reserved
+# networks are refused unless listed here (IP addresses or CIDR networks), e.g. an intranet
+# service: "10.0.0.0/8,192.168.1.20".
+SERVICEDESK_WEBHOOKS_ALLOW_PRIVATE = env_networks("SERVICEDESK_WEBHOOKS_ALLOW_PRIVATE", [])
+# Seconds to connect, send and read the answer, each.
+SERVICEDESK_WEBHOOKS_TIMEOUT = env_int("SERVICEDESK_WEBHOOKS_TIMEOUT", 10)
+# A failed delivery is tried again after this many seconds, then 5, 30, 120, 360 and 720 times
+# as long (1 min, 5 min, 30 min, 2 h, 6 h, 12 h), up to this many attempts in all.
+SERVICEDESK_WEBHOOKS_RETRY_DELAY = env_int("SERVICEDESK_WEBHOOKS_RETRY_DELAY", 60)
+SERVICEDESK_WEBHOOKS_MAX_ATTEMPTS = env_int("SERVICEDESK_WEBHOOKS_MAX_ATTEMPTS", 7)
+# A delivery left "sending" this long (its worker died) is handed out again by the sweeper.
+SERVICEDESK_WEBHOOKS_STUCK_AFTER = env_int("SERVICEDESK_WEBHOOKS_STUCK_AFTER", 600)
+
 # Mailbox pollers hold a worker slot while they IDLE: they get their own queue so that a
 # worker consuming only "mailbox" (threads pool) keeps them apart from email processing.
 # Sending (and working out who on the team hears about what) gets its own queue too: a burst of
@@ -376,6 +390,8 @@ CELERY_TASK_ROUTES = {
     "issues.tasks.send_outbound_emails": {"queue": "outbound"},
     "notifications.tasks.deliver_events": {"queue": "outbound"},
     "notifications.tasks.sweep_events": {"queue": "outbound"},
+    "webhooks.tasks.send_deliveries": {"queue": "outbound"},
+    "webhooks.tasks.sweep_deliveries": {"queue": "outbound"},
 }
 # Time limits (seconds). At the soft one SoftTimeLimitExceeded is raised in the task (an email
 # being processed is recorded as an error of ours: retried, then failed); at the hard one the
@@ -399,6 +415,12 @@ CELERY_TASK_ANNOTATIONS = {
         "soft_time_limit": SERVICEDESK_OUTBOUND_STUCK_AFTER // 2,
         "time_limit": SERVICEDESK_OUTBOUND_STUCK_AFTER * 3 // 4,
     },
+    # Up to five webhook requests, each bounded by SERVICEDESK_WEBHOOKS_TIMEOUT (connect,
+    # send, read, and the answer's excerpt); the rows go out again after the stuck delay.
+    "webhooks.tasks.send_deliveries": {
+        "soft_time_limit": SERVICEDESK_WEBHOOKS_STUCK_AFTER // 2,
+        "time_limit": SERVICEDESK_WEBHOOKS_STUCK_AFTER * 3 // 4,
+    },
 }
 CELERY_BEAT_SCHEDULE = {
     "record-worker-heartbeat": {
@@ -411,6 +433,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "sweep-outbound": {"task": "issues.tasks.sweep_outbound", "schedule": 30.0},
     "sweep-team-events": {"task": "notifications.tasks.sweep_events", "schedule": 60.0},
+    "sweep-webhooks": {"task": "webhooks.tasks.sweep_deliveries", "schedule": 60.0},
     **{
         f"poll-{name}": {
             "task": "mailroom.tasks.poll_mailbox",

@@ -13,6 +13,7 @@ from mailroom import webhooks as mailroom_webhooks
 from notifications import views as notification_views
 from projects import views as project_views
 from saved_replies import views as saved_reply_views
+from webhooks import views as webhook_views
 
 from . import views
 
@@ -21,6 +22,7 @@ admin.site.site_header = "Service Desk administration"
 issue = "<path:full_path>/-/issues/<int:iid>/"
 settings_sd = "<path:full_path>/-/settings/service_desk/"
 templates = "<path:full_path>/-/settings/description_templates/"
+hooks = "<path:full_path>/-/settings/webhooks/"
 members = "<path:full_path>/-/members/"
 
 urlpatterns = [
@@ -149,6 +151,20 @@ urlpatterns = [
         "<path:full_path>/-/settings/saved_replies/<int:reply_id>/",
         saved_reply_views.project_saved_reply_edit,
         name="project_saved_reply_edit",
+    ),
+    path(hooks, webhook_views.webhook_list, name="webhook_list"),
+    path(f"{hooks}<int:hook_id>/", webhook_views.webhook_edit, name="webhook_edit"),
+    path(f"{hooks}<int:hook_id>/delete/", webhook_views.webhook_remove, name="webhook_delete"),
+    path(f"{hooks}<int:hook_id>/test/", webhook_views.webhook_send_test, name="webhook_test"),
+    path(
+        f"{hooks}<int:hook_id>/deliveries/<int:delivery_id>/",
+        webhook_views.webhook_delivery,
+        name="webhook_delivery",
+    ),
+    path(
+        f"{hooks}<int:hook_id>/deliveries/<int:delivery_id>/resend/",
+        webhook_views.webhook_delivery_resend,
+        name="webhook_delivery_resend",
     ),
     path(
         f"{settings_sd}regenerate/",

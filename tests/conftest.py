@@ -94,6 +94,7 @@ def worker_idle_before_flush(request: pytest.FixtureRequest):  # type: ignore[no
     from issues.models import OutboundEmail
     from notifications.models import Event
     from tests.harness.services import wait_until
+    from webhooks.models import WebhookDelivery
 
     busy = Q(status="sending") | Q(status="pending", next_attempt_at=None)
     # Left pending on purpose (an outage): nothing more to wait for after the bound.
@@ -102,6 +103,7 @@ def worker_idle_before_flush(request: pytest.FixtureRequest):  # type: ignore[no
             lambda: (
                 not Event.objects.filter(delivered_at=None).exists()
                 and not OutboundEmail.objects.filter(busy).exists()
+                and not WebhookDelivery.objects.filter(busy).exists()
             ),
             10,
             "the worker to finish the test's work",

@@ -29,6 +29,7 @@ from projects.views import EMAIL_KINDS
 from saved_replies.services import saved_reply_save
 from tests.browser.helpers import accessibility_violations, demo_data, log_in
 from tests.mailroom.helpers import deliver, make_email
+from webhooks.services import webhook_save, webhook_test
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -70,7 +71,11 @@ def extras(monkeypatch, transactional_db, settings, redis_cache_flushed) -> dict
     OutboundEmail.objects.filter(sent_notification=thank_you).update(
         status=OutboundEmail.Status.FAILED, last_error="SMTPRecipientsRefused: 550 no such user"
     )
-    return {"email": ham.pk, "outbound": thank_you.email.pk, "template": template.pk,
+    hook = webhook_save(project=project, url="http://127.0.0.1:9/hook", secret="s", enabled=True,
+                        verify_ssl=True, issue_events=True, note_events=True)  # fmt: skip
+    delivery = webhook_test(hook=hook, user=alice)
+    return {"hook": hook.pk, "delivery": delivery.pk, "email": ham.pk,
+            "outbound": thank_you.email.pk, "template": template.pk,
             "unsubscribe": thank_you.unsubscribe_token,
             "reply": reply.pk, "project": project.pk, "group": project.group_id,
             "instance_template": instance_template_save(name="Triage", content="/label ~new").pk,
@@ -137,6 +142,9 @@ def pages_of(username: str, ids: dict[str, Any]) -> list[str]:
         reverse("project_notifications", args=[GAME]),
         reverse("project_saved_replies", args=[GAME]),
         reverse("project_saved_reply_edit", args=[GAME, ids["reply"]]),
+        reverse("webhook_list", args=[GAME]),
+        reverse("webhook_edit", args=[GAME, ids["hook"]]),
+        reverse("webhook_delivery", args=[GAME, ids["hook"], ids["delivery"]]),
         reverse("project_inbound_list", args=[GAME]),
         reverse("project_inbound_detail", args=[GAME, ids["email"]]),
         reverse("project_outbound_list", args=[GAME]),

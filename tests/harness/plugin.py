@@ -144,6 +144,10 @@ def pytest_load_initial_conftests(
         # The worker runs for the whole session, beside tests that leave inbound email queued
         # on purpose: the team's notifications do not wait for it (see notifications/tasks.py).
         SERVICEDESK_TEAM_NOTIFICATIONS_YIELD="0",
+        # Webhook receivers in tests listen on 127.0.0.1 (refused in production unless allowed),
+        # and a failed delivery is retried after 1 s instead of a minute.
+        SERVICEDESK_WEBHOOKS_ALLOW_PRIVATE="127.0.0.1/32",
+        SERVICEDESK_WEBHOOKS_RETRY_DELAY="1",
         # Playwright's sync API runs an event loop in the test thread; the ORM calls we make
         # beside it are ordinary synchronous calls.
         DJANGO_ALLOW_ASYNC_UNSAFE="true",

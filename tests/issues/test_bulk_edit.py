@@ -300,8 +300,9 @@ def queries_for_bulk_close(client, project: Project, issues: list[Issue]) -> int
 
 
 def test_bulk_close_costs_a_fixed_number_of_queries_per_issue(client, project, reporter):
-    """Each issue goes through its service (lock, update, note, notifications): queries grow
-    with the issues, by the same few for each, never with the size of the project."""
+    """Each issue goes through its service (lock, update, note, notifications, webhooks):
+    queries grow with the issues, by the same few for each, never with the size of the
+    project."""
     client.force_login(reporter)
     small = [IssueFactory(project=project, author=reporter) for _ in range(5)]
     large = [IssueFactory(project=project, author=reporter) for _ in range(15)]
@@ -309,6 +310,7 @@ def test_bulk_close_costs_a_fixed_number_of_queries_per_issue(client, project, r
     fifteen = queries_for_bulk_close(client, project, large)
     per_issue = (fifteen - five) / 10
     assert per_issue == int(per_issue)  # exactly the same for each issue
-    # Measured: 9 per issue (the close service's own), 10 for the request itself.
-    assert per_issue <= 9, per_issue
+    # Measured: 10 per issue (the close service's own, one of them the project's webhooks),
+    # 10 for the request itself.
+    assert per_issue <= 10, per_issue
     assert five - 5 * per_issue <= 10

@@ -84,6 +84,8 @@ from tests.factories import (
     UserFactory,
     member,
 )
+from webhooks.models import Webhook, WebhookDelivery
+from webhooks.services import webhook_save, webhook_test
 
 pytestmark = pytest.mark.django_db
 ROLES = ["owner", "maintainer", "developer", "reporter", "guest", "outsider", "anonymous"]
@@ -93,6 +95,7 @@ CUSTOMER = "jake@customer.example"
 STRANGER = "stranger@else.example"  # wrote a reply held back as an internal note
 NEW_ADDRESS = "new@customer.example"  # what the forms post as a participant or requester
 COMMENT = "A comment from the matrix"
+HOOK_URL = "http://127.0.0.1:9/hook"  # the tests' setting allows 127.0.0.1
 
 
 @dataclass
@@ -170,6 +173,10 @@ def build_world(visibility: str) -> World:
         body_text="Hello", body_html="", status=OutboundEmail.Status.FAILED,
         last_error="SMTPRecipientsRefused: 550 no such user",
     ).pk  # fmt: skip
+    hook = webhook_save(project=project, url=HOOK_URL, secret="hook-secret", enabled=True,
+                        verify_ssl=True, issue_events=True)  # fmt: skip
+    ctx["hook_id"] = hook.pk
+    ctx["delivery_id"] = webhook_test(hook=hook, user=users["owner"]).pk
     ctx["address_token"] = ServiceDeskSetting.objects.get(project=project).address_token
     return World(
         visibility=visibility,
@@ -285,6 +292,10 @@ def to_issue(anchor: str = "") -> Callable[[World, bool], str]:
 
 def to_project(name: str, *args: str) -> Callable[[World, bool], str]:
     return lambda w, c: reverse(name, args=[w.project.full_path, *args])
+
+
+def to_hook(name: str) -> Callable[[World, bool], str]:
+    return lambda w, c: reverse(name, args=[w.project.full_path, w.ctx["hook_id"]])
 
 
 def to_new_note(world: World, confidential: bool) -> str:
@@ -422,6 +433,20 @@ REQUEUED = Effect(lambda w, c: _inbound(w, "message_id").status,
 RELEASED = Effect(lambda w, c: _inbound(w, "spam_id").spam_released, lambda w, c: True)
 SPAM_CONFIRMED = Effect(lambda w, c: _inbound(w, "spam_id").spam_reviewed_at is not None,
                         lambda w, c: True)  # fmt: skip
+
+
+def _hook_urls(world: World, _c: bool) -> list[str]:
+    return sorted(Webhook.objects.filter(project=world.project).values_list("url", flat=True))
+
+
+def _deliveries(world: World, _c: bool) -> int:
+    return WebhookDelivery.objects.filter(hook__project=world.project).count()
+
+
+HOOK_ADDED = Effect(_hook_urls, lambda w, c: sorted([HOOK_URL, HOOK_URL + "/new"]))
+HOOK_SAVED = Effect(_hook_urls, lambda w, c: [HOOK_URL + "/edited"])
+HOOK_DELETED = Effect(_hook_urls, lambda w, c: [])
+HOOK_SENT = Effect(_deliveries, lambda w, c: 2)
 UNSUBSCRIBED = Effect(_unsubscribed, lambda w, c: True)
 STILL_SUBSCRIBED = Effect(_unsubscribed)
 
@@ -1086,6 +1111,34 @@ ROUTES: dict[str, Route] = {
             lambda w, c: False,
         ),
     ),
+    "webhook_list": _project_route("GET", _project("webhook_list"), project_admin),
+    "webhook_list (add)": _project_route(
+        "POST", _project("webhook_list"), project_admin, allowed=to_project("webhook_list"),
+        data={"url": HOOK_URL + "/new", "issue_events": "on", "enabled": "on"},
+        effect=HOOK_ADDED, variants=(PLAIN, invalid({"url": "not a url"})),
+    ),
+    "webhook_edit": _project_route("GET", _project("webhook_edit", "hook_id"), project_admin),
+    "webhook_edit (save)": _project_route(
+        "POST", _project("webhook_edit", "hook_id"), project_admin,
+        allowed=to_hook("webhook_edit"),
+        data={"url": HOOK_URL + "/edited", "note_events": "on", "enabled": "on"},
+        effect=HOOK_SAVED, variants=(PLAIN, invalid({"url": "ftp://127.0.0.1/"})),
+    ),
+    "webhook_delete": _project_route(
+        "POST", _project("webhook_delete", "hook_id"), project_admin,
+        allowed=to_project("webhook_list"), effect=HOOK_DELETED,
+    ),
+    "webhook_test": _project_route(
+        "POST", _project("webhook_test", "hook_id"), project_admin,
+        allowed=to_hook("webhook_edit"), effect=HOOK_SENT,
+    ),
+    "webhook_delivery": _project_route(
+        "GET", _project("webhook_delivery", "hook_id", "delivery_id"), project_admin
+    ),
+    "webhook_delivery_resend": _project_route(
+        "POST", _project("webhook_delivery_resend", "hook_id", "delivery_id"), project_admin,
+        allowed=to_hook("webhook_edit"), effect=HOOK_SENT,
+    ),
     "unsubscribe": _project_route(
         "GET", _global("unsubscribe", "unsubscribe_token"), everyone, effect=STILL_SUBSCRIBED,
         shows_own_address=True,
@@ -1103,7 +1156,7 @@ EXEMPT = {"login", "logout", "health", "upload_by_token"}
 
 # Cells per visibility: personas x (issues x variants) summed over the routes. Written out, so
 # that a route or variant that drops out of ROUTES shows here; update it with ROUTES.
-MATRIX_CELLS = 1106
+MATRIX_CELLS = 1176
 
 
 def _route_names() -> set[str]:

@@ -6,7 +6,7 @@ from django.conf import settings
 
 from servicedesk.celery import app
 
-OUR_TASKS = ("mailroom.", "issues.")
+OUR_TASKS = ("mailroom.", "issues.", "webhooks.")
 
 
 def our_tasks() -> dict[str, object]:
@@ -37,3 +37,13 @@ def test_a_mailbox_poller_may_run_for_its_lease() -> None:
 def test_a_sender_ends_before_its_emails_are_handed_out_again() -> None:
     task = our_tasks()["issues.tasks.send_outbound_emails"]
     assert task.time_limit < settings.SERVICEDESK_OUTBOUND_STUCK_AFTER  # type: ignore[attr-defined]
+
+
+def test_a_webhook_sender_ends_before_its_deliveries_are_handed_out_again() -> None:
+    from webhooks.services import TASK_BATCH
+
+    task = our_tasks()["webhooks.tasks.send_deliveries"]
+    assert task.time_limit < settings.SERVICEDESK_WEBHOOKS_STUCK_AFTER  # type: ignore[attr-defined]
+    # Each request may wait the timeout to connect, to send, to read and for the excerpt.
+    worst = TASK_BATCH * 4 * settings.SERVICEDESK_WEBHOOKS_TIMEOUT
+    assert worst < task.soft_time_limit  # type: ignore[attr-defined]
