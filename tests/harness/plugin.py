@@ -155,6 +155,8 @@ def pytest_load_initial_conftests(
         # Projects' own SMTP servers in tests have certificates from the session's CA; every
         # worker started later inherits this.
         SERVICEDESK_CUSTOM_SMTP_CA_FILE=str(_harness.ca.path) if _harness.ca else "",
+        # A project's server that never answers: a test waits this long, not 30 s.
+        SERVICEDESK_CUSTOM_SMTP_TIMEOUT="3",
     )
 
 
