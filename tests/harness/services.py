@@ -599,8 +599,8 @@ class TestCA:
 @dataclass
 class SubmissionServer:
     """A provider's SMTP submission server: STARTTLS required before AUTH, AUTH required before
-    MAIL (PLAIN and LOGIN), one account. What it accepts is kept in ``messages`` and handed to
-    ``forward`` (the provider's forwarding rule), if set."""
+    MAIL (PLAIN, LOGIN and CRAM-MD5), one account. What it accepts is kept in ``messages`` and
+    handed to ``forward`` (the provider's forwarding rule), if set."""
 
     ca: TestCA
     username: str = "support@customer.test"
@@ -627,6 +627,23 @@ class SubmissionServer:
             return AuthResult(success=ok, handled=False)
 
         class Handler:
+            # aiosmtpd offers a handler's auth_<NAME> methods, "__" standing for "-".
+            async def auth_CRAM__MD5(self, smtp, _args):  # type: ignore[no-untyped-def]
+                import base64
+                import hashlib
+                import hmac
+                import secrets
+
+                challenge = f"<{secrets.token_hex(8)}@localhost>".encode()
+                answer = await smtp.challenge_auth(base64.b64encode(challenge), False)
+                login, _, digest = bytes(answer or b"").decode().rpartition(" ")
+                wanted = hmac.new(server.password.encode(), challenge, hashlib.md5).hexdigest()
+                ok = login == server.username and hmac.compare_digest(digest, wanted)
+                if ok:
+                    with server._lock:
+                        server.logins.append(("CRAM-MD5", login))
+                return AuthResult(success=ok, handled=False)
+
             async def handle_DATA(self, _server, _session, envelope):  # type: ignore[no-untyped-def]
                 mail = CapturedMail(
                     envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content,

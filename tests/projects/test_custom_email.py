@@ -328,7 +328,7 @@ def test_a_failing_custom_server_backs_off_and_shows_on_the_settings_page(
     assert "ConnectionRefusedError" in body
 
 
-@pytest.mark.parametrize("mechanism", ["plain", "login", "auto"])
+@pytest.mark.parametrize("mechanism", ["plain", "login", "cram-md5", "auto"])
 def test_verification_email_is_sent_with_the_chosen_mechanism(
     project, maintainer, submission_server, mechanism
 ) -> None:
@@ -339,7 +339,8 @@ def test_verification_email_is_sent_with_the_chosen_mechanism(
     assert mail.recipients == ["support+verify@customer.test"]
     assert f"{TOKEN_LINE} {custom.token}" in mail.message.get_content()
     used = submission_server.logins[0][0]
-    assert used == ("PLAIN" if mechanism == "auto" else mechanism.upper())
+    # smtplib's own choice prefers CRAM-MD5, which never sends the password.
+    assert used == ("CRAM-MD5" if mechanism == "auto" else mechanism.upper())
     assert CustomEmail.objects.get(pk=custom.pk).state == "started"
 
 
@@ -358,3 +359,15 @@ def test_smtp_failures_at_the_start_name_their_reason(
         send_custom_email_verification(custom.pk, custom.token)
         custom.refresh_from_db()
         assert (custom.state, custom.error) == ("failed", reason)
+
+
+def test_system_check_names_a_bad_key_and_warns_production_without_keys(settings) -> None:
+    from projects.checks import encryption_keys
+
+    settings.SERVICEDESK_ENCRYPTION_KEYS = ["nope"]
+    assert [m.id for m in encryption_keys()] == ["projects.E001"]
+    settings.SERVICEDESK_ENCRYPTION_KEYS = []
+    settings.PRODUCTION = True
+    assert [m.id for m in encryption_keys()] == ["projects.W001"]
+    settings.SERVICEDESK_ENCRYPTION_KEYS = [encryption.generate_key()]
+    assert encryption_keys() == []

@@ -116,7 +116,7 @@ def test_verification_round_trip_through_the_providers_forwarding(
     [sent] = submission_server.messages
     assert (sent.envelope_from, sent.recipients) == (CUSTOM, ["support+verify@customer.test"])
     assert f"{TOKEN_LINE} {custom.token}" in sent.message.get_content()
-    assert submission_server.logins == [("PLAIN", submission_server.username)]
+    assert submission_server.logins == [("CRAM-MD5", submission_server.username)]
     assert (custom.state, custom.error or "verified") == (
         ("verified", "verified") if expected == "verified" else ("failed", expected)
     )
