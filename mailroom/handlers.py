@@ -595,6 +595,17 @@ def _verification(
     return Verification(mail, custom.project, trace)
 
 
+def _projects_own_addresses(decisions: list[IssueFromEmail]) -> set[str]:
+    """The projects' own addresses among the Cc'd of new issues (one query)."""
+    cc = {
+        _split_detail(a.strip().lower())[0]
+        for d in decisions
+        if d.setting.add_external_participants_from_cc
+        for a in d.email.cc
+    }
+    return set(_custom_emails(cc))
+
+
 def _forwarded_to_project(match: RouteMatch | None, project: Project) -> bool:
     """Whether the email came to the project's own Service Desk address (not the alias
     mailbox, nor another project's address)."""
@@ -888,10 +899,14 @@ def _issues_from_email(decisions: list[IssueFromEmail], bot: User) -> dict[Plann
     specs = []
     texts = scrub_secrets([d.email.body_text.strip() for d in decisions])
     forged = [_authentication_failure(d.email) for d in decisions]
+    projects_own = _projects_own_addresses(decisions)
     for decision, text, forgery in zip(decisions, texts, forged, strict=True):
         files, left_out = _attachments_kept(decision.email)
         setting, email = decision.setting, decision.email
         cc = email.cc if setting.add_external_participants_from_cc else []
+        # A project's own address in Cc (the customer wrote to it and to us) is no participant:
+        # emails to it would come back to us through the forwarding.
+        cc = [a for a in cc if _split_detail(a.strip().lower())[0] not in projects_own]
         template = setting.description_template
         specs.append(
             NewIssue(

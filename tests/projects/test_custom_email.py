@@ -371,3 +371,28 @@ def test_system_check_names_a_bad_key_and_warns_production_without_keys(settings
     assert [m.id for m in encryption_keys()] == ["projects.W001"]
     settings.SERVICEDESK_ENCRYPTION_KEYS = [encryption.generate_key()]
     assert encryption_keys() == []
+
+
+def test_a_projects_own_address_in_cc_is_never_a_participant(project, maintainer, address) -> None:
+    from issues.models import EmailParticipant
+
+    verified(project, maintainer)
+    project.service_desk.add_external_participants_from_cc = True
+    project.service_desk.save()
+    raw = make_email(to=address, headers={"Cc": f"Boss <boss@customer.example>, {CUSTOM}"})
+    row = deliver(raw)
+    emails = set(
+        EmailParticipant.objects.filter(issue_id=row.issue_id).values_list("email", flat=True)
+    )
+    assert emails == {"jake@customer.example", "boss@customer.example"}
+
+
+def test_the_team_cannot_add_a_projects_own_address_as_participant(project, maintainer) -> None:
+    from issues.services import issue_participant_add
+    from tests.factories import IssueFactory
+
+    create(project, maintainer)
+    issue = IssueFactory(project=project, author=maintainer)
+    for address in (CUSTOM, "Support+abc@customer.test"):
+        with pytest.raises(ValidationError, match="own addresses"):
+            issue_participant_add(issue=issue, user=maintainer, email=address)
