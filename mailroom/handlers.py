@@ -280,7 +280,6 @@ class _Planner:
             return Settled(Result(Outcome.IGNORED, f"loop: {loop}", {**trace, "rule": "loop"}))
         custom = _custom_address_route(email, trace, self.customs)
         if custom is not None:
-            self.projects.setdefault(custom.raw_key, custom.project)
             return custom
         match = find_key(email.headers, _mailboxes())
         if match is None:
@@ -373,6 +372,8 @@ class _Planner:
         return self._note(row, email, trace, issue_id=issue.pk, member=member)
 
     def _project(self, route: _Route) -> Project | None:
+        if route.project is not None:
+            return route.project
         if route.raw_key not in self.projects:
             self.projects[route.raw_key] = _project_for(route.key, route.raw_key)
         return self.projects[route.raw_key]

@@ -300,6 +300,7 @@ def _render_custom_email(
         "advice": ERROR_ADVICE.get(custom.error, "") if custom is not None else "",
         "addresses": service_desk_address_list(project=project),
         "display_name": project.service_desk.display_name,
+        "verification_minutes": settings.SERVICEDESK_CUSTOM_EMAIL_VERIFICATION_MINUTES,
     }
     # htmx polls the verifying state's section; the rest of the page stays as it is.
     if request.headers.get("HX-Request") and not request.headers.get("HX-History-Restore-Request"):
