@@ -25,7 +25,7 @@ from django.template.loader import get_template
 from django.urls import reverse
 from django.utils import timezone
 
-from projects.models import Project, ServiceDeskSetting
+from projects.models import CustomEmail, Project, ServiceDeskSetting
 from projects.placeholders import PLACEHOLDER, unknown_placeholders
 from servicedesk.addresses import normalise_mailbox
 from servicedesk.queues import enqueue
@@ -277,9 +277,14 @@ def _draft(
         "X-Auto-Response-Suppress": "All",
     }
     unsubscribe = [f"<{unsubscribe_url}>"]
+    custom = custom_sender(setting)
     if incoming is not None and incoming.enabled:
         headers["Reply-To"] = incoming.address_for(key)
         unsubscribe.append(f"<mailto:{incoming.address_for(f'{unsubscribe_token}-unsubscribe')}>")
+    if custom is not None:
+        # The provider forwards support+<key>@customer.example to the project's address: the
+        # key routes the reply (mailroom.handlers), as it does in our own Reply-To.
+        headers["Reply-To"] = custom.address_with(key)
     headers["List-Unsubscribe"] = ", ".join(unsubscribe)
     email = OutboundEmail(
         kind=kind,
@@ -291,7 +296,7 @@ def _draft(
         recipient=participant.email,
         # formataddr quotes and escapes the name, or encodes it (RFC 2047) if it is not ASCII.
         from_email=formataddr(
-            (_one_line(sender_name or setting.display_name), settings.DEFAULT_FROM_EMAIL)
+            (_one_line(sender_name or setting.display_name), sender_address(setting))
         ),
         subject=_one_line(f"Re: {issue.title} (#{issue.iid})"),
         message_id=message_id,
@@ -500,10 +505,25 @@ def issue_closed(issue: Issue) -> list[OutboundEmail]:
 def _enabled_settings(project_ids: set[int]) -> dict[int, ServiceDeskSetting]:
     return {
         setting.project_id: setting
-        for setting in ServiceDeskSetting.objects.filter(
+        for setting in ServiceDeskSetting.objects.select_related("project__custom_email").filter(
             project_id__in=project_ids, service_desk_enabled=True
         )
     }
+
+
+def custom_sender(setting: ServiceDeskSetting) -> CustomEmail | None:
+    """The project's own address when it is verified and turned on (read with the setting:
+    ``select_related("project__custom_email")`` makes this free)."""
+    try:
+        custom = setting.project.custom_email
+    except CustomEmail.DoesNotExist:
+        return None
+    return custom if custom.enabled else None
+
+
+def sender_address(setting: ServiceDeskSetting) -> str:
+    custom = custom_sender(setting)
+    return custom.address if custom is not None else settings.DEFAULT_FROM_EMAIL
 
 
 def _reachable(issue_ids: list[int]) -> dict[int, list[EmailParticipant]]:
@@ -582,7 +602,8 @@ def rejection_notices(rejections: Sequence[Rejection]) -> list[OutboundEmail]:
             "SYSTEM_FOOTER": settings.SERVICEDESK_EMAIL_FOOTER,
         }), remote_images=False)  # fmt: skip
         headers = {"Auto-Submitted": "auto-replied", "X-Auto-Response-Suppress": "All"}
-        name = _one_line(_sender_name(rejection.project))
+        name, sender = _sender(rejection.project)
+        name = _one_line(name)
         original = safe_message_id(rejection.message_id)
         if original is not None:
             headers["In-Reply-To"] = headers["References"] = original
@@ -591,7 +612,7 @@ def rejection_notices(rejections: Sequence[Rejection]) -> list[OutboundEmail]:
                 kind=Kind.REJECTED,
                 project=rejection.project,
                 recipient=address,
-                from_email=formataddr((name, settings.DEFAULT_FROM_EMAIL)),
+                from_email=formataddr((name, sender)),
                 subject=f"[Rejected] {subject}"[:998],
                 message_id=f"<rejected-{secrets.token_hex(16)}@{_host()}>",
                 headers=headers,
@@ -626,12 +647,45 @@ def account_email_record(*, recipient: str, subject: str, template: str,
     return email
 
 
-def _sender_name(project: Project | None) -> str:
+def _sender(project: Project | None) -> tuple[str, str]:
+    """Display name and address of a notice about mail to ``project``."""
     if project is not None:
-        setting = ServiceDeskSetting.objects.filter(project=project).first()
+        setting = (
+            ServiceDeskSetting.objects.select_related("project__custom_email")
+            .filter(project=project)
+            .first()
+        )
         if setting is not None and setting.service_desk_enabled:
-            return setting.display_name
-    return ServiceDeskSetting.DEFAULT_OUTGOING_NAME
+            return setting.display_name, sender_address(setting)
+    return ServiceDeskSetting.DEFAULT_OUTGOING_NAME, settings.DEFAULT_FROM_EMAIL
+
+
+def team_emails_record(
+    *, project: Project, recipients: Sequence[tuple[int, str]], subject: str, text: str
+) -> list[OutboundEmail]:
+    """Emails to members of the project's team about the project itself (not an issue), from
+    the instance's address, recorded in the caller's transaction and sent after it.
+    ``recipients`` are (user id, address); ``text`` is Markdown."""
+    body_html = render_markdown(text, remote_images=False)
+    emails = [
+        OutboundEmail(
+            kind=Kind.TEAM,
+            project=project,
+            user_id=user_id,
+            recipient=address,
+            from_email=f"Service Desk <{settings.DEFAULT_FROM_EMAIL}>",
+            subject=_one_line(subject)[:998],
+            message_id=f"<project-{secrets.token_hex(16)}@{_host()}>",
+            headers={"Auto-Submitted": "auto-generated", "X-Auto-Response-Suppress": "All"},
+            body_text=html_to_plain_text(body_html),
+            body_html=body_html,
+        )
+        for user_id, address in recipients
+        if address
+    ]
+    OutboundEmail.objects.bulk_create(emails)
+    send_after_commit(emails)
+    return emails
 
 
 def email_preview(

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from email.utils import parseaddr
 
 from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused
 from django.conf import settings
@@ -25,8 +26,12 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.selectors import support_bot
+from projects.custom_email import custom_email_send_result
+from projects.models import CustomEmail
+from projects.smtp import connection_for, describe_failure
 from servicedesk import ratelimit
 from servicedesk.claims import claim_due
+from servicedesk.encryption import decrypt
 from servicedesk.queues import enqueue
 
 from .models import OutboundEmail, Upload
@@ -91,12 +96,14 @@ def _message(email: OutboundEmail, connection) -> EmailMultiAlternatives:  # typ
 
 
 def outbound_send(ids: Sequence[int], token: uuid.UUID) -> dict[int, str]:
-    """Send claimed emails over one connection; return the status each ended in.
+    """Send claimed emails, one connection per SMTP server; return the status each ended in.
 
-    The connection is opened once for the batch (SMTP: one connect/EHLO/STARTTLS/AUTH per
-    task, not per email). After a failure it is closed, so the next email starts on a fresh
-    one; if even connecting fails, the rest of the batch is not tried now and goes back to
-    pending with the same error (the server is down: retrying each now only waits longer).
+    Emails From a project's own verified address go through that project's SMTP server
+    (projects.smtp), the others through the instance's. Each connection is opened once for
+    its emails (SMTP: one connect/EHLO/STARTTLS/AUTH per task and server, not per email).
+    After a failure it is closed, so the next email starts on a fresh one; if even connecting
+    fails, the rest of that server's emails are not tried now and go back to pending with the
+    same error (the server is down: retrying each now only waits longer).
     """
     emails = list(
         OutboundEmail.objects.filter(pk__in=ids, claim_token=token)
@@ -105,23 +112,80 @@ def outbound_send(ids: Sequence[int], token: uuid.UUID) -> dict[int, str]:
     )
     results: dict[int, str] = {}
     emails = _hold_over_limit(emails, results)
-    connection = get_connection(fail_silently=False)
+    customs = _custom_servers(emails)
+    by_server: dict[int | None, list[OutboundEmail]] = {}
+    for email in emails:
+        server = email.project_id if _uses_custom_server(email, customs) else None
+        by_server.setdefault(server, []).append(email)
+    for project_id, batch in by_server.items():
+        if project_id is None:
+            _send_over(get_connection(fail_silently=False), batch, token, results, "")
+            continue
+        custom = customs[project_id]
+        password = ""
+        try:
+            password = decrypt(custom.smtp_password_encrypted)
+            connection = connection_for(custom)
+        except Exception as exc:  # the encryption key that opens the credentials is gone
+            for email in batch:
+                results[email.pk] = _record_failure(email, exc)
+            custom_email_send_result(project_id=project_id, error=describe_failure(exc))
+            continue
+        error = _send_over(connection, batch, token, results, password)
+        custom_email_send_result(project_id=project_id, error=error)
+    return results
+
+
+def _custom_servers(emails: list[OutboundEmail]) -> dict[int, CustomEmail]:
+    project_ids = {
+        e.project_id for e in emails if e.project_id and e.kind != OutboundEmail.Kind.TEAM
+    }
+    if not project_ids:
+        return {}
+    return {
+        c.project_id: c
+        for c in CustomEmail.objects.filter(
+            project_id__in=project_ids, state=CustomEmail.State.VERIFIED
+        )
+    }
+
+
+def _uses_custom_server(email: OutboundEmail, customs: dict[int, CustomEmail]) -> bool:
+    """An email written From the project's own address goes through its server, even if the
+    address was turned off since (the From is written when the email is recorded)."""
+    custom = customs.get(email.project_id or 0)
+    if custom is None or email.kind == OutboundEmail.Kind.TEAM:
+        return False
+    return parseaddr(email.from_email)[1].lower() == custom.address.lower()
+
+
+def _send_over(  # type: ignore[no-untyped-def]
+    connection,
+    emails: list[OutboundEmail],
+    token: uuid.UUID,
+    results: dict[int, str],
+    password: str,
+) -> str:
+    """Send ``emails`` over one connection; the last failure (password redacted), or ""."""
     unreachable: Exception | None = None
+    last_error = ""
     try:
         for email in emails:
             if unreachable is not None:
-                results[email.pk] = _record_failure(email, unreachable)
+                results[email.pk] = _record_failure(email, unreachable, password)
                 continue
             try:
                 connection.open()  # no-op while the connection is open
             except Exception as exc:
                 unreachable = exc
-                results[email.pk] = _record_failure(email, exc)
+                results[email.pk] = _record_failure(email, exc, password)
+                last_error = describe_failure(exc, password)
                 continue
             try:
                 _message(email, connection).send()
             except Exception as exc:  # every failure is recorded; _classify decides its kind
-                results[email.pk] = _record_failure(email, exc)
+                results[email.pk] = _record_failure(email, exc, password)
+                last_error = describe_failure(exc, password)
                 _close(connection)
                 continue
             OutboundEmail.objects.filter(pk=email.pk, claim_token=token).update(
@@ -130,7 +194,7 @@ def outbound_send(ids: Sequence[int], token: uuid.UUID) -> dict[int, str]:
             results[email.pk] = Status.SENT
     finally:
         _close(connection)
-    return results
+    return last_error
 
 
 def _hold_over_limit(emails: list[OutboundEmail], results: dict[int, str]) -> list[OutboundEmail]:
@@ -190,8 +254,8 @@ def _close(connection) -> None:  # type: ignore[no-untyped-def]
         log.debug("closing the email connection failed", exc_info=True)
 
 
-def _record_failure(email: OutboundEmail, exc: Exception) -> str:
-    error = f"{type(exc).__name__}: {exc}"[:2000]
+def _record_failure(email: OutboundEmail, exc: Exception, password: str = "") -> str:
+    error = describe_failure(exc, password)
     if _classify(exc):
         status, when = Status.FAILED, None
     elif email.attempts >= settings.SERVICEDESK_OUTBOUND_MAX_ATTEMPTS:

@@ -15,12 +15,13 @@ from django.core.files.base import ContentFile, File
 from django.core.validators import validate_email
 from django.db import connection, models, transaction
 from django.db.models import Case, F, Value, When
+from django.db.models.functions import Lower
 from django.urls import reverse
 from django.utils import timezone
 
 from accounts.selectors import support_bot
 from notifications import services as notifications
-from projects.models import Project, ServiceDeskSetting
+from projects.models import CustomEmail, Project, ServiceDeskSetting
 from servicedesk.addresses import is_our_address
 from webhooks import services as webhooks
 
@@ -897,9 +898,16 @@ def _clean_email(email: str) -> str:
         raise ValidationError(f"{email or 'That'} is not a valid email address.") from None
     if len(email) > 320:
         raise ValidationError("That email address is too long.")
-    if is_our_address(email):
+    if is_our_address(email) or _is_a_projects_own_address(email):
         raise ValidationError("That is one of this Service Desk's own addresses.")
     return email
+
+
+def _is_a_projects_own_address(email: str) -> bool:
+    """A project's own (custom) address, or one of its +key forms: mail to it comes back."""
+    local, _, domain = email.strip().lower().rpartition("@")
+    base = f"{local.partition('+')[0]}@{domain}"
+    return CustomEmail.objects.annotate(lowered=Lower("address")).filter(lowered=base).exists()
 
 
 def _room(participants: int) -> int:

@@ -25,6 +25,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import Q
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from accounts.models import User
@@ -46,7 +47,8 @@ from issues.services import (
     participants_mark_bouncing,
 )
 from projects import permissions
-from projects.models import Project, ServiceDeskSetting, slugify_path
+from projects.custom_email import VerificationEmail, custom_email_verification_received
+from projects.models import CustomEmail, Project, ServiceDeskSetting, slugify_path
 from servicedesk import ratelimit
 from servicedesk.addresses import is_our_address
 
@@ -54,10 +56,13 @@ from . import spam
 from .models import WAITING, InboundMessage
 from .parsing import Attachment, MalformedEmail, ParsedEmail, parse_email
 from .routing import (
+    SERVICE_DESK_MAILBOX,
     ParsedKey,
+    RouteMatch,
     custom_key_candidates,
     default_key_candidates,
     find_key,
+    header_addresses,
     parse_key,
     reply_key_from_message_id,
 )
@@ -149,7 +154,16 @@ class NoteFromEmail:
     actions: QuickActionResult | None = None  # the member's quick actions; a /move still to run
 
 
-Decision = Settled | Bounce | Unsubscribe | IssueFromEmail | NoteFromEmail
+@dataclass
+class Verification:
+    """A custom email address's verification email, forwarded back to us: never an issue."""
+
+    mail: VerificationEmail
+    project: Project
+    trace: Trace
+
+
+Decision = Settled | Bounce | Unsubscribe | IssueFromEmail | NoteFromEmail | Verification
 
 
 # --- Phase 1: plan ------------------------------------------------------------------------------
@@ -182,10 +196,15 @@ class _Planner:
         self.projects: dict[str, Project | None] = {}  # by raw key
         self.planned: dict[Planned, IssueFromEmail] = {}
         self.noted: set[tuple[str, int | Planned]] = set()  # (Message-ID, issue) of notes here
+        self.customs: dict[str, CustomEmail] = {}  # by lowercased address
 
     def decide_all(self) -> dict[int, Decision]:
         parsed = self._parse()
         self._look_up(parsed)
+        # Projects' own addresses named in To, for the whole batch: one query.
+        self.customs = _custom_emails(
+            {base for _, email in parsed for base, _ in map(_split_detail, _to_addresses(email))}
+        )
         routes = {row.pk: self._route(row, email) for row, email in parsed}
         self._look_up_keys(routes.values())
         pending = parsed
@@ -241,6 +260,9 @@ class _Planner:
             limit = settings.SERVICEDESK_MAX_EMAIL_SIZE / 1024 / 1024
             reason = f"too large ({row.size / 1024 / 1024:.1f} MB > {limit:.0f} MB)"
             return Settled(_reject(email, reason, {**trace, "rule": "too large"}))
+        verification = _verification(email, trace, self.customs)
+        if verification is not None:
+            return verification
         report = (
             delivery_report(bytes(row.raw), mailboxes=_mailboxes())
             if _may_be_bounce(email)
@@ -256,6 +278,9 @@ class _Planner:
         loop = self._loop_reason(email)
         if loop:
             return Settled(Result(Outcome.IGNORED, f"loop: {loop}", {**trace, "rule": "loop"}))
+        custom = _custom_address_route(email, trace, self.customs)
+        if custom is not None:
+            return custom
         match = find_key(email.headers, _mailboxes())
         if match is None:
             return Settled(_reject(email, "no key found", {**trace, "rule": "no key"}))
@@ -347,6 +372,8 @@ class _Planner:
         return self._note(row, email, trace, issue_id=issue.pk, member=member)
 
     def _project(self, route: _Route) -> Project | None:
+        if route.project is not None:
+            return route.project
         if route.raw_key not in self.projects:
             self.projects[route.raw_key] = _project_for(route.key, route.raw_key)
         return self.projects[route.raw_key]
@@ -514,6 +541,103 @@ class _Route:
     key: ParsedKey
     raw_key: str
     trace: Trace
+    project: Project | None = None  # already known (a project's own address in To)
+
+
+# --- A project's own (custom) address --------------------------------------------------------
+
+
+def _to_addresses(email: ParsedEmail) -> list[str]:
+    found = []
+    for value in email.header_all("To")[:10]:
+        found += [a.strip().strip("<>").lower() for a in header_addresses(value)[:50]]
+    return [a for a in found if "@" in a]
+
+
+def _custom_emails(addresses: set[str]) -> dict[str, CustomEmail]:
+    if not addresses:
+        return {}
+    found = (
+        CustomEmail.objects.select_related("project__service_desk")
+        .annotate(lowered=Lower("address"))
+        .filter(lowered__in=addresses)
+    )
+    return {c.address.lower(): c for c in found}
+
+
+def _split_detail(address: str) -> tuple[str, str]:
+    """``support+abc@x`` → (``support@x``, ``abc``); no detail: (address, "")."""
+    local, _, domain = address.rpartition("@")
+    base, plus, detail = local.partition("+")
+    return (f"{base}@{domain}", detail) if plus else (address, "")
+
+
+def _verification(
+    email: ParsedEmail, trace: Trace, known: dict[str, CustomEmail]
+) -> Verification | None:
+    """The verification email of a custom address (To ``<local>+verify@<domain>``), checked
+    before any rule: it must never become an issue nor be answered (it holds the token)."""
+    split = map(_split_detail, _to_addresses(email))
+    customs = [known[base] for base, detail in split if detail == "verify" and base in known]
+    if not customs:
+        return None
+    custom = customs[0]
+    match = find_key(email.headers, _mailboxes())
+    wrong_target = not _forwarded_to_project(match, custom.project)
+    trace = {**trace, "rule": "custom email verification", "custom_email": custom.address}
+    if match is not None:
+        trace.update(header=match.header, mailbox=match.mailbox, key=redact(match.key))
+    mail = VerificationEmail(
+        custom_id=custom.pk,
+        from_address=email.from_address or "",
+        body=email.body_text,
+        wrong_target=wrong_target,
+    )
+    return Verification(mail, custom.project, trace)
+
+
+def _projects_own_addresses(decisions: list[IssueFromEmail]) -> set[str]:
+    """The projects' own addresses among the Cc'd of new issues (one query)."""
+    cc = {
+        _split_detail(a.strip().lower())[0]
+        for d in decisions
+        if d.setting.add_external_participants_from_cc
+        for a in d.email.cc
+    }
+    return set(_custom_emails(cc))
+
+
+def _forwarded_to_project(match: RouteMatch | None, project: Project) -> bool:
+    """Whether the email came to the project's own Service Desk address (not the alias
+    mailbox, nor another project's address)."""
+    if match is None or match.mailbox == SERVICE_DESK_MAILBOX:
+        return False
+    key = parse_key(match.key, match.mailbox)
+    if key is None or key.kind not in ("default", "legacy"):
+        return False
+    found = _project_for(key, match.key.lower())
+    return found is not None and found.pk == project.pk
+
+
+def _custom_address_route(
+    email: ParsedEmail, trace: Trace, customs: dict[str, CustomEmail]
+) -> _Route | None:
+    """Mail a provider forwarded from a project's own address: ``<local>+<reply key>@<domain>``
+    in To is a reply (our Reply-To), the address itself a new email to the project (Microsoft
+    365 forwards without the +key). Only addresses that are verified count."""
+    for base, detail in map(_split_detail, _to_addresses(email)):
+        custom = customs.get(base)
+        if custom is None or custom.state != CustomEmail.State.VERIFIED:
+            continue
+        route_trace = {**trace, "header": "To", "custom_email": custom.address}
+        if detail and (key := parse_key(detail, "")) is not None and key.kind == "reply":
+            route_trace.update(key=redact(detail), key_kind="reply")
+            return _Route(key, detail.lower(), route_trace)
+        if not detail:
+            route_trace.update(key_kind="custom address")
+            raw = f"custom-address:{custom.project_id}"
+            return _Route(ParsedKey(kind="custom"), raw, route_trace, project=custom.project)
+    return None
 
 
 _SENT_KINDS = ("reply", "unsubscribe")
@@ -762,6 +886,14 @@ def carry_out(decisions: dict[int, Decision], bot: User) -> dict[int, Result]:
             results[pk] = _bounce(decision, bot)
         elif isinstance(decision, Unsubscribe):
             results[pk] = _unsubscribe(decision, bot)
+        elif isinstance(decision, Verification):
+            outcome = custom_email_verification_received(decision.mail)
+            results[pk] = Result(
+                Outcome.IGNORED,
+                f"custom email verification: {outcome}",
+                {**decision.trace, "verification": outcome},
+                project=decision.project,
+            )
     new = [d for d in decisions.values() if isinstance(d, IssueFromEmail)]
     created = _issues_from_email(new, bot)
     for decision in new:
@@ -778,10 +910,14 @@ def _issues_from_email(decisions: list[IssueFromEmail], bot: User) -> dict[Plann
     specs = []
     texts = scrub_secrets([d.email.body_text.strip() for d in decisions])
     forged = [_authentication_failure(d.email) for d in decisions]
+    projects_own = _projects_own_addresses(decisions)
     for decision, text, forgery in zip(decisions, texts, forged, strict=True):
         files, left_out = _attachments_kept(decision.email)
         setting, email = decision.setting, decision.email
         cc = email.cc if setting.add_external_participants_from_cc else []
+        # A project's own address in Cc (the customer wrote to it and to us) is no participant:
+        # emails to it would come back to us through the forwarding.
+        cc = [a for a in cc if _split_detail(a.strip().lower())[0] not in projects_own]
         template = setting.description_template
         specs.append(
             NewIssue(

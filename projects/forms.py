@@ -8,7 +8,15 @@ from typing import Any
 from django import forms
 from django.db.models import QuerySet
 
-from .models import DescriptionTemplate, Group, Project, Role, ServiceDeskSetting, Visibility
+from .models import (
+    CustomEmail,
+    DescriptionTemplate,
+    Group,
+    Project,
+    Role,
+    ServiceDeskSetting,
+    Visibility,
+)
 from .services import DESCRIPTION_TEMPLATE_MAX_LENGTH, EMAIL_TEMPLATE_MAX_LENGTH
 
 
@@ -186,3 +194,37 @@ class RenameForm(forms.Form):
 
 class InstanceTemplateForm(DescriptionTemplateForm):
     pass
+
+
+class CustomEmailForm(forms.Form):
+    """A project's own address and its SMTP server. The password is never sent back to the
+    browser (``render_value=False``), not even when the form is shown again with errors."""
+
+    address = forms.EmailField(
+        label="Custom email address",
+        max_length=254,
+        help_text="The address customers write to, e.g. support@example.com. Your provider "
+        "must forward its emails to the project's Service Desk address.",
+    )
+    smtp_host = forms.CharField(label="SMTP host", max_length=255)
+    smtp_port = forms.IntegerField(
+        label="SMTP port",
+        min_value=1,
+        max_value=65535,
+        initial=587,
+        help_text="587 uses STARTTLS, 465 TLS; the connection is always encrypted.",
+    )
+    smtp_username = forms.CharField(label="SMTP username", max_length=255)
+    smtp_password = forms.CharField(
+        label="SMTP password",
+        min_length=8,
+        max_length=128,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="8 to 128 characters. Stored encrypted and never shown again.",
+    )
+    smtp_authentication = forms.ChoiceField(
+        label="SMTP authentication",
+        choices=CustomEmail.Authentication.choices,
+        initial=CustomEmail.Authentication.AUTO,
+    )

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 
 path_validator = RegexValidator(
     r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
@@ -282,3 +283,88 @@ class RedirectRoute(models.Model):
         target = self.project or self.group
         assert target is not None
         return target.full_path
+
+
+class CustomEmail(models.Model):
+    """A project's own email address (``support@customer.example``): Service Desk emails go out
+    from it through the project's SMTP server once a verification email made the round trip
+    (sent through that server, forwarded by the customer's provider back to us).
+
+    The SMTP username and password are stored encrypted (servicedesk.encryption) and never shown
+    again; "reset" deletes the row.
+    """
+
+    class Authentication(models.TextChoices):
+        AUTO = "auto", "Automatic"
+        PLAIN = "plain", "PLAIN"
+        LOGIN = "login", "LOGIN"
+        CRAM_MD5 = "cram-md5", "CRAM-MD5"
+
+    class State(models.TextChoices):
+        STARTED = "started", "Verifying"
+        FAILED = "failed", "Verification failed"
+        VERIFIED = "verified", "Verified"
+
+    class Error(models.TextChoices):
+        SMTP_HOST_ISSUE = "smtp_host_issue", "SMTP host issue"
+        INVALID_CREDENTIALS = "invalid_credentials", "Invalid credentials"
+        READ_TIMEOUT = "read_timeout", "Read timeout"
+        MAIL_NOT_RECEIVED = "mail_not_received_within_timeframe", "Email not received in time"
+        INCORRECT_FORWARDING_TARGET = "incorrect_forwarding_target", "Incorrect forwarding target"
+        INCORRECT_FROM = "incorrect_from", "Incorrect From header"
+        INCORRECT_TOKEN = "incorrect_token", "Incorrect verification token"
+
+    project = models.OneToOneField(
+        Project, primary_key=True, on_delete=models.CASCADE, related_name="custom_email"
+    )
+    address = models.EmailField(max_length=254)
+    smtp_host = models.CharField(max_length=255)
+    smtp_port = models.PositiveIntegerField(default=587)
+    smtp_username_encrypted = models.TextField()
+    smtp_password_encrypted = models.TextField()
+    smtp_authentication = models.CharField(
+        max_length=10, choices=Authentication.choices, default=Authentication.AUTO
+    )
+    enabled = models.BooleanField(default=False)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.STARTED)
+    token = models.CharField(max_length=12, blank=True, editable=False)
+    triggered_at = models.DateTimeField(null=True, blank=True)
+    triggered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    error = models.CharField(max_length=40, choices=Error.choices, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    # Sending through the project's server once enabled: its latest failure, cleared by the
+    # next email it accepts (shown on the settings page).
+    last_send_error = models.TextField(blank=True)
+    last_send_error_at = models.DateTimeField(null=True, blank=True)
+    last_sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(Lower("address"), name="custom_email_address_unique"),
+            models.CheckConstraint(
+                condition=Q(enabled=False) | Q(state="verified"),
+                name="custom_email_enabled_only_verified",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.address} ({self.state}) for {self.project_id}"
+
+    @property
+    def local_part(self) -> str:
+        return self.address.rpartition("@")[0]
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
+
+    def address_with(self, detail: str) -> str:
+        """``support+<detail>@customer.example``: the verification and reply-key addresses."""
+        return f"{self.local_part}+{detail}@{self.domain}"
+
+    @property
+    def verification_address(self) -> str:
+        return self.address_with("verify")

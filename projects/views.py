@@ -12,11 +12,19 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from issues.emails import agent_signature, email_preview
+from issues.emails import agent_signature, email_preview, sender_address
 from servicedesk.http import anonymous_404_to_login
 
 from . import permissions
+from .custom_email import (
+    ERROR_ADVICE,
+    custom_email_create,
+    custom_email_enable,
+    custom_email_reset,
+    custom_email_verification_restart,
+)
 from .forms import (
+    CustomEmailForm,
     DescriptionTemplateForm,
     EmailTemplateForm,
     GroupForm,
@@ -26,7 +34,7 @@ from .forms import (
     ProjectCreateForm,
     ServiceDeskSettingsForm,
 )
-from .models import Group, Membership, Project, Role, ServiceDeskSetting
+from .models import CustomEmail, Group, Membership, Project, Role, ServiceDeskSetting
 from .placeholders import EMAIL_PLACEHOLDERS, describe_unknown, unknown_placeholders
 from .selectors import (
     ProjectMember,
@@ -142,6 +150,7 @@ def service_desk_settings(request: HttpRequest, full_path: str) -> HttpResponse:
         "addresses": service_desk_address_list(project=project),
         "previous_address": service_desk_previous_address(project=project),
         "emails": emails,
+        "custom_email": CustomEmail.objects.filter(project=project).first(),
     }
     return render(request, "projects/settings_service_desk.html", context, status=status)
 
@@ -226,7 +235,7 @@ def _preview_context(
     name = project.service_desk.display_name
     if kind.kind == "new_note":
         name = agent_signature(project.service_desk, agent)[0]
-    sender = f"{name} <{settings.DEFAULT_FROM_EMAIL}>"
+    sender = f"{name} <{sender_address(project.service_desk)}>"
     written = text.strip() or email_template_default(kind.kind)
     return {
         "preview_subject": subject,
@@ -283,6 +292,92 @@ def service_desk_email_preview(request: HttpRequest, full_path: str, kind: str) 
         return render(request, "projects/_email_preview.html", context)
     form = EmailTemplateForm(initial={"text": text})
     return _render_email_editor(request, project, email, form, text)
+
+
+# --- A project's own email address -------------------------------------------------------------
+
+
+def _render_custom_email(
+    request: HttpRequest, project: Project, form: CustomEmailForm | None = None, status: int = 200
+) -> HttpResponse:
+    custom = CustomEmail.objects.filter(project=project).first()
+    context = {
+        "project": project,
+        "custom": custom,
+        "form": form or CustomEmailForm(),
+        "advice": ERROR_ADVICE.get(custom.error, "") if custom is not None else "",
+        "addresses": service_desk_address_list(project=project),
+        "display_name": project.service_desk.display_name,
+        "verification_minutes": settings.SERVICEDESK_CUSTOM_EMAIL_VERIFICATION_MINUTES,
+    }
+    # htmx polls the verifying state's section; the rest of the page stays as it is.
+    if request.headers.get("HX-Request") and not request.headers.get("HX-History-Restore-Request"):
+        return render(request, "projects/_custom_email_state.html", context, status=status)
+    return render(request, "projects/settings_custom_email.html", context, status=status)
+
+
+@anonymous_404_to_login
+@require_http_methods(["GET", "POST"])
+def service_desk_custom_email(request: HttpRequest, full_path: str) -> HttpResponse:
+    """The custom address in its four states (form, verifying, failed, verified); POST saves
+    the address and credentials and starts the verification."""
+    project = _project_to_administer(request, full_path)
+    if request.method == "GET":
+        return _render_custom_email(request, project)
+    form = CustomEmailForm(request.POST)
+    if form.is_valid():
+        try:
+            custom_email_create(project=project, actor=request.user, **form.cleaned_data)
+        except ValidationError as error:
+            form.add_error(None, error)
+        else:
+            messages.success(request, "Saved. The verification email is on its way.")
+            return redirect("service_desk_custom_email", full_path=project.full_path)
+    return _render_custom_email(request, project, form, status=400)
+
+
+def _custom_email_action(request: HttpRequest, full_path: str) -> Project:
+    project = _project_to_administer(request, full_path)
+    if not CustomEmail.objects.filter(project=project).exists():
+        raise Http404("No custom email address")
+    return project
+
+
+@anonymous_404_to_login
+@require_POST
+def service_desk_custom_email_retry(request: HttpRequest, full_path: str) -> HttpResponse:
+    project = _custom_email_action(request, full_path)
+    custom_email_verification_restart(project=project, actor=request.user)
+    messages.success(request, "A new verification email is on its way.")
+    return redirect("service_desk_custom_email", full_path=project.full_path)
+
+
+@anonymous_404_to_login
+@require_POST
+def service_desk_custom_email_enable(request: HttpRequest, full_path: str) -> HttpResponse:
+    project = _custom_email_action(request, full_path)
+    enabled = request.POST.get("enabled") == "on"
+    try:
+        custom_email_enable(project=project, enabled=enabled)
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+    else:
+        messages.success(
+            request,
+            "Service Desk emails now go from the custom address."
+            if enabled
+            else "Service Desk emails go from the instance's address again.",
+        )
+    return redirect("service_desk_custom_email", full_path=project.full_path)
+
+
+@anonymous_404_to_login
+@require_POST
+def service_desk_custom_email_reset(request: HttpRequest, full_path: str) -> HttpResponse:
+    project = _custom_email_action(request, full_path)
+    custom_email_reset(project=project)
+    messages.success(request, "The custom email address and its credentials are deleted.")
+    return redirect("service_desk_custom_email", full_path=project.full_path)
 
 
 # --- Description templates ----------------------------------------------------------------------

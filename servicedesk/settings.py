@@ -353,6 +353,21 @@ SERVICEDESK_MAX_UPLOAD_SIZE = env_int("SERVICEDESK_MAX_UPLOAD_SIZE", 25 * 1024 *
 SERVICEDESK_MAX_UPLOADS_PER_NOTE = env_int("SERVICEDESK_MAX_UPLOADS_PER_NOTE", 10)
 # PostgreSQL text-search configuration for the tracker's search (stemming language).
 SERVICEDESK_SEARCH_CONFIG = env_str("SERVICEDESK_SEARCH_CONFIG", "english")
+# Secrets kept in the database (a project's SMTP credentials) are encrypted with these Fernet
+# keys, newest first: the first encrypts, every one decrypts (rotation: put a new key first,
+# run `manage.py rotate_encryption_keys`, then drop the old one). Unset, a key derived from
+# SECRET_KEY is used; production should set its own (`_FILE` works, as for every secret).
+SERVICEDESK_ENCRYPTION_KEYS = (
+    env_secret("SERVICEDESK_ENCRYPTION_KEYS", "").replace(",", " ").split()
+)
+# A project's own SMTP server (custom email address): seconds per network operation, and a CA
+# bundle to trust besides the system's (a private CA; tests use one).
+SERVICEDESK_CUSTOM_SMTP_TIMEOUT = env_int("SERVICEDESK_CUSTOM_SMTP_TIMEOUT", 30)
+SERVICEDESK_CUSTOM_SMTP_CA_FILE = env_str("SERVICEDESK_CUSTOM_SMTP_CA_FILE", "")
+# How long a custom address's verification email may take to come back (minutes).
+SERVICEDESK_CUSTOM_EMAIL_VERIFICATION_MINUTES = env_int(
+    "SERVICEDESK_CUSTOM_EMAIL_VERIFICATION_MINUTES", 30
+)
 # Akismet checks every new email issue when a key is set (spam goes to the quarantine).
 AKISMET_API_KEY = env_secret("AKISMET_API_KEY", "")
 AKISMET_SITE_URL = env_str("AKISMET_SITE_URL", SITE_URL)
@@ -392,6 +407,7 @@ CELERY_TASK_ROUTES = {
     "notifications.tasks.sweep_events": {"queue": "outbound"},
     "webhooks.tasks.send_deliveries": {"queue": "outbound"},
     "webhooks.tasks.sweep_deliveries": {"queue": "outbound"},
+    "projects.tasks.send_custom_email_verification": {"queue": "outbound"},
 }
 # Time limits (seconds). At the soft one SoftTimeLimitExceeded is raised in the task (an email
 # being processed is recorded as an error of ours: retried, then failed); at the hard one the
@@ -434,6 +450,10 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-outbound": {"task": "issues.tasks.sweep_outbound", "schedule": 30.0},
     "sweep-team-events": {"task": "notifications.tasks.sweep_events", "schedule": 60.0},
     "sweep-webhooks": {"task": "webhooks.tasks.sweep_deliveries", "schedule": 60.0},
+    "expire-custom-email-verifications": {
+        "task": "projects.tasks.expire_custom_email_verifications",
+        "schedule": 60.0,
+    },
     **{
         f"poll-{name}": {
             "task": "mailroom.tasks.poll_mailbox",

@@ -172,6 +172,26 @@ urlpatterns = [
         name="service_desk_regenerate",
     ),
     path(
+        f"{settings_sd}custom_email/",
+        project_views.service_desk_custom_email,
+        name="service_desk_custom_email",
+    ),
+    path(
+        f"{settings_sd}custom_email/retry/",
+        project_views.service_desk_custom_email_retry,
+        name="service_desk_custom_email_retry",
+    ),
+    path(
+        f"{settings_sd}custom_email/enabled/",
+        project_views.service_desk_custom_email_enable,
+        name="service_desk_custom_email_enable",
+    ),
+    path(
+        f"{settings_sd}custom_email/reset/",
+        project_views.service_desk_custom_email_reset,
+        name="service_desk_custom_email_reset",
+    ),
+    path(
         f"{settings_sd}emails/<str:kind>/",
         project_views.service_desk_email_template,
         name="service_desk_email_template",

@@ -6,8 +6,7 @@ from django.db import models
 from django.db.models import Q
 
 from projects.models import Project
-
-from .crypto import decrypt
+from servicedesk.encryption import InvalidToken, decrypt
 
 
 class Trigger(models.TextChoices):
@@ -23,7 +22,7 @@ class Trigger(models.TextChoices):
 class Webhook(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="webhooks")
     url = models.URLField(max_length=2000)
-    # Fernet token of the secret (webhooks/crypto.py): never shown again once saved.
+    # Fernet token of the secret (servicedesk/encryption.py): never shown again once saved.
     secret_encrypted = models.TextField(blank=True)
     issue_events = models.BooleanField(default=True)
     confidential_issue_events = models.BooleanField(default=False)
@@ -49,7 +48,12 @@ class Webhook(models.Model):
 
     @property
     def secret(self) -> str:
-        return decrypt(self.secret_encrypted) if self.secret_encrypted else ""
+        if not self.secret_encrypted:
+            return ""
+        try:
+            return decrypt(self.secret_encrypted)
+        except InvalidToken:  # saved under a key no longer configured: sent unsigned
+            return ""
 
     def wants(self, trigger: str) -> bool:
         return bool(getattr(self, f"{trigger}_events", False))

@@ -35,10 +35,10 @@ from accounts.models import User
 from issues.models import Issue, Label, Note
 from projects.models import Project
 from servicedesk.claims import claim_due
+from servicedesk.encryption import encrypt
 from servicedesk.queues import enqueue
 
 from . import network, payloads
-from .crypto import encrypt
 from .models import Trigger, Webhook, WebhookDelivery
 
 log = logging.getLogger(__name__)
@@ -224,7 +224,7 @@ def webhook_save(
     if enabled:
         hook.disabled_reason = ""
     if secret is not None:
-        hook.secret_encrypted = encrypt(secret)
+        hook.secret_encrypted = encrypt(secret) if secret else ""
     for name in TRIGGER_FIELDS:
         setattr(hook, name, bool(events.get(name, False)))
     hook.save()

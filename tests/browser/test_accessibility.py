@@ -135,6 +135,7 @@ def pages_of(username: str, ids: dict[str, Any]) -> list[str]:
         reverse("project_dashboard", args=[GAME]),
         reverse("project_members", args=[GAME]),
         reverse("service_desk_settings", args=[GAME]),
+        reverse("service_desk_custom_email", args=[GAME]),
         *[reverse("service_desk_email_template", args=[GAME, kind]) for kind in EMAIL_KINDS],
         reverse("description_template_list", args=[GAME]),
         reverse("description_template_new", args=[GAME]),

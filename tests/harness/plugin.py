@@ -27,7 +27,10 @@ from .services import (
     PostgresServer,
     RedisServer,
     ServiceUnavailable,
+    SilentServer,
     SmtpServer,
+    SubmissionServer,
+    TestCA,
 )
 
 IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
@@ -50,6 +53,7 @@ class Harness:
         self.base.chmod(0o755)
         self.postgres: PostgresServer | None = None
         self.redis: RedisServer | None = None
+        self.ca: TestCA | None = None
         self._lazy: dict[str, object] = {}
         self.keep_files = False
         self._stoppers: list[Callable[[], None]] = []
@@ -59,6 +63,7 @@ class Harness:
         self._stoppers.append(self.postgres.stop)
         self.redis = RedisServer(self.base / "redis").start()
         self._stoppers.append(self.redis.stop)
+        self.ca = TestCA(self.base)
 
     def lazy(
         self, name: str, start: Callable[[], object], stop: Callable[[object], None]
@@ -151,6 +156,11 @@ def pytest_load_initial_conftests(
         # Playwright's sync API runs an event loop in the test thread; the ORM calls we make
         # beside it are ordinary synchronous calls.
         DJANGO_ALLOW_ASYNC_UNSAFE="true",
+        # Projects' own SMTP servers in tests have certificates from the session's CA; every
+        # worker started later inherits this.
+        SERVICEDESK_CUSTOM_SMTP_CA_FILE=str(_harness.ca.path) if _harness.ca else "",
+        # A project's server that never answers: a test waits this long, not 30 s.
+        SERVICEDESK_CUSTOM_SMTP_TIMEOUT="3",
     )
 
 
@@ -229,6 +239,25 @@ def smtp(smtp_server: SmtpServer, settings) -> Iterator[SmtpServer]:  # type: ig
     if not smtp_server.running:  # a test that simulated an outage leaves it running again
         smtp_server.start()
     smtp_server.clear()  # and one that made it refuse recipients leaves it accepting again
+
+
+@pytest.fixture
+def submission_server() -> Iterator[SubmissionServer]:
+    """A customer's own SMTP server (STARTTLS + AUTH, certificate from the session's CA),
+    stopped when the test ends."""
+    ca = harness().ca
+    assert ca is not None
+    server = SubmissionServer(ca).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[SilentServer]:
+    """A port that accepts connections and never answers."""
+    server = SilentServer()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -572,3 +572,118 @@ class CeleryWorker:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+# --- A customer's own SMTP server (submission: STARTTLS, then AUTH) ------------------------------
+
+
+class TestCA:
+    """A certificate authority for the session (trustme): servers get certificates from it, and
+    the product trusts it through SERVICEDESK_CUSTOM_SMTP_CA_FILE."""
+
+    def __init__(self, base: Path) -> None:
+        import trustme
+
+        self._ca = trustme.CA()
+        self.path = base / "test-ca.pem"
+        self._ca.cert_pem.write_to_path(str(self.path))
+
+    def server_context(self):  # type: ignore[no-untyped-def]
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._ca.issue_cert(LOCALHOST, "localhost").configure_cert(context)
+        return context
+
+
+@dataclass
+class SubmissionServer:
+    """A provider's SMTP submission server: STARTTLS required before AUTH, AUTH required before
+    MAIL (PLAIN, LOGIN and CRAM-MD5), one account. What it accepts is kept in ``messages`` and
+    handed to ``forward`` (the provider's forwarding rule), if set."""
+
+    ca: TestCA
+    username: str = "support@customer.test"
+    password: str = "s3cret-Passw0rd"
+    port: int = 0
+    messages: list[CapturedMail] = field(default_factory=list)
+    forward: Callable[[CapturedMail], None] | None = None
+    logins: list[tuple[str, str]] = field(default_factory=list)  # (mechanism, login)
+    _controller: object = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> SubmissionServer:
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult
+
+        server = self
+
+        def authenticator(_server, _session, _envelope, mechanism, auth_data):  # type: ignore[no-untyped-def]
+            login = auth_data.login.decode()
+            ok = login == server.username and auth_data.password.decode() == server.password
+            if ok:
+                with server._lock:
+                    server.logins.append((mechanism, login))
+            return AuthResult(success=ok, handled=False)
+
+        class Handler:
+            # aiosmtpd offers a handler's auth_<NAME> methods, "__" standing for "-".
+            async def auth_CRAM__MD5(self, smtp, _args):  # type: ignore[no-untyped-def]
+                import base64
+                import hashlib
+                import hmac
+                import secrets
+
+                challenge = f"<{secrets.token_hex(8)}@localhost>".encode()
+                answer = await smtp.challenge_auth(base64.b64encode(challenge), False)
+                login, _, digest = bytes(answer or b"").decode().rpartition(" ")
+                wanted = hmac.new(server.password.encode(), challenge, hashlib.md5).hexdigest()
+                ok = login == server.username and hmac.compare_digest(digest, wanted)
+                if ok:
+                    with server._lock:
+                        server.logins.append(("CRAM-MD5", login))
+                return AuthResult(success=ok, handled=False)
+
+            async def handle_DATA(self, _server, _session, envelope):  # type: ignore[no-untyped-def]
+                mail = CapturedMail(
+                    envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content,
+                    time.time(),
+                )  # fmt: skip
+                with server._lock:
+                    server.messages.append(mail)
+                if server.forward is not None:
+                    server.forward(mail)
+                return "250 Message accepted for delivery"
+
+        self.port = self.port or free_port()
+        controller = Controller(
+            Handler(), hostname=LOCALHOST, port=self.port,
+            tls_context=self.ca.server_context(), require_starttls=True,
+            auth_required=True, auth_require_tls=True, authenticator=authenticator,
+        )  # fmt: skip
+        controller.start()
+        self._controller = controller
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()  # type: ignore[attr-defined]
+            self._controller = None
+
+    def wait_for(self, count: int, timeout: float = 15) -> list[CapturedMail]:
+        wait_until(lambda: len(self.messages) >= count, timeout, f"{count} message(s) submitted")
+        with self._lock:
+            return list(self.messages)
+
+
+class SilentServer:
+    """Accepts TCP connections (the kernel's backlog) and never says a word: a read timeout."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind((LOCALHOST, 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+
+    def stop(self) -> None:
+        self.sock.close()

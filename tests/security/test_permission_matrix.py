@@ -64,7 +64,9 @@ from issues.models import EmailParticipant, Issue, Note, OutboundEmail, SentNoti
 from issues.services import note_create, participant_add, upload_create
 from mailroom.models import InboundMessage
 from notifications.models import NewTicketRule, NotificationSetting, Todo
+from projects.custom_email import custom_email_create
 from projects.models import (
+    CustomEmail,
     DescriptionTemplate,
     Group,
     Membership,
@@ -451,6 +453,36 @@ UNSUBSCRIBED = Effect(_unsubscribed, lambda w, c: True)
 STILL_SUBSCRIBED = Effect(_unsubscribed)
 
 
+CUSTOM_ADDRESS = "support@matrix.example"
+CUSTOM_PASSWORD = "matrix-smtp-password"  # must never be shown, not even to Owners
+CUSTOM_FORM = {
+    "address": CUSTOM_ADDRESS, "smtp_host": "smtp.matrix.example", "smtp_port": "587",
+    "smtp_username": "support", "smtp_password": CUSTOM_PASSWORD, "smtp_authentication": "auto",
+}  # fmt: skip
+
+
+def _custom_email(world: World, _c: bool) -> tuple[str, bool] | None:
+    custom = CustomEmail.objects.filter(project=world.project).first()
+    return (custom.state, custom.enabled) if custom else None
+
+
+def _with_custom_email(state: str) -> Callable[[World, bool], None]:
+    def setup(world: World, _confidential: bool) -> None:
+        custom = custom_email_create(
+            project=world.project, actor=world.users["owner"],
+            **{k: v for k, v in CUSTOM_FORM.items() if k != "smtp_port"}, smtp_port=587,
+        )  # fmt: skip
+        CustomEmail.objects.filter(pk=custom.pk).update(state=state)
+
+    return setup
+
+
+CUSTOM_EMAIL_SAVED = Effect(_custom_email, lambda w, c: ("started", False))
+CUSTOM_EMAIL_RETRIED = Effect(_custom_email, lambda w, c: ("started", False))
+CUSTOM_EMAIL_ENABLED = Effect(_custom_email, lambda w, c: ("verified", True))
+CUSTOM_EMAIL_DELETED = Effect(_custom_email, lambda w, c: None)
+
+
 def _close(world: World, confidential: bool) -> None:
     Issue.objects.filter(pk=world.issues[confidential].pk).update(
         state=Issue.State.CLOSED, closed_at=timezone.now()
@@ -762,6 +794,31 @@ ROUTES: dict[str, Route] = {
     ),
     "service_desk_regenerate (confirmation)": _project_route(
         "GET", _project("service_desk_regenerate"), project_admin, effect=ADDRESS_KEPT
+    ),
+    "service_desk_custom_email": _project_route(
+        "GET", _project("service_desk_custom_email"), project_admin, variants=(PLAIN, HTMX),
+        setup=_with_custom_email("started"), effect=Effect(_custom_email),
+    ),
+    "service_desk_custom_email (save)": _project_route(
+        "POST", _project("service_desk_custom_email"), project_admin,
+        allowed=to_project("service_desk_custom_email"), data=CUSTOM_FORM,
+        effect=CUSTOM_EMAIL_SAVED,
+        variants=(PLAIN, invalid({**CUSTOM_FORM, "smtp_password": "short"})),
+    ),
+    "service_desk_custom_email_retry": _project_route(
+        "POST", _project("service_desk_custom_email_retry"), project_admin,
+        allowed=to_project("service_desk_custom_email"), setup=_with_custom_email("failed"),
+        effect=CUSTOM_EMAIL_RETRIED,
+    ),
+    "service_desk_custom_email_enable": _project_route(
+        "POST", _project("service_desk_custom_email_enable"), project_admin,
+        allowed=to_project("service_desk_custom_email"), data={"enabled": "on"},
+        setup=_with_custom_email("verified"), effect=CUSTOM_EMAIL_ENABLED,
+    ),
+    "service_desk_custom_email_reset": _project_route(
+        "POST", _project("service_desk_custom_email_reset"), project_admin,
+        allowed=to_project("service_desk_custom_email"), setup=_with_custom_email("verified"),
+        effect=CUSTOM_EMAIL_DELETED,
     ),
     "service_desk_email_template": _project_route(
         "GET", _settings_page("service_desk_email_template"), project_admin
@@ -1156,7 +1213,7 @@ EXEMPT = {"login", "logout", "health", "upload_by_token"}
 
 # Cells per visibility: personas x (issues x variants) summed over the routes. Written out, so
 # that a route or variant that drops out of ROUTES shows here; update it with ROUTES.
-MATRIX_CELLS = 1176
+MATRIX_CELLS = 1225
 
 
 def _route_names() -> set[str]:
@@ -1265,6 +1322,8 @@ class Cell:
                 problems += self._effect(before, acts=acts)
             if LEVEL[self.role] < 20 and not route.shows_own_address:
                 problems += self._leaks(response)
+            if CUSTOM_PASSWORD.encode() in _body(response):  # not even to its Owners
+                problems.append("shows a project's SMTP password")
             transaction.set_rollback(True)
         self.client.cookies.pop("messages", None)  # a flash message is for its own cell only
         kind = "conf" if c else "open"

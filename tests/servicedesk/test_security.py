@@ -49,7 +49,7 @@ def manage(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProces
         SECRET_KEY="a-production-secret-" + "x7Qz9#" * 10,
         SITE_URL="https://support.example.com",
         AKISMET_API_KEY="configured",
-        **env,
+        **{"SERVICEDESK_ENCRYPTION_KEYS": "efFuI-EfQcrU4EIW97OY2uGFnNlWQ8VQNmo3py4yvek=", **env},
     )
     return subprocess.run(
         [sys.executable, "manage.py", *args], cwd=ROOT, env=clean, capture_output=True, text=True,
@@ -61,6 +61,14 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path) -> None:
     result = manage(tmp_path, "check", "--deploy", "--fail-level", "WARNING")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
+
+
+def test_production_without_encryption_keys_is_warned(tmp_path) -> None:
+    result = manage(
+        tmp_path, "check", "--deploy", "--fail-level", "WARNING", SERVICEDESK_ENCRYPTION_KEYS=""
+    )
+    assert result.returncode != 0
+    assert "projects.W001" in result.stderr
 
 
 @pytest.mark.parametrize("command", [["check"], ["check", "--deploy"]])

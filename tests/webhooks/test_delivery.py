@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import ssl
 from datetime import timedelta
 
 import pytest
 import trustme
+from cryptography.fernet import Fernet
 from django.core.exceptions import ValidationError
+from django.core.management import call_command
 from django.db import transaction
 from django.utils import timezone
 
@@ -25,6 +28,7 @@ from issues.services import (
     note_create,
 )
 from mailroom.models import InboundMessage
+from servicedesk.encryption import generate_key
 from tests.factories import LabelFactory
 from tests.harness.services import wait_until
 from tests.mailroom.helpers import INCOMING, deliver, make_email
@@ -315,6 +319,30 @@ def test_the_secret_is_stored_encrypted(project, receiver) -> None:
     stored = Webhook.objects.values_list("secret_encrypted", flat=True).get(pk=hook.pk)
     assert SECRET not in stored
     assert Webhook.objects.get(pk=hook.pk).secret == SECRET
+
+
+def test_the_secret_follows_a_key_rotation_and_an_unreadable_one_sends_unsigned(
+    project, receiver, settings
+) -> None:
+    old, new = generate_key(), generate_key()
+    settings.SERVICEDESK_ENCRYPTION_KEYS = [old]
+    hook = hook_for(project, receiver.url)
+    settings.SERVICEDESK_ENCRYPTION_KEYS = [new, old]
+    call_command("rotate_encryption_keys", stdout=io.StringIO())
+    settings.SERVICEDESK_ENCRYPTION_KEYS = [new]
+    stored = Webhook.objects.values_list("secret_encrypted", flat=True).get(pk=hook.pk)
+    assert Fernet(new.encode()).decrypt(stored.encode()).decode() == SECRET
+    assert Webhook.objects.get(pk=hook.pk).secret == SECRET
+
+    settings.SERVICEDESK_ENCRYPTION_KEYS = [generate_key()]
+    settings.SECRET_KEY = "another-secret-key-than-the-one-used-before-0123456789"
+    assert Webhook.objects.get(pk=hook.pk).secret == ""
+
+
+def test_no_secret_stores_nothing(project, receiver) -> None:
+    hook = webhook_save(project=project, url=receiver.url, secret="", enabled=True,
+                        verify_ssl=True, issue_events=True)  # fmt: skip
+    assert not Webhook.objects.get(pk=hook.pk).has_secret
 
 
 def test_payload_is_json_and_signature_matches_what_was_sent(project, reporter, receiver) -> None:
