@@ -799,6 +799,7 @@ def _wait_until_stored(run: Run, sc: ScenarioRun, share: float) -> int:
 
 def note_graph_log_offset(run: Run, sc: ScenarioRun) -> None:
     sc.state["graph_log_offset"] = len(run.services.graph.log())
+    note_poller_log_offset(run, sc)
 
 
 def graph_outage(run: Run, sc: ScenarioRun) -> None:
@@ -851,6 +852,10 @@ def count_graph_requests(run: Run, sc: ScenarioRun) -> None:
         graph_500=sum(n for k, n in statuses.items() if k.endswith(" 500")),
         mailbox_consecutive_errors_after=state.consecutive_errors if state else None,
     )  # fmt: skip
+    with open(run.services.poller.log_path, "rb") as log:
+        log.seek(sc.state["poller_log_offset"])
+        # "mailbox service_desk_email: <error> (retry n)": passes the fault ended, with backoff.
+        sc.evidence["poller_graph_errors"] = log.read().count(b"mailbox service_desk_email: ")
 
 
 SCENARIOS = {

@@ -158,10 +158,11 @@ class GraphClient:
         o = self.options
         return (o.azure_ad_endpoint, o.tenant_id, o.client_id, o.graph_endpoint)
 
-    def token(self, *, renew: bool = False) -> str:
+    def token(self) -> str:
+        """The cached token, or a new one when it is due for renewal (or was refused)."""
         with _tokens_lock:
             cached = _tokens.get(self._token_key)
-        if cached is not None and not renew and time.monotonic() < cached.renew_at:
+        if cached is not None and time.monotonic() < cached.renew_at:
             self._seen_tokens.add(cached.value)
             return cached.value
         o = self.options
