@@ -119,7 +119,7 @@ def in_ledger(message_id: str) -> bool:
 
 @pytest.mark.django_db(transaction=True)
 def test_unread_messages_become_issues_page_by_page(
-    fake_graph, start_poller, graph_env, address
+    fake_graph, start_poller, graph_env, address, client, owner, project
 ) -> None:
     ids = [fake_graph.add(make_email(to=address, subject=f"Graph {i}")) for i in range(12)]
     fake_graph.before_settle = in_ledger
@@ -152,6 +152,11 @@ def test_unread_messages_become_issues_page_by_page(
     )
     assert state.consecutive_errors == 0
     assert state.last_success_at is not None
+    # The ledger page names the message's Graph id (its end; the whole id in the title).
+    row = InboundMessage.objects.get(source_id=ids[0])
+    client.force_login(owner)
+    html = client.get(reverse("project_inbound_detail", args=[project.full_path, row.pk]))
+    assert f'Graph id <code title="{ids[0]}">…{ids[0][-16:]}</code>' in html.content.decode()
 
 
 @pytest.mark.django_db(transaction=True)
