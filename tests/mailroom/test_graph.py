@@ -284,6 +284,36 @@ def test_a_message_stored_but_not_marked_read_is_not_stored_twice(
     assert Issue.objects.count() == 3
 
 
+@pytest.mark.timeout(240)
+@pytest.mark.django_db(transaction=True)
+def test_worker_killed_mid_ingest_loses_nothing_and_stores_nothing_twice(
+    fake_graph, start_poller, graph_env, address
+) -> None:
+    total = 150
+    ids = [fake_graph.add(make_email(to=address, subject=f"Crash {i}")) for i in range(total)]
+    doomed = start_poller(graph_env, name="doomed")
+    wait_for(lambda: InboundMessage.objects.count() >= 30, 60, "ingest under way", 0.01)
+    doomed.kill()  # SIGKILL to the whole worker: main process and pool children
+    stored_at_kill = InboundMessage.objects.count()
+    assert stored_at_kill < total, "the kill came too late to test anything"
+
+    start_poller(graph_env, name="survivor")
+
+    def finished() -> bool:
+        send(graph_env, "mailroom.tasks.sweep_inbound")  # what beat runs every 30 s
+        send(graph_env, "mailroom.tasks.poll_mailbox", "incoming_email", queue="mailbox")
+        return (
+            InboundMessage.objects.count() == total
+            and not InboundMessage.objects.exclude(status=Status.DONE).exists()
+        )
+
+    wait_for(finished, 180, f"all {total} messages processed", interval=1.0)
+    print(f"\nkilled with {stored_at_kill}/{total} stored; all {total} done after restart")
+    assert sorted(InboundMessage.objects.values_list("source_id", flat=True)) == sorted(ids)
+    assert Issue.objects.count() == total
+    wait_for(lambda: fake_graph.in_folder() == [], 20, "every message deleted")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_next_link_to_another_host_is_refused(fake_graph, start_poller, graph_env, address) -> None:
     elsewhere = FakeGraphServer().start()
