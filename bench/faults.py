@@ -35,6 +35,17 @@ message twice itself. The scenarios (SCENARIOS below):
      poll tasks reach both; the Redis lock lets one poll, the other returns at once) and, to
      make the race real, a poller in this process that ignores the lock (a poller whose lock
      expired while it stalled) and fetches and stores concurrently with the worker's.
+  f) Microsoft Graph outage: the second mailbox (service_desk_email) is read over Graph from
+     the test harness's fake Graph server (tests/harness/fake_graph.py, real HTTP on
+     127.0.0.1, poll_interval 1 s); while its messages are being fetched (at ~30 % stored) the
+     server stops (connections refused) for --outage/2 s, then answers every request with 500
+     for --outage/2 s, then recovers;
+  g) token expiry mid-run on the Graph mailbox: tokens live 3 s (each renewed before it runs
+     out), and three times while the messages are fetched every token is revoked (Graph
+     answers 401 until the poller gets a new one).
+
+Scenarios f and g deliver to the fake Graph mailbox instead of Dovecot (no LMTP): the same mix
+of new issues and replies, addressed to the project's contact+key address.
 
 After each scenario the script waits until quiet (every message has a ledger row, no row
 queued/processing, no email pending/sending, nothing new at the SMTP server for 2 s; at most
@@ -90,6 +101,7 @@ from bench.fault_oracle import (  # noqa: E402
     oracle,
 )
 from bench.ingest import set_body  # noqa: E402
+from tests.harness.fake_graph import FakeGraphServer  # noqa: E402
 from tests.harness.services import (  # noqa: E402
     LOCALHOST,
     CeleryWorker,
@@ -103,6 +115,7 @@ from tests.harness.services import (  # noqa: E402
 # Variables from the caller's shell that would change what is measured (as the test harness).
 SCRUBBED_PREFIXES = ("EMAIL_", "ANYMAIL_", "SERVICEDESK_", "DATABASE_", "REDIS_", "CELERY_")
 TOKEN = re.compile(r"fault-[a-z]-\d{5}")
+GRAPH_USER = "contact@example.test"
 EVENTS: list[dict[str, Any]] = []
 KILL_PROCESSOR = "kill -9 processor"
 
@@ -178,11 +191,13 @@ def reply_mail(token: str, i: int, seed: Seed, address: str, lmtp: bool) -> Mail
     return Mail(token, "reply", message_id, msg.as_bytes(), recipient, lmtp)
 
 
-def batch(scenario: str, count: int, address: str, seeds: list[Seed]) -> list[Mail]:
+def batch(
+    scenario: str, count: int, address: str, seeds: list[Seed], *, lmtp_too: bool = True
+) -> list[Mail]:
     mails = []
     for i in range(count):
         token = f"fault-{scenario}-{i:05d}"
-        lmtp = (i // 10) % 5 == 4  # one message in five, in runs of ten
+        lmtp = lmtp_too and (i // 10) % 5 == 4  # one message in five, in runs of ten
         if i % 10 in (2, 5, 8):
             mails.append(reply_mail(token, i, seeds[i % len(seeds)], address, lmtp))
         else:
@@ -275,6 +290,30 @@ class Deliverer(threading.Thread):
             with contextlib.suppress(Exception):
                 self.client.logout()
             self.client = None
+
+
+class GraphDeliverer(threading.Thread):
+    """Puts mails into the fake Graph mailbox in chunks spread over ``duration`` s, as Exchange
+    receives them whatever its API is doing."""
+
+    def __init__(self, graph: FakeGraphServer, mails: list[Mail], duration: float, chunk: int):
+        super().__init__(daemon=True)
+        self.graph = graph
+        self.mails = mails
+        self.duration = duration
+        self.chunk = chunk
+        self.delivered: set[str] = set()
+        self.errors: list[str] = []
+        self.retried = 0
+
+    def run(self) -> None:
+        chunks = [self.mails[i : i + self.chunk] for i in range(0, len(self.mails), self.chunk)]
+        start = time.monotonic()
+        for n, chunk in enumerate(chunks):
+            time.sleep(max(0.0, start + n * self.duration / len(chunks) - time.monotonic()))
+            for mail in chunk:
+                self.graph.add(mail.raw, user=GRAPH_USER)
+                self.delivered.add(mail.message_id)
 
 
 class LocklessPoller(threading.Thread):
@@ -615,6 +654,7 @@ class Run:
     seeds: dict[str, list[Seed]]
     ledger: Ledger
     arrivals: Arrivals
+    graph_addresses: dict[str, str] = field(default_factory=dict)  # service_desk_email's
 
     @property
     def pace(self) -> float:
@@ -633,6 +673,7 @@ class Scenario:
     before: Step | None = None  # before the first message is delivered
     during: Step | None = None  # while the messages are delivered: the fault
     after: Step | None = None  # once all is quiet again: undo, gather evidence
+    graph: bool = False  # delivered to the Microsoft Graph mailbox (else Dovecot)
 
 
 def kill_processor_repeatedly(run: Run, sc: ScenarioRun) -> None:
@@ -747,6 +788,76 @@ def stop_extra_pollers(run: Run, sc: ScenarioRun) -> None:
     )  # fmt: skip
 
 
+def _wait_until_stored(run: Run, sc: ScenarioRun, share: float) -> int:
+    def stored() -> int:
+        return len(run.ledger.rows(sc.ledger_start, sc.message_ids))
+
+    if not wait_for(lambda: stored() >= int(share * len(sc.mails)), 60):
+        print("  the poller did not start fetching within 60 s")
+    return int(db_retry(stored))
+
+
+def note_graph_log_offset(run: Run, sc: ScenarioRun) -> None:
+    sc.state["graph_log_offset"] = len(run.services.graph.log())
+    note_poller_log_offset(run, sc)
+
+
+def graph_outage(run: Run, sc: ScenarioRun) -> None:
+    graph = run.services.graph
+    count = _wait_until_stored(run, sc, 0.3)
+    half = run.args.outage / 2
+    fault = event(sc.key, "graph server down (connections refused)", stored=count,
+                  of=len(sc.mails))  # fmt: skip
+    graph.stop()
+    time.sleep(half)
+    graph.outage_status = 500
+    graph.start()
+    fault["until"] = time.time()
+    fault = event(sc.key, "graph server answers 500", stored=db_retry(
+        lambda: len(run.ledger.rows(sc.ledger_start, sc.message_ids))))  # fmt: skip
+    time.sleep(half)
+    graph.outage_status = None
+    fault["until"] = time.time()
+    print(f"  [{sc.key}] graph server back after {run.args.outage:g} s")
+    sc.evidence["stored_at_outage"] = count
+
+
+def short_lived_tokens(run: Run, sc: ScenarioRun) -> None:
+    note_graph_log_offset(run, sc)
+    run.services.graph.token_lifetime = 3
+
+
+def revoke_tokens_mid_run(run: Run, sc: ScenarioRun) -> None:
+    count = _wait_until_stored(run, sc, 0.3)
+    for n in range(3):
+        fault = event(sc.key, "graph tokens revoked", n=n + 1, stored=count, of=len(sc.mails))
+        run.services.graph.expire_tokens()
+        time.sleep(1)
+        fault["until"] = time.time()
+        count = db_retry(lambda: len(run.ledger.rows(sc.ledger_start, sc.message_ids)))
+
+
+def count_graph_requests(run: Run, sc: ScenarioRun) -> None:
+    from mailroom.models import MailboxState
+
+    graph = run.services.graph
+    graph.token_lifetime = 3600
+    requests = graph.log()[sc.state["graph_log_offset"] :]
+    statuses = Counter(f"{r.kind} {r.status}" for r in requests)
+    state = db_retry(lambda: MailboxState.objects.filter(name="service_desk_email").first())
+    sc.evidence.update(
+        graph_requests=dict(sorted(statuses.items())),
+        graph_tokens_issued=statuses["token 200"],
+        graph_401=sum(n for k, n in statuses.items() if k.endswith(" 401")),
+        graph_500=sum(n for k, n in statuses.items() if k.endswith(" 500")),
+        mailbox_consecutive_errors_after=state.consecutive_errors if state else None,
+    )  # fmt: skip
+    with open(run.services.poller.log_path, "rb") as log:
+        log.seek(sc.state["poller_log_offset"])
+        # "mailbox service_desk_email: <error> (retry n)": passes the fault ended, with backoff.
+        sc.evidence["poller_graph_errors"] = log.read().count(b"mailbox service_desk_email: ")
+
+
 SCENARIOS = {
     s.key: s
     for s in (
@@ -761,6 +872,12 @@ SCENARIOS = {
                  during=stop_smtp_while_thank_yous_are_due),
         Scenario("e", "two pollers, one mailbox", lambda run: run.pace,
                  before=start_second_and_lockless_pollers, after=stop_extra_pollers),
+        Scenario("f", "Graph outage", lambda run: max(run.pace, run.args.outage),
+                 before=note_graph_log_offset, during=graph_outage, after=count_graph_requests,
+                 graph=True),
+        Scenario("g", "Graph token expiry mid-run", lambda run: max(run.pace, 8.0),
+                 before=short_lived_tokens, during=revoke_tokens_mid_run,
+                 after=count_graph_requests, graph=True),
     )
 }  # fmt: skip
 
@@ -788,7 +905,13 @@ def run_scenario(run: Run, scenario: Scenario) -> ScenarioRun:
     if scenario.before is not None:
         scenario.before(run, sc)
     chunk = max(5, min(25, len(sc.mails) // 12))
-    deliverer = Deliverer(run.services.dovecot, sc.mails, scenario.delivery_seconds(run), chunk)
+    deliverer: Deliverer | GraphDeliverer
+    if scenario.graph:
+        deliverer = GraphDeliverer(run.services.graph, sc.mails, scenario.delivery_seconds(run),
+                                   chunk)  # fmt: skip
+    else:
+        deliverer = Deliverer(run.services.dovecot, sc.mails, scenario.delivery_seconds(run),
+                              chunk)  # fmt: skip
     deliverer.start()
     if scenario.during is not None:
         scenario.during(run, sc)
@@ -815,7 +938,8 @@ def begin(run: Run, scenario: Scenario) -> ScenarioRun:
 
     ledger_start, outbox_start = db_retry(starts)
     key = scenario.key
-    mails = batch(key, run.args.messages, run.addresses[key], run.seeds[key])
+    address = run.graph_addresses[key] if scenario.graph else run.addresses[key]
+    mails = batch(key, run.args.messages, address, run.seeds[key], lmtp_too=not scenario.graph)
     sc = ScenarioRun(key, scenario.title, run.projects[key].pk, mails, ledger_start,
                      outbox_start)  # fmt: skip
     print(f"\n{key}) {sc.title}: {len(sc.mails)} messages", flush=True)
@@ -840,6 +964,7 @@ class Services:
     redis: RedisServer
     dovecot: DovecotServer
     smtp: SmtpServer
+    graph: FakeGraphServer
     env: dict[str, str] = field(default_factory=dict)
     poller: CeleryWorker | Any = None
     processor: CeleryWorker | Any = None
@@ -860,15 +985,17 @@ class Services:
 
 def start_servers(base: Path) -> Services:
     services = Services(base, PostgresServer(base / "postgres"), RedisServer(base / "redis"),
-                        DovecotServer(base / "dovecot"), SmtpServer())  # fmt: skip
-    services.started += [services.pg, services.redis, services.dovecot, services.smtp]
+                        DovecotServer(base / "dovecot"), SmtpServer(),
+                        FakeGraphServer())  # fmt: skip
+    services.started += [services.pg, services.redis, services.dovecot, services.smtp,
+                         services.graph]  # fmt: skip
     in_parallel(services.pg.start, services.redis.start, services.dovecot.start,
-                services.smtp.start)  # fmt: skip
+                services.smtp.start, services.graph.start)  # fmt: skip
     return services
 
 
 def worker_env(services: Services) -> dict[str, str]:
-    redis, dovecot = services.redis, services.dovecot
+    redis, dovecot, graph = services.redis, services.dovecot, services.graph
     return {
         "SERVICEDESK_ENV": "production",
         "SECRET_KEY": "bench-only-secret-key-0123456789abcdefghijklmnop",
@@ -884,6 +1011,22 @@ def worker_env(services: Services) -> dict[str, str]:
         "SERVICEDESK_INCOMING_EMAIL_USER": "support",
         "SERVICEDESK_INCOMING_EMAIL_PASSWORD": dovecot.password,
         "SERVICEDESK_INCOMING_EMAIL_IDLE_TIMEOUT": "10",
+        # The second mailbox is read over Microsoft Graph, from the fake Graph server.
+        "SERVICEDESK_SERVICE_DESK_EMAIL_ENABLED": "true",
+        "SERVICEDESK_SERVICE_DESK_EMAIL_ADDRESS": "contact+%{key}@example.test",
+        "SERVICEDESK_SERVICE_DESK_EMAIL_INBOX_METHOD": "microsoft_graph",
+        "SERVICEDESK_SERVICE_DESK_EMAIL_USER": GRAPH_USER,
+        **{
+            f"SERVICEDESK_SERVICE_DESK_EMAIL_INBOX_OPTIONS_{k}": v
+            for k, v in {
+                "TENANT_ID": graph.tenant_id,
+                "CLIENT_ID": graph.client_id,
+                "CLIENT_SECRET": graph.client_secret,
+                "POLL_INTERVAL": "1",
+                "AZURE_AD_ENDPOINT": graph.url,
+                "GRAPH_ENDPOINT": graph.url,
+            }.items()
+        },
         "SERVICEDESK_IMAP_LEASE": "30",
         "SERVICEDESK_IMAP_POLL_INTERVAL": "5",
         "SERVICEDESK_IMAP_BATCH": "25",
@@ -920,7 +1063,9 @@ def start_workers(services: Services, concurrency: int) -> None:
         connection.close()  # this thread's
 
     env, celery_dir = services.env, services.celery_dir
-    services.poller = CeleryWorker(celery_dir, env, name="poller", concurrency=1,
+    # One process per polled mailbox (IMAP and Graph): each poll task holds its mailbox for
+    # its lease.
+    services.poller = CeleryWorker(celery_dir, env, name="poller", concurrency=2,
                                    queues="mailbox")  # fmt: skip
     services.processor = CeleryWorker(celery_dir, env, name="processor", concurrency=concurrency,
                                       queues="celery,outbound")  # fmt: skip
@@ -986,7 +1131,12 @@ def set_up(args: argparse.Namespace, rng: random.Random, services: Services) -> 
         print("set-up: the seed issues were not all created and thanked within 120 s; "
               f"see {services.celery_dir}", file=sys.stderr)  # fmt: skip
         return None
-    return Run(args, rng, services, projects, addresses, seeds, Ledger(), Arrivals(services.smtp))
+    graph_mailbox = settings.SERVICEDESK_MAILBOXES["service_desk_email"]
+    graph_addresses = {
+        k: graph_mailbox.address_for(p.service_desk.default_key) for k, p in projects.items()
+    }
+    return Run(args, rng, services, projects, addresses, seeds, Ledger(),
+               Arrivals(services.smtp), graph_addresses)  # fmt: skip
 
 
 def in_parallel(*calls: Callable[[], Any]) -> None:

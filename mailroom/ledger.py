@@ -47,7 +47,8 @@ Outcome = InboundMessage.Outcome
 @dataclass(frozen=True)
 class RawEmail:
     raw: bytes
-    uid: int | None = None
+    uid: int | None = None  # IMAP
+    source_id: str = ""  # Microsoft Graph's message id
 
 
 def _enqueue(ids: Sequence[int], countdown: float = 0) -> None:
@@ -93,32 +94,46 @@ def inbound_store_imap_batch(
     flagging it) is not stored twice: the caller just flags it again.
     """
     batch = list(emails)
-    if not batch:
+    return _store_batch(
+        [
+            InboundMessage(transport="imap", mailbox=mailbox, uid_validity=uid_validity,
+                           uid=email.uid)
+            for email in batch
+        ],
+        batch,
+        Q(mailbox=mailbox, uid_validity=uid_validity, uid__in=[email.uid for email in batch]),
+        enqueue=enqueue,
+    )  # fmt: skip
+
+
+def inbound_store_graph_batch(
+    *, mailbox: str, emails: Iterable[RawEmail], enqueue: bool = True
+) -> list[int]:
+    """Store a page of messages fetched from a Microsoft Graph mailbox; message ids already
+    stored are skipped (we crashed before marking them read), as for IMAP's UIDs."""
+    batch = list(emails)
+    return _store_batch(
+        [InboundMessage(transport="graph", mailbox=mailbox, source_id=e.source_id) for e in batch],
+        batch,
+        Q(mailbox=mailbox, source_id__in=[email.source_id for email in batch]),
+        enqueue=enqueue,
+    )
+
+
+def _store_batch(
+    rows: list[InboundMessage], emails: list[RawEmail], stored: Q, *, enqueue: bool
+) -> list[int]:
+    """Insert ``rows`` (one per email, its source's identity set) in one transaction; a row
+    whose identity is already stored is skipped by the unique constraint. Returns the ids of
+    the rows ``stored`` selects that are new (queued, never attempted)."""
+    if not rows:
         return []
+    for row, email in zip(rows, emails, strict=True):
+        row.raw, row.size, row.message_id = email.raw, len(email.raw), stored_message_id(email.raw)
     with transaction.atomic():
-        InboundMessage.objects.bulk_create(
-            [
-                InboundMessage(
-                    transport="imap",
-                    mailbox=mailbox,
-                    uid_validity=uid_validity,
-                    uid=email.uid,
-                    raw=email.raw,
-                    size=len(email.raw),
-                    message_id=stored_message_id(email.raw),
-                )
-                for email in batch
-            ],
-            ignore_conflicts=True,
-        )
+        InboundMessage.objects.bulk_create(rows, ignore_conflicts=True)
         ids = list(
-            InboundMessage.objects.filter(
-                mailbox=mailbox,
-                uid_validity=uid_validity,
-                uid__in=[email.uid for email in batch],
-                status=Status.QUEUED,
-                attempts=0,
-            )
+            InboundMessage.objects.filter(stored, status=Status.QUEUED, attempts=0)
             .order_by("pk")
             .values_list("pk", flat=True)
         )

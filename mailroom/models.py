@@ -33,10 +33,13 @@ class InboundMessage(models.Model):
         IGNORED = "ignored", "Ignored"
         FAILED = "failed", "Failed"
 
-    transport = models.CharField(max_length=32)  # imap, stdin, smtp, lmtp, webhook:<esp>
+    transport = models.CharField(max_length=32)  # imap, graph, stdin, smtp, lmtp, webhook:<esp>
     mailbox = models.CharField(max_length=64, blank=True)  # incoming_email, service_desk_email
     uid_validity = models.BigIntegerField(null=True, blank=True)
     uid = models.BigIntegerField(null=True, blank=True)
+    # The message's id in its mailbox when that is not an IMAP UID: Microsoft Graph's
+    # (immutable) message id. Empty for the other transports.
+    source_id = models.CharField(max_length=512, blank=True, default="")
     raw = models.BinaryField()
     size = models.PositiveIntegerField()
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -90,7 +93,14 @@ class InboundMessage(models.Model):
                 fields=["mailbox", "uid_validity", "uid"],
                 condition=Q(uid__isnull=False),
                 name="inbound_unique_imap_uid",
-            )
+            ),
+            # The same Graph message is stored once too (crash between our commit and the
+            # PATCH that marks it read, or two pollers).
+            models.UniqueConstraint(
+                fields=["mailbox", "source_id"],
+                condition=~Q(source_id=""),
+                name="inbound_unique_source_id",
+            ),
         ]
         indexes = [
             models.Index(fields=["status", "claimed_at"], name="inbound_status_claimed"),

@@ -190,14 +190,10 @@ def mailbox_health() -> list[MailboxHealth]:
                 consecutive_errors=errors,
                 last_error=_without_secrets(state.last_error, config) if state else "",
                 messages_fetched=state.messages_fetched if state else 0,
-                alerting=_polled_imap(config) and _is_alerting(last_success, errors, now),
+                alerting=config.polled and _is_alerting(last_success, errors, now),
             )
         )
     return health
-
-
-def _polled_imap(config: Any) -> bool:
-    return bool(config.enabled and config.inbox_method == "imap")
 
 
 def _alert_cache_key(names: list[str]) -> str:
@@ -205,15 +201,13 @@ def _alert_cache_key(names: list[str]) -> str:
 
 
 def mailbox_alerts() -> list[MailboxAlert]:
-    """The IMAP mailboxes to warn about on project pages.
+    """The polled mailboxes (IMAP, Graph) to warn about on project pages.
 
     At most one query, and none for 30 s after one: the poller's record is cached (not the
     verdict, so the threshold is applied at each render). If the cache is unreachable, the page
     still renders: the record is read from the database.
     """
-    names = [
-        name for name, config in settings.SERVICEDESK_MAILBOXES.items() if _polled_imap(config)
-    ]
+    names = [name for name, config in settings.SERVICEDESK_MAILBOXES.items() if config.polled]
     if not names:
         return []
     key = _alert_cache_key(names)

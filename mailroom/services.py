@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -8,7 +10,7 @@ from accounts.models import User
 
 from . import spam
 from .ledger import inbound_requeue
-from .models import InboundMessage, WorkerHeartbeat
+from .models import InboundMessage, MailboxState, WorkerHeartbeat
 from .parsing import parse_email
 
 
@@ -22,6 +24,20 @@ def worker_heartbeat_record(*, hostname: str) -> WorkerHeartbeat:
         WorkerHeartbeat.objects.filter(pk=heartbeat.pk).update(seen_at=now, beats=F("beats") + 1)
         heartbeat.refresh_from_db()
     return heartbeat
+
+
+def mailbox_health_record(*, name: str, ok: bool, error: str = "", fetched: int = 0) -> None:
+    """A poller's pass over its mailbox: when it ran, whether it worked, what it stored."""
+    now = timezone.now()
+    state, _ = MailboxState.objects.get_or_create(name=name)
+    updates: dict[str, Any] = {
+        "last_fetch_at": now, "messages_fetched": F("messages_fetched") + fetched,
+    }  # fmt: skip
+    if ok:
+        updates.update(last_success_at=now, consecutive_errors=0, last_error="")
+    else:
+        updates.update(consecutive_errors=F("consecutive_errors") + 1, last_error=error[:2000])
+    MailboxState.objects.filter(pk=state.pk).update(**updates)
 
 
 class NotInQuarantine(Exception):

@@ -3,6 +3,8 @@
 - IMAP (``poll_mailbox``): IDLE for push, a fresh search on every wake-up and on every
   ``idle_timeout`` as the polling fallback; ``BODY.PEEK[]`` so nothing is marked read before our
   commit; flags (``\\Seen``, ``\\Deleted``, EXPUNGE) only after it.
+- Microsoft Graph (``poll_mailbox`` too, ``graph.GraphPoller``): the same loop, lock and health
+  record; a pass every ``poll_interval``, each page committed before it is marked read.
 - stdin (``manage.py receive_email``), SMTP/LMTP (``manage.py smtpd``) and ESP webhooks
   (django-anymail's inbound signal) hand bytes to ``inbound_store``.
 """
@@ -18,16 +20,16 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
-from django.utils import timezone
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
 from servicedesk.config import MailboxConfig
 
+from .graph import GraphPoller, LeaseLost
 from .ledger import RawEmail, inbound_store, inbound_store_imap_batch
-from .locks import mailbox_lock
+from .locks import Lease, mailbox_lock
 from .models import InboundMessage, MailboxState
+from .services import mailbox_health_record
 
 log = logging.getLogger(__name__)
 # What a dropped connection, a restarting server or a refused login look like.
@@ -49,17 +51,7 @@ def imap_connect(mailbox: MailboxConfig, timeout: float = 30):  # type: ignore[n
 
 
 def _record_health(name: str, *, ok: bool, error: str = "", fetched: int = 0) -> None:
-    now = timezone.now()
-    state, _ = MailboxState.objects.get_or_create(name=name)
-    updates: dict[str, Any] = {"last_fetch_at": now}
-    if ok:
-        updates.update(
-            last_success_at=now, consecutive_errors=0, last_error="",
-            messages_fetched=F("messages_fetched") + fetched,
-        )  # fmt: skip
-    else:
-        updates.update(consecutive_errors=F("consecutive_errors") + 1, last_error=error[:2000])
-    MailboxState.objects.filter(pk=state.pk).update(**updates)
+    mailbox_health_record(name=name, ok=ok, error=error, fetched=fetched)
 
 
 class ImapPoller:
@@ -78,6 +70,25 @@ class ImapPoller:
         MailboxState.objects.update_or_create(
             name=self.mailbox.name, defaults={"uid_validity": self.uid_validity}
         )
+
+    @property
+    def errors(self) -> tuple[type[BaseException], ...]:
+        """What a dropped connection, a restarting server or a refused login raise."""
+        return IMAP_ERRORS + _imap_error_types()
+
+    def describe(self, exc: BaseException) -> str:
+        # Nothing secret here: the error names host and mailbox, never the password.
+        return f"{type(exc).__name__}: {exc}"
+
+    def reset(self) -> None:
+        """Forget a connection that failed (no LOGOUT: it is gone)."""
+        self.client = None
+
+    def wait(self, remaining: float) -> None:
+        # An EXISTS sent just before the server acknowledged IDLE is consumed by the client
+        # library, not reported by idle_check: a short re-check (SEARCH, then IDLE again)
+        # bounds how long such a message can wait.
+        self.idle_once(min(self.mailbox.idle_timeout, remaining, settings.SERVICEDESK_IMAP_RECHECK))
 
     def close(self) -> None:
         if self.client is not None:
@@ -139,54 +150,68 @@ class ImapPoller:
             self.client.idle_done()
 
 
+POLLED_METHODS = ("imap", "microsoft_graph")
+
+
 def poll_mailbox(
     name: str, *, lease_seconds: float, sleep: Callable[[float], None] = time.sleep
 ) -> str:
-    """One poller's turn at a mailbox: hold the lock, fetch, IDLE, reconnect with backoff."""
+    """One poller's turn at a mailbox: hold the lock, fetch, wait, reconnect with backoff."""
     mailbox = settings.SERVICEDESK_MAILBOXES.get(name)
     if mailbox is None or not mailbox.polled:
         return f"{name}: not a polled mailbox"
-    if mailbox.inbox_method != "imap":
-        return f"{name}: inbox_method {mailbox.inbox_method} is not supported yet"
-    ttl = settings.SERVICEDESK_IMAP_LOCK_TTL or int(mailbox.idle_timeout + 60)
+    if mailbox.inbox_method not in POLLED_METHODS:
+        return f"{name}: inbox_method {mailbox.inbox_method} is not supported"
+    longest_wait = mailbox.graph.poll_interval if mailbox.graph else mailbox.idle_timeout
+    ttl = settings.SERVICEDESK_IMAP_LOCK_TTL or int(longest_wait + 60)
     with mailbox_lock(name, ttl=ttl) as lease:
         if lease is None:
             return f"{name}: another worker is polling it"
         return _poll_with_lease(mailbox, lease, lease_seconds, sleep)
 
 
+def _poller(
+    mailbox: MailboxConfig, lease: Lease, deadline: float, sleep: Callable[[float], None]
+) -> ImapPoller | GraphPoller:
+    if mailbox.inbox_method == "microsoft_graph":
+        return GraphPoller(mailbox, lease=lease, deadline=deadline, sleep=sleep)
+    return ImapPoller(mailbox)
+
+
 def _poll_with_lease(
-    mailbox: MailboxConfig, lease: Any, lease_seconds: float, sleep: Callable[[float], None]
+    mailbox: MailboxConfig, lease: Lease, lease_seconds: float, sleep: Callable[[float], None]
 ) -> str:
     deadline = time.monotonic() + lease_seconds
-    poller = ImapPoller(mailbox)
+    poller = _poller(mailbox, lease, deadline, sleep)
     failures, fetched = 0, 0
-    while time.monotonic() < deadline:
-        if not lease.renew():
-            return f"{mailbox.name}: lost the poller lock"
-        try:
-            if poller.client is None:
-                poller.connect()
-            # Mail that arrived while we fetched raises no EXISTS once we IDLE: fetch until a
-            # search finds nothing new, then IDLE.
-            while (batch := poller.fetch_new()) and time.monotonic() < deadline:
-                fetched += batch
-            failures = 0
-            remaining = deadline - time.monotonic()
-            if remaining > 0:
-                # An EXISTS sent just before the server acknowledged IDLE is consumed by the
-                # client library, not reported by idle_check: a short re-check (SEARCH, then
-                # IDLE again) bounds how long such a message can wait.
-                wait = min(mailbox.idle_timeout, remaining, settings.SERVICEDESK_IMAP_RECHECK)
-                poller.idle_once(wait)
-        except IMAP_ERRORS + (_imap_error_types()) as exc:
-            failures += 1
-            poller.client = None
-            # Redact nothing secret here: the error names host and mailbox, never the password.
-            _record_health(mailbox.name, ok=False, error=f"{type(exc).__name__}: {exc}")
-            log.warning("mailbox %s: %s (retry %d)", mailbox.name, exc, failures)
-            sleep(min(2**failures, 60, max(deadline - time.monotonic(), 0)))
-    poller.close()
+    try:
+        while time.monotonic() < deadline:
+            if not lease.renew():
+                return f"{mailbox.name}: lost the poller lock"
+            try:
+                if poller.client is None:
+                    poller.connect()
+                # Mail that arrived while we fetched raises no EXISTS once we IDLE (nor waits
+                # for the next Graph pass): fetch until nothing new is found, then wait.
+                while (batch := poller.fetch_new()) and time.monotonic() < deadline:
+                    fetched += batch
+                failures = 0
+                remaining = deadline - time.monotonic()
+                if remaining > 0:
+                    poller.wait(remaining)
+            except LeaseLost:
+                return f"{mailbox.name}: lost the poller lock"
+            except poller.errors as exc:
+                failures += 1
+                poller.reset()
+                error = poller.describe(exc)
+                _record_health(mailbox.name, ok=False, error=error)
+                log.warning("mailbox %s: %s (retry %d)", mailbox.name, error, failures)
+                # A server that said how long to wait (Retry-After) is not asked sooner.
+                backoff = max(min(2**failures, 60), getattr(exc, "retry_after", 0))
+                sleep(min(backoff, max(deadline - time.monotonic(), 0)))
+    finally:
+        poller.close()
     return f"{mailbox.name}: fetched {fetched}"
 
 

@@ -16,12 +16,14 @@ wrong config fails at start with a message that says what to fix.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -177,7 +179,36 @@ def _parse_graph(source: str, section: str, raw: dict[str, Any]) -> GraphOptions
             raise _fail(source, f"{where}.{required}", "required for inbox_method microsoft_graph")
     if values.get("poll_interval", 60) < 1:
         raise _fail(source, f"{where}.poll_interval", "must be at least 1 second")
+    for key in ("azure_ad_endpoint", "graph_endpoint"):
+        if key in values:
+            values[key] = _endpoint(source, f"{where}.{key}", values[key])
     return GraphOptions(**values)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _endpoint(source: str, where: str, value: str) -> str:
+    """An endpoint is a bare origin (scheme, host, port). It receives the client secret or the
+    access token, so it must be https — plain http only to this machine (a local proxy, the
+    test suite's fake Graph server), where the secret never crosses a network."""
+    parts = urlsplit(value.strip())
+    host = parts.hostname or ""
+    if parts.scheme not in ("https", "http") or not host:
+        raise _fail(source, where, f"must be an https:// URL, e.g. https://graph.microsoft.com; "
+                                   f"got {value!r}")  # fmt: skip
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise _fail(source, where, "must use https:// (http:// only for 127.0.0.1 or localhost)")
+    if parts.username or parts.password or parts.query or parts.fragment or parts.path.strip("/"):
+        raise _fail(source, where, f"must be a bare origin such as https://graph.microsoft.com, "
+                                   f"without a path; got {value!r}")  # fmt: skip
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _parse_mailbox(source: str, section: str, raw: dict[str, Any]) -> MailboxConfig:
@@ -221,6 +252,11 @@ def _parse_mailbox(source: str, section: str, raw: dict[str, Any]) -> MailboxCon
     if values["inbox_method"] == "microsoft_graph":
         if enabled or options:
             graph = _parse_graph(source, section, options or {})
+        if enabled and not values.get("user"):
+            raise _fail(
+                source, where("user"),
+                "required for inbox_method microsoft_graph: the mailbox's address or user id",
+            )  # fmt: skip
     elif enabled and values["inbox_method"] == "imap":
         for required in ("host", "user", "password"):
             if not values.get(required):
@@ -237,6 +273,14 @@ def _parse_mailbox(source: str, section: str, raw: dict[str, Any]) -> MailboxCon
     values["port"] = port
     values.setdefault("address", "")
     return MailboxConfig(name=section, graph=graph, **values)
+
+
+def _mailbox_identity(mailbox: MailboxConfig) -> tuple[object, ...]:
+    """Where a mailbox's mail is read from: two pollers on one folder would race each other."""
+    server: tuple[object, ...] = (mailbox.host, mailbox.port)
+    if mailbox.graph is not None:
+        server = (mailbox.graph.graph_endpoint,)
+    return (*server, mailbox.user.lower(), mailbox.mailbox.lower())
 
 
 def load_mailboxes(
@@ -281,12 +325,8 @@ def load_mailboxes(
         first, second = enabled
         if first.address.lower() == second.address.lower():
             raise _fail(source, "[service_desk_email] address", "must differ from incoming_email's")
-        same_box = (first.host, first.port, first.user.lower(), first.mailbox.lower())
-        if first.inbox_method == second.inbox_method == "imap" and same_box == (
-            second.host,
-            second.port,
-            second.user.lower(),
-            second.mailbox.lower(),
+        if first.inbox_method == second.inbox_method != "none" and (
+            _mailbox_identity(first) == _mailbox_identity(second)
         ):
             raise _fail(
                 source,

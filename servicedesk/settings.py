@@ -299,8 +299,15 @@ SERVICEDESK_IMAP_RECHECK = env_int("SERVICEDESK_IMAP_RECHECK", 5)
 # The poller lock expires this long after its holder stopped renewing it (died); 0: the
 # mailbox's idle_timeout + 60 s.
 SERVICEDESK_IMAP_LOCK_TTL = env_int("SERVICEDESK_IMAP_LOCK_TTL", 0)
-# Project pages show a banner when an IMAP mailbox has errors and no successful fetch for
-# longer than this (minutes).
+# Microsoft Graph mailboxes: messages listed per page ($top), the timeout of one HTTP call
+# (seconds), the longest Retry-After waited out in place (longer: the pass ends and the
+# poller waits before the next), and how many throttled answers in a row one call accepts.
+SERVICEDESK_GRAPH_PAGE_SIZE = env_int("SERVICEDESK_GRAPH_PAGE_SIZE", 25)
+SERVICEDESK_GRAPH_TIMEOUT = env_int("SERVICEDESK_GRAPH_TIMEOUT", 30)
+SERVICEDESK_GRAPH_MAX_RETRY_WAIT = env_int("SERVICEDESK_GRAPH_MAX_RETRY_WAIT", 60)
+SERVICEDESK_GRAPH_MAX_ATTEMPTS = env_int("SERVICEDESK_GRAPH_MAX_ATTEMPTS", 6)
+# Project pages show a banner when a polled mailbox (IMAP or Graph) has errors and no
+# successful fetch for longer than this (minutes).
 SERVICEDESK_MAILBOX_ALERT_MINUTES = env_int("SERVICEDESK_MAILBOX_ALERT_MINUTES", 10)
 SERVICEDESK_SMTPD_PORT = env_int("SERVICEDESK_SMTPD_PORT", 2525)
 # Instance-wide texts for the %{SYSTEM_HEADER}, %{SYSTEM_FOOTER}, %{ADDITIONAL_TEXT} placeholders.

@@ -47,7 +47,7 @@ def test_short_fault_injection_loses_and_duplicates_nothing(tmp_path: Path) -> N
     result = json.loads(output.read_text())
     assert result["ok"]
     assert result["unknown_message_ids_at_smtp"] == []
-    assert [s["scenario"] for s in result["scenarios"]] == list("abcde")
+    assert [s["scenario"] for s in result["scenarios"]] == list("abcdefg")
     for scenario in result["scenarios"]:
         summary = {k: v for k, v in scenario.items() if k not in ("duplicates", "problems")}
         assert scenario["ok"], scenario["problems"]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from .fake_graph import FakeGraphServer
 from .services import (
     CeleryWorker,
     DovecotServer,
@@ -258,6 +259,25 @@ def silent_server() -> Iterator[SilentServer]:
     server = SilentServer()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_graph_server() -> FakeGraphServer:
+    return harness().lazy(  # type: ignore[return-value]
+        "fake-graph", lambda: FakeGraphServer().start(), lambda s: s.stop()
+    )
+
+
+@pytest.fixture
+def fake_graph(fake_graph_server: FakeGraphServer) -> Iterator[FakeGraphServer]:
+    """The fake Microsoft Graph (and token endpoint), emptied, its faults cleared."""
+    if not fake_graph_server.running:
+        fake_graph_server.start()
+    fake_graph_server.reset()
+    yield fake_graph_server
+    if not fake_graph_server.running:  # a test that simulated an outage leaves it running again
+        fake_graph_server.start()
+    fake_graph_server.reset()
 
 
 @pytest.fixture(scope="session")

@@ -147,6 +147,7 @@ def test_microsoft_graph_requires_its_credentials(tmp_path) -> None:
 enabled = true
 address = "incoming+%{key}@example.com"
 inbox_method = "microsoft_graph"
+user = "support@example.com"
 [incoming_email.inbox_options]
 tenant_id = "t"
 client_id = "c"
@@ -159,6 +160,79 @@ client_id = "c"
     )
     assert boxes["incoming_email"].graph is not None
     assert boxes["incoming_email"].graph.poll_interval == 60
+
+
+GRAPH = """
+[incoming_email]
+enabled = true
+address = "incoming+%{key}@example.com"
+inbox_method = "microsoft_graph"
+user = "support@example.com"
+[incoming_email.inbox_options]
+tenant_id = "t"
+client_id = "c"
+client_secret_file = "SECRET_FILE"
+"""
+
+
+def test_microsoft_graph_reads_its_secret_from_a_file_and_defaults_to_microsoft(tmp_path) -> None:
+    (tmp_path / "secret").write_text("s3cret-from-file\n")
+    text = GRAPH.replace("SECRET_FILE", str(tmp_path / "secret"))
+    graph = load_mailboxes(write(tmp_path, text), environ={})["incoming_email"].graph
+    assert graph is not None
+    assert graph.client_secret == "s3cret-from-file"
+    assert graph.azure_ad_endpoint == "https://login.microsoftonline.com"
+    assert graph.graph_endpoint == "https://graph.microsoft.com"
+    assert "s3cret" not in repr(graph)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "accepted"),
+    [
+        ("https://graph.microsoft.us", "https://graph.microsoft.us"),
+        ("https://graph.microsoft.us/", "https://graph.microsoft.us"),  # a trailing slash
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),  # this machine only
+        ("http://localhost:8080", "http://localhost:8080"),
+        ("http://graph.example.com", None),  # the token would cross the network in clear
+        ("http://127.0.0.1.evil.example", None),
+        ("https://graph.microsoft.com/v1.0", None),  # an origin, not a path
+        ("https://user:pw@graph.microsoft.com", None),
+        ("ftp://graph.microsoft.com", None),
+        ("graph.microsoft.com", None),
+    ],
+)
+def test_graph_endpoints_are_https_origins(tmp_path, endpoint, accepted) -> None:
+    (tmp_path / "secret").write_text("s")
+    text = GRAPH.replace("SECRET_FILE", str(tmp_path / "secret"))
+    environ = {
+        "SERVICEDESK_INCOMING_EMAIL_INBOX_OPTIONS_GRAPH_ENDPOINT": endpoint,
+        "SERVICEDESK_INCOMING_EMAIL_INBOX_OPTIONS_AZURE_AD_ENDPOINT": endpoint,
+    }
+    if accepted is None:
+        with pytest.raises(ImproperlyConfigured, match=r"inbox_options.azure_ad_endpoint: must"):
+            load_mailboxes(write(tmp_path, text), environ=environ)
+        return
+    graph = load_mailboxes(write(tmp_path, text), environ=environ)["incoming_email"].graph
+    assert graph is not None
+    assert (graph.graph_endpoint, graph.azure_ad_endpoint) == (accepted, accepted)
+
+
+def test_microsoft_graph_needs_the_mailbox_user(tmp_path) -> None:
+    (tmp_path / "secret").write_text("s")
+    text = GRAPH.replace("SECRET_FILE", str(tmp_path / "secret"))
+    text = text.replace('user = "support@example.com"\n', "")
+    with pytest.raises(ImproperlyConfigured, match=r"\[incoming_email\] user: required"):
+        load_mailboxes(write(tmp_path, text), environ={})
+
+
+def test_same_graph_mailbox_twice_is_refused(tmp_path) -> None:
+    (tmp_path / "secret").write_text("s")
+    one = GRAPH.replace("SECRET_FILE", str(tmp_path / "secret"))
+    two = one.replace("incoming_email", "service_desk_email").replace("incoming+", "contact+")
+    with pytest.raises(ImproperlyConfigured, match="must be a different mailbox"):
+        load_mailboxes(write(tmp_path, one + two), environ={})
+    other = two.replace('user = "support@example.com"', 'user = "contact@example.com"')
+    assert len(load_mailboxes(write(tmp_path, one + other), environ={})) == 2
 
 
 def test_missing_or_broken_file_is_reported(tmp_path) -> None:

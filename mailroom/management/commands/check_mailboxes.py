@@ -3,11 +3,16 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from mailroom.graph import GRAPH_ERRORS, GraphError, check_graph_mailbox
 from mailroom.transport import IMAP_ERRORS, _imap_error_types, imap_connect
+from servicedesk.config import MailboxConfig
 
 
 class Command(BaseCommand):
-    help = "Log in to each configured mailbox, select it and report what is there."
+    help = (
+        "Log in to each configured mailbox (IMAP; for Microsoft Graph: get a token), select "
+        "(list) its folder and report what is there."
+    )
 
     def handle(self, *args: object, **options: object) -> None:
         mailboxes = settings.SERVICEDESK_MAILBOXES
@@ -22,9 +27,8 @@ class Command(BaseCommand):
             if mailbox.inbox_method == "none":
                 self.stdout.write(f"{where}: address only, mail arrives by pipe/SMTP/webhook")
                 continue
-            if mailbox.inbox_method != "imap":
-                self.stdout.write(f"{where}: inbox_method {mailbox.inbox_method} not supported yet")
-                failed = True
+            if mailbox.inbox_method == "microsoft_graph":
+                failed |= not self._check_graph(where, mailbox)
                 continue
             try:
                 client = imap_connect(mailbox, timeout=15)
@@ -46,3 +50,22 @@ class Command(BaseCommand):
             )
         if failed:
             raise CommandError("At least one mailbox failed the check.")
+
+    def _check_graph(self, where: str, mailbox: MailboxConfig) -> bool:
+        assert mailbox.graph is not None
+        source = f"{mailbox.user} via {mailbox.graph.graph_endpoint}"
+        try:
+            found = check_graph_mailbox(mailbox)
+        except GRAPH_ERRORS as exc:
+            # GraphError texts are redacted already; httpx's name the URL, never a secret.
+            text = str(exc) if isinstance(exc, GraphError) else f"{type(exc).__name__}: {exc}"
+            text = text.replace(mailbox.graph.client_secret, "[redacted]")
+            self.stdout.write(self.style.ERROR(f"{where}: {source} failed: {text}"))
+            return False
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"{where}: OK — {source}, token from {mailbox.graph.azure_ad_endpoint}, "
+                f"{mailbox.mailbox}: {found}"
+            )
+        )
+        return True
