@@ -247,7 +247,8 @@ def _result_emails(custom: CustomEmail) -> None:
         text = (
             f"The verification of the custom email address `{custom.address}` of "
             f"{project.full_path} failed: **{custom.get_error_display()}**.\n\n"
-            f"{ERROR_ADVICE[custom.error]}\n\nTry again on the [settings page]({page})."
+            f"{ERROR_ADVICE[CustomEmail.Error(custom.error)]}\n\n"
+            f"Try again on the [settings page]({page})."
         )
     else:
         subject = f"[{project.full_path}] {custom.address} is verified"
