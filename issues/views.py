@@ -13,6 +13,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 from django.utils.safestring import mark_safe
+from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -156,7 +157,7 @@ def issue_bulk(request: HttpRequest, full_path: str) -> HttpResponse:
     form.fields["assignees"].choices = [(person.pk, person.username) for person in people]
     if not form.is_valid():
         for message in _form_errors(form):
-            messages.error(request, f"Nothing changed: {message}")
+            messages.error(request, _("Nothing changed: %(message)s") % {"message": message})
         return redirect(back)
     data = form.cleaned_data
     scope = data["scope"]
@@ -213,9 +214,22 @@ def _bulk_report(request: HttpRequest, result: BulkEdit, action: str, *, forbidd
     for reason, skipped in result.skipped.items():
         numbers = ", ".join(f"#{issue.iid}" for issue in skipped[:20])
         more = " …" if len(skipped) > 20 else ""
-        messages.warning(request, f"{_issues(len(skipped))} skipped ({numbers}{more}): {reason}.")
+        messages.warning(
+            request,
+            _("%(issues_len_skipped)s skipped (%(numbers)s%(more)s): %(reason)s.")
+            % {
+                "issues_len_skipped": _issues(len(skipped)),
+                "numbers": numbers,
+                "more": more,
+                "reason": reason,
+            },
+        )
     if forbidden:
-        messages.warning(request, f"{_issues(forbidden)} skipped: you may not change them.")
+        messages.warning(
+            request,
+            _("%(issues_forbidden)s skipped: you may not change them.")
+            % {"issues_forbidden": _issues(forbidden)},
+        )
 
 
 def _render_issue(
@@ -434,7 +448,7 @@ def _hold_reply(
 
 
 def _already_posted(request: HttpRequest, issue: Issue, note_id: int | None) -> HttpResponse:
-    messages.info(request, "That comment was already posted.")
+    messages.info(request, _("That comment was already posted."))
     return redirect(_issue_url(issue, f"note-{note_id}" if note_id else ""))
 
 
@@ -444,20 +458,20 @@ def _flash_posted(
     """Say what was sent to whom, then what the quick actions and *Send & close* did."""
     if posted.note is not None:
         if internal:
-            messages.success(request, "Internal note added.")
+            messages.success(request, _("Internal note added."))
         elif permissions.can_see_customer_emails(request.user, issue.project):
             emailed = note_emailed_to(note=posted.note)
             sent = f"Reply sent to {', '.join(emailed)}." if emailed else "Comment added."
             messages.success(request, sent)
         else:
-            messages.success(request, "Comment added.")
+            messages.success(request, _("Comment added."))
     if posted.actions is not None:
         if posted.actions.applied:
             messages.success(request, posted.actions.summary())
         for refusal in posted.actions.refused:
-            messages.warning(request, f"Not done: {refusal}.")
+            messages.warning(request, _("Not done: %(refusal)s.") % {"refusal": refusal})
     if posted.closed:
-        messages.success(request, f"Issue #{issue.iid} closed.")
+        messages.success(request, _("Issue #%(iid)s closed.") % {"iid": issue.iid})
 
 
 def _change_state(request: HttpRequest, full_path: str, iid: int, *, close: bool) -> HttpResponse:
@@ -466,10 +480,10 @@ def _change_state(request: HttpRequest, full_path: str, iid: int, *, close: bool
         raise PermissionDenied
     if close:
         issue_close(issue=issue, user=request.user)
-        messages.success(request, f"Issue #{issue.iid} closed.")
+        messages.success(request, _("Issue #%(iid)s closed.") % {"iid": issue.iid})
     else:
         issue_reopen(issue=issue, user=request.user)
-        messages.success(request, f"Issue #{issue.iid} reopened.")
+        messages.success(request, _("Issue #%(iid)s reopened.") % {"iid": issue.iid})
     return redirect("issue_detail", full_path=issue.project.full_path, iid=issue.iid)
 
 
@@ -545,7 +559,7 @@ def issue_labels_update(request: HttpRequest, full_path: str, iid: int) -> HttpR
     issue_labels_set(
         issue=issue, user=request.user, labels=[label for label in labels if label.pk in chosen]
     )
-    messages.success(request, "Labels saved.")
+    messages.success(request, _("Labels saved."))
     return redirect(_issue_url(issue))
 
 
@@ -562,7 +576,7 @@ def issue_assignees_update(request: HttpRequest, full_path: str, iid: int) -> Ht
     issue_assignees_set(
         issue=issue, user=request.user, assignees=[u for u in people if u.pk in chosen]
     )
-    messages.success(request, "Assignees saved.")
+    messages.success(request, _("Assignees saved."))
     return redirect(_issue_url(issue))
 
 
@@ -603,7 +617,7 @@ def participant_add_view(request: HttpRequest, full_path: str, iid: int) -> Http
             errors={"participants": error.messages},
             values={"participant": request.POST.get("email", "")},
         )
-    messages.success(request, f"{participant.email} added as a participant.")
+    messages.success(request, _("%(email)s added as a participant.") % {"email": participant.email})
     return redirect(_issue_url(issue, "participants"))
 
 
@@ -623,7 +637,9 @@ def participant_remove_view(
     issue = _triaged_issue(request, full_path, iid)
     participant = _participant_of(issue, participant_id)
     issue_participant_remove(participant=participant, user=request.user)
-    messages.success(request, f"{participant.email} is no longer a participant.")
+    messages.success(
+        request, _("%(email)s is no longer a participant.") % {"email": participant.email}
+    )
     return redirect(_issue_url(issue, "participants"))
 
 
@@ -638,7 +654,7 @@ def note_make_public_view(
         raise Http404("No such note")
     note.issue = issue
     if note_make_public(note=note, user=request.user):
-        messages.success(request, "The reply is public now and was emailed to the participants.")
+        messages.success(request, _("The reply is public now and was emailed to the participants."))
     return redirect(_issue_url(issue, f"note-{note.pk}"))
 
 
@@ -650,7 +666,7 @@ def participant_bouncing_clear_view(
     issue = _triaged_issue(request, full_path, iid)
     participant = _participant_of(issue, participant_id)
     participant_bouncing_clear(participant=participant, user=request.user)
-    messages.success(request, f"Emails go to {participant.email} again.")
+    messages.success(request, _("Emails go to %(email)s again.") % {"email": participant.email})
     return redirect(_issue_url(issue, "participants"))
 
 
@@ -674,7 +690,11 @@ def issue_convert_view(request: HttpRequest, full_path: str, iid: int) -> HttpRe
             errors={"convert": error.messages},
             values={"requester": request.POST.get("email", "")},
         )
-    messages.success(request, f"This is now a Service Desk issue for {issue.external_author}.")
+    messages.success(
+        request,
+        _("This is now a Service Desk issue for %(external_author)s.")
+        % {"external_author": issue.external_author},
+    )
     return redirect(_issue_url(issue))
 
 
@@ -697,7 +717,9 @@ def issue_move_view(request: HttpRequest, full_path: str, iid: int) -> HttpRespo
         moved = issue_move(issue=issue, user=request.user, target=target)
     except ValidationError as error:
         return _render_issue(request, issue, status=400, errors={"move": error.messages})
-    messages.success(request, f"Moved from {issue.reference} to {moved.reference}.")
+    messages.success(
+        request, _("Moved from %(reference)s to %(reference)s.") % {"reference": moved.reference}
+    )
     return redirect(_issue_url(moved))
 
 

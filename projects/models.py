@@ -222,6 +222,9 @@ class ServiceDeskSetting(models.Model):
     new_note_template = models.TextField(blank=True)
     new_participant_template = models.TextField(blank=True)
     issue_closed_template = models.TextField(blank=True)
+    # The language of the emails to customers (the default texts in templates/emails/<code>/),
+    # one of settings.LANGUAGES; the settings form offers them.
+    language = models.CharField(max_length=16, default=settings.LANGUAGE_CODE)
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
