@@ -717,9 +717,8 @@ def issue_move_view(request: HttpRequest, full_path: str, iid: int) -> HttpRespo
         moved = issue_move(issue=issue, user=request.user, target=target)
     except ValidationError as error:
         return _render_issue(request, issue, status=400, errors={"move": error.messages})
-    messages.success(
-        request, _("Moved from %(reference)s to %(reference)s.") % {"reference": moved.reference}
-    )
+    moved_from = {"old": issue.reference, "new": moved.reference}
+    messages.success(request, _("Moved from %(old)s to %(new)s.") % moved_from)
     return redirect(_issue_url(moved))
 
 
