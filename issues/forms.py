@@ -29,7 +29,7 @@ class MultipleFileField(forms.FileField):
 class NoteForm(forms.Form):
     body = forms.CharField(
         label=_("Comment"),
-        widget=forms.Textarea(attrs={"rows": 5, "placeholder": "Write a comment (Markdown)"}),
+        widget=forms.Textarea(attrs={"rows": 5, "placeholder": _("Write a comment (Markdown)")}),
         max_length=1_000_000,
         strip=True,
         required=False,

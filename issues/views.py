@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 
 from django import forms
 from django.conf import settings
@@ -14,6 +15,7 @@ from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -181,54 +183,66 @@ def issue_bulk(request: HttpRequest, full_path: str) -> HttpResponse:
     if total > len(issues):
         messages.warning(
             request,
-            f"Only the first {BULK_EDIT_MAX:,} of {total:,} issues were edited (at most "
-            f"{BULK_EDIT_MAX:,} at a time): do it again for the rest.",
+            _(
+                "Only the first %(max)s of %(total)s issues were edited (at most %(max)s at a "
+                "time): do it again for the rest."
+            )
+            % {"max": f"{BULK_EDIT_MAX:,}", "total": f"{total:,}"},
         )
     return redirect(back)
 
 
-_BULK_DONE = {
-    "add_labels": "labelled",
-    "remove_labels": "unlabelled",
-    "assign": "assigned",
-    "unassign": "unassigned",
-    "close": "closed",
-    "reopen": "reopened",
-    "confidential": "made confidential",
-    "not_confidential": "made visible to everyone",
+# "3 issues closed", by action.
+_BULK_DONE: dict[str, Callable[[int], str]] = {
+    "add_labels": lambda n: ngettext("%(count)s issue labelled", "%(count)s issues labelled", n),
+    "remove_labels": lambda n: ngettext(
+        "%(count)s issue unlabelled", "%(count)s issues unlabelled", n
+    ),
+    "assign": lambda n: ngettext("%(count)s issue assigned", "%(count)s issues assigned", n),
+    "unassign": lambda n: ngettext("%(count)s issue unassigned", "%(count)s issues unassigned", n),
+    "close": lambda n: ngettext("%(count)s issue closed", "%(count)s issues closed", n),
+    "reopen": lambda n: ngettext("%(count)s issue reopened", "%(count)s issues reopened", n),
+    "confidential": lambda n: ngettext(
+        "%(count)s issue made confidential", "%(count)s issues made confidential", n
+    ),
+    "not_confidential": lambda n: ngettext(
+        "%(count)s issue made visible to everyone", "%(count)s issues made visible to everyone", n
+    ),
 }
-
-
-def _issues(count: int) -> str:
-    return f"{count:,} issue{'' if count == 1 else 's'}"
 
 
 def _bulk_report(request: HttpRequest, result: BulkEdit, action: str, *, forbidden: int) -> None:
     """The flash messages: "3 issues closed (1 already was)", then one warning per reason
     issues were skipped."""
-    text = f"{_issues(len(result.changed))} {_BULK_DONE[action]}"
+    changed = len(result.changed)
+    text = _BULK_DONE[action](changed) % {"count": f"{changed:,}"}
     if result.unchanged:
         already = len(result.unchanged)
-        text += f" ({already:,} already {'was' if already == 1 else 'were'})"
+        text += " " + ngettext("(%(count)s already was)", "(%(count)s already were)", already) % {
+            "count": f"{already:,}"
+        }
     messages.success(request, f"{text}.")
     for reason, skipped in result.skipped.items():
         numbers = ", ".join(f"#{issue.iid}" for issue in skipped[:20])
         more = " …" if len(skipped) > 20 else ""
         messages.warning(
             request,
-            _("%(issues_len_skipped)s skipped (%(numbers)s%(more)s): %(reason)s.")
-            % {
-                "issues_len_skipped": _issues(len(skipped)),
-                "numbers": numbers,
-                "more": more,
-                "reason": reason,
-            },
+            ngettext(
+                "%(count)s issue skipped (%(numbers)s%(more)s): %(reason)s.",
+                "%(count)s issues skipped (%(numbers)s%(more)s): %(reason)s.",
+                len(skipped),
+            )
+            % {"count": f"{len(skipped):,}", "numbers": numbers, "more": more, "reason": reason},
         )
     if forbidden:
         messages.warning(
             request,
-            _("%(issues_forbidden)s skipped: you may not change them.")
-            % {"issues_forbidden": _issues(forbidden)},
+            ngettext(
+                "%(count)s issue skipped: you may not change them.",
+                "%(count)s issues skipped: you may not change them.",
+                forbidden,
+            )
+            % {"count": f"{forbidden:,}"},
         )
 
 
@@ -461,7 +475,11 @@ def _flash_posted(
             messages.success(request, _("Internal note added."))
         elif permissions.can_see_customer_emails(request.user, issue.project):
             emailed = note_emailed_to(note=posted.note)
-            sent = f"Reply sent to {', '.join(emailed)}." if emailed else "Comment added."
+            sent = (
+                _("Reply sent to %(addresses)s.") % {"addresses": ", ".join(emailed)}
+                if emailed
+                else _("Comment added.")
+            )
             messages.success(request, sent)
         else:
             messages.success(request, _("Comment added."))
@@ -593,7 +611,8 @@ def issue_confidentiality_update(request: HttpRequest, full_path: str, iid: int)
     except ValidationError as error:
         return _render_issue(request, issue, status=400, errors={"confidential": error.messages})
     messages.success(
-        request, "The issue is confidential." if confidential else "The issue is visible to all."
+        request,
+        _("The issue is confidential.") if confidential else _("The issue is visible to all."),
     )
     return redirect(_issue_url(issue))
 

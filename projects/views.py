@@ -11,6 +11,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from issues.emails import agent_signature, email_preview
@@ -92,22 +93,28 @@ def _project_to_administer(request: HttpRequest, full_path: str) -> Project:
 @dataclass(frozen=True)
 class EmailKind:
     kind: str
-    label: str
+    label: str  # lazy: translated where shown
     when: str
 
 
 EMAIL_KINDS = {
     k.kind: k
     for k in [
-        EmailKind("thank_you", "Thank you", "to the customer whose email became an issue"),
         EmailKind(
-            "new_participant", "New participant", "to each person added from Cc of a new email"
+            "thank_you", _lazy("Thank you"), _lazy("to the customer whose email became an issue")
         ),
-        EmailKind("new_note", "New note", "to the participants for each public comment"),
+        EmailKind(
+            "new_participant",
+            _lazy("New participant"),
+            _lazy("to each person added from Cc of a new email"),
+        ),
+        EmailKind(
+            "new_note", _lazy("New note"), _lazy("to the participants for each public comment")
+        ),
         EmailKind(
             "issue_closed",
-            "Issue closed",
-            "to the participants when the issue is closed (if turned on)",
+            _lazy("Issue closed"),
+            _lazy("to the participants when the issue is closed (if turned on)"),
         ),
     ]
 }

@@ -3,6 +3,7 @@ from datetime import datetime
 from django import template
 from django.utils import timezone
 from django.utils.timesince import timesince
+from django.utils.translation import gettext as _
 
 register = template.Library()
 
@@ -13,8 +14,8 @@ def ago(value: datetime | None) -> str:
     if value is None:
         return ""
     if (timezone.now() - value).total_seconds() < 60:
-        return "just now"
-    return f"{timesince(value)} ago"
+        return _("just now")
+    return _("%(time)s ago") % {"time": timesince(value)}
 
 
 @register.filter
@@ -25,9 +26,9 @@ def waited(since: datetime | None) -> str:
         return ""
     minutes = int((timezone.now() - since).total_seconds() // 60)
     if minutes < 1:
-        return "< 1 min"
+        return _("< 1 min")
     if minutes < 60:
-        return f"{minutes} min"
+        return _("%(n)s min") % {"n": minutes}
     if minutes < 24 * 60:
-        return f"{minutes // 60} h"
-    return f"{minutes // (24 * 60)} d"
+        return _("%(n)s h") % {"n": minutes // 60}
+    return _("%(n)s d") % {"n": minutes // (24 * 60)}
