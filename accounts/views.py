@@ -19,6 +19,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
 from django.utils import translation
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST
 
 from servicedesk import ratelimit
@@ -35,7 +36,7 @@ from .services import (
 )
 from .signin_limit import address_key, username_key
 
-TOO_MANY_RESETS = "Too many password reset requests. Wait a while, then try again."
+TOO_MANY_RESETS = gettext_lazy("Too many password reset requests. Wait a while, then try again.")
 
 
 class LoginView(auth_views.LoginView):
@@ -77,7 +78,7 @@ class PasswordResetDoneView(auth_views.PasswordResetDoneView):
 class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
     template_name = "registration/password_reset_confirm.html"
     success_url = reverse_lazy("login")
-    title = "Choose a new password"
+    title = gettext_lazy("Choose a new password")
 
     def form_valid(self, form: Any) -> HttpResponse:
         messages.success(self.request, _("Your password is changed. Sign in with it."))
@@ -90,7 +91,7 @@ class InvitationAcceptView(PasswordResetConfirmView):
 
     token_generator = invitation_tokens
     template_name = "registration/invitation_accept.html"
-    title = "Welcome: choose your password"
+    title = gettext_lazy("Welcome: choose your password")
 
     def form_valid(self, form: Any) -> HttpResponse:
         messages.success(

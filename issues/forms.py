@@ -89,7 +89,7 @@ class AssigneesForm(forms.Form):
 
 class ConfidentialityForm(forms.Form):
     confidential = forms.TypedChoiceField(
-        choices=[("true", "Confidential"), ("false", "Visible to everyone")],
+        choices=[("true", _("Confidential")), ("false", _("Visible to everyone"))],
         coerce=lambda value: value == "true",
     )
 
@@ -126,7 +126,7 @@ class BulkEditForm(forms.Form):
     query string the form posts to). ``labels`` and ``assignees`` get their choices from the
     view."""
 
-    SCOPES = {"selected": "Ticked", "page": "This page", "all": "All matching"}
+    SCOPES = {"selected": _("Ticked"), "page": _("This page"), "all": _("All matching")}
 
     action = forms.ChoiceField(choices=[])
     scope = forms.ChoiceField(choices=list(SCOPES.items()), required=False)

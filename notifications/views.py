@@ -10,6 +10,7 @@ from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST
 
 from projects import permissions
@@ -82,16 +83,24 @@ def notification_settings(request: HttpRequest) -> HttpResponse:
 
 class NewTicketRuleForm(forms.Form):
     chosen_only = forms.TypedChoiceField(
-        label=_("Who hears about new and unassigned tickets"),
+        label=gettext_lazy("Who hears about new and unassigned tickets"),
         choices=[
-            ("false", "Every Reporter and up (except those who chose On mention or Disabled)"),
-            ("true", "Only the people chosen below"),
+            (
+                "false",
+                gettext_lazy(
+                    "Every Reporter and up (except those who chose On mention or Disabled)"
+                ),
+            ),
+            ("true", gettext_lazy("Only the people chosen below")),
         ],
         coerce=lambda value: value == "true",
         widget=forms.RadioSelect,
     )
     people = forms.ModelMultipleChoiceField(
-        queryset=None, required=False, widget=forms.CheckboxSelectMultiple, label=_("People")
+        queryset=None,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label=gettext_lazy("People"),
     )
 
     def __init__(self, *args, candidates, **kwargs) -> None:  # type: ignore[no-untyped-def]
