@@ -17,6 +17,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
 from django.urls import reverse
+from django.utils import translation
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 from django.utils.translation import gettext as _
@@ -125,14 +126,20 @@ def invitation_send(*, user: User, inviter: AnyUser, where: str = "") -> None:
     url = settings.SITE_URL + reverse(
         "invitation_accept", args=[_uid(user), invitation_tokens.make_token(user)]
     )
-    inviter_name = getattr(inviter, "display_name", "") or "An administrator"
+    # In the inviter's language: the invited person has chosen none yet.
+    language = getattr(inviter, "email_language", "") or settings.LANGUAGE_CODE
+    with translation.override(language):
+        inviter_name = getattr(inviter, "display_name", "") or _("An administrator")
+        subject = _("You are invited to Service Desk")
+        joining = _(" to join %(where)s") % {"where": where} if where else ""
     account_email_record(
         recipient=user.email,
-        subject="You are invited to Service Desk",
+        subject=subject,
         template="account_invitation",
+        language=language,
         values={
             "INVITER": inviter_name,
-            "WHERE": f" to join {where}" if where else "",
+            "WHERE": joining,
             "USERNAME": user.username,
             "URL": url,
             "DAYS": _days(),
@@ -220,10 +227,13 @@ def email_change_request(*, user: User, email: str) -> None:
     if User.objects.filter(email__iexact=email).exclude(pk=user.pk).exists():
         raise ValidationError({"email": _("Someone else has an account with this address.")})
     token = signing.dumps([user.pk, user.email, email], salt=EMAIL_CHANGE_SALT)
+    with translation.override(user.email_language):
+        subject = _("Confirm your new email address")
     account_email_record(
         recipient=email,
-        subject="Confirm your new email address",
+        subject=subject,
         template="account_email_confirm",
+        language=user.email_language,
         values={
             "NAME": user.display_name,
             "USERNAME": user.username,
@@ -260,10 +270,13 @@ def email_change_confirm(*, token: str) -> User | None:
 
 
 def password_reset_email_record(*, user: User, url: str) -> None:
+    with translation.override(user.email_language):
+        subject = _("Reset your Service Desk password")
     account_email_record(
         recipient=user.email,
-        subject="Reset your Service Desk password",
+        subject=subject,
         template="account_password_reset",
+        language=user.email_language,
         values={
             "NAME": user.display_name,
             "USERNAME": user.username,

@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
-from django.template.loader import get_template
 from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.translation import gettext, gettext_lazy
@@ -616,12 +615,12 @@ def rejection_notices(rejections: Sequence[Rejection]) -> list[OutboundEmail]:
 
 
 def account_email_record(*, recipient: str, subject: str, template: str,
-                         values: dict[str, str]) -> OutboundEmail:  # fmt: skip
+                         values: dict[str, str], language: str = "") -> OutboundEmail:  # fmt: skip
     """An email about someone's account (an invitation, a password reset link, an address to
     confirm), recorded in the caller's transaction and sent by the worker after commit, like
-    every other email. ``template`` is a Markdown file under templates/emails/ with
-    %{PLACEHOLDERS}."""
-    text = get_template(f"emails/{template}.md").template.source  # type: ignore[attr-defined]
+    every other email. ``template`` is a Markdown file under templates/emails/ (or its
+    translation under templates/emails/<language>/) with %{PLACEHOLDERS}."""
+    text = email_template_default(template, language)  # in the language when translated
     body_html = render_markdown(render_placeholders(text, values).strip(), remote_images=False)
     email = OutboundEmail.objects.create(
         kind=Kind.ACCOUNT,

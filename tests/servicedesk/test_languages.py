@@ -142,8 +142,6 @@ def test_the_compiler_writes_what_gettext_reads(tmp_path: Path) -> None:
 
 def test_every_default_email_has_a_german_text_with_the_same_placeholders() -> None:
     for english in sorted(EMAILS.glob("*.md")):
-        if english.name.startswith("account_"):
-            continue  # account emails are written in the instance's language (README)
         german = EMAILS / "de" / english.name
         assert german.exists(), f"no German default for {english.name}"
         assert set(PLACEHOLDER.findall(german.read_text())) == set(
@@ -293,3 +291,14 @@ def test_team_notifications_are_written_in_each_recipient_language(project, mail
     assert "wrote an internal note on" in en.body_text
     assert "You get this email because" in en.body_text
     assert User.objects.get(pk=english.pk).language == ""
+
+
+@pytest.mark.django_db
+def test_account_emails_follow_the_person_language(client, reporter, mailboxes) -> None:
+    reporter.language = "de"
+    reporter.save()
+    response = client.post(reverse("password_reset"), {"email": reporter.email})
+    assert response.status_code == 302
+    [email] = OutboundEmail.objects.filter(kind="account", recipient=reporter.email)
+    assert email.subject == "Setzen Sie Ihr Service-Desk-Passwort zurück"
+    assert "Wählen Sie innerhalb von" in email.body_text
