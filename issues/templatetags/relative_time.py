@@ -4,8 +4,20 @@ from django import template
 from django.utils import timezone
 from django.utils.timesince import timesince
 from django.utils.translation import gettext as _
+from django.utils.translation import npgettext_lazy
 
 register = template.Library()
+
+# Django's own units, in their own context: after "… ago" German needs the dative ("vor 2
+# Tagen"), where Django's catalogue has the nominative ("2 Tage"). English reads the same.
+AGO_STRINGS = {
+    "year": npgettext_lazy("ago", "%(num)d year", "%(num)d years", "num"),
+    "month": npgettext_lazy("ago", "%(num)d month", "%(num)d months", "num"),
+    "week": npgettext_lazy("ago", "%(num)d week", "%(num)d weeks", "num"),
+    "day": npgettext_lazy("ago", "%(num)d day", "%(num)d days", "num"),
+    "hour": npgettext_lazy("ago", "%(num)d hour", "%(num)d hours", "num"),
+    "minute": npgettext_lazy("ago", "%(num)d minute", "%(num)d minutes", "num"),
+}
 
 
 @register.filter
@@ -15,7 +27,7 @@ def ago(value: datetime | None) -> str:
         return ""
     if (timezone.now() - value).total_seconds() < 60:
         return _("just now")
-    return _("%(time)s ago") % {"time": timesince(value)}
+    return _("%(time)s ago") % {"time": timesince(value, time_strings=AGO_STRINGS)}
 
 
 @register.filter
