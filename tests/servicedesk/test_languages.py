@@ -15,16 +15,18 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.urls import reverse
+from django.utils import translation
 
 from accounts.models import User
 from issues.models import Issue, OutboundEmail
 from issues.outbox import outbound_claim, outbound_send
+from issues.quick_actions import apply_quick_actions, quick_actions_explain
 from issues.services import note_create
 from notifications.services import events_deliver
 from projects.models import Role
 from scripts.compilemessages import mo_bytes, parse_po
 from scripts.makemessages import OPTIONS
-from tests.factories import member
+from tests.factories import IssueFactory, member
 from tests.harness.plugin import IN_CI
 from tests.mailroom.helpers import ALIAS, INCOMING, deliver, make_email
 
@@ -302,3 +304,19 @@ def test_account_emails_follow_the_person_language(client, reporter, mailboxes) 
     [email] = OutboundEmail.objects.filter(kind="account", recipient=reporter.email)
     assert email.subject == "Setzen Sie Ihr Service-Desk-Passwort zurück"
     assert "Wählen Sie innerhalb von" in email.body_text
+
+
+@pytest.mark.django_db
+def test_quick_actions_report_in_the_page_language(project, reporter) -> None:
+    issue = IssueFactory(project=project, author=reporter, confidential=False)
+    with translation.override("de"):
+        _text, lines = quick_actions_explain(issue=issue, text="/close\n/reopen", user=reporter)
+        assert lines == [
+            "Dieses Ticket schließen",
+            "/reopen wird nicht ausgeführt: das Ticket ist bereits offen",
+        ]
+        result = apply_quick_actions(issue=issue, text="/confidential\n/close", user=reporter)
+        assert result.summary() == "Vertraulich gemacht, geschlossen."
+    issue = IssueFactory(project=project, author=reporter, confidential=False)
+    result = apply_quick_actions(issue=issue, text="/confidential\n/close", user=reporter)
+    assert result.summary() == "Made confidential, closed."
