@@ -43,6 +43,10 @@ ENV PYTHONPATH=/app \
     STATIC_ROOT=/app/staticfiles \
     WEB_CONCURRENCY=2
 
+# The translation catalogues (locale/*/LC_MESSAGES/django.po) compiled to the .mo files Django
+# reads; a standard-library script, so the image needs no GNU gettext.
+RUN python scripts/compilemessages.py --force
+
 # Static files are collected into the image. Production mode is needed so that whitenoise's
 # manifest storage writes the hashed names and staticfiles.json it serves at run time; its
 # required settings get throwaway values that exist only for this command (not ENV), and

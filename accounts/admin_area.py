@@ -12,6 +12,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 
 from projects import permissions
@@ -85,8 +86,12 @@ def users(request: HttpRequest) -> HttpResponse:
             form.add_error(None, error)
         else:
             invited = not form.cleaned_data["password"]
-            messages.success(request, f"{user.username} created" + (
-                f"; an invitation is on its way to {user.email}." if invited else "."))  # fmt: skip
+            if invited:
+                done = _("%(username)s created; an invitation is on its way to %(email)s.") % {
+                    "username": user.username, "email": user.email}  # fmt: skip
+            else:
+                done = _("%(username)s created.") % {"username": user.username}
+            messages.success(request, done)
             return redirect("admin_users")
     return _render_users(request, form, status=400)
 
@@ -110,7 +115,7 @@ def user_action(request: HttpRequest, user_id: int, action: str) -> HttpResponse
     try:
         service(actor=request.user, user=user, **arguments)
     except PermissionDenied:
-        messages.error(request, "Only superusers change admins.")
+        messages.error(request, _("Only superusers change admins."))
         return redirect("admin_users")
     except ValidationError as error:
         messages.error(request, " ".join(error.messages))
@@ -133,7 +138,9 @@ def groups(request: HttpRequest) -> HttpResponse:
         except ValidationError as error:
             form.add_error(None, error)
         else:
-            messages.success(request, f"Group {group.full_path} created.")
+            messages.success(
+                request, _("Group %(full_path)s created.") % {"full_path": group.full_path}
+            )
             return redirect("admin_groups")
     status = 400 if request.method == "POST" else 200
     context = {"groups": Group.objects.order_by("full_path")[:1000], "form": form}
@@ -153,7 +160,11 @@ def _rename(request: HttpRequest, thing: Group | Project, kind: str) -> HttpResp
             form.add_error(None, error)
         else:
             thing.refresh_from_db()
-            messages.success(request, f"Saved: the {kind} is now at {thing.full_path}.")
+            messages.success(
+                request,
+                _("Saved: the %(kind)s is now at %(full_path)s.")
+                % {"kind": kind, "full_path": thing.full_path},
+            )
             return redirect(f"admin_{kind}s")
     status = 400 if request.method == "POST" else 200
     context = {"thing": thing, "kind": kind, "form": form,
@@ -177,7 +188,9 @@ def projects(request: HttpRequest) -> HttpResponse:
         except ValidationError as error:
             form.add_error(None, error)
         else:
-            messages.success(request, f"Project {project.full_path} created.")
+            messages.success(
+                request, _("Project %(full_path)s created.") % {"full_path": project.full_path}
+            )
             return redirect("admin_projects")
     status = 400 if request.method == "POST" else 200
     context = {"projects": Project.objects.order_by("full_path")[:1000], "form": form}
@@ -207,7 +220,7 @@ def templates(request: HttpRequest) -> HttpResponse:
         except ValidationError as error:
             form.add_error(None, error)
         else:
-            messages.success(request, f"Template “{template.name}” created.")
+            messages.success(request, _("Template “%(name)s” created.") % {"name": template.name})
             return redirect("admin_templates")
     status = 400 if request.method == "POST" else 200
     context = {"templates": DescriptionTemplate.objects.filter(_instance_templates()),
@@ -222,7 +235,7 @@ def template_edit(request: HttpRequest, template_id: int) -> HttpResponse:
     template = get_object_or_404(DescriptionTemplate, _instance_templates(), pk=template_id)
     if request.method == "POST" and "delete" in request.POST:
         instance_template_delete(template=template)
-        messages.success(request, f"Template “{template.name}” deleted.")
+        messages.success(request, _("Template “%(name)s” deleted.") % {"name": template.name})
         return redirect("admin_templates")
     initial = {"name": template.name, "content": template.content}
     form = InstanceTemplateForm(request.POST or None, initial=initial)
@@ -232,7 +245,7 @@ def template_edit(request: HttpRequest, template_id: int) -> HttpResponse:
         except ValidationError as error:
             form.add_error(None, error)
         else:
-            messages.success(request, f"Template “{template.name}” saved.")
+            messages.success(request, _("Template “%(name)s” saved.") % {"name": template.name})
             return redirect("admin_templates")
     status = 400 if request.method == "POST" else 200
     context = {"template": template, "form": form}

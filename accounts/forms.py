@@ -11,6 +11,7 @@ from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
 from django.core.exceptions import ValidationError
 from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
 
 from .services import password_reset_email_record
 from .signin_limit import TOO_MANY_ATTEMPTS
@@ -51,42 +52,48 @@ class PasswordResetRequestForm(PasswordResetForm):
 
 
 class ProfileForm(forms.Form):
-    name = forms.CharField(label="Display name", max_length=255, required=False)
+    name = forms.CharField(label=_("Display name"), max_length=255, required=False)
+    language = forms.ChoiceField(
+        label=_("Language"),
+        required=False,
+        choices=[("", _("As my browser asks")), *settings.LANGUAGES],
+        help_text=_("Of these pages and of the emails the team gets from Service Desk."),
+    )
 
 
 class EmailChangeForm(forms.Form):
     email = forms.EmailField(
-        label="New email address",
+        label=_("New email address"),
         max_length=254,
-        help_text="We send a link to the new address; it takes over once you follow it.",
+        help_text=_("We send a link to the new address; it takes over once you follow it."),
     )
 
 
 class SignUpForm(forms.Form):
-    username = forms.CharField(label="Username", max_length=150)
-    name = forms.CharField(label="Display name", max_length=255, required=False)
-    email = forms.EmailField(label="Email address", max_length=254)
-    password1 = forms.CharField(label="Password", widget=forms.PasswordInput(
+    username = forms.CharField(label=_("Username"), max_length=150)
+    name = forms.CharField(label=_("Display name"), max_length=255, required=False)
+    email = forms.EmailField(label=_("Email address"), max_length=254)
+    password1 = forms.CharField(label=_("Password"), widget=forms.PasswordInput(
         attrs={"autocomplete": "new-password"}), strip=False)  # fmt: skip
-    password2 = forms.CharField(label="Password again", widget=forms.PasswordInput(
+    password2 = forms.CharField(label=_("Password again"), widget=forms.PasswordInput(
         attrs={"autocomplete": "new-password"}), strip=False)  # fmt: skip
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
         if cleaned.get("password1") != cleaned.get("password2"):
-            self.add_error("password2", "The two passwords differ.")
+            self.add_error("password2", _("The two passwords differ."))
         return cleaned
 
 
 class UserCreateForm(forms.Form):
-    username = forms.CharField(label="Username", max_length=150)
-    name = forms.CharField(label="Display name", max_length=255, required=False)
-    email = forms.EmailField(label="Email address", max_length=254)
+    username = forms.CharField(label=_("Username"), max_length=150)
+    name = forms.CharField(label=_("Display name"), max_length=255, required=False)
+    email = forms.EmailField(label=_("Email address"), max_length=254)
     password = forms.CharField(
-        label="Password",
+        label=_("Password"),
         required=False,
         strip=False,
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
-        help_text="Leave empty to email an invitation: they choose their own password.",
+        help_text=_("Leave empty to email an invitation: they choose their own password."),
     )
-    admin = forms.BooleanField(label="Admin", required=False)
+    admin = forms.BooleanField(label=_("Admin"), required=False)

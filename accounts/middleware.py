@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
+from django.utils import translation
 
 
 def sign_in_limit_status(
@@ -16,5 +17,22 @@ def sign_in_limit_status(
         if getattr(request, "sign_in_limited", False) and response.status_code == 200:
             response.status_code = 429
         return response
+
+    return middleware
+
+
+def user_language(
+    get_response: Callable[[HttpRequest], HttpResponse],
+) -> Callable[[HttpRequest], HttpResponse]:
+    """A signed-in person sees the product in their profile's language; without one (or signed
+    out) LocaleMiddleware's choice from the browser stands. After AuthenticationMiddleware."""
+
+    def middleware(request: HttpRequest) -> HttpResponse:
+        user = getattr(request, "user", None)
+        language = getattr(user, "language", "") if user is not None else ""
+        if language and translation.check_for_language(language):
+            translation.activate(language)
+            request.LANGUAGE_CODE = translation.get_language()  # type: ignore[attr-defined]
+        return get_response(request)
 
     return middleware

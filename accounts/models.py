@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 SUPPORT_BOT_USERNAME = "support-bot"
 
@@ -16,6 +18,10 @@ class User(AbstractUser):
     is_bot = models.BooleanField(
         default=False, help_text="Bots author issues and notes but can never log in."
     )
+    # The language of the pages and of the team's emails to this person, one of
+    # settings.LANGUAGES (the profile form offers them; no choices here, so adding a language
+    # needs no migration); blank: the browser's (pages) and LANGUAGE_CODE (emails).
+    language = models.CharField(_("language"), max_length=16, blank=True)
     # Pending To-Dos, kept by notifications.services: the header shows it on every page
     # without a query.
     todo_count = models.PositiveIntegerField(default=0, editable=False)
@@ -29,3 +35,8 @@ class User(AbstractUser):
     @property
     def display_name(self) -> str:
         return self.name or self.get_full_name() or self.username
+
+    @property
+    def email_language(self) -> str:
+        """The language the team's emails to this person are written in."""
+        return self.language or settings.LANGUAGE_CODE

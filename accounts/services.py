@@ -17,8 +17,10 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
 from django.urls import reverse
+from django.utils import translation
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
+from django.utils.translation import gettext as _
 
 from issues.emails import account_email_record
 from projects import permissions
@@ -75,9 +77,11 @@ def _check_new_username(username: str) -> str:
     except ValidationError as error:
         raise ValidationError({"username": error.messages[0]}) from None
     if not username:
-        raise ValidationError({"username": "Choose a username."})
+        raise ValidationError({"username": _("Choose a username.")})
     if User.objects.filter(username__iexact=username).exists():
-        raise ValidationError({"username": f"The username {username!r} is taken."})
+        raise ValidationError(
+            {"username": _("The username %(username)s is taken.") % {"username": repr(username)}}
+        )
     return username
 
 
@@ -100,7 +104,7 @@ def user_create(
     username = _check_new_username(username)
     email = _clean_email(email)
     if User.objects.filter(email__iexact=email).exists():
-        raise ValidationError({"email": "Someone already has an account with this address."})
+        raise ValidationError({"email": _("Someone already has an account with this address.")})
     user = User(username=username, email=email, name=name.strip())
     user.is_staff = user.is_superuser = admin
     if password:
@@ -122,14 +126,20 @@ def invitation_send(*, user: User, inviter: AnyUser, where: str = "") -> None:
     url = settings.SITE_URL + reverse(
         "invitation_accept", args=[_uid(user), invitation_tokens.make_token(user)]
     )
-    inviter_name = getattr(inviter, "display_name", "") or "An administrator"
+    # In the inviter's language: the invited person has chosen none yet.
+    language = getattr(inviter, "email_language", "") or settings.LANGUAGE_CODE
+    with translation.override(language):
+        inviter_name = getattr(inviter, "display_name", "") or _("An administrator")
+        subject = _("You are invited to Service Desk")
+        joining = _(" to join %(where)s") % {"where": where} if where else ""
     account_email_record(
         recipient=user.email,
-        subject="You are invited to Service Desk",
+        subject=subject,
         template="account_invitation",
+        language=language,
         values={
             "INVITER": inviter_name,
-            "WHERE": f" to join {where}" if where else "",
+            "WHERE": joining,
             "USERNAME": user.username,
             "URL": url,
             "DAYS": _days(),
@@ -143,7 +153,7 @@ def invitation_resend(*, actor: AnyUser, user: User) -> None:
     if not permissions.can_administer_instance(actor):
         raise PermissionDenied
     if user.has_usable_password() or not user.is_active or user.is_bot:
-        raise ValidationError("Only people who have not chosen a password yet are invited.")
+        raise ValidationError(_("Only people who have not chosen a password yet are invited."))
     invitation_send(user=user, inviter=actor)
 
 
@@ -155,7 +165,7 @@ def invited_user_for_email(*, inviter: AnyUser, email: str, where: str) -> tuple
     existing = User.objects.filter(email__iexact=email, is_bot=False).order_by("pk").first()
     if existing is not None:
         if not existing.is_active:
-            raise ValidationError({"email": "The account with this address is deactivated."})
+            raise ValidationError({"email": _("The account with this address is deactivated.")})
         return existing, False
     user = User(username=username_for_email(email), email=email)
     user.set_unusable_password()
@@ -172,7 +182,7 @@ def user_set_active(*, actor: AnyUser, user: User, active: bool) -> User:
     if (user.is_staff or user.is_superuser) and not permissions.can_change_admin(actor):
         raise PermissionDenied("Only superusers change admins.")
     if user.pk == actor.pk and not active:
-        raise ValidationError("You cannot deactivate yourself.")
+        raise ValidationError(_("You cannot deactivate yourself."))
     user.is_active = active
     user.save(update_fields=["is_active"])
     return user
@@ -184,19 +194,26 @@ def user_set_admin(*, actor: AnyUser, user: User, admin: bool) -> User:
     if not permissions.can_change_admin(actor) or user.is_bot:
         raise PermissionDenied("Only superusers make or unmake admins.")
     if user.pk == actor.pk and not admin:
-        raise ValidationError("You cannot remove your own admin rights.")
+        raise ValidationError(_("You cannot remove your own admin rights."))
     user.is_staff = user.is_superuser = admin
     user.save(update_fields=["is_staff", "is_superuser"])
     return user
 
 
 @transaction.atomic
-def profile_update(*, user: User, name: str) -> User:
+def profile_update(*, user: User, name: str, language: str | None = None) -> User:
+    """Display name and (unless None: unchanged) language, "" for the browser's."""
     name = " ".join(name.split())
     if len(name) > 255:
-        raise ValidationError({"name": "At most 255 characters."})
+        raise ValidationError({"name": _("At most 255 characters.")})
+    if language is not None and language and language not in dict(settings.LANGUAGES):
+        raise ValidationError({"language": _("Choose one of the languages offered.")})
     user.name = name
-    user.save(update_fields=["name"])
+    fields = ["name"]
+    if language is not None:
+        user.language = language
+        fields.append("language")
+    user.save(update_fields=fields)
     return user
 
 
@@ -206,14 +223,17 @@ def email_change_request(*, user: User, email: str) -> None:
     is followed (signed: who, from which address, to which)."""
     email = _clean_email(email)
     if email.lower() == user.email.lower():
-        raise ValidationError({"email": "This is already your address."})
+        raise ValidationError({"email": _("This is already your address.")})
     if User.objects.filter(email__iexact=email).exclude(pk=user.pk).exists():
-        raise ValidationError({"email": "Someone else has an account with this address."})
+        raise ValidationError({"email": _("Someone else has an account with this address.")})
     token = signing.dumps([user.pk, user.email, email], salt=EMAIL_CHANGE_SALT)
+    with translation.override(user.email_language):
+        subject = _("Confirm your new email address")
     account_email_record(
         recipient=email,
-        subject="Confirm your new email address",
+        subject=subject,
         template="account_email_confirm",
+        language=user.email_language,
         values={
             "NAME": user.display_name,
             "USERNAME": user.username,
@@ -250,10 +270,13 @@ def email_change_confirm(*, token: str) -> User | None:
 
 
 def password_reset_email_record(*, user: User, url: str) -> None:
+    with translation.override(user.email_language):
+        subject = _("Reset your Service Desk password")
     account_email_record(
         recipient=user.email,
-        subject="Reset your Service Desk password",
+        subject=subject,
         template="account_password_reset",
+        language=user.email_language,
         values={
             "NAME": user.display_name,
             "USERNAME": user.username,
@@ -271,7 +294,7 @@ def signup(*, username: str, email: str, password: str, name: str = "") -> User:
     username = _check_new_username(username)
     email = _clean_email(email)
     if User.objects.filter(email__iexact=email).exists():
-        raise ValidationError({"email": "Someone already has an account with this address."})
+        raise ValidationError({"email": _("Someone already has an account with this address.")})
     user = User(username=username, email=email, name=name.strip())
     try:
         password_validation.validate_password(password, user)

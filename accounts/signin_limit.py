@@ -20,11 +20,12 @@ import unicodedata
 
 from django.conf import settings
 from django.http import HttpRequest
+from django.utils.translation import gettext_lazy
 
 from servicedesk import ratelimit
 from servicedesk.client_ip import client_ip
 
-TOO_MANY_ATTEMPTS = "Too many sign-in attempts. Wait a few minutes, then try again."
+TOO_MANY_ATTEMPTS = gettext_lazy("Too many sign-in attempts. Wait a few minutes, then try again.")
 
 
 def username_key(username: str) -> str:

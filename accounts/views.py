@@ -17,6 +17,9 @@ from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
+from django.utils import translation
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST
 
 from servicedesk import ratelimit
@@ -33,7 +36,7 @@ from .services import (
 )
 from .signin_limit import address_key, username_key
 
-TOO_MANY_RESETS = "Too many password reset requests. Wait a while, then try again."
+TOO_MANY_RESETS = gettext_lazy("Too many password reset requests. Wait a while, then try again.")
 
 
 class LoginView(auth_views.LoginView):
@@ -75,10 +78,10 @@ class PasswordResetDoneView(auth_views.PasswordResetDoneView):
 class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
     template_name = "registration/password_reset_confirm.html"
     success_url = reverse_lazy("login")
-    title = "Choose a new password"
+    title = gettext_lazy("Choose a new password")
 
     def form_valid(self, form: Any) -> HttpResponse:
-        messages.success(self.request, "Your password is changed. Sign in with it.")
+        messages.success(self.request, _("Your password is changed. Sign in with it."))
         return super().form_valid(form)
 
 
@@ -88,10 +91,13 @@ class InvitationAcceptView(PasswordResetConfirmView):
 
     token_generator = invitation_tokens
     template_name = "registration/invitation_accept.html"
-    title = "Welcome: choose your password"
+    title = gettext_lazy("Welcome: choose your password")
 
     def form_valid(self, form: Any) -> HttpResponse:
-        messages.success(self.request, f"Your password is set. Sign in as {form.user.username}.")
+        messages.success(
+            self.request,
+            _("Your password is set. Sign in as %(username)s.") % {"username": form.user.username},
+        )
         return super(PasswordResetConfirmView, self).form_valid(form)
 
 
@@ -100,7 +106,7 @@ class PasswordChangeView(auth_views.PasswordChangeView):
     success_url = reverse_lazy("profile")
 
     def form_valid(self, form: Any) -> HttpResponse:
-        messages.success(self.request, "Your password is changed.")
+        messages.success(self.request, _("Your password is changed."))
         return super().form_valid(form)
 
 
@@ -113,7 +119,7 @@ def signup_view(request: HttpRequest) -> HttpResponse:
     form = SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         if ratelimit.hit(f"signup:{address_key(request)}", limit=10, window=3600):
-            form.add_error(None, "Too many new accounts from your address. Try again later.")
+            form.add_error(None, _("Too many new accounts from your address. Try again later."))
             return render(request, "registration/signup.html", {"form": form}, status=429)
         data = form.cleaned_data
         try:
@@ -122,7 +128,10 @@ def signup_view(request: HttpRequest) -> HttpResponse:
         except ValidationError as error:
             form.add_error(None, error)
         else:
-            messages.success(request, f"Your account is ready. Sign in as {user.username}.")
+            messages.success(
+                request,
+                _("Your account is ready. Sign in as %(username)s.") % {"username": user.username},
+            )
             return redirect("login")
     status = 400 if request.method == "POST" else 200
     return render(request, "registration/signup.html", {"form": form}, status=status)
@@ -135,7 +144,10 @@ def _render_profile(
     status: int = 200,
 ) -> HttpResponse:
     context = {
-        "form": form or ProfileForm(initial={"name": request.user.name}),  # type: ignore[union-attr]
+        "form": form
+        or ProfileForm(
+            initial={"name": request.user.name, "language": request.user.language}  # type: ignore[union-attr]
+        ),
         "email_form": email_form or EmailChangeForm(),
     }
     return render(request, "accounts/profile.html", context, status=status)
@@ -149,11 +161,21 @@ def profile(request: HttpRequest) -> HttpResponse:
     form = ProfileForm(request.POST)
     if form.is_valid():
         try:
-            profile_update(user=request.user, name=form.cleaned_data["name"])  # type: ignore[arg-type]
+            profile_update(
+                user=request.user,  # type: ignore[arg-type]
+                name=form.cleaned_data["name"],
+                # A form without the field (an older page) leaves the language as it is.
+                language=form.cleaned_data["language"] if "language" in request.POST else None,
+            )
         except ValidationError as error:
             form.add_error(None, error)
         else:
-            messages.success(request, "Your profile is saved.")
+            # Said in the language just chosen (the browser's, if that was "as my browser").
+            translation.activate(
+                request.user.language  # type: ignore[union-attr]
+                or translation.get_language_from_request(request)
+            )
+            messages.success(request, _("Your profile is saved."))
             return redirect("profile")
     return _render_profile(request, form=form, status=400)
 

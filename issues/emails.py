@@ -21,12 +21,13 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
-from django.template.loader import get_template
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext, gettext_lazy
 
 from projects.models import CustomEmail, Project, ServiceDeskSetting
 from projects.placeholders import PLACEHOLDER, unknown_placeholders
+from projects.selectors import email_template_default
 from servicedesk.addresses import normalise_mailbox
 from servicedesk.queues import enqueue
 
@@ -126,8 +127,9 @@ def _thread_roots(issues: Sequence[Issue]) -> dict[int, str]:
 def _template_text(setting: ServiceDeskSetting, kind: str) -> str:
     """The project's own template, else the instance default file."""
     custom = getattr(setting, f"{kind}_template", "")
-    # The raw file (our placeholders, not Django template syntax) from the template dirs.
-    return custom or get_template(f"emails/{kind}.md").template.source  # type: ignore[attr-defined]
+    # The raw file (our placeholders, not Django template syntax) from the template dirs, in
+    # the project's language when there is a translation of it.
+    return custom or email_template_default(kind, setting.language)
 
 
 def _one_line(text: str) -> str:
@@ -538,13 +540,15 @@ def _reachable(issue_ids: list[int]) -> dict[int, list[EmailParticipant]]:
 # What a sender is told, by the start of the reason the mailroom recorded. Unknown and
 # disabled addresses read the same: a notice never confirms that a project exists.
 _REJECTION_WORDING = [
-    ("too large", "it is larger than we accept"),
-    ("no key found", "the address it was sent to does not belong to a support desk"),
-    ("project not found", "the address it was sent to does not belong to a support desk"),
-    ("reply key not found", "the ticket it answers is unknown, or the address was changed"),
-    ("empty", "it had no text"),
-    ("rate limited", "too many emails came from your address in a short time; "
-                     "please try again in a few minutes"),
+    ("too large", gettext_lazy("it is larger than we accept")),
+    ("no key found", gettext_lazy("the address it was sent to does not belong to a support desk")),
+    ("project not found",
+     gettext_lazy("the address it was sent to does not belong to a support desk")),
+    ("reply key not found",
+     gettext_lazy("the ticket it answers is unknown, or the address was changed")),
+    ("empty", gettext_lazy("it had no text")),
+    ("rate limited", gettext_lazy("too many emails came from your address in a short time; "
+                                  "please try again in a few minutes")),
 ]  # fmt: skip
 REJECTION_INTERVAL = timedelta(hours=1)
 
@@ -563,8 +567,8 @@ class Rejection:
 def rejection_wording(reason: str) -> str:
     for start, wording in _REJECTION_WORDING:
         if reason.startswith(start):
-            return wording
-    return "it could not be processed"
+            return str(wording)
+    return gettext("it could not be processed")
 
 
 def rejection_notices(rejections: Sequence[Rejection]) -> list[OutboundEmail]:
@@ -590,14 +594,20 @@ def rejection_notices(rejections: Sequence[Rejection]) -> list[OutboundEmail]:
             domains, kind=Kind.REJECTED, created_at__gte=timezone.now() - REJECTION_INTERVAL
         ).values_list("recipient", flat=True)
     }
-    template = get_template("emails/rejected.md").template.source  # type: ignore[attr-defined]
     emails = []
     for mailbox, (address, rejection) in wanted.items():
         if mailbox in recent:
             continue
-        subject = _one_line(rejection.subject) or "(no subject)"
+        # In the project's language when the address named one; else the instance's.
+        language = _language_of(rejection.project)
+        with translation.override(language):
+            template = email_template_default("rejected", language)
+            subject = gettext("[Rejected] %(subject)s") % {
+                "subject": _one_line(rejection.subject) or gettext("(no subject)")
+            }
+            reason = rejection_wording(rejection.reason)
         body_html = render_markdown(render_placeholders(template, {
-            "REASON": rejection_wording(rejection.reason),
+            "REASON": reason,
             "SYSTEM_HEADER": settings.SERVICEDESK_EMAIL_HEADER,
             "SYSTEM_FOOTER": settings.SERVICEDESK_EMAIL_FOOTER,
         }), remote_images=False)  # fmt: skip
@@ -613,7 +623,7 @@ def rejection_notices(rejections: Sequence[Rejection]) -> list[OutboundEmail]:
                 project=rejection.project,
                 recipient=address,
                 from_email=formataddr((name, sender)),
-                subject=f"[Rejected] {subject}"[:998],
+                subject=subject[:998],
                 message_id=f"<rejected-{secrets.token_hex(16)}@{_host()}>",
                 headers=headers,
                 body_text=html_to_plain_text(body_html),
@@ -626,12 +636,12 @@ def rejection_notices(rejections: Sequence[Rejection]) -> list[OutboundEmail]:
 
 
 def account_email_record(*, recipient: str, subject: str, template: str,
-                         values: dict[str, str]) -> OutboundEmail:  # fmt: skip
+                         values: dict[str, str], language: str = "") -> OutboundEmail:  # fmt: skip
     """An email about someone's account (an invitation, a password reset link, an address to
     confirm), recorded in the caller's transaction and sent by the worker after commit, like
-    every other email. ``template`` is a Markdown file under templates/emails/ with
-    %{PLACEHOLDERS}."""
-    text = get_template(f"emails/{template}.md").template.source  # type: ignore[attr-defined]
+    every other email. ``template`` is a Markdown file under templates/emails/ (or its
+    translation under templates/emails/<language>/) with %{PLACEHOLDERS}."""
+    text = email_template_default(template, language)  # in the language when translated
     body_html = render_markdown(render_placeholders(text, values).strip(), remote_images=False)
     email = OutboundEmail.objects.create(
         kind=Kind.ACCOUNT,
@@ -645,6 +655,14 @@ def account_email_record(*, recipient: str, subject: str, template: str,
     )
     send_after_commit([email])
     return email
+
+
+def _language_of(project: Project | None) -> str:
+    if project is not None:
+        setting = ServiceDeskSetting.objects.filter(project=project).first()
+        if setting is not None:
+            return setting.language
+    return settings.LANGUAGE_CODE
 
 
 def _sender(project: Project | None) -> tuple[str, str]:

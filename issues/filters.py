@@ -13,26 +13,27 @@ from dataclasses import dataclass
 from django import forms
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
+from django.utils.translation import gettext_lazy as _
 
-STATES = {"opened": "Open", "closed": "Closed", "all": "All"}
+STATES = {"opened": _("Open"), "closed": _("Closed"), "all": _("All")}
 # The views: each a preset selection beside the state tabs (the filters narrow any of them).
 # No name shares a word with a state tab ("All issues" beside "All" reads as either of them);
 # "Waiting for us" holds open issues only, but says so in its title.
 VIEWS = {
-    "": "Everything",
-    "service_desk": "Service Desk",
-    "waiting": "Waiting for us",
-    "mine": "Assigned to me",
-    "unassigned": "Unassigned",
+    "": _("Everything"),
+    "service_desk": _("Service Desk"),
+    "waiting": _("Waiting for us"),
+    "mine": _("Assigned to me"),
+    "unassigned": _("Unassigned"),
 }
 SORTS = {
-    "created_desc": "Newest",
-    "created_asc": "Oldest",
-    "updated_desc": "Recently updated",
-    "updated_asc": "Least recently updated",
-    "waiting": "Waiting longest",
+    "created_desc": _("Newest"),
+    "created_asc": _("Oldest"),
+    "updated_desc": _("Recently updated"),
+    "updated_asc": _("Least recently updated"),
+    "waiting": _("Waiting longest"),
 }
-CONFIDENTIALITY = {"": "Any", "yes": "Confidential only", "no": "Not confidential"}
+CONFIDENTIALITY = {"": _("Any"), "yes": _("Confidential only"), "no": _("Not confidential")}
 SEARCH_MAX_LENGTH = 200  # longer searches are cut, not refused
 # ``assignee=none``: issues nobody is assigned to (GitLab's ``assignee_id=None``).
 NO_ASSIGNEE = "none"

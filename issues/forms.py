@@ -5,6 +5,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.template.defaultfilters import filesizeformat
+from django.utils.translation import gettext_lazy as _
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -27,19 +28,19 @@ class MultipleFileField(forms.FileField):
 
 class NoteForm(forms.Form):
     body = forms.CharField(
-        label="Comment",
-        widget=forms.Textarea(attrs={"rows": 5, "placeholder": "Write a comment (Markdown)"}),
+        label=_("Comment"),
+        widget=forms.Textarea(attrs={"rows": 5, "placeholder": _("Write a comment (Markdown)")}),
         max_length=1_000_000,
         strip=True,
         required=False,
     )
-    files = MultipleFileField(label="Attach files", required=False)
+    files = MultipleFileField(label=_("Attach files"), required=False)
     # Rendered as two radio buttons, "Reply to customer" (false) and "Internal note" (true);
     # CheckboxInput reads "true"/"false" and the old checkbox's "on" alike.
     internal = forms.BooleanField(
-        label="Internal note",
+        label=_("Internal note"),
         required=False,
-        help_text="Only the team sees this; it is never emailed.",
+        help_text=_("Only the team sees this; it is never emailed."),
     )
     # A random token per rendered form: the view posts a token once, so a double click or a
     # resent POST does not post the comment twice (see ``views.note_add``).
@@ -54,7 +55,9 @@ class NoteForm(forms.Form):
         files = self.cleaned_data["files"]
         limit = settings.SERVICEDESK_MAX_UPLOADS_PER_NOTE
         if len(files) > limit:
-            raise forms.ValidationError(f"At most {limit} files per comment.")
+            raise forms.ValidationError(
+                _("At most %(limit)s files per comment.") % {"limit": limit}
+            )
         largest = settings.SERVICEDESK_MAX_UPLOAD_SIZE
         for f in files:
             if f.size > largest:
@@ -67,7 +70,7 @@ class NoteForm(forms.Form):
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         if not cleaned.get("body") and not cleaned.get("files") and not self.errors:
-            self.add_error("body", "Write a comment or attach a file.")
+            self.add_error("body", _("Write a comment or attach a file."))
         return cleaned
 
 
@@ -77,30 +80,30 @@ class NoteForm(forms.Form):
 
 
 class LabelsForm(forms.Form):
-    labels = forms.TypedMultipleChoiceField(label="Labels", coerce=int, required=False)
+    labels = forms.TypedMultipleChoiceField(label=_("Labels"), coerce=int, required=False)
 
 
 class AssigneesForm(forms.Form):
-    assignees = forms.TypedMultipleChoiceField(label="Assignees", coerce=int, required=False)
+    assignees = forms.TypedMultipleChoiceField(label=_("Assignees"), coerce=int, required=False)
 
 
 class ConfidentialityForm(forms.Form):
     confidential = forms.TypedChoiceField(
-        choices=[("true", "Confidential"), ("false", "Visible to everyone")],
+        choices=[("true", _("Confidential")), ("false", _("Visible to everyone"))],
         coerce=lambda value: value == "true",
     )
 
 
 class ParticipantForm(forms.Form):
-    email = forms.EmailField(label="Add a participant by email", max_length=320)
+    email = forms.EmailField(label=_("Add a participant by email"), max_length=320)
 
 
 class ConvertForm(forms.Form):
-    email = forms.EmailField(label="Requester's email", max_length=320)
+    email = forms.EmailField(label=_("Requester's email"), max_length=320)
 
 
 class MoveForm(forms.Form):
-    project = forms.TypedChoiceField(label="Move to project", coerce=int)
+    project = forms.TypedChoiceField(label=_("Move to project"), coerce=int)
 
 
 class PreviewForm(forms.Form):
@@ -123,7 +126,7 @@ class BulkEditForm(forms.Form):
     query string the form posts to). ``labels`` and ``assignees`` get their choices from the
     view."""
 
-    SCOPES = {"selected": "Ticked", "page": "This page", "all": "All matching"}
+    SCOPES = {"selected": _("Ticked"), "page": _("This page"), "all": _("All matching")}
 
     action = forms.ChoiceField(choices=[])
     scope = forms.ChoiceField(choices=list(SCOPES.items()), required=False)
@@ -136,11 +139,11 @@ class BulkEditForm(forms.Form):
         cleaned = super().clean()
         action = cleaned.get("action")
         if action in ("add_labels", "remove_labels") and not cleaned.get("labels"):
-            raise forms.ValidationError("Choose the labels to add or remove.")
+            raise forms.ValidationError(_("Choose the labels to add or remove."))
         if action == "assign" and not cleaned.get("assignees"):
-            raise forms.ValidationError("Choose whom to assign.")
+            raise forms.ValidationError(_("Choose whom to assign."))
         scope = cleaned.get("scope") or "selected"
         cleaned["scope"] = scope
         if scope == "selected" and not cleaned.get("iid"):
-            raise forms.ValidationError("Tick the issues to change first.")
+            raise forms.ValidationError(_("Tick the issues to change first."))
         return cleaned

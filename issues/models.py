@@ -7,6 +7,7 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Lower, Upper
 from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
 
 from projects.models import Project
 
@@ -63,14 +64,14 @@ def new_thread_token() -> str:
 
 
 class Speaker(models.TextChoices):
-    CUSTOMER = "customer", "Customer"
-    TEAM = "team", "Team"
+    CUSTOMER = "customer", _("Customer")
+    TEAM = "team", _("Team")
 
 
 class Issue(models.Model):
     class State(models.TextChoices):
-        OPENED = "opened", "Open"
-        CLOSED = "closed", "Closed"
+        OPENED = "opened", _("Open")
+        CLOSED = "closed", _("Closed")
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="issues")
     iid = models.PositiveIntegerField(editable=False)
@@ -258,8 +259,8 @@ class IssueEmail(models.Model):
     """A Message-ID that belongs to an issue, received or sent: threads replies (SPEC §5)."""
 
     class Direction(models.TextChoices):
-        INBOUND = "in", "Received"
-        OUTBOUND = "out", "Sent"
+        INBOUND = "in", _("Received")
+        OUTBOUND = "out", _("Sent")
 
     issue = models.ForeignKey(Issue, on_delete=models.CASCADE, related_name="emails")
     message_id = models.CharField(max_length=998, db_index=True)
@@ -325,20 +326,20 @@ class OutboundEmail(models.Model):
     """
 
     class Kind(models.TextChoices):
-        THANK_YOU = "thank_you", "Thank you"
-        NEW_NOTE = "new_note", "New note"
-        NEW_PARTICIPANT = "new_participant", "New participant"
-        ISSUE_CLOSED = "issue_closed", "Issue closed"
-        REJECTED = "rejected", "Rejected"
-        TEAM = "team", "Team notification"
+        THANK_YOU = "thank_you", _("Thank you")
+        NEW_NOTE = "new_note", _("New note")
+        NEW_PARTICIPANT = "new_participant", _("New participant")
+        ISSUE_CLOSED = "issue_closed", _("Issue closed")
+        REJECTED = "rejected", _("Rejected")
+        TEAM = "team", _("Team notification")
         # Invitations, password resets, email address confirmations (accounts.services).
-        ACCOUNT = "account", "Account email"
+        ACCOUNT = "account", _("Account email")
 
     class Status(models.TextChoices):
-        PENDING = "pending", "Pending"
-        SENDING = "sending", "Sending"
-        SENT = "sent", "Sent"
-        FAILED = "failed", "Failed"
+        PENDING = "pending", _("Pending")
+        SENDING = "sending", _("Sending")
+        SENT = "sent", _("Sent")
+        FAILED = "failed", _("Failed")
 
     kind = models.CharField(max_length=20, choices=Kind.choices)
     # Whose outbound limit the email counts against: the issue's project, or for a "[Rejected]"

@@ -13,6 +13,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.cache import patch_vary_headers
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from projects import permissions
@@ -70,7 +71,9 @@ def _retry(request: HttpRequest, project: Project | None, email_id: int) -> Http
     except RetryRefused as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"Email #{email.pk} is queued to be sent again.")
+        messages.success(
+            request, _("Email #%(email_pk)s is queued to be sent again.") % {"email_pk": email.pk}
+        )
     if project is not None:
         return redirect("project_outbound_detail", full_path=project.full_path, email_id=email.pk)
     return redirect("instance_outbound_detail", email_id=email.pk)

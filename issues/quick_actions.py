@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from django.core.exceptions import ValidationError
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from projects import permissions
 
@@ -145,7 +147,9 @@ def apply_quick_actions(
     parsed = quick_actions_parse(text)
     result = QuickActionResult(text=parsed.text, issue=issue, user=user)
     if parsed.skipped:
-        result.refused.append(f"only {MAX_COMMANDS} quick actions run per comment")
+        result.refused.append(
+            _("only %(max)s quick actions run per comment") % {"max": MAX_COMMANDS}
+        )
     for command in parsed.commands:
         try:
             plan = _resolve(command, issue=issue, user=user, template=template)
@@ -165,8 +169,9 @@ def quick_actions_finish(result: QuickActionResult) -> Issue:
     moves, result.moves = result.moves, []
     for command, plan in moves[:1]:
         _run(result, command, plan)
-    for command, _ in moves[1:]:
-        result.refused.append(f"{command}: an issue moves once")
+    for command, _later in moves[1:]:
+        once = _("an issue moves once")
+        result.refused.append(f"{command}: {once}")
     return result.issue
 
 
@@ -179,11 +184,17 @@ def quick_actions_explain(*, issue: Issue, text: str, user: User) -> tuple[str, 
         try:
             plan = _resolve(command, issue=issue, user=user, template=False)
         except Refused as refusal:
-            lines.append(f"Will not run {command}: {refusal}")
+            lines.append(
+                _("Will not run %(command)s: %(refusal)s")
+                % {"command": command, "refusal": refusal}
+            )
             continue
         lines.append(" ".join([_capital(plan.will), *(f"({n})" for n in plan.notes)]))
     if parsed.skipped:
-        lines.append(f"Only {MAX_COMMANDS} quick actions run per comment; the rest stay text.")
+        lines.append(
+            _("Only %(max)s quick actions run per comment; the rest stay text.")
+            % {"max": MAX_COMMANDS}
+        )
     return parsed.text, lines
 
 
@@ -212,19 +223,19 @@ def _run(result: QuickActionResult, command: Command, plan: _Plan) -> None:
 
 def _resolve(command: Command, *, issue: Issue, user: User, template: bool) -> _Plan:
     if len(command.argument) > MAX_ARGUMENT:
-        raise Refused(f"the argument is longer than {MAX_ARGUMENT} characters")
+        raise Refused(_("the argument is longer than %(max)s characters") % {"max": MAX_ARGUMENT})
     if template and command.name not in TEMPLATE_COMMANDS:
-        raise Refused("not available in description templates")
+        raise Refused(_("not available in description templates"))
     if not template:
-        allowed, verb = _PERMISSIONS[command.name]
+        allowed, refusal = _PERMISSIONS[command.name]
         if not allowed(user, issue):
-            raise Refused(f"you may not {verb} this issue")
+            raise Refused(str(refusal))
     return _RESOLVERS[command.name](command.argument, issue, user)
 
 
 def _no_argument(argument: str) -> None:
     if argument:
-        raise Refused("takes no argument")
+        raise Refused(_("takes no argument"))
 
 
 def _close(argument: str, issue: Issue, user: User) -> _Plan:
@@ -232,9 +243,9 @@ def _close(argument: str, issue: Issue, user: User) -> _Plan:
 
     _no_argument(argument)
     if not issue.is_open:
-        raise Refused("the issue is already closed")
+        raise Refused(_("the issue is already closed"))
     return _Plan(
-        "close this issue", "closed", lambda: _discard(issue_close(issue=issue, user=user))
+        _("close this issue"), _("closed"), lambda: _discard(issue_close(issue=issue, user=user))
     )
 
 
@@ -243,15 +254,17 @@ def _reopen(argument: str, issue: Issue, user: User) -> _Plan:
 
     _no_argument(argument)
     if issue.is_open:
-        raise Refused("the issue is already open")
+        raise Refused(_("the issue is already open"))
     if issue.moved_to_id is not None:
-        raise Refused("the issue was moved; reopen its copy")
+        raise Refused(_("the issue was moved; reopen its copy"))
     return _Plan(
-        "reopen this issue", "reopened", lambda: _discard(issue_reopen(issue=issue, user=user))
+        _("reopen this issue"),
+        _("reopened"),
+        lambda: _discard(issue_reopen(issue=issue, user=user)),
     )
 
 
-def _discard(_: object) -> None:
+def _discard(_result: object) -> None:
     return None
 
 
@@ -267,13 +280,13 @@ def _labels_named(argument: str, issue: Issue) -> tuple[list[Label], list[str]]:
     names that are not labels of the project."""
     titles = _label_titles(argument)
     if not titles:
-        raise Refused("name at least one label: ~label")
+        raise Refused(_("name at least one label: ~label"))
     found = {
         label.title: label
         for label in Label.objects.filter(project=issue.project, title__in=titles)
     }
     missing = [
-        f'~"{t}": no such label' if " " in t else f"~{t}: no such label"
+        _("%(label)s: no such label") % {"label": f'~"{t}"' if " " in t else f"~{t}"}
         for t in titles
         if t not in found
     ]
@@ -294,7 +307,7 @@ def _labels_plan(
     from .services import issue_labels_set
 
     if {label.pk for label in current} == {label.pk for label in wanted}:
-        raise Refused("the labels are already so")
+        raise Refused(_("the labels are already so"))
     return _Plan(
         will, did, lambda: _discard(issue_labels_set(issue=issue, user=user, labels=wanted))
     )
@@ -306,7 +319,8 @@ def _label(argument: str, issue: Issue, user: User) -> _Plan:
     added = [label for label in found if label not in current]
     plan = _labels_plan(
         issue, user, current, [*current, *added],
-        f"add {_label_refs(added)}", f"labelled {_label_refs(added)}",
+        _("add %(labels)s") % {"labels": _label_refs(added)},
+        _("labelled %(labels)s") % {"labels": _label_refs(added)},
     )  # fmt: skip
     plan.notes = missing
     return plan
@@ -315,12 +329,15 @@ def _label(argument: str, issue: Issue, user: User) -> _Plan:
 def _unlabel(argument: str, issue: Issue, user: User) -> _Plan:
     current = list(issue.labels.all())
     if not argument:
-        return _labels_plan(issue, user, current, [], "remove all labels", "removed all labels")
+        return _labels_plan(
+            issue, user, current, [], _("remove all labels"), _("removed all labels")
+        )
     found, missing = _labels_named(argument, issue)
     removed = [label for label in found if label in current]
     plan = _labels_plan(
         issue, user, current, [label for label in current if label not in found],
-        f"remove {_label_refs(removed)}", f"removed {_label_refs(removed)}",
+        _("remove %(labels)s") % {"labels": _label_refs(removed)},
+        _("removed %(labels)s") % {"labels": _label_refs(removed)},
     )  # fmt: skip
     plan.notes = missing
     return plan
@@ -331,7 +348,8 @@ def _relabel(argument: str, issue: Issue, user: User) -> _Plan:
     current = list(issue.labels.all())
     plan = _labels_plan(
         issue, user, current, found,
-        f"replace the labels with {_label_refs(found)}", f"relabelled {_label_refs(found)}",
+        _("replace the labels with %(labels)s") % {"labels": _label_refs(found)},
+        _("relabelled %(labels)s") % {"labels": _label_refs(found)},
     )  # fmt: skip
     plan.notes = missing
     return plan
@@ -343,11 +361,15 @@ def _people_named(argument: str, issue: Issue, user: User) -> tuple[list[User], 
     names = list(dict.fromkeys(w.lstrip("@") for w in argument.replace(",", " ").split()))
     names = [user.username if n == "me" else n for n in names if n]
     if not names:
-        raise Refused("name at least one person: @username")
+        raise Refused(_("name at least one person: @username"))
     found = {
         u.username: u for u in assignable_users(project=issue.project).filter(username__in=names)
     }
-    missing = [f"@{n} cannot be assigned in this project" for n in names if n not in found]
+    missing = [
+        _("@%(name)s cannot be assigned in this project") % {"name": n}
+        for n in names
+        if n not in found
+    ]
     if not found:
         raise Refused("; ".join(missing))
     return [found[n] for n in names if n in found], missing
@@ -359,7 +381,7 @@ def _assignees_plan(
     from .services import issue_assignees_set
 
     if {u.pk for u in current} == {u.pk for u in wanted}:
-        raise Refused("the assignees are already so")
+        raise Refused(_("the assignees are already so"))
     return _Plan(
         will, did, lambda: _discard(issue_assignees_set(issue=issue, user=user, assignees=wanted))
     )
@@ -375,7 +397,8 @@ def _assign(argument: str, issue: Issue, user: User) -> _Plan:
     added = [u for u in found if u not in current]
     plan = _assignees_plan(
         issue, user, current, [*current, *added],
-        f"assign {_mentions(added)}", f"assigned {_mentions(added)}",
+        _("assign %(people)s") % {"people": _mentions(added)},
+        _("assigned %(people)s") % {"people": _mentions(added)},
     )  # fmt: skip
     plan.notes = missing
     return plan
@@ -384,12 +407,15 @@ def _assign(argument: str, issue: Issue, user: User) -> _Plan:
 def _unassign(argument: str, issue: Issue, user: User) -> _Plan:
     current = list(issue.assignees.all())
     if not argument:
-        return _assignees_plan(issue, user, current, [], "unassign everyone", "unassigned everyone")
+        return _assignees_plan(
+            issue, user, current, [], _("unassign everyone"), _("unassigned everyone")
+        )
     found, missing = _people_named(argument, issue, user)
     removed = [u for u in found if u in current]
     plan = _assignees_plan(
         issue, user, current, [u for u in current if u not in found],
-        f"unassign {_mentions(removed)}", f"unassigned {_mentions(removed)}",
+        _("unassign %(people)s") % {"people": _mentions(removed)},
+        _("unassigned %(people)s") % {"people": _mentions(removed)},
     )  # fmt: skip
     plan.notes = missing
     return plan
@@ -400,10 +426,10 @@ def _confidential(argument: str, issue: Issue, user: User) -> _Plan:
 
     _no_argument(argument)
     if issue.confidential:
-        raise Refused("the issue is already confidential")
+        raise Refused(_("the issue is already confidential"))
     return _Plan(
-        "make this issue confidential",
-        "made confidential",
+        _("make this issue confidential"),
+        _("made confidential"),
         lambda: _discard(issue_confidentiality_set(issue=issue, user=user, confidential=True)),
     )
 
@@ -411,7 +437,7 @@ def _confidential(argument: str, issue: Issue, user: User) -> _Plan:
 def _addresses(argument: str) -> list[str]:
     words = argument.replace(",", " ").split()
     if not words:
-        raise Refused("give an email address")
+        raise Refused(_("give an email address"))
     return list(dict.fromkeys(words))
 
 
@@ -421,11 +447,13 @@ def _add_email(argument: str, issue: Issue, user: User) -> _Plan:
     addresses = _addresses(argument)
     kept, left_out = addresses[:MAX_EMAILS_PER_COMMAND], addresses[MAX_EMAILS_PER_COMMAND:]
     added: list[str] = []
-    plan = _Plan(f"add {', '.join(kept)} as participants", "", lambda: None)
+    plan = _Plan(
+        _("add %(addresses)s as participants") % {"addresses": ", ".join(kept)}, "", lambda: None
+    )
     if left_out:
         plan.notes.append(
-            f"at most {MAX_EMAILS_PER_COMMAND} addresses per command; "
-            f"{', '.join(left_out)} not added"
+            _("at most %(max)s addresses per command; %(addresses)s not added")
+            % {"max": MAX_EMAILS_PER_COMMAND, "addresses": ", ".join(left_out)}
         )
 
     def run() -> None:
@@ -438,7 +466,7 @@ def _add_email(argument: str, issue: Issue, user: User) -> _Plan:
                 added.append(address)
         if not added:
             raise ValidationError(plan.notes.pop() if len(plan.notes) == 1 else plan.notes)
-        plan.did = f"added {', '.join(added)} as participants"
+        plan.did = _("added %(addresses)s as participants") % {"addresses": ", ".join(added)}
 
     plan.run = run
     return plan
@@ -454,7 +482,11 @@ def _remove_email(argument: str, issue: Issue, user: User) -> _Plan:
         if p.email.lower() in {a.lower() for a in addresses}
     ]
     known = {p.email.lower() for p in participants}
-    missing = [f"{a} is not a participant" for a in addresses if a.lower() not in known]
+    missing = [
+        _("%(address)s is not a participant") % {"address": a}
+        for a in addresses
+        if a.lower() not in known
+    ]
     if not participants:
         raise Refused("; ".join(missing))
     listed = ", ".join(p.email for p in participants)
@@ -464,7 +496,12 @@ def _remove_email(argument: str, issue: Issue, user: User) -> _Plan:
             participant.issue = issue
             issue_participant_remove(participant=participant, user=user)
 
-    return _Plan(f"remove {listed} as participants", f"removed {listed}", run, missing)
+    return _Plan(
+        _("remove %(addresses)s as participants") % {"addresses": listed},
+        _("removed %(addresses)s") % {"addresses": listed},
+        run,
+        missing,
+    )
 
 
 def _convert_to_ticket(argument: str, issue: Issue, user: User) -> _Plan:
@@ -472,13 +509,13 @@ def _convert_to_ticket(argument: str, issue: Issue, user: User) -> _Plan:
 
     addresses = _addresses(argument)
     if len(addresses) != 1:
-        raise Refused("give one email address: the requester's")
+        raise Refused(_("give one email address: the requester's"))
     if issue.is_service_desk:
-        raise Refused("the issue is already a Service Desk issue")
+        raise Refused(_("the issue is already a Service Desk issue"))
     [email] = addresses
     return _Plan(
-        f"make this a Service Desk issue for {email}",
-        f"converted into a Service Desk issue for {email}",
+        _("make this a Service Desk issue for %(email)s") % {"email": email},
+        _("converted into a Service Desk issue for %(email)s") % {"email": email},
         lambda: _discard(issue_convert_to_service_desk(issue=issue, user=user, email=email)),
     )
 
@@ -488,18 +525,24 @@ def _move(argument: str, issue: Issue, user: User) -> _Plan:
 
     path = argument.strip().strip("/")
     if not path or " " in path:
-        raise Refused("name one project: /move group/project")
+        raise Refused(_("name one project: /move group/project"))
     if issue.moved_to_id is not None:
-        raise Refused("the issue was already moved")
+        raise Refused(_("the issue was already moved"))
     targets = {p.full_path.lower(): p for p in issue_move_targets(user=user, issue=issue)}
     target = targets.get(path.lower())
     if target is None or not permissions.can_move_issue(user, issue, target):
-        raise Refused(f"you may not move issues to {path}, or it does not exist")
+        raise Refused(
+            _("you may not move issues to %(path)s, or it does not exist") % {"path": path}
+        )
 
     def run() -> None:
         issue.moved_to = issue_move(issue=issue, user=user, target=target)
 
-    return _Plan(f"move this issue to {target.full_path}", f"moved to {target.full_path}", run)
+    return _Plan(
+        _("move this issue to %(path)s") % {"path": target.full_path},
+        _("moved to %(path)s") % {"path": target.full_path},
+        run,
+    )
 
 
 _RESOLVERS: dict[str, Callable[[str, Issue, User], _Plan]] = {
@@ -521,17 +564,32 @@ _RESOLVERS: dict[str, Callable[[str, Issue, User], _Plan]] = {
 # ``can_update_issue`` (authors below Reporter may close their own issue); everything else on
 # the sidebar — labels, assignees, confidentiality, participants, converting — needs
 # ``can_triage_issue``; moving needs ``can_move_issue`` (here, and again for the target).
-_PERMISSIONS: dict[str, tuple[Callable[[User, Issue], bool], str]] = {
-    "close": (permissions.can_update_issue, "close"),
-    "reopen": (permissions.can_update_issue, "reopen"),
-    "label": (permissions.can_triage_issue, "label"),
-    "unlabel": (permissions.can_triage_issue, "label"),
-    "relabel": (permissions.can_triage_issue, "label"),
-    "assign": (permissions.can_triage_issue, "assign"),
-    "unassign": (permissions.can_triage_issue, "assign"),
-    "confidential": (permissions.can_triage_issue, "change the confidentiality of"),
-    "add_email": (permissions.can_triage_issue, "add participants to"),
-    "remove_email": (permissions.can_triage_issue, "remove participants from"),
-    "convert_to_ticket": (permissions.can_triage_issue, "convert"),
-    "move": (lambda user, issue: permissions.can_move_issue(user, issue), "move"),
+_PERMISSIONS: dict[str, tuple[Callable[[User, Issue], bool], object]] = {
+    "close": (permissions.can_update_issue, gettext_lazy("you may not close this issue")),
+    "reopen": (permissions.can_update_issue, gettext_lazy("you may not reopen this issue")),
+    "label": (permissions.can_triage_issue, gettext_lazy("you may not label this issue")),
+    "unlabel": (permissions.can_triage_issue, gettext_lazy("you may not label this issue")),
+    "relabel": (permissions.can_triage_issue, gettext_lazy("you may not label this issue")),
+    "assign": (permissions.can_triage_issue, gettext_lazy("you may not assign this issue")),
+    "unassign": (permissions.can_triage_issue, gettext_lazy("you may not assign this issue")),
+    "confidential": (
+        permissions.can_triage_issue,
+        gettext_lazy("you may not change the confidentiality of this issue"),
+    ),
+    "add_email": (
+        permissions.can_triage_issue,
+        gettext_lazy("you may not add participants to this issue"),
+    ),
+    "remove_email": (
+        permissions.can_triage_issue,
+        gettext_lazy("you may not remove participants from this issue"),
+    ),
+    "convert_to_ticket": (
+        permissions.can_triage_issue,
+        gettext_lazy("you may not convert this issue"),
+    ),
+    "move": (
+        lambda user, issue: permissions.can_move_issue(user, issue),
+        gettext_lazy("you may not move this issue"),
+    ),
 }

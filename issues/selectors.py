@@ -37,6 +37,7 @@ from django.db.models import (
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.http import Http404
+from django.utils.translation import gettext, gettext_lazy
 
 from accounts.models import SUPPORT_BOT_USERNAME, User
 from projects.models import Membership, Project, Role
@@ -637,6 +638,14 @@ class Recipient:
         return f"{name} <{email}>" if name else email
 
 
+# Why a participant is not emailed, as the composer says it.
+_RECIPIENT_REASONS = {
+    "unsubscribed": gettext_lazy("unsubscribed"),
+    "bouncing": gettext_lazy("bouncing"),
+    "Service Desk is off": gettext_lazy("Service Desk is off"),
+}
+
+
 @dataclass(frozen=True)
 class ReplyRecipients:
     """Who a public comment will be emailed to, worked out as ``emails.notes_added`` does:
@@ -660,13 +669,21 @@ class ReplyRecipients:
     def sentence(self) -> str:
         """ "Emailed to Jake Doe <jake@…>; not to finn@… (unsubscribed)." Empty while the
         Service Desk is off (the page warns instead)."""
-        parts = []
-        if self.emailed:
-            parts.append("Emailed to " + ", ".join(r.label for r in self.emailed))
-        if self.service_desk_on and self.not_emailed:
-            missed = ", ".join(f"{r.participant.email} ({r.reason})" for r in self.not_emailed)
-            parts.append(("not to " if parts else "Not emailed to ") + missed)
-        return "; ".join(parts) + "." if parts else ""
+        emailed = ", ".join(r.label for r in self.emailed)
+        missed = ", ".join(
+            f"{r.participant.email} ({_RECIPIENT_REASONS.get(r.reason, r.reason)})"
+            for r in self.not_emailed
+        )
+        if not self.service_desk_on or not self.not_emailed:
+            missed = ""
+        if emailed and missed:
+            return gettext("Emailed to %(emailed)s; not to %(missed)s.") % {
+                "emailed": emailed, "missed": missed}  # fmt: skip
+        if emailed:
+            return gettext("Emailed to %(emailed)s.") % {"emailed": emailed}
+        if missed:
+            return gettext("Not emailed to %(missed)s.") % {"missed": missed}
+        return ""
 
 
 def reply_recipients(

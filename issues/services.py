@@ -18,6 +18,7 @@ from django.db.models import Case, F, Value, When
 from django.db.models.functions import Lower
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from accounts.selectors import support_bot
 from notifications import services as notifications
@@ -594,7 +595,7 @@ def upload_create(
     note: Note | None = None,
 ) -> Upload:
     file = _EmailFile(filename=filename, content_type=content_type, content=content)
-    [[(_, upload)]] = _files_store([(issue, note, [file])], uploaded_by)
+    [[(_stored, upload)]] = _files_store([(issue, note, [file])], uploaded_by)
     return upload
 
 
@@ -664,7 +665,7 @@ def _changes_sentence(
 def issue_labels_set(*, issue: Issue, user: User, labels: Iterable[Label]) -> Issue:
     """Make the issue's labels exactly ``labels`` (all from its project)."""
     wanted = {label.pk: label for label in labels}
-    locked, _ = _labels_change(issue, user, lambda current: wanted)
+    locked, _changed = _labels_change(issue, user, lambda current: wanted)
     return locked
 
 
@@ -692,7 +693,7 @@ def _labels_change(
     current = {label.pk: label for label in locked.labels.all()}
     wanted = wanting(current)
     if any(label.project_id != issue.project_id for label in wanted.values()):
-        raise ValidationError("Labels must belong to the issue's project.")
+        raise ValidationError(_("Labels must belong to the issue's project."))
     added = sorted((wanted[pk] for pk in wanted.keys() - current.keys()), key=str)
     removed = sorted((current[pk] for pk in current.keys() - wanted.keys()), key=str)
     if not added and not removed:
@@ -716,7 +717,7 @@ def issue_assignees_set(*, issue: Issue, user: User, assignees: Iterable[User]) 
     """Make the issue's assignees exactly ``assignees``; each must be able to be assigned in
     the issue's project (``permissions.ASSIGNABLE_ROLE``)."""
     wanted = _assignable(issue, assignees)
-    locked, _ = _assignees_change(issue, user, lambda current: wanted)
+    locked, _changed = _assignees_change(issue, user, lambda current: wanted)
     return locked
 
 
@@ -748,7 +749,7 @@ def _assignable(issue: Issue, people: Iterable[User]) -> dict[int, User]:
     wanted = {u.pk: u for u in assignable_users(project=issue.project).filter(pk__in=wanted_ids)}
     if len(wanted) != len(wanted_ids):
         raise ValidationError(
-            "Only project members with the Reporter role or higher can be assigned."
+            _("Only project members with the Reporter role or higher can be assigned.")
         )
     return wanted
 
@@ -897,9 +898,9 @@ def _clean_email(email: str) -> str:
     except ValidationError:
         raise ValidationError(f"{email or 'That'} is not a valid email address.") from None
     if len(email) > 320:
-        raise ValidationError("That email address is too long.")
+        raise ValidationError(_("That email address is too long."))
     if is_our_address(email) or _is_a_projects_own_address(email):
-        raise ValidationError("That is one of this Service Desk's own addresses.")
+        raise ValidationError(_("That is one of this Service Desk's own addresses."))
     return email
 
 
@@ -918,10 +919,12 @@ def _room(participants: int) -> int:
 def _participant_room_check(issue: Issue, email: str) -> None:
     participants = EmailParticipant.objects.filter(issue=issue)
     if participants.filter(email__iexact=email).exists():
-        raise ValidationError(f"{email} is already a participant.")
+        raise ValidationError(_("%(email)s is already a participant.") % {"email": email})
     if not _room(participants.count()):
         limit = settings.SERVICEDESK_MAX_PARTICIPANTS
-        raise ValidationError(f"An issue can have at most {limit} email participants.")
+        raise ValidationError(
+            _("An issue can have at most %(limit)s email participants.") % {"limit": limit}
+        )
 
 
 @transaction.atomic
@@ -1004,10 +1007,10 @@ def issue_convert_to_service_desk(*, issue: Issue, user: User, email: str) -> Is
     email = _clean_email(email)
     locked = Issue.objects.select_for_update().select_related("project", "author").get(pk=issue.pk)
     if locked.is_service_desk:
-        raise ValidationError("This issue is already a Service Desk issue.")
+        raise ValidationError(_("This issue is already a Service Desk issue."))
     setting = ServiceDeskSetting.objects.filter(project_id=locked.project_id).first()
     if setting is None or not setting.service_desk_enabled:
-        raise ValidationError("Service Desk is off in this project: turn it on first.")
+        raise ValidationError(_("Service Desk is off in this project: turn it on first."))
     if not EmailParticipant.objects.filter(issue=locked, email__iexact=email).exists():
         _participant_room_check(locked, email)
         EmailParticipant.objects.create(issue=locked, email=email)
@@ -1051,9 +1054,9 @@ def issue_move(*, issue: Issue, user: User, target: Project) -> Issue:
     """
     locked = Issue.objects.select_for_update().select_related("project").get(pk=issue.pk)
     if locked.moved_to_id is not None:
-        raise ValidationError("This issue was already moved.")
+        raise ValidationError(_("This issue was already moved."))
     if target.pk == locked.project_id:
-        raise ValidationError("The issue is already in that project.")
+        raise ValidationError(_("The issue is already in that project."))
     copy = Issue.objects.create(
         project=target,
         iid=issue_iids_allocate(project_id=target.pk)[0],

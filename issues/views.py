@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 
 from django import forms
 from django.conf import settings
@@ -13,6 +14,8 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 from django.utils.safestring import mark_safe
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -156,7 +159,7 @@ def issue_bulk(request: HttpRequest, full_path: str) -> HttpResponse:
     form.fields["assignees"].choices = [(person.pk, person.username) for person in people]
     if not form.is_valid():
         for message in _form_errors(form):
-            messages.error(request, f"Nothing changed: {message}")
+            messages.error(request, _("Nothing changed: %(message)s") % {"message": message})
         return redirect(back)
     data = form.cleaned_data
     scope = data["scope"]
@@ -180,42 +183,67 @@ def issue_bulk(request: HttpRequest, full_path: str) -> HttpResponse:
     if total > len(issues):
         messages.warning(
             request,
-            f"Only the first {BULK_EDIT_MAX:,} of {total:,} issues were edited (at most "
-            f"{BULK_EDIT_MAX:,} at a time): do it again for the rest.",
+            _(
+                "Only the first %(max)s of %(total)s issues were edited (at most %(max)s at a "
+                "time): do it again for the rest."
+            )
+            % {"max": f"{BULK_EDIT_MAX:,}", "total": f"{total:,}"},
         )
     return redirect(back)
 
 
-_BULK_DONE = {
-    "add_labels": "labelled",
-    "remove_labels": "unlabelled",
-    "assign": "assigned",
-    "unassign": "unassigned",
-    "close": "closed",
-    "reopen": "reopened",
-    "confidential": "made confidential",
-    "not_confidential": "made visible to everyone",
+# "3 issues closed", by action.
+_BULK_DONE: dict[str, Callable[[int], str]] = {
+    "add_labels": lambda n: ngettext("%(count)s issue labelled", "%(count)s issues labelled", n),
+    "remove_labels": lambda n: ngettext(
+        "%(count)s issue unlabelled", "%(count)s issues unlabelled", n
+    ),
+    "assign": lambda n: ngettext("%(count)s issue assigned", "%(count)s issues assigned", n),
+    "unassign": lambda n: ngettext("%(count)s issue unassigned", "%(count)s issues unassigned", n),
+    "close": lambda n: ngettext("%(count)s issue closed", "%(count)s issues closed", n),
+    "reopen": lambda n: ngettext("%(count)s issue reopened", "%(count)s issues reopened", n),
+    "confidential": lambda n: ngettext(
+        "%(count)s issue made confidential", "%(count)s issues made confidential", n
+    ),
+    "not_confidential": lambda n: ngettext(
+        "%(count)s issue made visible to everyone", "%(count)s issues made visible to everyone", n
+    ),
 }
-
-
-def _issues(count: int) -> str:
-    return f"{count:,} issue{'' if count == 1 else 's'}"
 
 
 def _bulk_report(request: HttpRequest, result: BulkEdit, action: str, *, forbidden: int) -> None:
     """The flash messages: "3 issues closed (1 already was)", then one warning per reason
     issues were skipped."""
-    text = f"{_issues(len(result.changed))} {_BULK_DONE[action]}"
+    changed = len(result.changed)
+    text = _BULK_DONE[action](changed) % {"count": f"{changed:,}"}
     if result.unchanged:
         already = len(result.unchanged)
-        text += f" ({already:,} already {'was' if already == 1 else 'were'})"
+        text += " " + ngettext("(%(count)s already was)", "(%(count)s already were)", already) % {
+            "count": f"{already:,}"
+        }
     messages.success(request, f"{text}.")
     for reason, skipped in result.skipped.items():
         numbers = ", ".join(f"#{issue.iid}" for issue in skipped[:20])
         more = " …" if len(skipped) > 20 else ""
-        messages.warning(request, f"{_issues(len(skipped))} skipped ({numbers}{more}): {reason}.")
+        messages.warning(
+            request,
+            ngettext(
+                "%(count)s issue skipped (%(numbers)s%(more)s): %(reason)s.",
+                "%(count)s issues skipped (%(numbers)s%(more)s): %(reason)s.",
+                len(skipped),
+            )
+            % {"count": f"{len(skipped):,}", "numbers": numbers, "more": more, "reason": reason},
+        )
     if forbidden:
-        messages.warning(request, f"{_issues(forbidden)} skipped: you may not change them.")
+        messages.warning(
+            request,
+            ngettext(
+                "%(count)s issue skipped: you may not change them.",
+                "%(count)s issues skipped: you may not change them.",
+                forbidden,
+            )
+            % {"count": f"{forbidden:,}"},
+        )
 
 
 def _render_issue(
@@ -434,7 +462,7 @@ def _hold_reply(
 
 
 def _already_posted(request: HttpRequest, issue: Issue, note_id: int | None) -> HttpResponse:
-    messages.info(request, "That comment was already posted.")
+    messages.info(request, _("That comment was already posted."))
     return redirect(_issue_url(issue, f"note-{note_id}" if note_id else ""))
 
 
@@ -444,20 +472,24 @@ def _flash_posted(
     """Say what was sent to whom, then what the quick actions and *Send & close* did."""
     if posted.note is not None:
         if internal:
-            messages.success(request, "Internal note added.")
+            messages.success(request, _("Internal note added."))
         elif permissions.can_see_customer_emails(request.user, issue.project):
             emailed = note_emailed_to(note=posted.note)
-            sent = f"Reply sent to {', '.join(emailed)}." if emailed else "Comment added."
+            sent = (
+                _("Reply sent to %(addresses)s.") % {"addresses": ", ".join(emailed)}
+                if emailed
+                else _("Comment added.")
+            )
             messages.success(request, sent)
         else:
-            messages.success(request, "Comment added.")
+            messages.success(request, _("Comment added."))
     if posted.actions is not None:
         if posted.actions.applied:
             messages.success(request, posted.actions.summary())
         for refusal in posted.actions.refused:
-            messages.warning(request, f"Not done: {refusal}.")
+            messages.warning(request, _("Not done: %(refusal)s.") % {"refusal": refusal})
     if posted.closed:
-        messages.success(request, f"Issue #{issue.iid} closed.")
+        messages.success(request, _("Issue #%(iid)s closed.") % {"iid": issue.iid})
 
 
 def _change_state(request: HttpRequest, full_path: str, iid: int, *, close: bool) -> HttpResponse:
@@ -466,10 +498,10 @@ def _change_state(request: HttpRequest, full_path: str, iid: int, *, close: bool
         raise PermissionDenied
     if close:
         issue_close(issue=issue, user=request.user)
-        messages.success(request, f"Issue #{issue.iid} closed.")
+        messages.success(request, _("Issue #%(iid)s closed.") % {"iid": issue.iid})
     else:
         issue_reopen(issue=issue, user=request.user)
-        messages.success(request, f"Issue #{issue.iid} reopened.")
+        messages.success(request, _("Issue #%(iid)s reopened.") % {"iid": issue.iid})
     return redirect("issue_detail", full_path=issue.project.full_path, iid=issue.iid)
 
 
@@ -545,7 +577,7 @@ def issue_labels_update(request: HttpRequest, full_path: str, iid: int) -> HttpR
     issue_labels_set(
         issue=issue, user=request.user, labels=[label for label in labels if label.pk in chosen]
     )
-    messages.success(request, "Labels saved.")
+    messages.success(request, _("Labels saved."))
     return redirect(_issue_url(issue))
 
 
@@ -562,7 +594,7 @@ def issue_assignees_update(request: HttpRequest, full_path: str, iid: int) -> Ht
     issue_assignees_set(
         issue=issue, user=request.user, assignees=[u for u in people if u.pk in chosen]
     )
-    messages.success(request, "Assignees saved.")
+    messages.success(request, _("Assignees saved."))
     return redirect(_issue_url(issue))
 
 
@@ -579,7 +611,8 @@ def issue_confidentiality_update(request: HttpRequest, full_path: str, iid: int)
     except ValidationError as error:
         return _render_issue(request, issue, status=400, errors={"confidential": error.messages})
     messages.success(
-        request, "The issue is confidential." if confidential else "The issue is visible to all."
+        request,
+        _("The issue is confidential.") if confidential else _("The issue is visible to all."),
     )
     return redirect(_issue_url(issue))
 
@@ -603,7 +636,7 @@ def participant_add_view(request: HttpRequest, full_path: str, iid: int) -> Http
             errors={"participants": error.messages},
             values={"participant": request.POST.get("email", "")},
         )
-    messages.success(request, f"{participant.email} added as a participant.")
+    messages.success(request, _("%(email)s added as a participant.") % {"email": participant.email})
     return redirect(_issue_url(issue, "participants"))
 
 
@@ -623,7 +656,9 @@ def participant_remove_view(
     issue = _triaged_issue(request, full_path, iid)
     participant = _participant_of(issue, participant_id)
     issue_participant_remove(participant=participant, user=request.user)
-    messages.success(request, f"{participant.email} is no longer a participant.")
+    messages.success(
+        request, _("%(email)s is no longer a participant.") % {"email": participant.email}
+    )
     return redirect(_issue_url(issue, "participants"))
 
 
@@ -638,7 +673,7 @@ def note_make_public_view(
         raise Http404("No such note")
     note.issue = issue
     if note_make_public(note=note, user=request.user):
-        messages.success(request, "The reply is public now and was emailed to the participants.")
+        messages.success(request, _("The reply is public now and was emailed to the participants."))
     return redirect(_issue_url(issue, f"note-{note.pk}"))
 
 
@@ -650,7 +685,7 @@ def participant_bouncing_clear_view(
     issue = _triaged_issue(request, full_path, iid)
     participant = _participant_of(issue, participant_id)
     participant_bouncing_clear(participant=participant, user=request.user)
-    messages.success(request, f"Emails go to {participant.email} again.")
+    messages.success(request, _("Emails go to %(email)s again.") % {"email": participant.email})
     return redirect(_issue_url(issue, "participants"))
 
 
@@ -674,7 +709,11 @@ def issue_convert_view(request: HttpRequest, full_path: str, iid: int) -> HttpRe
             errors={"convert": error.messages},
             values={"requester": request.POST.get("email", "")},
         )
-    messages.success(request, f"This is now a Service Desk issue for {issue.external_author}.")
+    messages.success(
+        request,
+        _("This is now a Service Desk issue for %(external_author)s.")
+        % {"external_author": issue.external_author},
+    )
     return redirect(_issue_url(issue))
 
 
@@ -697,7 +736,8 @@ def issue_move_view(request: HttpRequest, full_path: str, iid: int) -> HttpRespo
         moved = issue_move(issue=issue, user=request.user, target=target)
     except ValidationError as error:
         return _render_issue(request, issue, status=400, errors={"move": error.messages})
-    messages.success(request, f"Moved from {issue.reference} to {moved.reference}.")
+    moved_from = {"old": issue.reference, "new": moved.reference}
+    messages.success(request, _("Moved from %(old)s to %(new)s.") % moved_from)
     return redirect(_issue_url(moved))
 
 

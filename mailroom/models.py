@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 # Not an outcome: the email waits in the queue for an earlier one it names (ledger._wait).
 WAITING = "waiting"
@@ -19,19 +20,19 @@ class InboundMessage(models.Model):
     """
 
     class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        PROCESSING = "processing", "Processing"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
+        QUEUED = "queued", _("Queued")
+        PROCESSING = "processing", _("Processing")
+        DONE = "done", _("Done")
+        FAILED = "failed", _("Failed")
 
     class Outcome(models.TextChoices):
-        ISSUE_CREATED = "issue_created", "Issue created"
-        NOTE_ADDED = "note_added", "Note added"
-        UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
-        REJECTED = "rejected", "Rejected"
-        SPAM = "spam", "Spam (quarantined)"
-        IGNORED = "ignored", "Ignored"
-        FAILED = "failed", "Failed"
+        ISSUE_CREATED = "issue_created", _("Issue created")
+        NOTE_ADDED = "note_added", _("Note added")
+        UNSUBSCRIBED = "unsubscribed", _("Unsubscribed")
+        REJECTED = "rejected", _("Rejected")
+        SPAM = "spam", _("Spam (quarantined)")
+        IGNORED = "ignored", _("Ignored")
+        FAILED = "failed", _("Failed")
 
     transport = models.CharField(max_length=32)  # imap, graph, stdin, smtp, lmtp, webhook:<esp>
     mailbox = models.CharField(max_length=64, blank=True)  # incoming_email, service_desk_email

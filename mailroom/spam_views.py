@@ -7,6 +7,7 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.models import User
@@ -58,12 +59,12 @@ def _decide(request: HttpRequest, full_path: str, message_id: int, *, spam: bool
     try:
         if spam:
             spam_confirm(message_id=message_id, user=user)
-            messages.success(request, "Deleted as spam; Akismet was told.")
+            messages.success(request, _("Deleted as spam; Akismet was told."))
         else:
             spam_release(message_id=message_id, user=user)
-            messages.success(request, "Released: it becomes an issue in a moment.")
+            messages.success(request, _("Released: it becomes an issue in a moment."))
     except NotInQuarantine:
-        messages.info(request, "Somebody already decided on that email.")
+        messages.info(request, _("Somebody already decided on that email."))
     return redirect("spam_list", full_path=project.full_path)
 
 

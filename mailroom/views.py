@@ -14,6 +14,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.cache import patch_vary_headers
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 
 from projects import permissions
@@ -100,7 +101,10 @@ def _reprocess(request: HttpRequest, project: Project | None, message_id: int) -
     except ReprocessRefused as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"Email #{email.pk} is queued to be processed again.")
+        messages.success(
+            request,
+            _("Email #%(email_pk)s is queued to be processed again.") % {"email_pk": email.pk},
+        )
     if project is not None:
         return redirect("project_inbound_detail", full_path=project.full_path, message_id=email.pk)
     return redirect("instance_inbound_detail", message_id=email.pk)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 from issues.models import Issue, Note
 from projects.models import Project
@@ -14,11 +15,11 @@ from projects.models import Project
 class Level(models.TextChoices):
     """GitLab's notification levels. ``GLOBAL`` (a project's override only): use the default."""
 
-    GLOBAL = "global", "Use my default"
-    WATCH = "watch", "Watch"
-    PARTICIPATING = "participating", "Participating"
-    MENTION = "mention", "On mention"
-    DISABLED = "disabled", "Disabled"
+    GLOBAL = "global", _("Use my default")
+    WATCH = "watch", _("Watch")
+    PARTICIPATING = "participating", _("Participating")
+    MENTION = "mention", _("On mention")
+    DISABLED = "disabled", _("Disabled")
 
 
 DEFAULT_LEVEL = Level.PARTICIPATING
@@ -68,10 +69,10 @@ class Todo(models.Model):
     """A To-Do: something on a ticket that waits for this person."""
 
     class Action(models.TextChoices):
-        ASSIGNED = "assigned", "assigned you"
-        MENTIONED = "mentioned", "mentioned you"
-        CUSTOMER_REPLIED = "customer_replied", "the customer replied"
-        NEW_TICKET = "new_ticket", "new ticket"
+        ASSIGNED = "assigned", _("assigned you")
+        MENTIONED = "mentioned", _("mentioned you")
+        CUSTOMER_REPLIED = "customer_replied", _("the customer replied")
+        NEW_TICKET = "new_ticket", _("new ticket")
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="todos"
@@ -111,11 +112,11 @@ class Event(models.Model):
     """
 
     class Kind(models.TextChoices):
-        NEW_TICKET = "new_ticket", "new ticket"
-        CUSTOMER_REPLY = "customer_reply", "customer reply"
-        COMMENT = "comment", "comment"
-        ASSIGNED = "assigned", "assigned"
-        STATE = "state", "closed or reopened"
+        NEW_TICKET = "new_ticket", _("new ticket")
+        CUSTOMER_REPLY = "customer_reply", _("customer reply")
+        COMMENT = "comment", _("comment")
+        ASSIGNED = "assigned", _("assigned")
+        STATE = "state", _("closed or reopened")
 
     kind = models.CharField(max_length=20, choices=Kind.choices)
     issue = models.ForeignKey(Issue, on_delete=models.CASCADE, related_name="+")

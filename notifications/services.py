@@ -23,9 +23,9 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Max, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
-from django.template.loader import get_template
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext, gettext_lazy
 
 from accounts.models import User
 from issues.emails import (
@@ -40,6 +40,7 @@ from issues.markdown import render_markdown
 from issues.models import Issue, Note, OutboundEmail, SentNotification
 from issues.plaintext import html_to_plain_text
 from projects.models import Membership, Project, Role
+from projects.selectors import email_template_default
 from servicedesk.queues import enqueue
 
 from .models import DEFAULT_LEVEL, Event, Level, NewTicketRule, NotificationSetting, Todo
@@ -50,11 +51,11 @@ ASSIGNED, MENTIONED, PARTICIPATING, NEW_TICKET, WATCHING = (
     "assigned", "mentioned", "participating", "new_ticket", "watching",
 )  # fmt: skip
 _REASON_TEXT = {
-    ASSIGNED: "you are assigned to this ticket",
-    MENTIONED: "you were mentioned",
-    PARTICIPATING: "you take part in this ticket",
-    NEW_TICKET: "you hear about this project's new and unassigned tickets",
-    WATCHING: "you watch this project",
+    ASSIGNED: gettext_lazy("you are assigned to this ticket"),
+    MENTIONED: gettext_lazy("you were mentioned"),
+    PARTICIPATING: gettext_lazy("you take part in this ticket"),
+    NEW_TICKET: gettext_lazy("you hear about this project's new and unassigned tickets"),
+    WATCHING: gettext_lazy("you watch this project"),
 }
 # A member's @username in a comment or internal note (never in text that came by email).
 _MENTION = re.compile(r"(?<![\w@/.-])@([A-Za-z0-9_][A-Za-z0-9_.-]{0,149})")
@@ -416,11 +417,11 @@ def _mentioned(note: Note, team: _Team) -> set[int]:
 # --- Emails -------------------------------------------------------------------------------------
 
 _SUBJECT_PREFIX = {
-    "new_ticket": "New ticket",
-    "customer_reply": "Customer replied",
-    "comment": "New comment",
-    "assigned": "Assigned",
-    "state": "Status",
+    "new_ticket": gettext_lazy("New ticket"),
+    "customer_reply": gettext_lazy("Customer replied"),
+    "comment": gettext_lazy("New comment"),
+    "assigned": gettext_lazy("Assigned"),
+    "state": gettext_lazy("Status"),
 }
 
 
@@ -437,16 +438,20 @@ def _send(events: list[_Event], teams: dict[int, _Team]) -> None:
             and team.level(pk) != Level.DISABLED
             and team.reads(pk, event.issue, internal=internal)
         ]
+
         # Customer addresses are for Reporter+ only: below that, the customer is their name.
+        # Each recipient reads it in their own language (their profile's).
+        def variant(pk: int, team: _Team = team) -> tuple[bool, str]:
+            return team.roles[pk] >= Role.REPORTER, team.users[pk].email_language
+
         bodies = {
-            sees: _render(event, addresses=sees)
-            for sees in {team.roles[pk] >= Role.REPORTER for pk in wanted}
+            (sees, language): _render(event, addresses=sees, language=language)
+            for sees, language in {variant(pk) for pk in wanted}
         }
         drafts += [
-            _draft(event, team.users[pk], event.recipients[pk],
-                   bodies[team.roles[pk] >= Role.REPORTER])
+            _draft(event, team.users[pk], event.recipients[pk], bodies[variant(pk)])
             for pk in wanted
-        ]  # fmt: skip
+        ]
     send_after_commit(_save(drafts))
 
 
@@ -456,11 +461,16 @@ class _Body:
     html: str
 
 
-def _render(event: _Event, *, addresses: bool) -> _Body:
-    """One rendering per event (two when some recipients are below Reporter, who may not see
-    customers' addresses): recipients differ only in headers and the reason line."""
+def _render(event: _Event, *, addresses: bool, language: str) -> _Body:
+    """One rendering per event and language (two when some recipients are below Reporter, who
+    may not see customers' addresses): recipients differ only in headers and the reason line."""
+    with translation.override(language):
+        return _render_in(event, addresses=addresses, language=language)
+
+
+def _render_in(event: _Event, *, addresses: bool, language: str) -> _Body:
     issue = event.issue
-    template = get_template(f"emails/team_{event.kind}.md").template.source  # type: ignore[attr-defined]
+    template = email_template_default(f"team_{event.kind}", language)
     actor = event.actor.display_name if event.actor is not None else ""
     name, address = (
         (event.note.external_name, event.note.external_author)
@@ -470,16 +480,18 @@ def _render(event: _Event, *, addresses: bool) -> _Body:
     customer = name or (address if addresses else "")
     values = {
         "ACTOR": actor,
-        "CUSTOMER": customer or "The customer",
+        "CUSTOMER": customer or gettext("The customer"),
         "ISSUE_ID": f"#{issue.iid}",
         "ISSUE_PATH": f"{issue.project.full_path}#{issue.iid}",
         "ISSUE_TITLE": issue.title,
         "ISSUE_URL": settings.SITE_URL
         + issue.get_absolute_url()
         + (f"#note-{event.note.pk}" if event.note is not None else ""),
-        "STATE": "closed" if event.state == Issue.State.CLOSED else "reopened",
+        "STATE": gettext("closed") if event.state == Issue.State.CLOSED else gettext("reopened"),
         "TEXT": event.text,
-        "INTERNAL": "an internal note" if event.note and event.note.internal else "a comment",
+        "INTERNAL": gettext("an internal note")
+        if event.note and event.note.internal
+        else gettext("a comment"),
         "SETTINGS_URL": settings.SITE_URL + reverse("notification_settings"),
     }
     # The team's own text (a comment's Markdown) is rendered as written; the text part is
@@ -496,12 +508,19 @@ def _thread_root(issue: Issue, user: User) -> str:
 
 
 def _draft(event: _Event, user: User, reason: Reason, body: _Body) -> _Draft:
+    with translation.override(user.email_language):
+        return _draft_in(event, user, reason, body)
+
+
+def _draft_in(event: _Event, user: User, reason: Reason, body: _Body) -> _Draft:
     issue = event.issue
     sent = SentNotification(issue=issue, user=user, note=event.note, recipient=user.email)
     key = sent.reply_key
     root, own = _thread_root(issue, user), f"<reply-{key}@{_host()}>"
     project = issue.project
-    reason_line = f"You get this email because {_REASON_TEXT[reason]}."
+    reason_line = gettext("You get this email because %(reason)s.") % {
+        "reason": _REASON_TEXT[reason]
+    }
     headers = {
         "In-Reply-To": root,
         "References": f"{root} {own}",

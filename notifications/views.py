@@ -9,6 +9,8 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST
 
 from projects import permissions
@@ -36,7 +38,7 @@ def todos(request: HttpRequest) -> HttpResponse:
 def todo_mark_done(request: HttpRequest, todo_id: int) -> HttpResponse:
     if not todo_done(user=request.user, todo_id=todo_id):
         raise Http404("No such To-Do")
-    messages.success(request, "Done.")
+    messages.success(request, _("Done."))
     return redirect("todos")
 
 
@@ -60,7 +62,7 @@ def notification_settings(request: HttpRequest) -> HttpResponse:
             or wanted == Level.GLOBAL
             or not all(level in Level.values for level in chosen.values() if level is not None)
         ):
-            messages.error(request, "Choose one of the levels.")
+            messages.error(request, _("Choose one of the levels."))
             return redirect("notification_settings")
         with transaction.atomic():
             notification_level_set(user=request.user, level=wanted)
@@ -68,7 +70,7 @@ def notification_settings(request: HttpRequest) -> HttpResponse:
                 level = chosen[row.project.pk]
                 if level is not None and level != row.level:
                     notification_level_set(user=request.user, level=level, project=row.project)
-        messages.success(request, "Notification settings saved.")
+        messages.success(request, _("Notification settings saved."))
         return redirect("notification_settings")
     context = {
         "default": default,
@@ -81,16 +83,24 @@ def notification_settings(request: HttpRequest) -> HttpResponse:
 
 class NewTicketRuleForm(forms.Form):
     chosen_only = forms.TypedChoiceField(
-        label="Who hears about new and unassigned tickets",
+        label=gettext_lazy("Who hears about new and unassigned tickets"),
         choices=[
-            ("false", "Every Reporter and up (except those who chose On mention or Disabled)"),
-            ("true", "Only the people chosen below"),
+            (
+                "false",
+                gettext_lazy(
+                    "Every Reporter and up (except those who chose On mention or Disabled)"
+                ),
+            ),
+            ("true", gettext_lazy("Only the people chosen below")),
         ],
         coerce=lambda value: value == "true",
         widget=forms.RadioSelect,
     )
     people = forms.ModelMultipleChoiceField(
-        queryset=None, required=False, widget=forms.CheckboxSelectMultiple, label="People"
+        queryset=None,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label=gettext_lazy("People"),
     )
 
     def __init__(self, *args, candidates, **kwargs) -> None:  # type: ignore[no-untyped-def]
@@ -101,7 +111,9 @@ class NewTicketRuleForm(forms.Form):
     def clean(self):  # type: ignore[no-untyped-def]
         data = super().clean()
         if data.get("chosen_only") and not data.get("people"):
-            self.add_error("people", "Choose at least one person: a new ticket must reach someone.")
+            self.add_error(
+                "people", _("Choose at least one person: a new ticket must reach someone.")
+            )
         return data
 
 
@@ -120,7 +132,7 @@ def project_notifications(request: HttpRequest, full_path: str) -> HttpResponse:
         if form.is_valid():
             new_ticket_rule_set(project=project, chosen_only=form.cleaned_data["chosen_only"],
                                 people=list(form.cleaned_data["people"]))  # fmt: skip
-            messages.success(request, "Notification settings saved.")
+            messages.success(request, _("Notification settings saved."))
             return redirect("project_notifications", full_path=project.full_path)
         status = 400
     else:

@@ -1,4 +1,5 @@
 from django import forms
+from django.conf import settings
 from django.contrib import admin
 
 from .models import (
@@ -35,9 +36,21 @@ class GroupAdmin(admin.ModelAdmin):
         group_renamed(group=obj, old_full_path=old or obj.full_path)
 
 
+class _LanguageField(forms.ChoiceField):
+    """Not sent (a form from before languages): unchanged, as on the settings page."""
+
+    def has_changed(self, initial: object, data: object) -> bool:
+        return bool(data) and super().has_changed(initial, data)
+
+
 class ServiceDeskSettingForm(forms.ModelForm):  # type: ignore[type-arg]
     """The email templates are checked here as on the settings page: no unknown placeholder.
     (No Meta: the admin builds the form's fields on this base.)"""
+
+    language = _LanguageField(choices=settings.LANGUAGES, required=False)
+
+    def clean_language(self) -> str:
+        return self.cleaned_data.get("language") or self.instance.language
 
     def clean(self):  # type: ignore[no-untyped-def]
         cleaned = super().clean()

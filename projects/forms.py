@@ -6,7 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.db.models import QuerySet
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
 
 from .models import (
     CustomEmail,
@@ -33,51 +36,69 @@ class DescriptionTemplateChoiceField(forms.ModelChoiceField):  # type: ignore[ty
 
 class ServiceDeskSettingsForm(forms.Form):
     service_desk_enabled = forms.BooleanField(
-        label="Activate Service Desk",
+        label=_("Activate Service Desk"),
         required=False,
-        help_text="Emails to the project's address become confidential issues.",
+        help_text=_("Emails to the project's address become confidential issues."),
     )
     project_key = forms.CharField(
-        label="Custom email address suffix",
+        label=_("Custom email address suffix"),
         required=False,
         max_length=255,
-        help_text="Lowercase letters, digits and underscores, e.g. support. Used by the alias "
-        "address: <project slug>-<suffix>.",
+        help_text=_(
+            "Lowercase letters, digits and underscores, e.g. support. Used by the alias "
+            "address: <project slug>-<suffix>."
+        ),
     )
     outgoing_name = forms.CharField(
-        label="Email display name",
+        label=_("Email display name"),
         required=False,
         max_length=255,
-        help_text=f"Shown as the sender of emails to customers. Empty: "
-        f"“{ServiceDeskSetting.DEFAULT_OUTGOING_NAME}”.",
+        help_text=format_lazy(
+            _("Shown as the sender of emails to customers. Empty: “{name}”."),
+            name=ServiceDeskSetting.DEFAULT_OUTGOING_NAME,
+        ),
     )
     description_template = DescriptionTemplateChoiceField(
-        label="Description template",
+        label=_("Description template"),
         queryset=DescriptionTemplate.objects.none(),
         required=False,
-        empty_label="None",
-        help_text="Appended to the description of every issue created from an email; quick "
-        "actions in it (/label …) run.",
+        empty_label=_("None"),
+        help_text=_(
+            "Appended to the description of every issue created from an email; quick "
+            "actions in it (/label …) run."
+        ),
     )
     sign_replies_with_agent_name = forms.BooleanField(
-        label="Sign replies with the agent's name",
+        label=_("Sign replies with the agent's name"),
         required=False,
-        help_text="A comment is emailed from “Bob at <display name>”, and %{AUTHOR_NAME} in the "
-        "new-note email is the commenter's name. Off: both are the display name alone.",
+        help_text=_(
+            "A comment is emailed from “Bob at <display name>”, and %{AUTHOR_NAME} in the "
+            "new-note email is the commenter's name. Off: both are the display name alone."
+        ),
     )
     reopen_issue_on_external_participant_note = forms.BooleanField(
-        label="Reopen a closed issue when a customer replies", required=False
+        label=_("Reopen a closed issue when a customer replies"), required=False
     )
     add_external_participants_from_cc = forms.BooleanField(
-        label="Add people in Cc of a new email as participants",
+        label=_("Add people in Cc of a new email as participants"),
         required=False,
-        help_text="They get the “new participant” email and every public comment.",
+        help_text=_("They get the “new participant” email and every public comment."),
     )
     tickets_confidential_by_default = forms.BooleanField(
-        label="New email issues are confidential", required=False
+        label=_("New email issues are confidential"), required=False
     )
     send_issue_closed_email = forms.BooleanField(
-        label="Email participants when an issue is closed", required=False
+        label=_("Email participants when an issue is closed"), required=False
+    )
+    # Issue 15 (languages): the language of the emails to customers. Not required, so that a
+    # form posted without it (an older page, the API) leaves the setting as it is.
+    language = forms.ChoiceField(
+        label=_("Language of the emails to customers"),
+        required=False,
+        choices=settings.LANGUAGES,
+        help_text=_(
+            "The default texts are sent in this language; texts you wrote stay as written."
+        ),
     )
 
     def __init__(
@@ -106,7 +127,7 @@ class ServiceDeskSettingsForm(forms.Form):
 
 class EmailTemplateForm(forms.Form):
     text = forms.CharField(
-        label="Template",
+        label=_("Template"),
         required=False,
         strip=False,
         max_length=EMAIL_TEMPLATE_MAX_LENGTH,
@@ -115,12 +136,14 @@ class EmailTemplateForm(forms.Form):
 
 
 class DescriptionTemplateForm(forms.Form):
-    name = forms.CharField(label="Name", max_length=100)
+    name = forms.CharField(label=_("Name"), max_length=100)
     content = forms.CharField(
-        label="Text",
+        label=_("Text"),
         max_length=DESCRIPTION_TEMPLATE_MAX_LENGTH,
         widget=forms.Textarea(attrs={"rows": 10}),
-        help_text="Markdown, appended after the customer's email. Quick actions (/label bug) run.",
+        help_text=_(
+            "Markdown, appended after the customer's email. Quick actions (/label bug) run."
+        ),
     )
 
 
@@ -128,32 +151,32 @@ class MemberAddForm(forms.Form):
     """Every role parses; which ones this user may grant is the service's question (a forged
     Owner from a Maintainer is a 403, not a form error). The page offers only grantable ones."""
 
-    username = forms.CharField(label="Username", max_length=150)
+    username = forms.CharField(label=_("Username"), max_length=150)
     role = forms.TypedChoiceField(
-        label="Role", coerce=int, choices=Role.choices, initial=Role.REPORTER
+        label=_("Role"), coerce=int, choices=Role.choices, initial=Role.REPORTER
     )
 
 
 class MemberRoleForm(forms.Form):
-    role = forms.TypedChoiceField(label="Role", coerce=int, choices=Role.choices)
+    role = forms.TypedChoiceField(label=_("Role"), coerce=int, choices=Role.choices)
 
 
 class MemberInviteForm(forms.Form):
-    email = forms.EmailField(label="Email address", max_length=254)
+    email = forms.EmailField(label=_("Email address"), max_length=254)
     role = forms.TypedChoiceField(
-        label="Role", coerce=int, choices=Role.choices, initial=Role.REPORTER
+        label=_("Role"), coerce=int, choices=Role.choices, initial=Role.REPORTER
     )
 
 
 class GroupForm(forms.Form):
     """A new group (with its parent) or a group's new path and name."""
 
-    path = forms.CharField(label="Path", max_length=100, help_text="Part of every address "
-                           "below it: letters, digits, '_', '-', '.'.")  # fmt: skip
-    name = forms.CharField(label="Name", max_length=255, required=False)
+    path = forms.CharField(label=_("Path"), max_length=100, help_text=_("Part of every address "
+                           "below it: letters, digits, '_', '-', '.'."))  # fmt: skip
+    name = forms.CharField(label=_("Name"), max_length=255, required=False)
     parent = forms.ModelChoiceField(
-        label="Parent group", queryset=Group.objects.none(), required=False,
-        empty_label="None (a top-level group)",
+        label=_("Parent group"), queryset=Group.objects.none(), required=False,
+        empty_label=_("None (a top-level group)"),
     )  # fmt: skip
 
     def __init__(self, *args: Any, parents: QuerySet[Group], top_level: bool = True,
@@ -167,14 +190,16 @@ class GroupForm(forms.Form):
 
 
 class ProjectCreateForm(forms.Form):
-    group = forms.ModelChoiceField(label="Group", queryset=Group.objects.none(), empty_label=None)
-    path = forms.CharField(label="Path", max_length=100, help_text="Part of its addresses: "
-                           "letters, digits, '_', '-', '.'.")  # fmt: skip
-    name = forms.CharField(label="Name", max_length=255, required=False)
-    visibility = forms.ChoiceField(
-        label="Visibility", choices=Visibility.choices, initial=Visibility.PRIVATE
+    group = forms.ModelChoiceField(
+        label=_("Group"), queryset=Group.objects.none(), empty_label=None
     )
-    description = forms.CharField(label="Description", required=False, max_length=2000,
+    path = forms.CharField(label=_("Path"), max_length=100, help_text=_("Part of its addresses: "
+                           "letters, digits, '_', '-', '.'."))  # fmt: skip
+    name = forms.CharField(label=_("Name"), max_length=255, required=False)
+    visibility = forms.ChoiceField(
+        label=_("Visibility"), choices=Visibility.choices, initial=Visibility.PRIVATE
+    )
+    description = forms.CharField(label=_("Description"), required=False, max_length=2000,
                                   widget=forms.Textarea(attrs={"rows": 3}))  # fmt: skip
 
     def __init__(self, *args: Any, groups: QuerySet[Group], **kwargs: Any) -> None:
@@ -184,12 +209,14 @@ class ProjectCreateForm(forms.Form):
 
 class RenameForm(forms.Form):
     path = forms.CharField(
-        label="Path",
+        label=_("Path"),
         max_length=100,
-        help_text="Changing it changes every address below. Old web addresses redirect to the "
-        "new ones, and old Service Desk email addresses keep working.",
+        help_text=_(
+            "Changing it changes every address below. Old web addresses redirect to the "
+            "new ones, and old Service Desk email addresses keep working."
+        ),
     )
-    name = forms.CharField(label="Name", max_length=255)
+    name = forms.CharField(label=_("Name"), max_length=255)
 
 
 class InstanceTemplateForm(DescriptionTemplateForm):

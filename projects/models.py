@@ -8,6 +8,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Lower
+from django.utils.translation import gettext_lazy as _
 
 path_validator = RegexValidator(
     r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
@@ -26,17 +27,17 @@ def slugify_path(full_path: str) -> str:
 
 
 class Role(models.IntegerChoices):
-    GUEST = 10, "Guest"
-    REPORTER = 20, "Reporter"
-    DEVELOPER = 30, "Developer"
-    MAINTAINER = 40, "Maintainer"
-    OWNER = 50, "Owner"
+    GUEST = 10, _("Guest")
+    REPORTER = 20, _("Reporter")
+    DEVELOPER = 30, _("Developer")
+    MAINTAINER = 40, _("Maintainer")
+    OWNER = 50, _("Owner")
 
 
 class Visibility(models.TextChoices):
-    PRIVATE = "private", "Private"
-    INTERNAL = "internal", "Internal (any signed-in user)"
-    PUBLIC = "public", "Public"
+    PRIVATE = "private", _("Private")
+    INTERNAL = "internal", _("Internal (any signed-in user)")
+    PUBLIC = "public", _("Public")
 
 
 class Group(models.Model):
@@ -223,6 +224,9 @@ class ServiceDeskSetting(models.Model):
     new_note_template = models.TextField(blank=True)
     new_participant_template = models.TextField(blank=True)
     issue_closed_template = models.TextField(blank=True)
+    # The language of the emails to customers (the default texts in templates/emails/<code>/),
+    # one of settings.LANGUAGES; the settings form offers them.
+    language = models.CharField(max_length=16, default=settings.LANGUAGE_CODE)
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:

@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping
 
 from django.core.exceptions import ValidationError
+from django.utils.translation import gettext_lazy as _
 
 # "%{NAME}", spaces allowed inside (SPEC §7). Wider than a name, so that a mistyped one
 # ("%{ISSUE ID}", "%{issue_id}", "%{ISSUE-ID}") is found too; at most 64 characters between the
@@ -16,17 +17,19 @@ PLACEHOLDER = re.compile(r"%\{([^{}]{1,64})\}")
 
 # Every placeholder issues.emails fills in, with what it stands for (shown in the editor).
 EMAIL_PLACEHOLDERS = {
-    "ISSUE_ID": "#<number> of the issue",
-    "ISSUE_PATH": "project path and number, e.g. acme/game#42",
-    "ISSUE_URL": "link to the issue",
-    "ISSUE_DESCRIPTION": "the issue's description",
-    "NOTE_TEXT": "the comment (new note only)",
-    "AUTHOR_NAME": "who wrote the comment (new note only): the agent's name if replies are "
-    "signed, else the email display name; a customer's name for their email reply",
-    "UNSUBSCRIBE_URL": "the recipient's unsubscribe link",
-    "SYSTEM_HEADER": "instance-wide header",
-    "SYSTEM_FOOTER": "instance-wide footer",
-    "ADDITIONAL_TEXT": "instance-wide additional text",
+    "ISSUE_ID": _("#<number> of the issue"),
+    "ISSUE_PATH": _("project path and number, e.g. acme/game#42"),
+    "ISSUE_URL": _("link to the issue"),
+    "ISSUE_DESCRIPTION": _("the issue's description"),
+    "NOTE_TEXT": _("the comment (new note only)"),
+    "AUTHOR_NAME": _(
+        "who wrote the comment (new note only): the agent's name if replies are "
+        "signed, else the email display name; a customer's name for their email reply"
+    ),
+    "UNSUBSCRIBE_URL": _("the recipient's unsubscribe link"),
+    "SYSTEM_HEADER": _("instance-wide header"),
+    "SYSTEM_FOOTER": _("instance-wide footer"),
+    "ADDITIONAL_TEXT": _("instance-wide additional text"),
 }
 
 

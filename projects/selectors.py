@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404
-from django.template.loader import get_template
+from django.template.loader import select_template
 from django.utils import timezone
 
 from .models import DescriptionTemplate, Group, Membership, Project, Role, ServiceDeskSetting
@@ -157,16 +157,22 @@ def service_desk_previous_address(*, project: Project) -> str | None:
     return incoming.address_for(key)
 
 
-def email_template_default(kind: str) -> str:
-    """The instance default text of one Service Desk email (templates/emails/<kind>.md): our
-    placeholders, not Django template syntax, so the raw source."""
-    return get_template(f"emails/{kind}.md").template.source  # type: ignore[attr-defined,no-any-return]
+def email_template_default(kind: str, language: str = "") -> str:
+    """The instance default text of one email (templates/emails/<kind>.md, or its translation
+    templates/emails/<language>/<kind>.md when there is one): our placeholders, not Django
+    template syntax, so the raw source."""
+    names = [f"emails/{kind}.md"]
+    if language and language != settings.LANGUAGE_CODE:
+        names.insert(0, f"emails/{language}/{kind}.md")
+    return select_template(names).template.source  # type: ignore[attr-defined,no-any-return]
 
 
 def email_template_text(*, setting: ServiceDeskSetting, kind: str) -> tuple[str, bool]:
     """The text of one email as it is sent now, and whether it is the project's own."""
     custom: str = getattr(setting, f"{kind}_template")
-    return (custom, True) if custom else (email_template_default(kind), False)
+    if custom:
+        return custom, True
+    return email_template_default(kind, setting.language), False
 
 
 def description_templates_for_project(*, project: Project) -> QuerySet[DescriptionTemplate]:

@@ -10,6 +10,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from accounts.models import User
 from accounts.services import invited_user_for_email
@@ -143,7 +144,7 @@ def group_path_change(
     new = f"{new_parent.full_path}/{path}" if new_parent else path
     if new_parent is not None and (new_parent.pk == group.pk or
                                    new_parent.full_path.startswith(f"{old}/")):  # fmt: skip
-        raise ValidationError({"parent": "A group cannot move into itself or a subgroup."})
+        raise ValidationError({"parent": _("A group cannot move into itself or a subgroup.")})
     errors = _path_errors(path=path, full_path=new, exclude=group) if new != old else {}
     if errors:
         raise ValidationError(errors)
@@ -215,7 +216,7 @@ def membership_set(
         raise ValueError("Give exactly one of project or group.")
     if getattr(user, "is_bot", False):
         raise ValueError("Bots cannot be members.")
-    membership, _ = Membership.objects.update_or_create(
+    membership, _created = Membership.objects.update_or_create(
         user=user, project=project, group=group, defaults={"role": role}
     )
     user.__dict__.pop("_project_roles", None)
@@ -234,14 +235,16 @@ def service_desk_email_template_set(*, project: Project, kind: str, text: str) -
     text goes back to the default. Emails recorded from now on use it. A placeholder we do not
     know is refused, naming it (ValidationError)."""
     if kind not in EMAIL_TEMPLATE_KINDS:
-        raise ValidationError(f"Unknown email template {kind!r}.")
+        raise ValidationError(_("Unknown email template %(kind)s.") % {"kind": repr(kind)})
     text = text.replace("\r\n", "\n").replace("\x00", "").strip()  # PostgreSQL stores no NUL
     if len(text) > EMAIL_TEMPLATE_MAX_LENGTH:
         raise ValidationError(
             f"An email template may be at most {EMAIL_TEMPLATE_MAX_LENGTH} characters."
         )
     validate_email_template(text)
-    setting, _ = ServiceDeskSetting.objects.select_for_update().get_or_create(project=project)
+    setting, _created = ServiceDeskSetting.objects.select_for_update().get_or_create(
+        project=project
+    )
     setattr(setting, f"{kind}_template", text)
     setting.save(update_fields=[f"{kind}_template", "updated_at"])
 
@@ -262,6 +265,7 @@ def service_desk_settings_update(
     tickets_confidential_by_default: bool,
     send_issue_closed_email: bool,
     sign_replies_with_agent_name: bool,
+    language: str | None = None,
 ) -> ServiceDeskSetting:
     """Save the Service Desk settings form (SPEC §6). Raises ValidationError naming the field.
 
@@ -275,22 +279,28 @@ def service_desk_settings_update(
         except ValidationError as error:
             errors["project_key"] = error.messages[0]
     if len(project_key) > 255:
-        errors["project_key"] = "The suffix may be at most 255 characters."
+        errors["project_key"] = _("The suffix may be at most 255 characters.")
     outgoing_name = outgoing_name.strip()
     if _CONTROL_CHARS.search(outgoing_name):
-        errors["outgoing_name"] = "The display name must be one line of text."
+        errors["outgoing_name"] = _("The display name must be one line of text.")
     elif len(outgoing_name) > 255:
-        errors["outgoing_name"] = "The display name may be at most 255 characters."
+        errors["outgoing_name"] = _("The display name may be at most 255 characters.")
     if (
         description_template is not None
         and not description_templates_for_project(project=project)
         .filter(pk=description_template.pk)
         .exists()
     ):
-        errors["description_template"] = "This template is not available to the project."
+        errors["description_template"] = _("This template is not available to the project.")
+    if language and language not in dict(settings.LANGUAGES):
+        errors["language"] = _("Choose one of the languages offered.")
     if errors:
         raise ValidationError(errors)
-    setting, _ = ServiceDeskSetting.objects.select_for_update().get_or_create(project=project)
+    setting, _created = ServiceDeskSetting.objects.select_for_update().get_or_create(
+        project=project
+    )
+    if language:  # None or "": unchanged
+        setting.language = language
     setting.service_desk_enabled = service_desk_enabled
     setting.project_key = project_key
     setting.outgoing_name = outgoing_name
@@ -356,13 +366,13 @@ def _description_template_errors(
     if exclude is not None:
         same_name = same_name.exclude(pk=exclude)
     if not name:
-        errors["name"] = "Give the template a name."
+        errors["name"] = _("Give the template a name.")
     elif len(name) > 100:
-        errors["name"] = "The name may be at most 100 characters."
+        errors["name"] = _("The name may be at most 100 characters.")
     elif same_name.exists():
-        errors["name"] = "The project already has a template with this name."
+        errors["name"] = _("The project already has a template with this name.")
     if not content:
-        errors["content"] = "Write the text to append."
+        errors["content"] = _("Write the text to append.")
     elif len(content) > DESCRIPTION_TEMPLATE_MAX_LENGTH:
         errors["content"] = (
             f"A template may be at most {DESCRIPTION_TEMPLATE_MAX_LENGTH} characters."
@@ -409,7 +419,7 @@ def description_template_delete(*, template: DescriptionTemplate) -> None:
 
 def _check_role(role: int) -> Role:
     if role not in Role.values:
-        raise ValidationError({"role": "Choose a role."})
+        raise ValidationError({"role": _("Choose a role.")})
     return Role(role)
 
 
@@ -445,7 +455,9 @@ def _check_other_owner_remains(*, project: Project, membership: Membership) -> N
         user__is_active=True,
     ).exists()
     if not group_owner:
-        raise ValidationError("A project needs at least one Owner: make someone else Owner first.")
+        raise ValidationError(
+            _("A project needs at least one Owner: make someone else Owner first.")
+        )
 
 
 def _forget_cached_role(actor: AnyUser, user_id: int) -> None:
@@ -464,7 +476,9 @@ def project_member_add(*, actor: AnyUser, project: Project, username: str, role:
     username = username.strip().lstrip("@")
     user = User.objects.filter(username__iexact=username, is_active=True, is_bot=False).first()
     if user is None:
-        raise ValidationError({"username": f"There is no user called {username!r}."})
+        raise ValidationError(
+            {"username": _("There is no user called %(username)s.") % {"username": repr(username)}}
+        )
     if Membership.objects.filter(user=user, project=project).exists():
         raise ValidationError(
             {"username": f"{user.username} is already a member; change their role in the list."}
@@ -544,7 +558,7 @@ def _instance_template_errors(
     ).exclude(pk=exclude or 0)
     errors = _description_template_errors(project=None, name=name, content=content)
     if "name" not in errors and same_name.exists():
-        errors["name"] = "There is already an instance template with this name."
+        errors["name"] = _("There is already an instance template with this name.")
     return errors
 
 

@@ -10,6 +10,8 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from issues.emails import agent_signature, email_preview, sender_address
@@ -99,22 +101,28 @@ def _project_to_administer(request: HttpRequest, full_path: str) -> Project:
 @dataclass(frozen=True)
 class EmailKind:
     kind: str
-    label: str
+    label: str  # lazy: translated where shown
     when: str
 
 
 EMAIL_KINDS = {
     k.kind: k
     for k in [
-        EmailKind("thank_you", "Thank you", "to the customer whose email became an issue"),
         EmailKind(
-            "new_participant", "New participant", "to each person added from Cc of a new email"
+            "thank_you", _lazy("Thank you"), _lazy("to the customer whose email became an issue")
         ),
-        EmailKind("new_note", "New note", "to the participants for each public comment"),
+        EmailKind(
+            "new_participant",
+            _lazy("New participant"),
+            _lazy("to each person added from Cc of a new email"),
+        ),
+        EmailKind(
+            "new_note", _lazy("New note"), _lazy("to the participants for each public comment")
+        ),
         EmailKind(
             "issue_closed",
-            "Issue closed",
-            "to the participants when the issue is closed (if turned on)",
+            _lazy("Issue closed"),
+            _lazy("to the participants when the issue is closed (if turned on)"),
         ),
     ]
 }
@@ -136,7 +144,7 @@ def service_desk_settings(request: HttpRequest, full_path: str) -> HttpResponse:
             except ValidationError as error:
                 form.add_error(None, error)
             else:
-                messages.success(request, "Service Desk settings saved.")
+                messages.success(request, _("Service Desk settings saved."))
                 return redirect("service_desk_settings", full_path=project.full_path)
         status = 400
     else:
@@ -169,7 +177,7 @@ def service_desk_regenerate(request: HttpRequest, full_path: str) -> HttpRespons
                 f"New address generated. The old one keeps working for {hours} hours.",
             )
         else:
-            messages.success(request, "New address generated. The old one no longer works.")
+            messages.success(request, _("New address generated. The old one no longer works."))
         return redirect("service_desk_settings", full_path=project.full_path)
     context = {
         "project": project,
@@ -255,7 +263,10 @@ def service_desk_email_template(request: HttpRequest, full_path: str, kind: str)
     if request.method == "POST":
         if "reset" in request.POST:
             service_desk_email_template_set(project=project, kind=kind, text="")
-            messages.success(request, f"The “{email.label}” email uses the default text again.")
+            messages.success(
+                request,
+                _("The “%(label)s” email uses the default text again.") % {"label": email.label},
+            )
             return redirect("service_desk_email_template", full_path=project.full_path, kind=kind)
         form = EmailTemplateForm(request.POST)
         if form.is_valid():
@@ -267,14 +278,16 @@ def service_desk_email_template(request: HttpRequest, full_path: str, kind: str)
             except ValidationError as error:
                 form.add_error("text", error)
             else:
-                messages.success(request, f"The “{email.label}” email template is saved.")
+                messages.success(
+                    request, _("The “%(label)s” email template is saved.") % {"label": email.label}
+                )
                 return redirect(
                     "service_desk_email_template", full_path=project.full_path, kind=kind
                 )
         return _render_email_editor(
             request, project, email, form, request.POST.get("text", ""), status=400
         )
-    text, _ = email_template_text(setting=project.service_desk, kind=kind)
+    text, _custom = email_template_text(setting=project.service_desk, kind=kind)
     form = EmailTemplateForm(initial={"text": text})
     return _render_email_editor(request, project, email, form, text)
 
@@ -408,7 +421,7 @@ def description_template_new(request: HttpRequest, full_path: str) -> HttpRespon
         except ValidationError as error:
             form.add_error(None, error)
         else:
-            messages.success(request, f"Template “{template.name}” created.")
+            messages.success(request, _("Template “%(name)s” created.") % {"name": template.name})
             return redirect("description_template_list", full_path=project.full_path)
     status = 400 if request.method == "POST" else 200
     context = {"project": project, "form": form, "template": None}
@@ -430,7 +443,7 @@ def description_template_edit(
         except ValidationError as error:
             form.add_error(None, error)
         else:
-            messages.success(request, f"Template “{template.name}” saved.")
+            messages.success(request, _("Template “%(name)s” saved.") % {"name": template.name})
             return redirect("description_template_list", full_path=project.full_path)
     status = 400 if request.method == "POST" else 200
     context = {"project": project, "form": form, "template": template}
@@ -447,7 +460,7 @@ def description_template_remove(
     template = description_template_get(project=project, template_id=template_id)
     if request.method == "POST":
         description_template_delete(template=template)
-        messages.success(request, f"Template “{template.name}” deleted.")
+        messages.success(request, _("Template “%(name)s” deleted.") % {"name": template.name})
         return redirect("description_template_list", full_path=project.full_path)
     in_use = project.service_desk.description_template_id == template.pk
     context = {"project": project, "template": template, "in_use": in_use}
@@ -522,7 +535,11 @@ def project_members(request: HttpRequest, full_path: str) -> HttpResponse:
             form.add_error(None, error)
         else:
             role = Role(membership.role).label
-            messages.success(request, f"{membership.user.display_name} added as {role}.")
+            messages.success(
+                request,
+                _("%(display_name)s added as %(role)s.")
+                % {"display_name": membership.user.display_name, "role": role},
+            )
             return redirect("project_members", full_path=project.full_path)
     return _render_members(request, project, form=form, status=400)
 
@@ -550,7 +567,11 @@ def project_member_update(request: HttpRequest, full_path: str, membership_id: i
         errors = {membership.pk: " ".join(error.messages)}
         return _render_members(request, project, errors=errors, status=400)
     role = Role(membership.role).label
-    messages.success(request, f"{membership.user.display_name} is now {role}.")
+    messages.success(
+        request,
+        _("%(display_name)s is now %(role)s.")
+        % {"display_name": membership.user.display_name, "role": role},
+    )
     return _after_member_change(request, project)
 
 
@@ -565,7 +586,11 @@ def project_member_delete(request: HttpRequest, full_path: str, membership_id: i
     except ValidationError as error:
         errors = {membership.pk: " ".join(error.messages)}
         return _render_members(request, project, errors=errors, status=400)
-    messages.success(request, f"{membership.user.display_name} removed from {project.full_path}.")
+    messages.success(
+        request,
+        _("%(display_name)s removed from %(full_path)s.")
+        % {"display_name": membership.user.display_name, "full_path": project.full_path},
+    )
     return _after_member_change(request, project)
 
 
@@ -593,8 +618,12 @@ def project_member_invite_view(request: HttpRequest, full_path: str) -> HttpResp
         else:
             role = Role(membership.role).label
             who = membership.user
-            messages.success(request, f"Invitation sent to {who.email}; {who.username} is {role}."
-                             if invited else f"{who.display_name} added as {role}.")  # fmt: skip
+            if invited:
+                done = _("Invitation sent to %(email)s; %(username)s is %(role)s.") % {
+                    "email": who.email, "username": who.username, "role": role}  # fmt: skip
+            else:
+                done = _("%(name)s added as %(role)s.") % {"name": who.display_name, "role": role}
+            messages.success(request, done)
             return redirect("project_members", full_path=project.full_path)
     return _render_members(request, project, invite_form=form, status=400)
 
@@ -626,7 +655,9 @@ def group_new(request: HttpRequest) -> HttpResponse:
             except ValidationError as error:
                 form.add_error(None, error)
             else:
-                messages.success(request, f"Group {group.full_path} created.")
+                messages.success(
+                    request, _("Group %(full_path)s created.") % {"full_path": group.full_path}
+                )
                 return redirect(f"{reverse('project_new')}?group={group.pk}")
     status = 400 if request.method == "POST" else 200
     context = {"form": form, "can_create": top_level or parents.exists()}
@@ -653,7 +684,9 @@ def project_new(request: HttpRequest) -> HttpResponse:
             except ValidationError as error:
                 form.add_error(None, error)
             else:
-                messages.success(request, f"Project {project.full_path} created.")
+                messages.success(
+                    request, _("Project %(full_path)s created.") % {"full_path": project.full_path}
+                )
                 return redirect("service_desk_settings", full_path=project.full_path)
     status = 400 if request.method == "POST" else 200
     context = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.utils.translation import gettext as _
 
 from accounts.models import User
 from issues.emails import render_placeholders
@@ -26,11 +27,13 @@ PLACEHOLDERS = {
 def _clean(name: str, content: str) -> tuple[str, str]:
     name, content = " ".join(name.split())[:100], content.replace("\x00", "").strip()
     if not name:
-        raise ValidationError({"name": "Give it a name."})
+        raise ValidationError({"name": _("Give it a name.")})
     if not content:
-        raise ValidationError({"content": "Write what it says."})
+        raise ValidationError({"content": _("Write what it says.")})
     if len(content) > MAX_CONTENT:
-        raise ValidationError({"content": f"At most {MAX_CONTENT} characters."})
+        raise ValidationError(
+            {"content": _("At most %(MAX_CONTENT)s characters.") % {"MAX_CONTENT": MAX_CONTENT}}
+        )
     try:
         validate_email_template(content, PLACEHOLDERS)
     except ValidationError as error:
@@ -56,7 +59,9 @@ def saved_reply_save(
         with transaction.atomic():
             reply.save()
     except IntegrityError as error:
-        raise ValidationError({"name": "There is already a saved reply with this name."}) from error
+        raise ValidationError(
+            {"name": _("There is already a saved reply with this name.")}
+        ) from error
     return reply
 
 

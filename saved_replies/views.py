@@ -12,6 +12,7 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods
 
 from issues.selectors import issue_get_for_user
@@ -36,7 +37,7 @@ def _save_from(request: HttpRequest, form: SavedReplyForm, **owner: object) -> b
             for message in errors:
                 form.add_error(field if field in form.fields else None, message)
         return False
-    messages.success(request, "Saved reply saved.")
+    messages.success(request, _("Saved reply saved."))
     return True
 
 
@@ -65,7 +66,7 @@ def _editing(
     if request.method == "POST":
         if request.POST.get("delete"):
             saved_reply_delete(reply=reply)
-            messages.success(request, "Saved reply deleted.")
+            messages.success(request, _("Saved reply deleted."))
             return redirect(back)
         if _save_from(request, form, reply=reply):
             return redirect(back)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the system services the test suite runs for real: PostgreSQL, Redis, Dovecot (IMAP and
-# LMTP) and Chromium. Only what is missing is installed. Needs root and apt; anywhere else it
-# only reports what is missing (the test harness then fails, or skips outside CI).
+# LMTP) and Chromium, and GNU gettext (makemessages, for the translation test). Only what is
+# missing is installed. Needs root and apt; anywhere else it only reports what is missing (the
+# test harness then fails, or skips outside CI).
 #
 # Services are never started here: apt must not start daemons on 0.0.0.0 during install, so a
 # policy-rc.d that forbids it is in place for the duration (and removed if we created it).
@@ -16,9 +17,11 @@ have redis-server || missing+=(redis-server)
 have /usr/sbin/dovecot || missing+=(dovecot-imapd)
 [ -e /usr/lib/dovecot/lmtp ] || missing+=(dovecot-lmtpd)
 have /usr/bin/chromium || missing+=(chromium)
+# GNU gettext's xgettext: the test that the German catalogue is complete runs makemessages.
+have xgettext || missing+=(gettext)
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "system services: all present (postgresql, redis, dovecot imap+lmtp, chromium)"
+    echo "system services: all present (postgresql, redis, dovecot imap+lmtp, chromium, gettext)"
     exit 0
 fi
 

@@ -8,6 +8,8 @@ source scripts/venv.sh
 ensure_venv
 
 export DJANGO_SETTINGS_MODULE=servicedesk.settings
+# The translation catalogues (locale/): standard library only, no GNU gettext needed.
+.venv/bin/python scripts/compilemessages.py
 .venv/bin/python manage.py migrate --noinput
 .venv/bin/python manage.py demo
 

@@ -37,6 +37,9 @@ trap 'rm -rf "$scratch"' EXIT
 env -u DATABASE_URL -u REDIS_URL SERVICEDESK_VAR_DIR="$scratch" \
     .venv/bin/python manage.py makemigrations --check --dry-run
 
+step "translations"
+.venv/bin/python scripts/compilemessages.py
+
 step "docker-compose.yml"
 bash scripts/check-compose.sh .venv/bin/python
 

@@ -79,9 +79,13 @@ MIDDLEWARE = [
     # After WhiteNoise, which answers static files itself: everything else is private.
     "servicedesk.http.PrivateCacheMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # The browser's Accept-Language (or the language cookie) for everyone; for a signed-in
+    # person their profile's language wins (accounts.middleware.user_language, after auth).
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.middleware.user_language",
     "accounts.middleware.sign_in_limit_status",
     "projects.middleware.redirect_renamed",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -123,6 +127,7 @@ TEMPLATES = [
         "OPTIONS": {
             "context_processors": [
                 "django.template.context_processors.request",
+                "django.template.context_processors.i18n",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
@@ -552,7 +557,11 @@ if PRODUCTION:
     SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", _hsts)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
-LANGUAGE_CODE = "en-us"
+# The languages the product is translated into (README "Languages"): a person picks theirs on
+# the profile, a project the one of its customer emails. Catalogues in locale/<code>/.
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("de", "Deutsch")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True

@@ -6,6 +6,7 @@ from typing import Any
 
 from django import template
 from django.urls import reverse
+from django.utils.translation import gettext as _
 
 from projects import permissions
 from projects.models import Project
@@ -23,22 +24,22 @@ def project_nav(context: dict[str, Any], project: Project, active: str) -> dict[
     each guarded by the ``projects.permissions`` function its view uses
     (``context["request"].user``).
     """
-    tabs = [("issues", "Issues", reverse("issue_list", args=[project.full_path]))]
+    tabs = [("issues", _("Issues"), reverse("issue_list", args=[project.full_path]))]
     user = context["request"].user
     if permissions.can_view_dashboard(user, project):
         url = reverse("project_dashboard", args=[project.full_path])
-        tabs.append(("dashboard", "Dashboard", url))
+        tabs.append(("dashboard", _("Dashboard"), url))
     if permissions.can_review_spam(user, project):
-        tabs.append(("spam", "Spam", reverse("spam_list", args=[project.full_path])))
+        tabs.append(("spam", _("Spam"), reverse("spam_list", args=[project.full_path])))
     if permissions.can_see_members(user, project):
-        tabs.append(("members", "Members", reverse("project_members", args=[project.full_path])))
+        tabs.append(("members", _("Members"), reverse("project_members", args=[project.full_path])))
     if permissions.can_view_inbound_ledger(user, project):
         url = reverse("project_inbound_list", args=[project.full_path])
-        tabs.append(("inbound", "Inbound mail", url))
+        tabs.append(("inbound", _("Inbound mail"), url))
     if permissions.can_view_outbound_ledger(user, project):
         url = reverse("project_outbound_list", args=[project.full_path])
-        tabs.append(("outbound", "Outbound mail", url))
+        tabs.append(("outbound", _("Outbound mail"), url))
     if permissions.can_administer_project(user, project):
         url = reverse("service_desk_settings", args=[project.full_path])
-        tabs.append(("settings", "Settings", url))
+        tabs.append(("settings", _("Settings"), url))
     return {"project": project, "tabs": tabs, "active": active}

@@ -17,7 +17,9 @@ document.addEventListener("click", async (event) => {
   try {
     await navigator.clipboard.writeText(source.textContent.trim());
     button.dataset.copied = "true";
-    button.setAttribute("aria-label", "Copied");
+    // The word in the page's language (base.html's <meta name="copied-label">).
+    const label = document.querySelector('meta[name="copied-label"]');
+    button.setAttribute("aria-label", label ? label.content : "Copied");
     setTimeout(() => { delete button.dataset.copied; button.removeAttribute("aria-label"); }, 2000);
   } catch (error) {
     // Clipboard refused (insecure origin): select the text so Ctrl-C works.

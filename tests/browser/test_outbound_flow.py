@@ -26,7 +26,7 @@ def issue(monkeypatch, transactional_db, settings, live_server) -> Issue:  # typ
 
 
 def comment(page: Page, text: str, *, internal: bool = False, files=None, button: str = "") -> None:  # type: ignore[no-untyped-def]
-    page.get_by_label("Comment").fill(text)
+    page.get_by_label("Comment", exact=True).fill(text)
     if files:
         page.get_by_label("Attach files").set_input_files(files)
     if internal:

@@ -168,6 +168,11 @@ def pytest_load_initial_conftests(
 def pytest_configure(config: pytest.Config) -> None:
     from django.conf import settings
 
+    # The translation catalogues, as `make run` compiles them (the web and worker read them).
+    from scripts.compilemessages import compile_all
+
+    compile_all()
+
     if settings.configured:
         # Fast hashing: tests create many users; production keeps Django's default.
         settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
