@@ -7,6 +7,7 @@ import hashlib
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 # A token's recognisable start, as GitLab's ``glpat-``: secret scanners (and people) can tell
 # what a leaked string is and whose it is to revoke.
@@ -21,8 +22,8 @@ def token_digest(token: str) -> str:
 
 class PersonalAccessToken(models.Model):
     class Scope(models.TextChoices):
-        READ_API = "read_api", "read_api: read everything you can read"
-        API = "api", "api: read and write as you"
+        READ_API = "read_api", _("read_api: read everything you can read")
+        API = "api", _("api: read and write as you")
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="access_tokens"

@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_http_methods, require_POST
 
 from .models import PersonalAccessToken
@@ -19,11 +20,15 @@ from .services import token_create, token_revoke
 
 
 class TokenForm(forms.Form):
-    name = forms.CharField(max_length=100)
+    name = forms.CharField(label=_("Name"), max_length=100)
     scopes = forms.MultipleChoiceField(
-        choices=PersonalAccessToken.Scope.choices, widget=forms.CheckboxSelectMultiple
+        label=_("Scopes"),
+        choices=PersonalAccessToken.Scope.choices,
+        widget=forms.CheckboxSelectMultiple,
     )
-    expires_at = forms.DateField(label="Expires on", widget=forms.DateInput(attrs={"type": "date"}))
+    expires_at = forms.DateField(
+        label=_("Expires on"), widget=forms.DateInput(attrs={"type": "date"})
+    )
 
 
 def _page(request: HttpRequest, form: TokenForm, *, secret: str = "", status: int = 200):  # type: ignore[no-untyped-def]
@@ -67,5 +72,7 @@ def personal_access_token_revoke(request: HttpRequest, token_id: int) -> HttpRes
     if token is None:
         raise Http404("No such token")
     if token_revoke(token=token):
-        messages.success(request, f"Token “{token.name}” revoked: it no longer works.")
+        messages.success(
+            request, _("Token “%(name)s” revoked: it no longer works.") % {"name": token.name}
+        )
     return redirect("personal_access_tokens")

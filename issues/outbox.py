@@ -24,6 +24,7 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from accounts.selectors import support_bot
 from projects.custom_email import custom_email_send_result
@@ -303,7 +304,10 @@ def outbound_retry(*, email_id: int) -> OutboundEmail:
     email = OutboundEmail.objects.select_for_update().get(pk=email_id)
     if email.status != Status.FAILED:
         state = email.get_status_display().lower()
-        raise RetryRefused(f"Email #{email.pk} is {state}, not failed: nothing to retry.")
+        raise RetryRefused(
+            _("Email #%(pk)s is %(state)s, not failed: nothing to retry.")
+            % {"pk": email.pk, "state": state}
+        )
     email.status, email.attempts, email.next_attempt_at = Status.PENDING, 0, timezone.now()
     email.save(update_fields=["status", "attempts", "next_attempt_at"])
     transaction.on_commit(lambda: enqueue("issues.tasks.send_outbound_emails", [email.pk]))

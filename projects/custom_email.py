@@ -24,7 +24,9 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models.functions import Lower
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from issues.emails import team_emails_record
 from servicedesk.addresses import is_our_address
@@ -46,24 +48,36 @@ _TOKEN_IN_BODY = re.compile(rf"{re.escape(TOKEN_LINE)}\s*(\S+)")
 
 # What to fix, per reason: shown on the settings page and in the result email.
 ERROR_ADVICE = {
-    Error.SMTP_HOST_ISSUE: "We could not reach the SMTP server or it refused to send. Check "
-    "the host and the port (587 for STARTTLS, 465 for TLS) and that the server accepts "
-    "connections from this instance.",
-    Error.INVALID_CREDENTIALS: "The SMTP server refused the username and password. Check them, "
-    "and the authentication method (Automatic works with most servers).",
-    Error.READ_TIMEOUT: "The SMTP server did not answer in time. Check the host and the port, "
-    "and that no firewall holds the connection.",
-    Error.MAIL_NOT_RECEIVED: "The verification email did not reach the project's Service Desk "
-    "address within 30 minutes. Check that your email provider forwards every email to the "
-    "custom address to the project's Service Desk address.",
-    Error.INCORRECT_FORWARDING_TARGET: "The verification email was forwarded to another address "
-    "(the alias address or another project's). Forward to the project's Service Desk address "
-    "shown on this page.",
-    Error.INCORRECT_FROM: "The forwarded verification email did not come From the custom "
-    "address. Make sure your provider forwards emails as they are, without rewriting the "
-    "sender.",
-    Error.INCORRECT_TOKEN: "The forwarded verification email did not hold the token we sent. "
-    "Make sure your provider forwards emails unchanged, and try again.",
+    Error.SMTP_HOST_ISSUE: _(
+        "We could not reach the SMTP server or it refused to send. Check the host and the port "
+        "(587 for STARTTLS, 465 for TLS) and that the server accepts connections from this "
+        "instance."
+    ),
+    Error.INVALID_CREDENTIALS: _(
+        "The SMTP server refused the username and password. Check them, and the authentication "
+        "method (Automatic works with most servers)."
+    ),
+    Error.READ_TIMEOUT: _(
+        "The SMTP server did not answer in time. Check the host and the port, and that no "
+        "firewall holds the connection."
+    ),
+    Error.MAIL_NOT_RECEIVED: _(
+        "The verification email did not reach the project's Service Desk address within 30 "
+        "minutes. Check that your email provider forwards every email to the custom address to "
+        "the project's Service Desk address."
+    ),
+    Error.INCORRECT_FORWARDING_TARGET: _(
+        "The verification email was forwarded to another address (the alias address or another "
+        "project's). Forward to the project's Service Desk address shown on this page."
+    ),
+    Error.INCORRECT_FROM: _(
+        "The forwarded verification email did not come From the custom address. Make sure your "
+        "provider forwards emails as they are, without rewriting the sender."
+    ),
+    Error.INCORRECT_TOKEN: _(
+        "The forwarded verification email did not hold the token we sent. Make sure your "
+        "provider forwards emails unchanged, and try again."
+    ),
 }
 
 
@@ -74,9 +88,9 @@ def _new_token() -> str:
 def _check_address(address: str, project: Project) -> str:
     address = address.strip().lower()
     if "+" in address.partition("@")[0]:
-        raise ValidationError({"address": "Use the address without a +suffix."})
+        raise ValidationError({"address": _("Use the address without a +suffix.")})
     if is_our_address(address):
-        raise ValidationError({"address": "That is one of this instance's own addresses."})
+        raise ValidationError({"address": _("That is one of this instance's own addresses.")})
     taken = (
         CustomEmail.objects.annotate(lowered=Lower("address"))
         .filter(lowered=address)
@@ -84,7 +98,7 @@ def _check_address(address: str, project: Project) -> str:
         .exists()
     )
     if taken:
-        raise ValidationError({"address": "Another project already uses this address."})
+        raise ValidationError({"address": _("Another project already uses this address.")})
     return address
 
 
@@ -115,7 +129,7 @@ def custom_email_create(
 ) -> CustomEmail:
     """Save the project's address and credentials (encrypted) and start the verification."""
     if CustomEmail.objects.filter(project=project).exists():
-        raise ValidationError("The project has a custom email address already; reset it first.")
+        raise ValidationError(_("The project has a custom email address already; reset it first."))
     custom = CustomEmail(
         project=project,
         address=_check_address(address, project),
@@ -130,7 +144,9 @@ def custom_email_create(
         with transaction.atomic():
             custom.save()
     except IntegrityError:  # the same address saved by another project a moment ago
-        raise ValidationError({"address": "Another project already uses this address."}) from None
+        raise ValidationError(
+            {"address": _("Another project already uses this address.")}
+        ) from None
     return custom
 
 
@@ -146,7 +162,7 @@ def custom_email_verification_restart(*, project: Project, actor: User) -> Custo
 def custom_email_enable(*, project: Project, enabled: bool) -> CustomEmail:
     custom = CustomEmail.objects.select_for_update().get(project=project)
     if enabled and custom.state != State.VERIFIED:
-        raise ValidationError("Only a verified address can be turned on.")
+        raise ValidationError(_("Only a verified address can be turned on."))
     custom.enabled = enabled
     custom.save(update_fields=["enabled"])
     return custom
@@ -234,31 +250,47 @@ def custom_email_verifications_expire() -> int:
 def _result_emails(custom: CustomEmail) -> None:
     project = custom.project
     people = {
-        m.user.pk: m.user.email
-        for m in project_member_list(project=project)
-        if m.role >= Role.OWNER
+        m.user.pk: m.user for m in project_member_list(project=project) if m.role >= Role.OWNER
     }
     starter = custom.triggered_by
     if starter is not None and starter.is_active:
-        people[starter.pk] = starter.email
+        people[starter.pk] = starter
+    by_language: dict[str, list[tuple[int, str]]] = {}
+    for pk, user in sorted(people.items()):
+        by_language.setdefault(user.email_language, []).append((pk, user.email))
     page = settings.SITE_URL + reverse("service_desk_custom_email", args=[project.full_path])
+    for language, recipients in by_language.items():
+        with translation.override(language):
+            subject, text = _result_text(custom, page)
+        team_emails_record(project=project, recipients=recipients, subject=subject, text=text)
+
+
+def _result_text(custom: CustomEmail, page: str) -> tuple[str, str]:
+    """The result email's subject and Markdown text, in the active language."""
+    names = {"project": custom.project.full_path, "address": custom.address, "page": page}
     if custom.error:
-        subject = f"[{project.full_path}] Verification of {custom.address} failed"
+        subject = gettext("[%(project)s] Verification of %(address)s failed") % names
         text = (
-            f"The verification of the custom email address `{custom.address}` of "
-            f"{project.full_path} failed: **{custom.get_error_display()}**.\n\n"
-            f"{ERROR_ADVICE[CustomEmail.Error(custom.error)]}\n\n"
-            f"Try again on the [settings page]({page})."
+            gettext(
+                "The verification of the custom email address `%(address)s` of %(project)s "
+                "failed: **%(reason)s**."
+            )
+            % {**names, "reason": custom.get_error_display()}
+            + "\n\n"
+            + str(ERROR_ADVICE[CustomEmail.Error(custom.error)])
+            + "\n\n"
+            + gettext("Try again on the [settings page](%(page)s).") % names
         )
     else:
-        subject = f"[{project.full_path}] {custom.address} is verified"
+        subject = gettext("[%(project)s] %(address)s is verified") % names
         text = (
-            f"The custom email address `{custom.address}` of {project.full_path} is verified. "
-            f"Turn it on on the [settings page]({page}) to send Service Desk emails from it."
+            gettext(
+                "The custom email address `%(address)s` of %(project)s is verified. Turn it on "
+                "on the [settings page](%(page)s) to send Service Desk emails from it."
+            )
+            % names
         )
-    team_emails_record(
-        project=project, recipients=sorted(people.items()), subject=subject, text=text
-    )
+    return subject, text
 
 
 def custom_email_send_result(*, project_id: int, error: str) -> None:

@@ -228,30 +228,32 @@ class CustomEmailForm(forms.Form):
     browser (``render_value=False``), not even when the form is shown again with errors."""
 
     address = forms.EmailField(
-        label="Custom email address",
+        label=_("Custom email address"),
         max_length=254,
-        help_text="The address customers write to, e.g. support@example.com. Your provider "
-        "must forward its emails to the project's Service Desk address.",
+        help_text=_(
+            "The address customers write to, e.g. support@example.com. Your provider "
+            "must forward its emails to the project's Service Desk address."
+        ),
     )
-    smtp_host = forms.CharField(label="SMTP host", max_length=255)
+    smtp_host = forms.CharField(label=_("SMTP host"), max_length=255)
     smtp_port = forms.IntegerField(
-        label="SMTP port",
+        label=_("SMTP port"),
         min_value=1,
         max_value=65535,
         initial=587,
-        help_text="587 uses STARTTLS, 465 TLS; the connection is always encrypted.",
+        help_text=_("587 uses STARTTLS, 465 TLS; the connection is always encrypted."),
     )
-    smtp_username = forms.CharField(label="SMTP username", max_length=255)
+    smtp_username = forms.CharField(label=_("SMTP username"), max_length=255)
     smtp_password = forms.CharField(
-        label="SMTP password",
+        label=_("SMTP password"),
         min_length=8,
         max_length=128,
         strip=False,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="8 to 128 characters. Stored encrypted and never shown again.",
+        help_text=_("8 to 128 characters. Stored encrypted and never shown again."),
     )
     smtp_authentication = forms.ChoiceField(
-        label="SMTP authentication",
+        label=_("SMTP authentication"),
         choices=CustomEmail.Authentication.choices,
         initial=CustomEmail.Authentication.AUTO,
     )

@@ -299,24 +299,27 @@ class CustomEmail(models.Model):
     """
 
     class Authentication(models.TextChoices):
-        AUTO = "auto", "Automatic"
+        AUTO = "auto", _("Automatic")
         PLAIN = "plain", "PLAIN"
         LOGIN = "login", "LOGIN"
         CRAM_MD5 = "cram-md5", "CRAM-MD5"
 
     class State(models.TextChoices):
-        STARTED = "started", "Verifying"
-        FAILED = "failed", "Verification failed"
-        VERIFIED = "verified", "Verified"
+        STARTED = "started", _("Verifying")
+        FAILED = "failed", _("Verification failed")
+        VERIFIED = "verified", _("Verified")
 
     class Error(models.TextChoices):
-        SMTP_HOST_ISSUE = "smtp_host_issue", "SMTP host issue"
-        INVALID_CREDENTIALS = "invalid_credentials", "Invalid credentials"
-        READ_TIMEOUT = "read_timeout", "Read timeout"
-        MAIL_NOT_RECEIVED = "mail_not_received_within_timeframe", "Email not received in time"
-        INCORRECT_FORWARDING_TARGET = "incorrect_forwarding_target", "Incorrect forwarding target"
-        INCORRECT_FROM = "incorrect_from", "Incorrect From header"
-        INCORRECT_TOKEN = "incorrect_token", "Incorrect verification token"
+        SMTP_HOST_ISSUE = "smtp_host_issue", _("SMTP host issue")
+        INVALID_CREDENTIALS = "invalid_credentials", _("Invalid credentials")
+        READ_TIMEOUT = "read_timeout", _("Read timeout")
+        MAIL_NOT_RECEIVED = "mail_not_received_within_timeframe", _("Email not received in time")
+        INCORRECT_FORWARDING_TARGET = (
+            "incorrect_forwarding_target",
+            _("Incorrect forwarding target"),
+        )
+        INCORRECT_FROM = "incorrect_from", _("Incorrect From header")
+        INCORRECT_TOKEN = "incorrect_token", _("Incorrect verification token")
 
     project = models.OneToOneField(
         Project, primary_key=True, on_delete=models.CASCADE, related_name="custom_email"

@@ -12,6 +12,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy as _lazy
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from issues.emails import agent_signature, email_preview, sender_address
@@ -174,7 +175,12 @@ def service_desk_regenerate(request: HttpRequest, full_path: str) -> HttpRespons
             hours = settings.SERVICEDESK_ADDRESS_GRACE_HOURS
             messages.success(
                 request,
-                f"New address generated. The old one keeps working for {hours} hours.",
+                ngettext(
+                    "New address generated. The old one keeps working for %(hours)s hour.",
+                    "New address generated. The old one keeps working for %(hours)s hours.",
+                    hours,
+                )
+                % {"hours": hours},
             )
         else:
             messages.success(request, _("New address generated. The old one no longer works."))
@@ -236,7 +242,7 @@ def _preview_context(
     request: HttpRequest, project: Project, kind: EmailKind, text: str
 ) -> dict[str, Any]:
     if len(text) > EMAIL_TEMPLATE_MAX_LENGTH:
-        return {"preview_error": f"At most {EMAIL_TEMPLATE_MAX_LENGTH} characters."}
+        return {"preview_error": _("At most %(n)s characters.") % {"n": EMAIL_TEMPLATE_MAX_LENGTH}}
     # The sample comment is the editor's own: signed replies show their name.
     agent = request.user.display_name
     subject, html = email_preview(project=project, kind=kind.kind, text=text, agent_name=agent)
@@ -344,7 +350,7 @@ def service_desk_custom_email(request: HttpRequest, full_path: str) -> HttpRespo
         except ValidationError as error:
             form.add_error(None, error)
         else:
-            messages.success(request, "Saved. The verification email is on its way.")
+            messages.success(request, _("Saved. The verification email is on its way."))
             return redirect("service_desk_custom_email", full_path=project.full_path)
     return _render_custom_email(request, project, form, status=400)
 
@@ -361,7 +367,7 @@ def _custom_email_action(request: HttpRequest, full_path: str) -> Project:
 def service_desk_custom_email_retry(request: HttpRequest, full_path: str) -> HttpResponse:
     project = _custom_email_action(request, full_path)
     custom_email_verification_restart(project=project, actor=request.user)
-    messages.success(request, "A new verification email is on its way.")
+    messages.success(request, _("A new verification email is on its way."))
     return redirect("service_desk_custom_email", full_path=project.full_path)
 
 
@@ -377,9 +383,9 @@ def service_desk_custom_email_enable(request: HttpRequest, full_path: str) -> Ht
     else:
         messages.success(
             request,
-            "Service Desk emails now go from the custom address."
+            _("Service Desk emails now go from the custom address.")
             if enabled
-            else "Service Desk emails go from the instance's address again.",
+            else _("Service Desk emails go from the instance's address again."),
         )
     return redirect("service_desk_custom_email", full_path=project.full_path)
 
@@ -389,7 +395,7 @@ def service_desk_custom_email_enable(request: HttpRequest, full_path: str) -> Ht
 def service_desk_custom_email_reset(request: HttpRequest, full_path: str) -> HttpResponse:
     project = _custom_email_action(request, full_path)
     custom_email_reset(project=project)
-    messages.success(request, "The custom email address and its credentials are deleted.")
+    messages.success(request, _("The custom email address and its credentials are deleted."))
     return redirect("service_desk_custom_email", full_path=project.full_path)
 
 
@@ -559,7 +565,7 @@ def project_member_update(request: HttpRequest, full_path: str, membership_id: i
     assert project is not None
     form = MemberRoleForm(request.POST)
     if not form.is_valid():
-        errors = {membership.pk: "Choose a role."}
+        errors = {membership.pk: _("Choose a role.")}
         return _render_members(request, project, errors=errors, status=400)
     try:
         project_member_role_change(actor=request.user, membership=membership, **form.cleaned_data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 from projects.models import Project
 from servicedesk.encryption import InvalidToken, decrypt
@@ -12,11 +13,11 @@ from servicedesk.encryption import InvalidToken, decrypt
 class Trigger(models.TextChoices):
     """What a hook can ask for; the value is the payload's ``event_type``."""
 
-    ISSUE = "issue", "Issue events"
-    CONFIDENTIAL_ISSUE = "confidential_issue", "Confidential issue events"
-    NOTE = "note", "Comments"
-    CONFIDENTIAL_NOTE = "confidential_note", "Confidential comments"
-    SERVICE_DESK_EMAIL = "service_desk_email", "Service Desk email received"
+    ISSUE = "issue", _("Issue events")
+    CONFIDENTIAL_ISSUE = "confidential_issue", _("Confidential issue events")
+    NOTE = "note", _("Comments")
+    CONFIDENTIAL_NOTE = "confidential_note", _("Confidential comments")
+    SERVICE_DESK_EMAIL = "service_desk_email", _("Service Desk email received")
 
 
 class Webhook(models.Model):
@@ -67,10 +68,10 @@ class WebhookDelivery(models.Model):
     """One event for one hook: recorded in the transaction of its cause, sent by a task."""
 
     class Status(models.TextChoices):
-        PENDING = "pending", "Pending"
-        SENDING = "sending", "Sending"
-        SENT = "sent", "Sent"
-        FAILED = "failed", "Failed"
+        PENDING = "pending", _("Pending")
+        SENDING = "sending", _("Sending")
+        SENT = "sent", _("Sent")
+        FAILED = "failed", _("Failed")
 
     hook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
     event = models.CharField(max_length=32)  # a Trigger value, or "test"

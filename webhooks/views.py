@@ -9,6 +9,7 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from projects import permissions
@@ -62,7 +63,7 @@ def webhook_list(request: HttpRequest, full_path: str) -> HttpResponse:
     project = _project_to_administer(request, full_path)
     form = WebhookForm(request.POST or None, initial={"issue_events": True})
     if request.method == "POST" and _save(request, form, project, None):
-        messages.success(request, "Webhook added.")
+        messages.success(request, _("Webhook added."))
         return redirect("webhook_list", full_path=project.full_path)
     context = {"project": project, "form": form, "hooks": webhooks_of_project(project=project)}
     status = 400 if request.method == "POST" else 200
@@ -76,7 +77,7 @@ def webhook_edit(request: HttpRequest, full_path: str, hook_id: int) -> HttpResp
     hook = webhook_get(project=project, hook_id=hook_id)
     form = WebhookForm(request.POST or None, initial=_initial(hook))
     if request.method == "POST" and _save(request, form, project, hook):
-        messages.success(request, "Webhook saved.")
+        messages.success(request, _("Webhook saved."))
         return redirect("webhook_edit", full_path=project.full_path, hook_id=hook.pk)
     deliveries = delivery_log(hook=hook)
     context = {"project": project, "hook": hook, "form": form, "deliveries": deliveries}
@@ -89,7 +90,7 @@ def webhook_edit(request: HttpRequest, full_path: str, hook_id: int) -> HttpResp
 def webhook_remove(request: HttpRequest, full_path: str, hook_id: int) -> HttpResponse:
     project = _project_to_administer(request, full_path)
     webhook_delete(hook=webhook_get(project=project, hook_id=hook_id))
-    messages.success(request, "Webhook deleted.")
+    messages.success(request, _("Webhook deleted."))
     return redirect("webhook_list", full_path=project.full_path)
 
 
@@ -99,7 +100,7 @@ def webhook_send_test(request: HttpRequest, full_path: str, hook_id: int) -> Htt
     project = _project_to_administer(request, full_path)
     hook = webhook_get(project=project, hook_id=hook_id)
     webhook_test(hook=hook, user=request.user)  # type: ignore[arg-type]
-    messages.success(request, "A test issue event is on its way; its result shows in the log.")
+    messages.success(request, _("A test issue event is on its way; its result shows in the log."))
     return redirect("webhook_edit", full_path=project.full_path, hook_id=hook.pk)
 
 
@@ -124,5 +125,5 @@ def webhook_delivery_resend(
     project = _project_to_administer(request, full_path)
     hook = webhook_get(project=project, hook_id=hook_id)
     delivery_resend(delivery=delivery_get(hook=hook, delivery_id=delivery_id))
-    messages.success(request, "The event is sent again; its result shows in the log.")
+    messages.success(request, _("The event is sent again; its result shows in the log."))
     return redirect("webhook_edit", full_path=project.full_path, hook_id=hook.pk)
