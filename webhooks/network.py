@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -32,17 +34,28 @@ def _allowed(address: IPAddress) -> bool:
     return any(address in ipaddress.ip_network(n, strict=False) for n in networks)
 
 
+# Why an address is refused, by the ipaddress property that says so (checked in this order).
+_REFUSALS = {
+    "loopback": gettext_lazy("%(address)s is a loopback address"),
+    "private": gettext_lazy("%(address)s is a private address"),
+    "link_local": gettext_lazy("%(address)s is a link-local address"),
+    "multicast": gettext_lazy("%(address)s is a multicast address"),
+    "reserved": gettext_lazy("%(address)s is a reserved address"),
+    "unspecified": gettext_lazy("%(address)s is an unspecified address"),
+}
+
+
 def address_refusal(address: IPAddress) -> str:
     """Why a webhook may not go to ``address`` ("" if it may)."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     if _allowed(address):
         return ""
-    for kind in ("loopback", "private", "link_local", "multicast", "reserved", "unspecified"):
+    for kind, refusal in _REFUSALS.items():
         if getattr(address, f"is_{kind}"):
-            return f"{address} is a {kind.replace('_', '-')} address"
+            return str(refusal) % {"address": address}
     if not address.is_global:
-        return f"{address} is not a public address"
+        return _("%(address)s is not a public address") % {"address": address}
     return ""
 
 
@@ -58,27 +71,34 @@ def resolve(url: str) -> Target:
     """The URL's host resolved and checked; raises TargetRefused."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise TargetRefused("Only http:// and https:// URLs with a host can be webhooks.")
+        raise TargetRefused(_("Only http:// and https:// URLs with a host can be webhooks."))
     if parts.username or parts.password:
-        raise TargetRefused("Put credentials in the secret token, not in the URL.")
+        raise TargetRefused(_("Put credentials in the secret token, not in the URL."))
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as exc:
-        raise TargetRefused(f"Invalid port: {exc}") from None
+        raise TargetRefused(_("Invalid port: %(error)s") % {"error": exc}) from None
     host = parts.hostname
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise TargetRefused(f"{host} cannot be resolved: {exc}", permanent=False) from None
+        raise TargetRefused(
+            _("%(host)s cannot be resolved: %(error)s") % {"host": host, "error": exc},
+            permanent=False,
+        ) from None
     addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
     if not addresses:
-        raise TargetRefused(f"{host} has no address")
+        raise TargetRefused(_("%(host)s has no address") % {"host": host})
     for address in addresses:
         reason = address_refusal(address)
         if reason:
             # One bad address is enough: the connection might use it.
             raise TargetRefused(
-                f"{host} resolves to {reason}; webhooks to the instance's own networks are "
-                "refused (an administrator can allow them with SERVICEDESK_WEBHOOKS_ALLOW_PRIVATE)."
+                _(
+                    "%(host)s resolves to %(reason)s; webhooks to the instance's own networks "
+                    "are refused (an administrator can allow them with "
+                    "SERVICEDESK_WEBHOOKS_ALLOW_PRIVATE)."
+                )
+                % {"host": host, "reason": reason}
             )
     return Target(parts.scheme, host, port, addresses[0])
