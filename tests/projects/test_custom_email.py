@@ -242,6 +242,23 @@ def test_verification_email_checks_in_order(project, owner, maintainer, address,
     assert not any(custom.token in e.body_text for e in OutboundEmail.objects.all())
 
 
+def test_the_result_email_is_in_each_recipients_language(project, owner, maintainer) -> None:
+    owner.language = "de"
+    owner.save(update_fields=["language"])
+    custom = create(project, maintainer)
+    assert custom_email_verification_fail(
+        custom_id=custom.pk, token=custom.token, error=Error.INVALID_CREDENTIALS
+    )
+    told = {e.recipient: e for e in OutboundEmail.objects.filter(kind="team")}
+    german, english = told[owner.email], told[maintainer.email]
+    assert german.subject == f"[{project.full_path}] Bestätigung von {CUSTOM} fehlgeschlagen"
+    assert "Ungültige Zugangsdaten" in german.body_text
+    assert "Einstellungsseite" in german.body_text
+    assert english.subject == f"[{project.full_path}] Verification of {CUSTOM} failed"
+    assert "Invalid credentials" in english.body_text
+    assert "The SMTP server refused the username and password." in english.body_text
+
+
 def test_verification_email_after_reset_is_never_an_issue(project, maintainer, address) -> None:
     custom = create(project, maintainer)
     raw = verification_email(custom)
