@@ -320,3 +320,35 @@ def test_quick_actions_report_in_the_page_language(project, reporter) -> None:
     issue = IssueFactory(project=project, author=reporter, confidential=False)
     result = apply_quick_actions(issue=issue, text="/confidential\n/close", user=reporter)
     assert result.summary() == "Made confidential, closed."
+
+
+def test_tokens_webhooks_and_custom_email_pages_speak_german(  # type: ignore[no-untyped-def]
+    client, project, maintainer, settings
+):
+    settings.SERVICEDESK_WEBHOOKS_ALLOW_PRIVATE = []
+    maintainer.language = "de"
+    maintainer.save(update_fields=["language"])
+    client.force_login(maintainer)
+    pages = {
+        reverse("personal_access_tokens"): ["Persönliche Zugriffstoken", "Token erstellen"],
+        reverse("api_docs"): ["Endpunkte", "Objekte"],
+        reverse("webhook_list", args=[project.full_path]): [
+            "Neuen Webhook hinzufügen",
+            "Ticket-Ereignisse",
+            "SSL-Überprüfung aktivieren",
+        ],
+        reverse("service_desk_custom_email", args=[project.full_path]): [
+            "Eigene E-Mail-Adresse einrichten",
+            "Speichern und bestätigen",
+        ],
+    }
+    for url, texts in pages.items():
+        page = client.get(url).content.decode()
+        for text in texts:
+            assert text in page, (url, text)
+    response = client.post(
+        reverse("webhook_list", args=[project.full_path]),
+        {"url": "http://127.0.0.1/hook", "issue_events": "on"},
+    )
+    assert response.status_code == 400
+    assert "127.0.0.1 ist eine Loopback-Adresse" in response.content.decode()
