@@ -9,28 +9,21 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.contrib.postgres.search import (
-    SearchConfig,
-    SearchQuery,
-    SearchVectorExact,
-    SearchVectorField,
-)
 from django.core import signing
 from django.core.paginator import Page, Paginator
 from django.db import connection
 from django.db.models import (
+    BooleanField,
     Case,
     Count,
     Exists,
     F,
-    Func,
     Lookup,
     OuterRef,
     Prefetch,
     Q,
     QuerySet,
     Subquery,
-    TextField,
     Value,
     When,
 )
@@ -159,26 +152,16 @@ def _visible_issues(*, user: AnyUser, project: Project) -> QuerySet[Issue]:
     return issues
 
 
-class _Joined(Func):
-    """``coalesce(a, '') || ' ' || coalesce(b, '')``: the columns as one text."""
-
-    template = "%(expressions)s"
-    arg_joiner = " || ' ' || "
-    output_field = TextField()
-
-
-def search_vector(config: str, *columns: str) -> Func:
-    """``servicedesk_search_vector(config, <the columns joined>)``: the full-text vector of the
-    first 100 000 characters (PostgreSQL refuses a vector over 1 MB; substring search reads
-    the whole text), a function migration 0005 creates with its real cost. The very expression
-    of that migration's GIN indexes (PostgreSQL uses an expression index only for a query that
-    spells the same expression), so it must change with them."""
-    document = _Joined(*(Coalesce(F(column), Value("")) for column in columns))
-    return Func(
-        SearchConfig(config),
-        document,
-        function="servicedesk_search_vector",
-        output_field=SearchVectorField(),
+def _document_matches(table: str, text: str) -> RawSQL:
+    """The stored full-text vector of ``table``'s row (``search_vector``, a generated column of
+    migration 0014 with a GIN index; not a model field, SQLite has none) matches ``text`` read
+    as a web search (``websearch_to_tsquery``: any text is valid, quotes make a phrase, ``-``
+    excludes, ``or`` is an alternative; nothing typed can be a syntax error). The column is
+    named with its table: a note's query joins the issues, which have one too."""
+    return RawSQL(  # noqa: S611 (``table`` is ours, ``text`` a parameter)
+        f'"{table}"."search_vector" @@ websearch_to_tsquery(%s::regconfig, %s)',
+        (settings.SERVICEDESK_SEARCH_CONFIG, text),
+        output_field=BooleanField(),
     )
 
 
@@ -265,8 +248,9 @@ def issue_search_matches(*, user: AnyUser, project: Project, search: str) -> Que
     Words match at the start of a word, never inside one (``crash`` finds "crashes", ``hank``
     does not find "Thanks"), in the text and in customers' names as the page shows them. On
     PostgreSQL full-text search is added: stemmed words, web-search syntax (``"exact phrase"``,
-    ``-word``, ``or``). Both are indexed there (migration 0008: pg_trgm, which answers the
-    regular expressions, and expression GIN indexes for the vectors). ``#12`` or ``12`` also
+    ``-word``, ``or``). Both are indexed there (pg_trgm, which answers the regular expressions
+    and the addresses: migrations 0008 and 0014; the stored vectors of 0014 and their GIN
+    indexes). ``#12`` or ``12`` also
     finds issue 12. Customers' addresses are searched for Reporter+ only (``_customer_arms``).
 
     Each kind of match is its own arm of a UNION, not one OR, so that PostgreSQL picks per arm
@@ -291,13 +275,9 @@ def issue_search_matches(*, user: AnyUser, project: Project, search: str) -> Que
     if can_see_customer_emails(user, project):
         arms += _customer_arms(project=project, text=text)
     if connection.vendor == "postgresql":
-        config = settings.SERVICEDESK_SEARCH_CONFIG
-        query = SearchQuery(text, search_type="websearch", config=config)
-        issue_words = SearchVectorExact(search_vector(config, "title", "description"), query)
-        note_words = SearchVectorExact(search_vector(config, "body"), query)
         arms += [
-            issues.filter(issue_words).values_list("pk", flat=True),
-            notes.filter(note_words).values_list("issue_id", flat=True),
+            issues.filter(_document_matches("issues_issue", text)).values_list("pk", flat=True),
+            notes.filter(_document_matches("issues_note", text)).values_list("issue_id", flat=True),
         ]
     first, *others = arms
     return first.union(*others)
