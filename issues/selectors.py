@@ -43,6 +43,7 @@ from projects.permissions import (
 from projects.selectors import projects_with_role
 
 from .filters import NO_ASSIGNEE, NO_LABEL, IssueFilters, is_email_address
+from .fts import match_query
 from .models import EmailParticipant, Issue, Label, Note, OutboundEmail, Speaker, Upload
 
 if TYPE_CHECKING:
@@ -209,6 +210,22 @@ def _words(text: str, *columns: str) -> Q:
     return found
 
 
+def _indexed(fts: str, text: str) -> Q:
+    """SQLite: the rows whose FTS5 index (issues/fts.py) has the text's words as a phrase, a
+    superset of those ``_words`` finds, which it narrows to (the index reads no regular
+    expressions). Elsewhere, or for a text without words: every row (PostgreSQL's pg_trgm
+    indexes answer ``_words`` themselves)."""
+    query = match_query(text) if connection.vendor == "sqlite" else None
+    if query is None:
+        return Q()
+    return Q(
+        pk__in=RawSQL(  # noqa: S611 (``fts`` is ours, the query a parameter)
+            f"SELECT rowid FROM {fts} WHERE {fts} MATCH %s",  # noqa: S608
+            (query,),
+        )
+    )
+
+
 def _requester_is(address: str) -> Q:
     """The issue's requester wrote from ``address``, or has their replies sent there."""
     return Q(external_author__iexact=address) | Q(service_desk_reply_to__iexact=address)
@@ -262,13 +279,14 @@ def issue_search_matches(*, user: AnyUser, project: Project, search: str) -> Que
         notes = notes.filter(issue__confidential=False)
     if not can_read_internal_notes(user, project):
         notes = notes.filter(internal=False)
-    in_issue = _words(text, "title", "description")
+    in_issue = _words(text, "title", "description") & _indexed("issues_issue_fts", text)
     if number := _ISSUE_NUMBER.fullmatch(text):
         in_issue |= Q(iid=int(number[1]))
+    in_note = _words(text, "body") & _indexed("issues_note_fts", text)
     # Names have no index: in an arm of their own, they leave the text's arms to theirs.
     arms = [
         issues.filter(in_issue).values_list("pk", flat=True),
-        notes.filter(_words(text, "body")).values_list("issue_id", flat=True),
+        notes.filter(in_note).values_list("issue_id", flat=True),
         issues.filter(_words(text, "external_author_name")).values_list("pk", flat=True),
         notes.filter(_words(text, "external_name")).values_list("issue_id", flat=True),
     ]
