@@ -19,7 +19,8 @@ Then it times the whole issue list with a search as the page computes it
 (``issue_tracker_for_user``: matches, tab counts, rows, labels and assignees, filter choices),
 signed in as a Reporter, ``--rounds`` times each after one warm-up: a common word, a stemmed
 word, a rare word, an address, the start of an address, the start of a word, and nothing
-found. Prints p50/p95 and SQL query counts; writes bench/results/search.json and
+found. Prints p50/p95 and SQL query counts (``--explain``: each query's time and the plan of
+the slowest); writes bench/results/search.json and
 bench/results/search-<issues>.json. Not a test: nothing here asserts.
 """
 
@@ -143,6 +144,19 @@ def fill(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def explain(label: str, queries: list[dict[str, str]]) -> None:
+    """Each query's time (ms) and its start, then EXPLAIN ANALYZE of the slowest."""
+    from django.db import connection
+
+    print(f"--- {label}")
+    for query in queries:
+        print(f"{float(query['time']) * 1000:8.1f} ms  {query['sql'][:110]}")
+    slowest = max(queries, key=lambda query: float(query["time"]))
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + slowest["sql"])
+        print("\n".join(row[0] for row in cursor.fetchall()))
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
@@ -154,6 +168,9 @@ def main() -> None:
     parser.add_argument("--notes", type=int, default=200_000, help="comments of the project")
     parser.add_argument("--rounds", type=int, default=30, help="timed runs per search")
     parser.add_argument("--quick", action="store_true", help="2 000 issues, 20 000 notes")
+    parser.add_argument(
+        "--explain", action="store_true", help="print each query's time and the slowest's plan"
+    )
     args = parser.parse_args()
     if args.quick:
         args.issues, args.notes = 2000, 20_000
@@ -211,6 +228,8 @@ def main() -> None:
 
             with CaptureQueriesContext(connection) as captured:
                 found = page().counts["all"]
+            if args.explain:
+                explain(label, captured.captured_queries)
             timings = []
             for _ in range(args.rounds):
                 started = time.perf_counter()

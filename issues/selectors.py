@@ -158,9 +158,11 @@ def _document_matches(table: str, text: str) -> RawSQL:
     migration 0014 with a GIN index; not a model field, SQLite has none) matches ``text`` read
     as a web search (``websearch_to_tsquery``: any text is valid, quotes make a phrase, ``-``
     excludes, ``or`` is an alternative; nothing typed can be a syntax error). The column is
-    named with its table: a note's query joins the issues, which have one too."""
+    named with its table: a note's query joins the issues, which have one too. Priced with
+    ``servicedesk_text_read`` as ``_StartsAWord`` is, so a common word still asks the index."""
     return RawSQL(  # noqa: S611 (``table`` is ours, ``text`` a parameter)
-        f'"{table}"."search_vector" @@ websearch_to_tsquery(%s::regconfig, %s)',
+        f'("{table}"."search_vector" @@ websearch_to_tsquery(%s::regconfig, %s)'
+        f' AND servicedesk_text_read("{table}"."search_vector" IS NULL))',
         (settings.SERVICEDESK_SEARCH_CONFIG, text),
         output_field=BooleanField(),
     )
@@ -197,9 +199,11 @@ class _StartsAWord(Lookup):  # type: ignore[type-arg]
         # ``UPPER(col::text)``: the very expression of migration 0008's pg_trgm indexes, which
         # answer regular expressions too. Both sides upper-cased by PostgreSQL, as icontains
         # does, so the database's idea of case applies to both.
+        # ``servicedesk_text_read``: the price of reading the text (migration 0014), so that
+        # PostgreSQL asks the index even for a common word.
         lhs, params = self.process_lhs(compiler, connection)
-        sql = f"UPPER({lhs}::text) ~ (%s || UPPER(%s))"
-        return sql, [*params, r"(?<!\w)", _escaped(self.rhs)]
+        sql = f"(UPPER({lhs}::text) ~ (%s || UPPER(%s)) AND servicedesk_text_read({lhs} IS NULL))"
+        return sql, [*params, r"(?<!\w)", _escaped(self.rhs), *params]
 
 
 def _words(text: str, *columns: str) -> Q:
@@ -279,17 +283,19 @@ def issue_search_matches(*, user: AnyUser, project: Project, search: str) -> Que
         notes = notes.filter(issue__confidential=False)
     if not can_read_internal_notes(user, project):
         notes = notes.filter(internal=False)
-    in_issue = _words(text, "title", "description") & _indexed("issues_issue_fts", text)
-    if number := _ISSUE_NUMBER.fullmatch(text):
-        in_issue |= Q(iid=int(number[1]))
+    indexed = _indexed("issues_issue_fts", text)
     in_note = _words(text, "body") & _indexed("issues_note_fts", text)
-    # Names have no index: in an arm of their own, they leave the text's arms to theirs.
+    # Titles and descriptions in arms of their own: PostgreSQL then tests each row the title's
+    # index proposes against the title only, not the description too.
     arms = [
-        issues.filter(in_issue).values_list("pk", flat=True),
+        issues.filter(_words(text, "title") & indexed).values_list("pk", flat=True),
+        issues.filter(_words(text, "description") & indexed).values_list("pk", flat=True),
         notes.filter(in_note).values_list("issue_id", flat=True),
         issues.filter(_words(text, "external_author_name")).values_list("pk", flat=True),
         notes.filter(_words(text, "external_name")).values_list("issue_id", flat=True),
     ]
+    if number := _ISSUE_NUMBER.fullmatch(text):
+        arms.append(issues.filter(iid=int(number[1])).values_list("pk", flat=True))
     if can_see_customer_emails(user, project):
         arms += _customer_arms(project=project, text=text)
     if connection.vendor == "postgresql":
