@@ -60,7 +60,7 @@ def ensure_triggers(cursor: Any, *, rebuild: bool = False) -> list[str]:
     every index with ``rebuild``); returns the names of the triggers created."""
     cursor.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger')")
     present = {row[0] for row in cursor.fetchall()}
-    created = []
+    created: list[str] = []
     for fts, (table, columns) in TABLES.items():
         if fts not in present:
             continue  # before migration 0015
