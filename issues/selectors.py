@@ -9,28 +9,21 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.contrib.postgres.search import (
-    SearchConfig,
-    SearchQuery,
-    SearchVectorExact,
-    SearchVectorField,
-)
 from django.core import signing
 from django.core.paginator import Page, Paginator
 from django.db import connection
 from django.db.models import (
+    BooleanField,
     Case,
     Count,
     Exists,
     F,
-    Func,
     Lookup,
     OuterRef,
     Prefetch,
     Q,
     QuerySet,
     Subquery,
-    TextField,
     Value,
     When,
 )
@@ -51,6 +44,7 @@ from projects.permissions import (
 from projects.selectors import projects_with_role
 
 from .filters import NO_ASSIGNEE, NO_LABEL, IssueFilters, is_email_address
+from .fts import match_query
 from .models import EmailParticipant, Issue, Label, Note, OutboundEmail, Speaker, Upload
 
 if TYPE_CHECKING:
@@ -160,26 +154,18 @@ def _visible_issues(*, user: AnyUser, project: Project) -> QuerySet[Issue]:
     return issues
 
 
-class _Joined(Func):
-    """``coalesce(a, '') || ' ' || coalesce(b, '')``: the columns as one text."""
-
-    template = "%(expressions)s"
-    arg_joiner = " || ' ' || "
-    output_field = TextField()
-
-
-def search_vector(config: str, *columns: str) -> Func:
-    """``servicedesk_search_vector(config, <the columns joined>)``: the full-text vector of the
-    first 100 000 characters (PostgreSQL refuses a vector over 1 MB; substring search reads
-    the whole text), a function migration 0005 creates with its real cost. The very expression
-    of that migration's GIN indexes (PostgreSQL uses an expression index only for a query that
-    spells the same expression), so it must change with them."""
-    document = _Joined(*(Coalesce(F(column), Value("")) for column in columns))
-    return Func(
-        SearchConfig(config),
-        document,
-        function="servicedesk_search_vector",
-        output_field=SearchVectorField(),
+def _document_matches(table: str, text: str) -> RawSQL:
+    """The stored full-text vector of ``table``'s row (``search_vector``, a generated column of
+    migration 0014 with a GIN index; not a model field, SQLite has none) matches ``text`` read
+    as a web search (``websearch_to_tsquery``: any text is valid, quotes make a phrase, ``-``
+    excludes, ``or`` is an alternative; nothing typed can be a syntax error). The column is
+    named with its table: a note's query joins the issues, which have one too. Priced with
+    ``servicedesk_text_read`` as ``_StartsAWord`` is, so a common word still asks the index."""
+    return RawSQL(  # noqa: S611 (``table`` is ours, ``text`` a parameter)
+        f'("{table}"."search_vector" @@ websearch_to_tsquery(%s::regconfig, %s)'
+        f' AND servicedesk_text_read("{table}"."search_vector" IS NULL))',
+        (settings.SERVICEDESK_SEARCH_CONFIG, text),
+        output_field=BooleanField(),
     )
 
 
@@ -214,9 +200,11 @@ class _StartsAWord(Lookup):  # type: ignore[type-arg]
         # ``UPPER(col::text)``: the very expression of migration 0008's pg_trgm indexes, which
         # answer regular expressions too. Both sides upper-cased by PostgreSQL, as icontains
         # does, so the database's idea of case applies to both.
+        # ``servicedesk_text_read``: the price of reading the text (migration 0014), so that
+        # PostgreSQL asks the index even for a common word.
         lhs, params = self.process_lhs(compiler, connection)
-        sql = f"UPPER({lhs}::text) ~ (%s || UPPER(%s))"
-        return sql, [*params, r"(?<!\w)", _escaped(self.rhs)]
+        sql = f"(UPPER({lhs}::text) ~ (%s || UPPER(%s)) AND servicedesk_text_read({lhs} IS NULL))"
+        return sql, [*params, r"(?<!\w)", _escaped(self.rhs), *params]
 
 
 def _words(text: str, *columns: str) -> Q:
@@ -225,6 +213,22 @@ def _words(text: str, *columns: str) -> Q:
     for column in columns:
         found |= Q(_StartsAWord(F(column), text))
     return found
+
+
+def _indexed(fts: str, text: str) -> Q:
+    """SQLite: the rows whose FTS5 index (issues/fts.py) has the text's words as a phrase, a
+    superset of those ``_words`` finds, which it narrows to (the index reads no regular
+    expressions). Elsewhere, or for a text without words: every row (PostgreSQL's pg_trgm
+    indexes answer ``_words`` themselves)."""
+    query = match_query(text) if connection.vendor == "sqlite" else None
+    if query is None:
+        return Q()
+    return Q(
+        pk__in=RawSQL(  # noqa: S611 (``fts`` is ours, the query a parameter)
+            f"SELECT rowid FROM {fts} WHERE {fts} MATCH %s",  # noqa: S608
+            (query,),
+        )
+    )
 
 
 def _requester_is(address: str) -> Q:
@@ -266,8 +270,9 @@ def issue_search_matches(*, user: AnyUser, project: Project, search: str) -> Que
     Words match at the start of a word, never inside one (``crash`` finds "crashes", ``hank``
     does not find "Thanks"), in the text and in customers' names as the page shows them. On
     PostgreSQL full-text search is added: stemmed words, web-search syntax (``"exact phrase"``,
-    ``-word``, ``or``). Both are indexed there (migration 0008: pg_trgm, which answers the
-    regular expressions, and expression GIN indexes for the vectors). ``#12`` or ``12`` also
+    ``-word``, ``or``). Both are indexed there (pg_trgm, which answers the regular expressions
+    and the addresses: migrations 0008 and 0014; the stored vectors of 0014 and their GIN
+    indexes). ``#12`` or ``12`` also
     finds issue 12. Customers' addresses are searched for Reporter+ only (``_customer_arms``).
 
     Each kind of match is its own arm of a UNION, not one OR, so that PostgreSQL picks per arm
@@ -279,26 +284,25 @@ def issue_search_matches(*, user: AnyUser, project: Project, search: str) -> Que
         notes = notes.filter(issue__confidential=False)
     if not can_read_internal_notes(user, project):
         notes = notes.filter(internal=False)
-    in_issue = _words(text, "title", "description")
-    if number := _ISSUE_NUMBER.fullmatch(text):
-        in_issue |= Q(iid=int(number[1]))
-    # Names have no index: in an arm of their own, they leave the text's arms to theirs.
+    indexed = _indexed("issues_issue_fts", text)
+    in_note = _words(text, "body") & _indexed("issues_note_fts", text)
+    # Titles and descriptions in arms of their own: PostgreSQL then tests each row the title's
+    # index proposes against the title only, not the description too.
     arms = [
-        issues.filter(in_issue).values_list("pk", flat=True),
-        notes.filter(_words(text, "body")).values_list("issue_id", flat=True),
+        issues.filter(_words(text, "title") & indexed).values_list("pk", flat=True),
+        issues.filter(_words(text, "description") & indexed).values_list("pk", flat=True),
+        notes.filter(in_note).values_list("issue_id", flat=True),
         issues.filter(_words(text, "external_author_name")).values_list("pk", flat=True),
         notes.filter(_words(text, "external_name")).values_list("issue_id", flat=True),
     ]
+    if number := _ISSUE_NUMBER.fullmatch(text):
+        arms.append(issues.filter(iid=int(number[1])).values_list("pk", flat=True))
     if can_see_customer_emails(user, project):
         arms += _customer_arms(project=project, text=text)
     if connection.vendor == "postgresql":
-        config = settings.SERVICEDESK_SEARCH_CONFIG
-        query = SearchQuery(text, search_type="websearch", config=config)
-        issue_words = SearchVectorExact(search_vector(config, "title", "description"), query)
-        note_words = SearchVectorExact(search_vector(config, "body"), query)
         arms += [
-            issues.filter(issue_words).values_list("pk", flat=True),
-            notes.filter(note_words).values_list("issue_id", flat=True),
+            issues.filter(_document_matches("issues_issue", text)).values_list("pk", flat=True),
+            notes.filter(_document_matches("issues_note", text)).values_list("issue_id", flat=True),
         ]
     first, *others = arms
     return first.union(*others)

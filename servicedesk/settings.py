@@ -78,6 +78,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # After WhiteNoise, which answers static files itself: everything else is private.
     "servicedesk.http.PrivateCacheMiddleware",
+    # Before anything reads the database: the request's statements run under its time limit.
+    "servicedesk.statement_timeout.StatementTimeoutMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     # The browser's Accept-Language (or the language cookie) for everyone; for a signed-in
     # person their profile's language wins (accounts.middleware.user_language, after auth).
@@ -156,6 +158,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("OPTIONS", {})
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# PostgreSQL: the longest a statement of a web request may run (ms; 0: no limit). Set per
+# request by servicedesk.statement_timeout, so workers, beat and migrations are not limited.
+SERVICEDESK_DB_STATEMENT_TIMEOUT_MS = env_int("SERVICEDESK_DB_STATEMENT_TIMEOUT_MS", 30_000)
 
 # --- Celery ----------------------------------------------------------------------------------
 # With REDIS_URL the broker is Redis; without it, kombu's filesystem transport under var/ so that

@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 import pytest
 from django.core import signing
+from django.template.loader import render_to_string
 from django.test import RequestFactory
 from django.urls import reverse
 from django.utils import timezone
@@ -207,6 +208,9 @@ def test_every_page_is_accessible_and_fits_the_screen(
     # The 500 page as Django's server_error renders it: no request, no stylesheet to load.
     anonymous.set_content(server_error(RequestFactory().get("/")).content.decode())
     problems += problems_on(anonymous, "anonymous (500)", width)
+    # The 503 of a statement over SERVICEDESK_DB_STATEMENT_TIMEOUT_MS, rendered the same way.
+    anonymous.set_content(render_to_string("503_too_slow.html"))
+    problems += problems_on(anonymous, "anonymous (503)", width)
 
     for who in ("alice", "bob", "carol", "dave"):
         page = browser.new_context(viewport=viewport).new_page()

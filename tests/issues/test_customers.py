@@ -280,4 +280,5 @@ def test_postgresql_finds_a_customers_issues_from_its_indexes(project, reporter)
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert [issue.title for issue in query] == ["Spiel stürzt ab"]
     for index in ("issue_requester", "participant_email"):
-        assert f"Index Scan using {index}" in plan, plan
+        # A plain or a bitmap scan of the index, as the statistics of the moment suggest.
+        assert f"Index Scan using {index}" in plan or f"Bitmap Index Scan on {index}" in plan, plan
