@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
@@ -33,7 +34,7 @@ EMAIL_PLACEHOLDERS = {
 }
 
 
-def unknown_placeholders(text: str, known: Mapping[str, str] = EMAIL_PLACEHOLDERS) -> list[str]:
+def unknown_placeholders(text: str, known: Mapping[str, Any] = EMAIL_PLACEHOLDERS) -> list[str]:
     """The placeholders in ``text`` that are not ``known``, as written, each once, in order."""
     found: dict[str, None] = {}
     for match in PLACEHOLDER.finditer(text):
@@ -43,19 +44,19 @@ def unknown_placeholders(text: str, known: Mapping[str, str] = EMAIL_PLACEHOLDER
     return list(found)
 
 
-def suggestion(written: str, known: Mapping[str, str] = EMAIL_PLACEHOLDERS) -> str | None:
+def suggestion(written: str, known: Mapping[str, Any] = EMAIL_PLACEHOLDERS) -> str | None:
     """The placeholder a mistyped one was probably meant to be, as "%{NAME}"."""
     name = re.sub(r"[\s-]+", "_", written[2:-1].strip()).upper()
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     return f"%{{{close[0]}}}" if close else None
 
 
-def describe_unknown(written: str, known: Mapping[str, str] = EMAIL_PLACEHOLDERS) -> str:
+def describe_unknown(written: str, known: Mapping[str, Any] = EMAIL_PLACEHOLDERS) -> str:
     hint = suggestion(written, known)
     return f"{written} (did you mean {hint}?)" if hint else written
 
 
-def validate_email_template(text: str, known: Mapping[str, str] = EMAIL_PLACEHOLDERS) -> None:
+def validate_email_template(text: str, known: Mapping[str, Any] = EMAIL_PLACEHOLDERS) -> None:
     """Refuse a template with a placeholder we do not know: a mistyped one would reach
     customers as nothing (issues.emails leaves it out), which they cannot tell from a bug."""
     unknown = unknown_placeholders(text, known)

@@ -61,7 +61,7 @@ class Webhook(models.Model):
 
     @property
     def triggers(self) -> list[str]:
-        return [t.label for t in Trigger if self.wants(t.value)]
+        return [str(t.label) for t in Trigger if self.wants(t.value)]
 
 
 class WebhookDelivery(models.Model):
