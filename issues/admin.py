@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.utils.html import format_html_join
 
+from servicedesk.retention import retention_removed
+
 from .models import (
     EmailParticipant,
     Issue,
@@ -123,4 +125,6 @@ class OutboundEmailAdmin(admin.ModelAdmin):
 
     @admin.display(description="Text")
     def redacted_text(self, email: OutboundEmail) -> str:
+        if email.retention_days:
+            return retention_removed(email.retention_days)
         return outbound_redacted(email).body_text

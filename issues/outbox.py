@@ -25,6 +25,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from accounts.selectors import support_bot
 from projects.custom_email import custom_email_send_result
@@ -294,7 +295,7 @@ def outbound_sweep() -> int:
 
 
 class RetryRefused(Exception):
-    """Only a failed email can be sent again."""
+    """Only a failed email can be sent again, and only while retention has kept its content."""
 
 
 @transaction.atomic
@@ -302,6 +303,17 @@ def outbound_retry(*, email_id: int) -> OutboundEmail:
     """A failed email back to pending, with a fresh set of attempts, queued after commit. Its
     last error stays until the next attempt replaces it."""
     email = OutboundEmail.objects.select_for_update().get(pk=email_id)
+    if email.retention_days:
+        raise RetryRefused(
+            ngettext(
+                "Email #%(pk)s cannot be sent again: its content was removed after %(days)s "
+                "day (retention).",
+                "Email #%(pk)s cannot be sent again: its content was removed after %(days)s "
+                "days (retention).",
+                email.retention_days,
+            )
+            % {"pk": email.pk, "days": email.retention_days}
+        )
     if email.status != Status.FAILED:
         state = email.get_status_display().lower()
         raise RetryRefused(

@@ -15,3 +15,11 @@ def send_outbound_emails(ids: list[int]) -> None:
 @shared_task(ignore_result=True)
 def sweep_outbound() -> int:
     return outbound_sweep()
+
+
+@shared_task(ignore_result=True)
+def apply_retention() -> dict[str, int]:
+    """Beat, daily: the content of old finished emails and webhook requests is removed."""
+    from servicedesk.retention import apply_retention
+
+    return apply_retention()

@@ -1,5 +1,7 @@
 from django.contrib import admin
 
+from servicedesk.retention import retention_removed
+
 from .models import InboundMessage, MailboxState, WorkerHeartbeat
 
 
@@ -23,7 +25,16 @@ class InboundMessageAdmin(admin.ModelAdmin):
     list_filter = ("status", "outcome", "transport")
     search_fields = ("message_id", "from_address", "subject")
     exclude = ("raw",)
-    readonly_fields = [f.name for f in InboundMessage._meta.fields if f.name != "raw"]
+    readonly_fields = [
+        *(f.name for f in InboundMessage._meta.fields if f.name != "raw"),
+        "raw_email",
+    ]
+
+    @admin.display(description="Raw email")
+    def raw_email(self, row: InboundMessage) -> str:
+        if row.retention_days:
+            return retention_removed(row.retention_days)
+        return f"{row.size} bytes (download it from the ledger page)"
 
 
 @admin.register(MailboxState)

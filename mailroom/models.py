@@ -74,6 +74,8 @@ class InboundMessage(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     spam_released = models.BooleanField(default=False)
+    # Set when retention removed the raw bytes (servicedesk/retention.py): after this many days.
+    retention_days = models.PositiveSmallIntegerField(null=True, blank=True)
 
     project = models.ForeignKey(
         "projects.Project", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

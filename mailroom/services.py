@@ -5,6 +5,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from django.utils.translation import ngettext
 
 from accounts.models import User
 
@@ -93,6 +94,14 @@ _CARRIED_OUT = {InboundMessage.Outcome.ISSUE_CREATED, InboundMessage.Outcome.NOT
 
 def inbound_reprocess_refusal(row: InboundMessage) -> str:
     """Why "Reprocess" cannot run for this email now; empty when it can."""
+    if row.retention_days:
+        return ngettext(
+            "Email #%(pk)s cannot be processed again: its raw bytes were removed after "
+            "%(days)s day (retention).",
+            "Email #%(pk)s cannot be processed again: its raw bytes were removed after "
+            "%(days)s days (retention).",
+            row.retention_days,
+        ) % {"pk": row.pk, "days": row.retention_days}
     if row.status == InboundMessage.Status.PROCESSING:
         return f"Email #{row.pk} is being processed right now; try again when it is done."
     if row.status == InboundMessage.Status.DONE and (

@@ -21,6 +21,7 @@ from projects import permissions
 from projects.models import Project
 from projects.selectors import project_get_for_user
 from servicedesk.http import anonymous_404_to_login, wants_results_only
+from servicedesk.retention import retention_removed
 
 from .models import InboundMessage
 from .selectors import (
@@ -86,6 +87,10 @@ def _raw_response(project: Project | None, message_id: int) -> HttpResponse:
     """The .eml as a download: never rendered or sniffed by the browser (it is the sender's
     content, HTML included)."""
     email = inbound_get(message_id=message_id, project=project)
+    if email.retention_days:
+        gone = HttpResponse(retention_removed(email.retention_days), status=410)
+        gone["Content-Type"] = "text/plain; charset=utf-8"
+        return gone
     response = HttpResponse(inbound_raw(message=email), content_type="message/rfc822")
     response["Content-Disposition"] = f'attachment; filename="inbound-{email.pk}.eml"'
     response["X-Content-Type-Options"] = "nosniff"

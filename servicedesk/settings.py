@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 from .config import MailboxConfig, load_mailboxes
@@ -406,6 +407,25 @@ SERVICEDESK_WEBHOOKS_MAX_ATTEMPTS = env_int("SERVICEDESK_WEBHOOKS_MAX_ATTEMPTS",
 # A delivery left "sending" this long (its worker died) is handed out again by the sweeper.
 SERVICEDESK_WEBHOOKS_STUCK_AFTER = env_int("SERVICEDESK_WEBHOOKS_STUCK_AFTER", 600)
 
+# Retention (servicedesk/retention.py): after this many days the bodies of sent and failed
+# emails, the raw bytes of processed inbound emails and the payloads of finished webhook
+# requests are removed; their rows (recipient, status, Message-ID, outcome) stay. 0: kept for
+# ever. Run daily by beat at SERVICEDESK_RETENTION_HOUR (TIME_ZONE), this many rows a statement.
+
+
+def _retention_days(name: str) -> int:
+    days = env_int(name, 365)
+    if not 0 <= days <= 32767:
+        raise ImproperlyConfigured(f"{name} must be a number of days from 0 to 32767.")
+    return days
+
+
+SERVICEDESK_RETENTION_OUTBOUND_DAYS = _retention_days("SERVICEDESK_RETENTION_OUTBOUND_DAYS")
+SERVICEDESK_RETENTION_INBOUND_DAYS = _retention_days("SERVICEDESK_RETENTION_INBOUND_DAYS")
+SERVICEDESK_RETENTION_WEBHOOK_DAYS = _retention_days("SERVICEDESK_RETENTION_WEBHOOK_DAYS")
+SERVICEDESK_RETENTION_HOUR = env_int("SERVICEDESK_RETENTION_HOUR", 3)
+SERVICEDESK_RETENTION_BATCH = env_int("SERVICEDESK_RETENTION_BATCH", 1000)
+
 # Mailbox pollers hold a worker slot while they IDLE: they get their own queue so that a
 # worker consuming only "mailbox" (threads pool) keeps them apart from email processing.
 # Sending (and working out who on the team hears about what) gets its own queue too: a burst of
@@ -467,6 +487,10 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-outbound": {"task": "issues.tasks.sweep_outbound", "schedule": 30.0},
     "sweep-team-events": {"task": "notifications.tasks.sweep_events", "schedule": 60.0},
     "sweep-webhooks": {"task": "webhooks.tasks.sweep_deliveries", "schedule": 60.0},
+    "apply-retention": {
+        "task": "issues.tasks.apply_retention",
+        "schedule": crontab(minute=17, hour=SERVICEDESK_RETENTION_HOUR),
+    },
     "expire-custom-email-verifications": {
         "task": "projects.tasks.expire_custom_email_verifications",
         "schedule": 60.0,

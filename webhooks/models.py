@@ -87,6 +87,9 @@ class WebhookDelivery(models.Model):
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     attempted_at = models.DateTimeField(null=True, blank=True)
+    # Set when retention removed the payload and the answer (servicedesk/retention.py): after
+    # this many days.
+    retention_days = models.PositiveSmallIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-pk"]

@@ -10,6 +10,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from projects import permissions
@@ -124,6 +125,22 @@ def webhook_delivery_resend(
 ) -> HttpResponse:
     project = _project_to_administer(request, full_path)
     hook = webhook_get(project=project, hook_id=hook_id)
-    delivery_resend(delivery=delivery_get(hook=hook, delivery_id=delivery_id))
+    delivery = delivery_get(hook=hook, delivery_id=delivery_id)
+    if delivery.retention_days:
+        messages.error(
+            request,
+            ngettext(
+                "This request cannot be sent again: it was removed after %(days)s day (retention).",
+                "This request cannot be sent again: it was removed after %(days)s days "
+                "(retention).",
+                delivery.retention_days,
+            )
+            % {"days": delivery.retention_days},
+        )
+        return redirect(
+            "webhook_delivery", full_path=project.full_path, hook_id=hook.pk,
+            delivery_id=delivery.pk,
+        )  # fmt: skip
+    delivery_resend(delivery=delivery)
     messages.success(request, _("The event is sent again; its result shows in the log."))
     return redirect("webhook_edit", full_path=project.full_path, hook_id=hook.pk)
