@@ -14,6 +14,15 @@ class User(AbstractUser):
     A custom user model from day one: Django cannot swap it later without pain.
     """
 
+    # AbstractUser's, unique by a constraint instead of unique=True: on PostgreSQL that adds a
+    # second (varchar_pattern_ops) index for LIKE 'prefix%', which no query here makes.
+    username = models.CharField(
+        _("username"),
+        max_length=150,
+        help_text=_("Required. 150 characters or fewer. Letters, digits and @/./+/-/_ only."),
+        validators=[AbstractUser.username_validator],
+        error_messages={"unique": _("A user with that username already exists.")},
+    )
     name = models.CharField("display name", max_length=255, blank=True)
     is_bot = models.BooleanField(
         default=False, help_text="Bots author issues and notes but can never log in."
@@ -28,6 +37,7 @@ class User(AbstractUser):
 
     class Meta:
         ordering = ["username"]
+        constraints = [models.UniqueConstraint(fields=["username"], name="user_username_unique")]
 
     def __str__(self) -> str:
         return self.display_name

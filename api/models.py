@@ -29,7 +29,7 @@ class PersonalAccessToken(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="access_tokens"
     )
     name = models.CharField(max_length=100)
-    digest = models.CharField(max_length=64, unique=True, editable=False)
+    digest = models.CharField(max_length=64, editable=False)
     scopes = models.JSONField(default=list)
     # The token works through the day before this date (UTC), as GitLab's expires_at.
     expires_at = models.DateField()
@@ -39,6 +39,10 @@ class PersonalAccessToken(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # Constraints and Meta.indexes rather than unique=True / db_index=True on text columns:
+        # those add a LIKE 'prefix%' twin on PostgreSQL that no query uses
+        # (tests/servicedesk/test_indexes.py).
+        constraints = [models.UniqueConstraint(fields=["digest"], name="token_digest_unique")]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.user})"

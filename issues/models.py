@@ -223,12 +223,10 @@ def new_reply_key() -> str:
 class SentNotification(models.Model):
     """One email sent to one participant; its reply key routes replies and unsubscribes."""
 
-    reply_key = models.CharField(max_length=32, unique=True, default=new_reply_key, editable=False)
+    reply_key = models.CharField(max_length=32, default=new_reply_key, editable=False)
     # Its own secret for the unsubscribe link and address: a reply key quoted or forwarded to
     # someone else must not let them unsubscribe the recipient (nor the reverse).
-    unsubscribe_token = models.CharField(
-        max_length=32, unique=True, default=new_reply_key, editable=False
-    )
+    unsubscribe_token = models.CharField(max_length=32, default=new_reply_key, editable=False)
     issue = models.ForeignKey(Issue, on_delete=models.CASCADE, related_name="sent_notifications")
     participant = models.ForeignKey(
         EmailParticipant,
@@ -249,6 +247,13 @@ class SentNotification(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # Unique by constraints, not unique=True: on PostgreSQL that adds a LIKE 'prefix%' twin
+        # index no query uses (tests/servicedesk/test_indexes.py). The same for every text
+        # column below.
+        constraints = [
+            models.UniqueConstraint(fields=["reply_key"], name="sent_reply_key_unique"),
+            models.UniqueConstraint(fields=["unsubscribe_token"], name="sent_unsubscribe_unique"),
+        ]
 
     def __str__(self) -> str:
         # The reply key is a credential (it can post to the issue): never print it whole.
@@ -263,7 +268,7 @@ class IssueEmail(models.Model):
         OUTBOUND = "out", _("Sent")
 
     issue = models.ForeignKey(Issue, on_delete=models.CASCADE, related_name="emails")
-    message_id = models.CharField(max_length=998, db_index=True)
+    message_id = models.CharField(max_length=998)
     direction = models.CharField(max_length=3, choices=Direction.choices)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -271,6 +276,7 @@ class IssueEmail(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["issue", "message_id"], name="issue_email_unique")
         ]
+        indexes = [models.Index(fields=["message_id"], name="issue_email_message_id")]
 
     def __str__(self) -> str:
         return self.message_id
@@ -365,7 +371,7 @@ class OutboundEmail(models.Model):
     recipient = models.EmailField(max_length=320)
     from_email = models.CharField(max_length=640)
     subject = models.CharField(max_length=998)
-    message_id = models.CharField(max_length=998, unique=True)
+    message_id = models.CharField(max_length=998)
     headers = models.JSONField(default=dict, blank=True)
     body_text = models.TextField()
     body_html = models.TextField()
@@ -385,6 +391,9 @@ class OutboundEmail(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["message_id"], name="outbound_message_id_unique")
+        ]
         indexes = [
             models.Index(fields=["status", "next_attempt_at"], name="outbound_due"),
             # "At most one [Rejected] notice per sender per hour" looks here.

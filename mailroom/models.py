@@ -46,7 +46,7 @@ class InboundMessage(models.Model):
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     # Filled when processed (cheap to show in lists without parsing raw again).
-    message_id = models.CharField(max_length=998, blank=True, db_index=True)
+    message_id = models.CharField(max_length=998, blank=True)
     from_address = models.CharField(max_length=320, blank=True)
     subject = models.CharField(max_length=998, blank=True)
 
@@ -110,6 +110,9 @@ class InboundMessage(models.Model):
             models.Index(fields=["outcome", "-received_at"], name="inbound_outcome"),
             # A project's ledger page and its spam quarantine: newest first.
             models.Index(fields=["project", "-received_at"], name="inbound_project_recent"),
+            # Threading looks emails up by Message-ID (equality only: Meta.indexes, not
+            # db_index=True, which adds an unused LIKE 'prefix%' twin on PostgreSQL).
+            models.Index(fields=["message_id"], name="inbound_message_id"),
         ]
 
     def __str__(self) -> str:
@@ -119,13 +122,16 @@ class InboundMessage(models.Model):
 class MailboxState(models.Model):
     """Health of one configured mailbox, written by its poller."""
 
-    name = models.CharField(max_length=64, unique=True)
+    name = models.CharField(max_length=64)
     uid_validity = models.BigIntegerField(null=True, blank=True)
     last_fetch_at = models.DateTimeField(null=True, blank=True)
     last_success_at = models.DateTimeField(null=True, blank=True)
     consecutive_errors = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
     messages_fetched = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["name"], name="mailbox_state_name_unique")]
 
     def __str__(self) -> str:
         return self.name
@@ -134,12 +140,15 @@ class MailboxState(models.Model):
 class WorkerHeartbeat(models.Model):
     """The last time each Celery worker ran a task from beat: tells ops the worker is alive."""
 
-    hostname = models.CharField(max_length=255, unique=True)
+    hostname = models.CharField(max_length=255)
     seen_at = models.DateTimeField()
     beats = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         ordering = ["-seen_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["hostname"], name="worker_heartbeat_hostname_unique")
+        ]
 
     def __str__(self) -> str:
         return f"{self.hostname} at {self.seen_at:%Y-%m-%d %H:%M:%S}"
