@@ -8,21 +8,19 @@ from django.utils.translation import gettext_lazy as _
 SUPPORT_BOT_USERNAME = "support-bot"
 
 
+_ABSTRACT_USERNAME = AbstractUser._meta.get_field("username")
+
+
 class User(AbstractUser):
     """A person on the team, or a bot (the Support Bot) that authors what came by email.
 
     A custom user model from day one: Django cannot swap it later without pain.
     """
 
-    # AbstractUser's, unique by a constraint instead of unique=True: on PostgreSQL that adds a
-    # second (varchar_pattern_ops) index for LIKE 'prefix%', which no query here makes.
-    username = models.CharField(
-        _("username"),
-        max_length=150,
-        help_text=_("Required. 150 characters or fewer. Letters, digits and @/./+/-/_ only."),
-        validators=[AbstractUser.username_validator],
-        error_messages={"unique": _("A user with that username already exists.")},
-    )
+    # AbstractUser's (its words, validators and messages), unique by a constraint instead of
+    # unique=True: on PostgreSQL that adds a second (varchar_pattern_ops) index for
+    # LIKE 'prefix%', which no query here makes.
+    username = models.CharField(**{**_ABSTRACT_USERNAME.deconstruct()[3], "unique": False})
     name = models.CharField("display name", max_length=255, blank=True)
     is_bot = models.BooleanField(
         default=False, help_text="Bots author issues and notes but can never log in."
