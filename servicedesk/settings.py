@@ -551,8 +551,36 @@ MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "uploads")))
 if not PRODUCTION:
     STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns on a missing root
 WHITENOISE_USE_FINDERS = DEBUG
+# Uploads (files of emails and comments): "local" files under MEDIA_ROOT, or "s3", an
+# S3-compatible bucket (AWS S3, MinIO, Ceph…) through django-storages, which every web and
+# worker machine then shares. Either way the app serves them itself, to those allowed
+# (issues.views.upload_download): the bucket stays private and no URL of it is handed out.
+SERVICEDESK_STORAGE = env_str("SERVICEDESK_STORAGE", "local")
+if SERVICEDESK_STORAGE == "local":
+    _uploads: dict[str, object] = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+elif SERVICEDESK_STORAGE == "s3":
+    _uploads = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env_str("SERVICEDESK_S3_BUCKET"),
+            # Empty: AWS itself; else e.g. https://minio.internal:9000.
+            "endpoint_url": env_str("SERVICEDESK_S3_ENDPOINT_URL", "") or None,
+            "region_name": env_str("SERVICEDESK_S3_REGION", "") or None,
+            # Empty: boto3's own chain (AWS_* variables, ~/.aws, an instance or task role).
+            "access_key": env_secret("SERVICEDESK_S3_ACCESS_KEY_ID", "") or None,
+            "secret_key": env_secret("SERVICEDESK_S3_SECRET_ACCESS_KEY", "") or None,
+            "location": env_str("SERVICEDESK_S3_PREFIX", ""),  # a key prefix, e.g. "uploads"
+            "addressing_style": env_str("SERVICEDESK_S3_ADDRESSING_STYLE", "") or None,
+            "default_acl": None,  # the bucket's own (private): objects are never public
+            # Keys hold a random directory per upload (issues.models.upload_path): no clash to
+            # look for before writing.
+            "file_overwrite": True,
+        },
+    }
+else:
+    raise ImproperlyConfigured("SERVICEDESK_STORAGE must be 'local' or 's3'.")
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": _uploads,
     "staticfiles": {
         "BACKEND": (
             "whitenoise.storage.CompressedManifestStaticFilesStorage"
