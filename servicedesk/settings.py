@@ -575,6 +575,9 @@ elif SERVICEDESK_STORAGE == "s3":
             # Keys hold a random directory per upload (issues.models.upload_path): no clash to
             # look for before writing.
             "file_overwrite": True,
+            # A file read from the bucket (to serve or attach it) is spooled to a temporary
+            # file past this size, not held in memory (django-storages' default: no limit).
+            "max_memory_size": 2 * 1024 * 1024,
         },
     }
 else:
