@@ -24,6 +24,7 @@ from accounts.selectors import support_bot
 from notifications import services as notifications
 from projects.models import CustomEmail, Project, ServiceDeskSetting
 from servicedesk.addresses import is_our_address
+from sla import services as sla
 from webhooks import services as webhooks
 
 from .emails import NewTicket, issue_closed, note_added, notes_added, service_desk_issues_created
@@ -189,6 +190,8 @@ def issues_create(*, author: User, items: Sequence[NewIssue]) -> list[Issue]:
     )
     service_desk_issues_created([t for t, item in zip(tickets, items, strict=True) if item.notify])
     notifications.tickets_opened([issue for issue in issues if issue.external_author])
+    # A ticket from a customer waits for our answer: its response clock starts now.
+    sla.clocks_spoken(issues, {i.pk: Speaker.CUSTOMER for i in issues if i.external_author}, at=now)
     webhooks.issues_opened(issues, author)
     return issues
 
@@ -379,6 +382,9 @@ def _issues_touched(notes: Sequence[Note]) -> None:
             Issue.objects.filter(pk__in=ids).update(
                 updated_at=now, last_public_by=speaker, last_public_at=now
             )
+    if last:
+        issues = {note.issue_id: note.issue for note in notes}
+        sla.clocks_spoken(issues.values(), last, at=now)
 
 
 def note_create(
@@ -473,6 +479,10 @@ def _issue_set_state(*, issue: Issue, user: User, state: str) -> Issue:
     locked.closed_at = timezone.now() if closing else None
     locked.closed_by = user if closing else None
     locked.save(update_fields=["state", "closed_at", "closed_by", "updated_at"])
+    if closing:
+        sla.clock_closed(locked, at=locked.updated_at)
+    else:
+        sla.clock_reopened(locked, at=locked.updated_at)
     note_create(issue=locked, author=user, body="closed" if closing else "reopened", system=True)
     if closing:
         issue_closed(locked)  # the optional "issue closed" email, sent after commit
@@ -709,6 +719,7 @@ def _labels_change(
         parts.append(f"removed {_plural('label', [label.title for label in removed])}")
     note_create(issue=locked, author=user, body=" and ".join(parts), system=True)
     webhooks.labels_changed(locked, user, previous=current.values(), current=wanted.values())
+    sla.clocks_retarget(project_id=locked.project_id, issue_ids=[locked.pk])  # ~label targets
     return locked, True
 
 
@@ -984,9 +995,14 @@ def note_make_public(*, note: Note, user: User) -> bool:
         return False
     note.internal, note.from_non_participant = False, False
     # Now a public word of the customer's: the ticket waits for us, if nothing came after it.
-    Issue.objects.filter(pk=note.issue_id).filter(
-        models.Q(last_public_at__isnull=True) | models.Q(last_public_at__lte=note.created_at)
-    ).update(last_public_by=Speaker.CUSTOMER, last_public_at=note.created_at)
+    if (
+        Issue.objects.filter(pk=note.issue_id)
+        .filter(
+            models.Q(last_public_at__isnull=True) | models.Q(last_public_at__lte=note.created_at)
+        )
+        .update(last_public_by=Speaker.CUSTOMER, last_public_at=note.created_at)
+    ):
+        sla.clocks_spoken([note.issue], {note.issue_id: Speaker.CUSTOMER}, at=note.created_at)
     note_create(
         issue=note.issue,
         author=user,

@@ -122,7 +122,8 @@ class _Event:
     """One thing that happened on one issue, and who hears about it."""
 
     issue: Issue
-    kind: str  # the template: new_ticket, customer_reply, comment, assigned, state
+    # the template: new_ticket, customer_reply, comment, assigned, state, response_soon/missed
+    kind: str
     actor: User | None
     note: Note | None = None
     text: str = ""
@@ -165,6 +166,15 @@ def assignees_added(issue: Issue, users: Sequence[User], actor: User) -> None:
 def state_changed(issue: Issue, actor: User) -> None:
     """Closed or reopened: those taking part and the watchers hear about it."""
     _record([Event(kind=Event.Kind.STATE, issue=issue, actor=actor, state=issue.state)])
+
+
+def responses_due(*, soon: Sequence[Issue], missed: Sequence[Issue]) -> None:
+    """Response targets about to be missed, and missed: the assignees hear about it, or, on an
+    unassigned ticket, the watchers and the project's new-ticket people."""
+    _record(
+        [Event(kind=Event.Kind.RESPONSE_DUE, issue=issue, state="soon") for issue in soon]
+        + [Event(kind=Event.Kind.RESPONSE_DUE, issue=issue, state="missed") for issue in missed]
+    )
 
 
 def _record(events: list[Event]) -> None:
@@ -329,12 +339,24 @@ def _state(event: Event, people: _People) -> tuple[_Event, list[Todo]]:
     return found, []
 
 
+def _response_due(event: Event, people: _People) -> tuple[_Event, list[Todo]]:
+    team, issue = people.team, event.issue
+    found = _Event(issue, f"response_{event.state}", None, text=issue.description)
+    if people.assigned:
+        found.add(people.assigned, ASSIGNED)
+    else:
+        found.add(team.watchers(), WATCHING)
+        found.add(team.new_ticket_people, NEW_TICKET)
+    return found, []
+
+
 _WHO = {
     Event.Kind.NEW_TICKET: _new_ticket,
     Event.Kind.CUSTOMER_REPLY: _customer_reply,
     Event.Kind.COMMENT: _comment,
     Event.Kind.ASSIGNED: _assigned,
     Event.Kind.STATE: _state,
+    Event.Kind.RESPONSE_DUE: _response_due,
 }
 
 
@@ -422,6 +444,8 @@ _SUBJECT_PREFIX = {
     "comment": gettext_lazy("New comment"),
     "assigned": gettext_lazy("Assigned"),
     "state": gettext_lazy("Status"),
+    "response_soon": gettext_lazy("Response due soon"),
+    "response_missed": gettext_lazy("Response target missed"),
 }
 
 

@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "api",
     "webhooks",
+    "sla",
 ]
 
 MIDDLEWARE = [
@@ -422,6 +423,7 @@ CELERY_TASK_ROUTES = {
     "issues.tasks.send_outbound_emails": {"queue": "outbound"},
     "notifications.tasks.deliver_events": {"queue": "outbound"},
     "notifications.tasks.sweep_events": {"queue": "outbound"},
+    "sla.tasks.sweep_response_clocks": {"queue": "outbound"},
     "webhooks.tasks.send_deliveries": {"queue": "outbound"},
     "webhooks.tasks.sweep_deliveries": {"queue": "outbound"},
     "projects.tasks.send_custom_email_verification": {"queue": "outbound"},
@@ -467,6 +469,8 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-outbound": {"task": "issues.tasks.sweep_outbound", "schedule": 30.0},
     "sweep-team-events": {"task": "notifications.tasks.sweep_events", "schedule": 60.0},
     "sweep-webhooks": {"task": "webhooks.tasks.sweep_deliveries", "schedule": 60.0},
+    # Response targets: warn before one is missed, say when it was (sla/services.py).
+    "sweep-response-clocks": {"task": "sla.tasks.sweep_response_clocks", "schedule": 60.0},
     "expire-custom-email-verifications": {
         "task": "projects.tasks.expire_custom_email_verifications",
         "schedule": 60.0,
