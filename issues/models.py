@@ -108,6 +108,17 @@ class Issue(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
     )
+    # Snoozed: out of the open views until ``snoozed_until`` or, when that is empty, until the
+    # customer writes again; a customer's email wakes it early either way.
+    snoozed_at = models.DateTimeField(null=True, blank=True)
+    snoozed_until = models.DateTimeField(null=True, blank=True)
+    snoozed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -125,6 +136,12 @@ class Issue(models.Model):
             # A customer's issues across projects (their page, the issue page's sidebar): the
             # very expression of ``external_author__iexact`` on PostgreSQL.
             models.Index(Upper("external_author"), name="issue_requester"),
+            # The beat's wake-up round: snoozes that end at a time, soonest first.
+            models.Index(
+                fields=["snoozed_until"],
+                condition=models.Q(snoozed_until__isnull=False),
+                name="issue_snooze_ends",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -140,6 +157,10 @@ class Issue(models.Model):
     @property
     def is_open(self) -> bool:
         return self.state == self.State.OPENED
+
+    @property
+    def is_snoozed(self) -> bool:
+        return self.snoozed_at is not None
 
     @property
     def is_service_desk(self) -> bool:

@@ -43,7 +43,7 @@ _LABEL = re.compile(r'~?"([^"]*)"|~?(\S+)')
 
 COMMANDS = (
     "close", "reopen", "label", "unlabel", "relabel", "assign", "unassign", "confidential",
-    "add_email", "remove_email", "convert_to_ticket", "move",
+    "add_email", "remove_email", "convert_to_ticket", "move", "snooze", "unsnooze",
 )  # fmt: skip
 # A description template is the project's own text, run by the Support Bot as an issue is
 # created: it may sort the issue, not touch its participants or send it elsewhere.
@@ -545,6 +545,37 @@ def _move(argument: str, issue: Issue, user: User) -> _Plan:
     )
 
 
+def _snooze(argument: str, issue: Issue, user: User) -> _Plan:
+    from .services import issue_snooze
+    from .snooze import SnoozeError, snooze_until, snooze_words
+
+    if not issue.is_open:
+        raise Refused(_("only open issues can be snoozed"))
+    try:
+        until = snooze_until(argument, project=issue.project)
+    except SnoozeError as error:
+        raise Refused(str(error)) from None
+    words = snooze_words(until)
+    return _Plan(
+        _("snooze this issue %(until)s") % {"until": words},
+        _("snoozed %(until)s") % {"until": words},
+        lambda: _discard(issue_snooze(issue=issue, user=user, until=until)),
+    )
+
+
+def _unsnooze(argument: str, issue: Issue, user: User) -> _Plan:
+    from .services import issue_unsnooze
+
+    _no_argument(argument)
+    if not issue.is_snoozed:
+        raise Refused(_("the issue is not snoozed"))
+    return _Plan(
+        _("wake this issue from its snooze"),
+        _("unsnoozed"),
+        lambda: _discard(issue_unsnooze(issue=issue, user=user)),
+    )
+
+
 _RESOLVERS: dict[str, Callable[[str, Issue, User], _Plan]] = {
     "close": _close,
     "reopen": _reopen,
@@ -558,6 +589,8 @@ _RESOLVERS: dict[str, Callable[[str, Issue, User], _Plan]] = {
     "remove_email": _remove_email,
     "convert_to_ticket": _convert_to_ticket,
     "move": _move,
+    "snooze": _snooze,
+    "unsnooze": _unsnooze,
 }
 
 # The sidebar's checks (the views in issues/views.py): closing and reopening need
@@ -592,4 +625,6 @@ _PERMISSIONS: dict[str, tuple[Callable[[User, Issue], bool], object]] = {
         lambda user, issue: permissions.can_move_issue(user, issue),
         gettext_lazy("you may not move this issue"),
     ),
+    "snooze": (permissions.can_triage_issue, gettext_lazy("you may not snooze this issue")),
+    "unsnooze": (permissions.can_triage_issue, gettext_lazy("you may not snooze this issue")),
 }

@@ -545,7 +545,9 @@ def issue_get_for_user(*, user: AnyUser, project: Project, iid: int) -> Issue:
     """The issue if the user may read it; 404 otherwise (confidential ones below Reporter)."""
     try:
         issue = (
-            Issue.objects.select_related("author", "closed_by", "moved_to__project")
+            Issue.objects.select_related(
+                "author", "closed_by", "moved_to__project", "response_clock"
+            )
             .prefetch_related(
                 Prefetch("labels", queryset=Label.objects.order_by("title")), "assignees"
             )

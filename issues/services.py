@@ -6,6 +6,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote
 
@@ -384,6 +385,10 @@ def _issues_touched(notes: Sequence[Note]) -> None:
             )
     if last:
         issues = {note.issue_id: note.issue for note in notes}
+        # A customer's word wakes a snoozed ticket.
+        customers = [pk for pk, by in last.items() if by == Speaker.CUSTOMER]
+        if customers:
+            _wake_on_customer_reply(customers)
         sla.clocks_spoken(issues.values(), last, at=now)
 
 
@@ -817,6 +822,81 @@ def issue_confidentiality_set(*, issue: Issue, user: User, confidential: bool) -
         "confidential": {"previous": not confidential, "current": confidential},
     })  # fmt: skip
     return locked
+
+
+# --- Snooze ---------------------------------------------------------------------------------------
+
+
+def _snooze_text(until: datetime | None) -> str:
+    if until is None:
+        return "until the customer replies"
+    return f"until {until.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+
+
+@transaction.atomic
+def issue_snooze(*, issue: Issue, user: User, until: datetime | None) -> Issue:
+    """Take an open ticket out of the open views until ``until`` (None: until the customer
+    writes again). Its response clock pauses; a customer's email wakes it early."""
+    locked = Issue.objects.select_for_update().get(pk=issue.pk)
+    now = timezone.now()
+    if not locked.is_open:
+        raise ValidationError(_("Only open issues can be snoozed."))
+    if until is not None and until <= now:
+        raise ValidationError(_("Snooze until a time in the future."))
+    locked.snoozed_at, locked.snoozed_until, locked.snoozed_by = now, until, user
+    locked.save(update_fields=["snoozed_at", "snoozed_until", "snoozed_by", "updated_at"])
+    note_create(issue=locked, author=user, body=f"snoozed {_snooze_text(until)}", system=True)
+    sla.clock_paused(locked, at=now)
+    return locked
+
+
+@transaction.atomic
+def issue_unsnooze(*, issue: Issue, user: User) -> Issue:
+    """Wake a snoozed ticket by hand (no To-Do: whoever does it is looking at it)."""
+    locked = Issue.objects.select_for_update().get(pk=issue.pk)
+    if locked.is_snoozed:
+        _wake(locked, by=user, why="")
+    return locked
+
+
+def _wake(issue: Issue, *, by: User | None, why: str) -> None:
+    """Back in the open views, the clock running again; unless a person woke it, its
+    assignees (or whoever snoozed it) get a To-Do and an email."""
+    now = timezone.now()
+    snoozed_by = issue.snoozed_by_id
+    issue.snoozed_at = issue.snoozed_until = issue.snoozed_by = None
+    issue.save(update_fields=["snoozed_at", "snoozed_until", "snoozed_by", "updated_at"])
+    body = f"woke up: {why}" if why else "unsnoozed"
+    note_create(issue=issue, author=by or support_bot(), body=body, system=True)
+    sla.clock_resumed(issue, at=now)
+    if by is None:
+        notifications.snooze_ended(issue, snoozed_by=snoozed_by, why=why)
+
+
+def _wake_on_customer_reply(issue_ids: Iterable[int]) -> None:
+    snoozed = Issue.objects.select_for_update().filter(
+        pk__in=list(issue_ids), snoozed_at__isnull=False
+    )
+    for issue in snoozed:
+        _wake(issue, by=None, why="the customer replied")
+
+
+def issues_wake(*, limit: int = 500) -> int:
+    """The beat's round: tickets whose snooze has ended wake up, each in its own transaction
+    (claimed under the row's lock, so two rounds never wake one twice)."""
+    woken = 0
+    due = Issue.objects.filter(snoozed_until__lte=timezone.now()).order_by("snoozed_until")
+    for pk in list(due.values_list("pk", flat=True)[:limit]):
+        with transaction.atomic():
+            issue = (
+                Issue.objects.select_for_update()
+                .filter(pk=pk, snoozed_until__lte=timezone.now())
+                .first()
+            )
+            if issue is not None:
+                _wake(issue, by=None, why="the snooze ended")
+                woken += 1
+    return woken
 
 
 # --- Bulk edit (the tracker) ---------------------------------------------------------------------

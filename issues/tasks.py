@@ -15,3 +15,10 @@ def send_outbound_emails(ids: list[int]) -> None:
 @shared_task(ignore_result=True)
 def sweep_outbound() -> int:
     return outbound_sweep()
+
+
+@shared_task(ignore_result=True)
+def wake_snoozed_issues() -> int:
+    from .services import issues_wake
+
+    return issues_wake()

@@ -74,12 +74,15 @@ from .services import (
     issue_participant_add,
     issue_participant_remove,
     issue_reopen,
+    issue_snooze,
+    issue_unsnooze,
     issues_bulk_edit,
     note_make_public,
     note_post,
     participant_bouncing_clear,
     participant_unsubscribe,
 )
+from .snooze import SnoozeError, snooze_until, snooze_words
 
 ISSUES_PER_PAGE = 50
 BULK_EDIT_MAX = 1000  # issues per bulk edit: one request, one transaction
@@ -614,6 +617,28 @@ def issue_confidentiality_update(request: HttpRequest, full_path: str, iid: int)
         request,
         _("The issue is confidential.") if confidential else _("The issue is visible to all."),
     )
+    return redirect(_issue_url(issue))
+
+
+@login_required
+@require_POST
+def issue_snooze_view(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
+    """Snooze (``until``: a choice or a date typed in ``custom``), or wake (``wake``)."""
+    issue = _triaged_issue(request, full_path, iid)
+    if request.POST.get("wake"):
+        issue_unsnooze(issue=issue, user=request.user)
+        messages.success(request, _("The issue is awake."))
+        return redirect(_issue_url(issue))
+    text = (request.POST.get("custom") or request.POST.get("until") or "").strip()[:100]
+    try:
+        until = snooze_until(text, project=issue.project)
+        issue_snooze(issue=issue, user=request.user, until=until)
+    except (SnoozeError, ValidationError) as error:
+        messages_ = error.messages if isinstance(error, ValidationError) else [str(error)]
+        return _render_issue(
+            request, issue, status=400, errors={"snooze": messages_}, values={"snooze": text}
+        )
+    messages.success(request, _("Snoozed %(until)s.") % {"until": snooze_words(until)})
     return redirect(_issue_url(issue))
 
 

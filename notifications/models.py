@@ -73,6 +73,7 @@ class Todo(models.Model):
         MENTIONED = "mentioned", _("mentioned you")
         CUSTOMER_REPLIED = "customer_replied", _("the customer replied")
         NEW_TICKET = "new_ticket", _("new ticket")
+        SNOOZE_ENDED = "snooze_ended", _("the snooze ended")
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="todos"
@@ -118,6 +119,7 @@ class Event(models.Model):
         ASSIGNED = "assigned", _("assigned")
         STATE = "state", _("closed or reopened")
         RESPONSE_DUE = "response_due", _("response target near or missed")
+        WOKE = "woke", _("snooze ended")
 
     kind = models.CharField(max_length=20, choices=Kind.choices)
     issue = models.ForeignKey(Issue, on_delete=models.CASCADE, related_name="+")

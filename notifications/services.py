@@ -47,8 +47,8 @@ from .models import DEFAULT_LEVEL, Event, Level, NewTicketRule, NotificationSett
 
 log = logging.getLogger(__name__)
 Reason = str  # why someone hears about it: the X-ServiceDesk-NotificationReason header
-ASSIGNED, MENTIONED, PARTICIPATING, NEW_TICKET, WATCHING = (
-    "assigned", "mentioned", "participating", "new_ticket", "watching",
+ASSIGNED, MENTIONED, PARTICIPATING, NEW_TICKET, WATCHING, SNOOZED = (
+    "assigned", "mentioned", "participating", "new_ticket", "watching", "snoozed",
 )  # fmt: skip
 _REASON_TEXT = {
     ASSIGNED: gettext_lazy("you are assigned to this ticket"),
@@ -56,6 +56,7 @@ _REASON_TEXT = {
     PARTICIPATING: gettext_lazy("you take part in this ticket"),
     NEW_TICKET: gettext_lazy("you hear about this project's new and unassigned tickets"),
     WATCHING: gettext_lazy("you watch this project"),
+    SNOOZED: gettext_lazy("you snoozed this ticket"),
 }
 # A member's @username in a comment or internal note (never in text that came by email).
 _MENTION = re.compile(r"(?<![\w@/.-])@([A-Za-z0-9_][A-Za-z0-9_.-]{0,149})")
@@ -175,6 +176,14 @@ def responses_due(*, soon: Sequence[Issue], missed: Sequence[Issue]) -> None:
         [Event(kind=Event.Kind.RESPONSE_DUE, issue=issue, state="soon") for issue in soon]
         + [Event(kind=Event.Kind.RESPONSE_DUE, issue=issue, state="missed") for issue in missed]
     )
+
+
+def snooze_ended(issue: Issue, *, snoozed_by: int | None, why: str) -> None:
+    """A snoozed ticket woke up (its time came, or the customer replied): its assignees, or
+    whoever snoozed it, get a To-Do and an email."""
+    reason = "reply" if "replied" in why else "time"
+    users = [snoozed_by] if snoozed_by is not None else []
+    _record([Event(kind=Event.Kind.WOKE, issue=issue, state=reason, users=users)])
 
 
 def _record(events: list[Event]) -> None:
@@ -350,6 +359,21 @@ def _response_due(event: Event, people: _People) -> tuple[_Event, list[Todo]]:
     return found, []
 
 
+def _woke(event: Event, people: _People) -> tuple[_Event, list[Todo]]:
+    team, issue = people.team, event.issue
+    found = _Event(issue, "woke", None, state=event.state)
+    if people.assigned:
+        found.add(people.assigned, ASSIGNED)
+    else:
+        found.add(set(event.users) & set(team.users), SNOOZED)
+    todos = [
+        Todo(user_id=pk, issue=issue, action=Todo.Action.SNOOZE_ENDED)
+        for pk in found.recipients
+        if team.reads(pk, issue)
+    ]
+    return found, todos
+
+
 _WHO = {
     Event.Kind.NEW_TICKET: _new_ticket,
     Event.Kind.CUSTOMER_REPLY: _customer_reply,
@@ -357,6 +381,7 @@ _WHO = {
     Event.Kind.ASSIGNED: _assigned,
     Event.Kind.STATE: _state,
     Event.Kind.RESPONSE_DUE: _response_due,
+    Event.Kind.WOKE: _woke,
 }
 
 
@@ -446,6 +471,7 @@ _SUBJECT_PREFIX = {
     "state": gettext_lazy("Status"),
     "response_soon": gettext_lazy("Response due soon"),
     "response_missed": gettext_lazy("Response target missed"),
+    "woke": gettext_lazy("Snooze ended"),
 }
 
 
@@ -512,6 +538,9 @@ def _render_in(event: _Event, *, addresses: bool, language: str) -> _Body:
         + issue.get_absolute_url()
         + (f"#note-{event.note.pk}" if event.note is not None else ""),
         "STATE": gettext("closed") if event.state == Issue.State.CLOSED else gettext("reopened"),
+        "WHY": gettext("the customer replied")
+        if event.state == "reply"
+        else gettext("the snooze time came"),
         "TEXT": event.text,
         "INTERNAL": gettext("an internal note")
         if event.note and event.note.internal

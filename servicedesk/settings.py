@@ -471,6 +471,7 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-webhooks": {"task": "webhooks.tasks.sweep_deliveries", "schedule": 60.0},
     # Response targets: warn before one is missed, say when it was (sla/services.py).
     "sweep-response-clocks": {"task": "sla.tasks.sweep_response_clocks", "schedule": 60.0},
+    "wake-snoozed-issues": {"task": "issues.tasks.wake_snoozed_issues", "schedule": 60.0},
     "expire-custom-email-verifications": {
         "task": "projects.tasks.expire_custom_email_verifications",
         "schedule": 60.0,
