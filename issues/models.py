@@ -108,6 +108,11 @@ class Issue(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
     )
+    # Merged into another ticket of the project: closed, its thread moved there; replies to
+    # its emails land there (the mailroom follows this as it follows ``moved_to``).
+    merged_into = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="merged_from"
+    )
     # Snoozed: out of the open views until ``snoozed_until`` or, when that is empty, until the
     # customer writes again; a customer's email wakes it early either way.
     snoozed_at = models.DateTimeField(null=True, blank=True)
@@ -198,6 +203,10 @@ class Note(models.Model):
     # The quoted history of an email reply (our earlier emails, other people's words): shown
     # collapsed to Reporter+ only, never emailed to anyone.
     quoted = models.TextField(blank=True)
+    # Came with a merged ticket: the ticket it was written on (issues.services.issue_merge).
+    merged_from = models.ForeignKey(
+        Issue, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -351,6 +360,7 @@ class OutboundEmail(models.Model):
         NEW_NOTE = "new_note", _("New note")
         NEW_PARTICIPANT = "new_participant", _("New participant")
         ISSUE_CLOSED = "issue_closed", _("Issue closed")
+        MERGED = "merged", _("Ticket merged")
         REJECTED = "rejected", _("Rejected")
         TEAM = "team", _("Team notification")
         # Invitations, password resets, email address confirmations (accounts.services).

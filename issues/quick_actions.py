@@ -43,8 +43,10 @@ _LABEL = re.compile(r'~?"([^"]*)"|~?(\S+)')
 
 COMMANDS = (
     "close", "reopen", "label", "unlabel", "relabel", "assign", "unassign", "confidential",
-    "add_email", "remove_email", "convert_to_ticket", "move", "snooze", "unsnooze",
+    "add_email", "remove_email", "convert_to_ticket", "move", "snooze", "unsnooze", "merge",
 )  # fmt: skip
+# Run once the comment is posted, as GitLab runs /move: the comment goes along with the thread.
+AFTER_POSTING = frozenset({"move", "merge"})
 # A description template is the project's own text, run by the Support Bot as an issue is
 # created: it may sort the issue, not touch its participants or send it elsewhere.
 TEMPLATE_COMMANDS = frozenset(
@@ -156,7 +158,7 @@ def apply_quick_actions(
         except Refused as refusal:
             result.refused.append(f"{command}: {refusal}")
             continue
-        if command.name == "move":
+        if command.name in AFTER_POSTING:
             result.moves.append((command, plan))
             continue
         _run(result, command, plan)
@@ -164,13 +166,14 @@ def apply_quick_actions(
 
 
 def quick_actions_finish(result: QuickActionResult) -> Issue:
-    """Run a ``/move`` held back by ``apply_quick_actions``, after the comment was posted (the
-    copy takes the thread, the comment with it). Returns the issue to show: the copy if moved."""
+    """Run a ``/move`` or ``/merge`` held back by ``apply_quick_actions``, after the comment was
+    posted (the thread goes, the comment with it). Returns the issue to show: the copy if moved,
+    the target if merged."""
     moves, result.moves = result.moves, []
     for command, plan in moves[:1]:
         _run(result, command, plan)
     for command, _later in moves[1:]:
-        once = _("an issue moves once")
+        once = _("an issue moves or merges once")
         result.refused.append(f"{command}: {once}")
     return result.issue
 
@@ -210,10 +213,10 @@ def _run(result: QuickActionResult, command: Command, plan: _Plan) -> None:
         return
     result.applied.append(plan.did)
     result.refused.extend(f"{command}: {note}" for note in plan.notes)
-    if command.name == "move":
-        moved = result.issue.moved_to
-        if moved is not None:
-            result.issue = moved
+    if command.name in AFTER_POSTING:
+        went = result.issue.moved_to or result.issue.merged_into
+        if went is not None:
+            result.issue = went
     else:
         result.issue.refresh_from_db()
 
@@ -576,6 +579,27 @@ def _unsnooze(argument: str, issue: Issue, user: User) -> _Plan:
     )
 
 
+def _merge(argument: str, issue: Issue, user: User) -> _Plan:
+    from .selectors import merge_target
+    from .services import issue_merge
+
+    if issue.merged_into_id is not None or issue.moved_to_id is not None:
+        raise Refused(_("the issue was already moved or merged"))
+    try:
+        target = merge_target(issue=issue, user=user, text=argument)
+    except ValidationError as error:
+        raise Refused(" ".join(error.messages)) from None
+
+    def run() -> None:
+        issue.merged_into = issue_merge(issue=issue, user=user, target=target)
+
+    return _Plan(
+        _("merge this issue into #%(iid)s") % {"iid": target.iid},
+        _("merged into #%(iid)s") % {"iid": target.iid},
+        run,
+    )
+
+
 _RESOLVERS: dict[str, Callable[[str, Issue, User], _Plan]] = {
     "close": _close,
     "reopen": _reopen,
@@ -591,6 +615,7 @@ _RESOLVERS: dict[str, Callable[[str, Issue, User], _Plan]] = {
     "move": _move,
     "snooze": _snooze,
     "unsnooze": _unsnooze,
+    "merge": _merge,
 }
 
 # The sidebar's checks (the views in issues/views.py): closing and reopening need
@@ -627,4 +652,5 @@ _PERMISSIONS: dict[str, tuple[Callable[[User, Issue], bool], object]] = {
     ),
     "snooze": (permissions.can_triage_issue, gettext_lazy("you may not snooze this issue")),
     "unsnooze": (permissions.can_triage_issue, gettext_lazy("you may not snooze this issue")),
+    "merge": (permissions.can_triage_issue, gettext_lazy("you may not merge this issue")),
 }

@@ -28,7 +28,14 @@ from servicedesk.addresses import is_our_address
 from sla import services as sla
 from webhooks import services as webhooks
 
-from .emails import NewTicket, issue_closed, note_added, notes_added, service_desk_issues_created
+from .emails import (
+    NewTicket,
+    issue_closed,
+    issue_merged,
+    note_added,
+    notes_added,
+    service_desk_issues_created,
+)
 from .models import (
     EmailParticipant,
     Issue,
@@ -1220,6 +1227,114 @@ def issue_move(*, issue: Issue, user: User, target: Project) -> Issue:
         locked, user, action="close" if "state" in moved else "update", changes=moved
     )
     return copy
+
+
+@transaction.atomic
+def issue_merge(*, issue: Issue, user: User, target: Issue) -> Issue:
+    """Merge a ticket into another of the same project: its thread (the customer's first
+    message included, as a note), files and participants move to ``target`` in time order,
+    each note marked as merged; the reply keys and Message-IDs of its emails now lead to
+    ``target``; it is closed with a link. Its customer gets one email saying where the
+    conversation continues (if the project sends it). Nothing is deleted. Returns ``target``.
+    """
+    first, second = sorted([issue.pk, target.pk])
+    locked = {
+        i.pk: i
+        for i in Issue.objects.select_for_update()
+        .select_related("project")
+        .filter(pk__in=[first, second])
+    }
+    source, into = locked[issue.pk], locked[target.pk]
+    if source.pk == into.pk:
+        raise ValidationError(_("A ticket cannot be merged into itself."))
+    if source.project_id != into.project_id:
+        raise ValidationError(_("Tickets merge only within their project."))
+    for one in (source, into):
+        if one.moved_to_id is not None or one.merged_into_id is not None:
+            raise ValidationError(
+                _("%(ref)s was moved or merged already.") % {"ref": f"#{one.iid}"}
+            )
+    now = timezone.now()
+    if source.description.strip():
+        # The customer's first message, where the rest of the thread goes.
+        opening = Note.objects.create(
+            issue=into, author_id=source.author_id, body=source.description,
+            external_author=source.external_author, external_name=source.external_author_name,
+            merged_from=source,
+        )  # fmt: skip
+        Note.objects.filter(pk=opening.pk).update(created_at=source.created_at)
+    Note.objects.filter(issue=source).update(issue=into, merged_from=source)
+    Upload.objects.filter(issue=source).update(issue=into)
+    moved = _merge_participants(source, into)
+    IssueEmail.objects.bulk_create(
+        [
+            IssueEmail(issue=into, message_id=e.message_id, direction=e.direction)
+            for e in source.emails.all()
+        ],
+        ignore_conflicts=True,
+    )
+    _merge_waiting(source, into)
+    sla.clock_merged(source, into)
+    note_create(issue=into, author=user, body=f"merged #{source.iid} into this issue", system=True)
+    source.merged_into = into
+    source.snoozed_at = source.snoozed_until = source.snoozed_by = None
+    changes: dict[str, dict[str, object]] = {
+        "merged_into_id": {"previous": None, "current": into.pk}
+    }
+    if source.is_open:
+        # Closed quietly: the *issue closed* email would tell the customer it is over.
+        changes["state"] = {"previous": Issue.State.OPENED, "current": Issue.State.CLOSED}
+        source.state, source.closed_at, source.closed_by = Issue.State.CLOSED, now, user
+    source.save(
+        update_fields=[
+            "merged_into", "state", "closed_at", "closed_by", "snoozed_at", "snoozed_until",
+            "snoozed_by", "updated_at",
+        ]
+    )  # fmt: skip
+    note_create(issue=source, author=user, body=f"merged into #{into.iid}", system=True)
+    issue_merged(source, into, moved)
+    webhooks.issue_changed(
+        source, user, action="close" if "state" in changes else "update", changes=changes
+    )
+    return into
+
+
+def _merge_participants(source: Issue, into: Issue) -> list[EmailParticipant]:
+    """The merged ticket's participants join the target (one per address); every reply key
+    sent for the merged ticket now names the target and the participant there. Returns the
+    merged ticket's participants as they are on the target."""
+    theirs = list(source.email_participants.all())
+    ours = {p.email.lower(): p for p in into.email_participants.all()}
+    joining = [p for p in theirs if p.email.lower() not in ours]
+    EmailParticipant.objects.filter(pk__in=[p.pk for p in joining]).update(issue=into)
+    for participant in joining:
+        participant.issue = into
+        ours[participant.email.lower()] = participant
+    mapping = [
+        When(participant_id=p.pk, then=Value(ours[p.email.lower()].pk))
+        for p in theirs
+        if p not in joining
+    ]
+    sent = SentNotification.objects.filter(issue=source)
+    if mapping:
+        sent.update(
+            issue=into,
+            participant=Case(
+                *mapping, default=F("participant"), output_field=models.IntegerField()
+            ),
+        )
+    else:
+        sent.update(issue=into)
+    return [ours[p.email.lower()] for p in theirs]
+
+
+def _merge_waiting(source: Issue, into: Issue) -> None:
+    """Who spoke last in public on the merged thread: the later word of the two tickets."""
+    if source.last_public_at is None:
+        return
+    if into.last_public_at is None or source.last_public_at > into.last_public_at:
+        into.last_public_by, into.last_public_at = source.last_public_by, source.last_public_at
+        into.save(update_fields=["last_public_by", "last_public_at", "updated_at"])
 
 
 def _move_notes(old: Issue, new: Issue) -> dict[int, Note]:

@@ -50,6 +50,7 @@ from .selectors import (
     issue_tracker_for_user,
     issues_for_bulk_edit,
     label_list_for_project,
+    merge_target,
     move_notes_for_user,
     note_deliveries,
     note_emailed_to,
@@ -70,6 +71,7 @@ from .services import (
     issue_confidentiality_set,
     issue_convert_to_service_desk,
     issue_labels_set,
+    issue_merge,
     issue_move,
     issue_participant_add,
     issue_participant_remove,
@@ -331,6 +333,9 @@ def _render_issue(
         ),
         "moved_to_visible": issue.moved_to is not None
         and permissions.can_read_issue(user, issue.moved_to),
+        "merged_url": reverse("issue_detail", args=[project.full_path, issue.merged_into.iid])
+        if issue.merged_into is not None
+        else "",
     }
     if can_see_emails:
         context["customer_issues"] = customer_recent_issues(user=user, issue=issue)
@@ -618,6 +623,23 @@ def issue_confidentiality_update(request: HttpRequest, full_path: str, iid: int)
         _("The issue is confidential.") if confidential else _("The issue is visible to all."),
     )
     return redirect(_issue_url(issue))
+
+
+@login_required
+@require_POST
+def issue_merge_view(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
+    """Merge this ticket into another of the project, named by its number (``#12`` or ``12``)."""
+    issue = _triaged_issue(request, full_path, iid)
+    text = request.POST.get("target", "").strip()[:20]
+    try:
+        target = merge_target(issue=issue, user=request.user, text=text)
+        target = issue_merge(issue=issue, user=request.user, target=target)
+    except ValidationError as error:
+        return _render_issue(
+            request, issue, status=400, errors={"merge": error.messages}, values={"merge": text}
+        )
+    messages.success(request, _("Merged #%(from)s into this ticket.") % {"from": issue.iid})
+    return redirect(_issue_url(target))
 
 
 @login_required

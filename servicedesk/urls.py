@@ -132,6 +132,7 @@ urlpatterns = [
     path(f"{issue}convert/", issue_views.issue_convert_view, name="issue_convert"),
     path(f"{issue}move/", issue_views.issue_move_view, name="issue_move"),
     path(f"{issue}snooze/", issue_views.issue_snooze_view, name="issue_snooze"),
+    path(f"{issue}merge/", issue_views.issue_merge_view, name="issue_merge"),
     path(
         f"{issue}saved_replies/<int:reply_id>/",
         saved_reply_views.saved_reply_insert,

@@ -152,6 +152,17 @@ def clock_closed(issue: Issue, *, at: datetime) -> None:
     clock.delete()
 
 
+def clock_merged(source: Issue, into: Issue) -> None:
+    """A merged ticket's running clock goes with its thread, unless the target has its own."""
+    clock = ResponseClock.objects.select_for_update().filter(pk=source.pk).first()
+    if clock is None:
+        return
+    if into.is_open and not ResponseClock.objects.filter(pk=into.pk).exists():
+        ResponseClock.objects.filter(pk=source.pk).update(issue=into)
+    else:
+        clock.delete()
+
+
 def clock_reopened(issue: Issue, *, at: datetime) -> None:
     """A reopened ticket waits for a next response, counted from the reopen."""
     clocks_spoken([issue], {issue.pk: Speaker.CUSTOMER}, at=at, reopened=True)

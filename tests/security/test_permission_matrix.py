@@ -392,6 +392,7 @@ ASSIGNED = Effect(
     lambda w, c: sorted(_issue(w, c).assignees.values_list("username", flat=True)),
     lambda w, c: [w.users["reporter"].username],
 )
+MERGED = Effect(lambda w, c: _issue(w, c).merged_into_id is not None, lambda w, c: True)
 SNOOZED = Effect(lambda w, c: _issue(w, c).snoozed_at is not None, lambda w, c: True)
 CONFIDENTIALITY_TOGGLED = Effect(
     lambda w, c: _issue(w, c).confidential,
@@ -772,6 +773,13 @@ ROUTES: dict[str, Route] = {
     "issue_snooze": Route(
         "POST", _issue_page("issue_snooze"), issue_action(20), allowed=to_issue(),
         data={"until": "3d"}, effect=SNOOZED,
+    ),
+    "issue_merge": Route(
+        "POST", _issue_page("issue_merge"), issue_action(20),
+        allowed=lambda w, c: reverse(
+            "issue_detail", args=[w.project.full_path, w.issues[not c].iid]
+        ),
+        data=lambda w, c: {"target": f"#{w.issues[not c].iid}"}, effect=MERGED,
     ),
     "participant_add": Route(
         "POST", _issue_page("participant_add"), issue_action(20),
@@ -1237,7 +1245,7 @@ EXEMPT = {"login", "logout", "health", "upload_by_token"}
 
 # Cells per visibility: personas x (issues x variants) summed over the routes. Written out, so
 # that a route or variant that drops out of ROUTES shows here; update it with ROUTES.
-MATRIX_CELLS = 1253
+MATRIX_CELLS = 1267
 
 
 def _route_names() -> set[str]:
