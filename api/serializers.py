@@ -284,6 +284,7 @@ class ServiceDeskSerializer(serializers.Serializer):
     add_external_participants_from_cc = serializers.BooleanField()
     tickets_confidential_by_default = serializers.BooleanField()
     send_issue_closed_email = serializers.BooleanField()
+    send_merged_email = serializers.BooleanField()
     sign_replies_with_agent_name = serializers.BooleanField()
 
 
@@ -296,6 +297,7 @@ class ServiceDeskUpdateSerializer(serializers.Serializer):
     add_external_participants_from_cc = serializers.BooleanField(required=False)
     tickets_confidential_by_default = serializers.BooleanField(required=False)
     send_issue_closed_email = serializers.BooleanField(required=False)
+    send_merged_email = serializers.BooleanField(required=False)
     sign_replies_with_agent_name = serializers.BooleanField(required=False)
 
 

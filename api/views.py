@@ -586,6 +586,7 @@ def _service_desk(project: Project) -> dict[str, Any]:
         "add_external_participants_from_cc": setting.add_external_participants_from_cc,
         "tickets_confidential_by_default": setting.tickets_confidential_by_default,
         "send_issue_closed_email": setting.send_issue_closed_email,
+        "send_merged_email": setting.send_merged_email,
         "sign_replies_with_agent_name": setting.sign_replies_with_agent_name,
     }
 
@@ -598,6 +599,7 @@ _SETTING_FIELDS = (
     "add_external_participants_from_cc",
     "tickets_confidential_by_default",
     "send_issue_closed_email",
+    "send_merged_email",
     "sign_replies_with_agent_name",
 )
 

@@ -19,6 +19,7 @@ from .selectors import outbound_redacted
 
 class NoteInline(admin.TabularInline):
     model = Note
+    fk_name = "issue"
     extra = 0
     fields = ("author", "body", "internal", "system", "external_author", "created_at")
     readonly_fields = ("created_at",)

@@ -504,6 +504,29 @@ def issue_closed(issue: Issue) -> list[OutboundEmail]:
     return emails
 
 
+def issue_merged(
+    source: Issue, target: Issue, participants: Sequence[EmailParticipant]
+) -> list[OutboundEmail]:
+    """*Ticket merged* to the merged ticket's reachable participants (now the target's), in the
+    thread they know, with the target's reply keys: their answers land on the target."""
+    setting = _enabled_settings({target.project_id}).get(target.project_id)
+    if setting is None or not setting.send_merged_email:
+        return []
+    bodies: dict[tuple[str, int, int | None], _Rendered] = {}
+    root = _thread_roots([source])[source.pk]
+    reachable = {p.pk for p in _reachable([target.pk]).get(target.pk, [])}
+    emails = _save(
+        [
+            _draft(kind=Kind.MERGED, issue=target, participant=p, setting=setting,
+                   bodies=bodies, root=root)
+            for p in participants
+            if p.pk in reachable
+        ]
+    )  # fmt: skip
+    send_after_commit(emails)
+    return emails
+
+
 def _enabled_settings(project_ids: set[int]) -> dict[int, ServiceDeskSetting]:
     return {
         setting.project_id: setting

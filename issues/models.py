@@ -108,6 +108,22 @@ class Issue(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
     )
+    # Merged into another ticket of the project: closed, its thread moved there; replies to
+    # its emails land there (the mailroom follows this as it follows ``moved_to``).
+    merged_into = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="merged_from"
+    )
+    # Snoozed: out of the open views until ``snoozed_until`` or, when that is empty, until the
+    # customer writes again; a customer's email wakes it early either way.
+    snoozed_at = models.DateTimeField(null=True, blank=True)
+    snoozed_until = models.DateTimeField(null=True, blank=True)
+    snoozed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -125,6 +141,12 @@ class Issue(models.Model):
             # A customer's issues across projects (their page, the issue page's sidebar): the
             # very expression of ``external_author__iexact`` on PostgreSQL.
             models.Index(Upper("external_author"), name="issue_requester"),
+            # The beat's wake-up round: snoozes that end at a time, soonest first.
+            models.Index(
+                fields=["snoozed_until"],
+                condition=models.Q(snoozed_until__isnull=False),
+                name="issue_snooze_ends",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -140,6 +162,10 @@ class Issue(models.Model):
     @property
     def is_open(self) -> bool:
         return self.state == self.State.OPENED
+
+    @property
+    def is_snoozed(self) -> bool:
+        return self.snoozed_at is not None
 
     @property
     def is_service_desk(self) -> bool:
@@ -177,6 +203,10 @@ class Note(models.Model):
     # The quoted history of an email reply (our earlier emails, other people's words): shown
     # collapsed to Reporter+ only, never emailed to anyone.
     quoted = models.TextField(blank=True)
+    # Came with a merged ticket: the ticket it was written on (issues.services.issue_merge).
+    merged_from = models.ForeignKey(
+        Issue, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -336,6 +366,7 @@ class OutboundEmail(models.Model):
         NEW_NOTE = "new_note", _("New note")
         NEW_PARTICIPANT = "new_participant", _("New participant")
         ISSUE_CLOSED = "issue_closed", _("Issue closed")
+        MERGED = "merged", _("Ticket merged")
         REJECTED = "rejected", _("Rejected")
         TEAM = "team", _("Team notification")
         # Invitations, password resets, email address confirmations (accounts.services).

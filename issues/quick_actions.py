@@ -43,8 +43,10 @@ _LABEL = re.compile(r'~?"([^"]*)"|~?(\S+)')
 
 COMMANDS = (
     "close", "reopen", "label", "unlabel", "relabel", "assign", "unassign", "confidential",
-    "add_email", "remove_email", "convert_to_ticket", "move",
+    "add_email", "remove_email", "convert_to_ticket", "move", "snooze", "unsnooze", "merge",
 )  # fmt: skip
+# Run once the comment is posted, as GitLab runs /move: the comment goes along with the thread.
+AFTER_POSTING = frozenset({"move", "merge"})
 # A description template is the project's own text, run by the Support Bot as an issue is
 # created: it may sort the issue, not touch its participants or send it elsewhere.
 TEMPLATE_COMMANDS = frozenset(
@@ -156,7 +158,7 @@ def apply_quick_actions(
         except Refused as refusal:
             result.refused.append(f"{command}: {refusal}")
             continue
-        if command.name == "move":
+        if command.name in AFTER_POSTING:
             result.moves.append((command, plan))
             continue
         _run(result, command, plan)
@@ -164,13 +166,14 @@ def apply_quick_actions(
 
 
 def quick_actions_finish(result: QuickActionResult) -> Issue:
-    """Run a ``/move`` held back by ``apply_quick_actions``, after the comment was posted (the
-    copy takes the thread, the comment with it). Returns the issue to show: the copy if moved."""
+    """Run a ``/move`` or ``/merge`` held back by ``apply_quick_actions``, after the comment was
+    posted (the thread goes, the comment with it). Returns the issue to show: the copy if moved,
+    the target if merged."""
     moves, result.moves = result.moves, []
     for command, plan in moves[:1]:
         _run(result, command, plan)
     for command, _later in moves[1:]:
-        once = _("an issue moves once")
+        once = _("an issue moves or merges once")
         result.refused.append(f"{command}: {once}")
     return result.issue
 
@@ -210,10 +213,10 @@ def _run(result: QuickActionResult, command: Command, plan: _Plan) -> None:
         return
     result.applied.append(plan.did)
     result.refused.extend(f"{command}: {note}" for note in plan.notes)
-    if command.name == "move":
-        moved = result.issue.moved_to
-        if moved is not None:
-            result.issue = moved
+    if command.name in AFTER_POSTING:
+        went = result.issue.moved_to or result.issue.merged_into
+        if went is not None:
+            result.issue = went
     else:
         result.issue.refresh_from_db()
 
@@ -545,6 +548,58 @@ def _move(argument: str, issue: Issue, user: User) -> _Plan:
     )
 
 
+def _snooze(argument: str, issue: Issue, user: User) -> _Plan:
+    from .services import issue_snooze
+    from .snooze import SnoozeError, snooze_until, snooze_words
+
+    if not issue.is_open:
+        raise Refused(_("only open issues can be snoozed"))
+    try:
+        until = snooze_until(argument, project=issue.project)
+    except SnoozeError as error:
+        raise Refused(str(error)) from None
+    words = snooze_words(until)
+    return _Plan(
+        _("snooze this issue %(until)s") % {"until": words},
+        _("snoozed %(until)s") % {"until": words},
+        lambda: _discard(issue_snooze(issue=issue, user=user, until=until)),
+    )
+
+
+def _unsnooze(argument: str, issue: Issue, user: User) -> _Plan:
+    from .services import issue_unsnooze
+
+    _no_argument(argument)
+    if not issue.is_snoozed:
+        raise Refused(_("the issue is not snoozed"))
+    return _Plan(
+        _("wake this issue from its snooze"),
+        _("unsnoozed"),
+        lambda: _discard(issue_unsnooze(issue=issue, user=user)),
+    )
+
+
+def _merge(argument: str, issue: Issue, user: User) -> _Plan:
+    from .selectors import merge_target
+    from .services import issue_merge
+
+    if issue.merged_into_id is not None or issue.moved_to_id is not None:
+        raise Refused(_("the issue was already moved or merged"))
+    try:
+        target = merge_target(issue=issue, user=user, text=argument)
+    except ValidationError as error:
+        raise Refused(" ".join(error.messages)) from None
+
+    def run() -> None:
+        issue.merged_into = issue_merge(issue=issue, user=user, target=target)
+
+    return _Plan(
+        _("merge this issue into #%(iid)s") % {"iid": target.iid},
+        _("merged into #%(iid)s") % {"iid": target.iid},
+        run,
+    )
+
+
 _RESOLVERS: dict[str, Callable[[str, Issue, User], _Plan]] = {
     "close": _close,
     "reopen": _reopen,
@@ -558,6 +613,9 @@ _RESOLVERS: dict[str, Callable[[str, Issue, User], _Plan]] = {
     "remove_email": _remove_email,
     "convert_to_ticket": _convert_to_ticket,
     "move": _move,
+    "snooze": _snooze,
+    "unsnooze": _unsnooze,
+    "merge": _merge,
 }
 
 # The sidebar's checks (the views in issues/views.py): closing and reopening need
@@ -592,4 +650,7 @@ _PERMISSIONS: dict[str, tuple[Callable[[User, Issue], bool], object]] = {
         lambda user, issue: permissions.can_move_issue(user, issue),
         gettext_lazy("you may not move this issue"),
     ),
+    "snooze": (permissions.can_triage_issue, gettext_lazy("you may not snooze this issue")),
+    "unsnooze": (permissions.can_triage_issue, gettext_lazy("you may not snooze this issue")),
+    "merge": (permissions.can_triage_issue, gettext_lazy("you may not merge this issue")),
 }

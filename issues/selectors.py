@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core import signing
+from django.core.exceptions import ValidationError
 from django.core.paginator import Page, Paginator
 from django.db import connection
 from django.db.models import (
@@ -545,7 +546,9 @@ def issue_get_for_user(*, user: AnyUser, project: Project, iid: int) -> Issue:
     """The issue if the user may read it; 404 otherwise (confidential ones below Reporter)."""
     try:
         issue = (
-            Issue.objects.select_related("author", "closed_by", "moved_to__project")
+            Issue.objects.select_related(
+                "author", "closed_by", "moved_to__project", "merged_into", "response_clock"
+            )
             .prefetch_related(
                 Prefetch("labels", queryset=Label.objects.order_by("title")), "assignees"
             )
@@ -560,7 +563,7 @@ def issue_get_for_user(*, user: AnyUser, project: Project, iid: int) -> Issue:
 
 
 def note_list_for_issue(*, user: AnyUser, issue: Issue) -> QuerySet[Note]:
-    notes = Note.objects.filter(issue=issue).select_related("author")
+    notes = Note.objects.filter(issue=issue).select_related("author", "merged_from")
     if not can_read_internal_notes(user, issue.project):
         notes = notes.filter(internal=False)
     return notes.order_by("created_at", "id")
@@ -733,6 +736,28 @@ def assignable_users(*, project: Project) -> QuerySet[User]:
     return User.objects.filter(
         pk__in=members.values("user_id"), is_active=True, is_bot=False
     ).order_by("username")
+
+
+def merge_target(*, issue: Issue, user: AnyUser, text: str) -> Issue:
+    """The ticket of ``issue``'s project named ``#12`` (or ``12``) that ``user`` may merge
+    ``issue`` into: one they can read and triage. ValidationError otherwise."""
+    from projects.permissions import can_triage_issue
+
+    number = text.strip().lstrip("#")
+    if not number.isdigit() or len(number) > 9:
+        raise ValidationError(gettext("Name the ticket by its number, like #12."))
+    target = (
+        Issue.objects.select_related("project")
+        .filter(project=issue.project, iid=int(number))
+        .first()
+    )
+    if target is None or not can_read_issue(user, target) or not can_triage_issue(user, target):
+        raise ValidationError(
+            gettext("There is no ticket #%(iid)s you may merge into.") % {"iid": number}
+        )
+    if target.pk == issue.pk:
+        raise ValidationError(gettext("A ticket cannot be merged into itself."))
+    return target
 
 
 def issue_move_targets(*, user: AnyUser, issue: Issue) -> list[Project]:

@@ -6,6 +6,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote
 
@@ -24,9 +25,17 @@ from accounts.selectors import support_bot
 from notifications import services as notifications
 from projects.models import CustomEmail, Project, ServiceDeskSetting
 from servicedesk.addresses import is_our_address
+from sla import services as sla
 from webhooks import services as webhooks
 
-from .emails import NewTicket, issue_closed, note_added, notes_added, service_desk_issues_created
+from .emails import (
+    NewTicket,
+    issue_closed,
+    issue_merged,
+    note_added,
+    notes_added,
+    service_desk_issues_created,
+)
 from .models import (
     EmailParticipant,
     Issue,
@@ -189,6 +198,8 @@ def issues_create(*, author: User, items: Sequence[NewIssue]) -> list[Issue]:
     )
     service_desk_issues_created([t for t, item in zip(tickets, items, strict=True) if item.notify])
     notifications.tickets_opened([issue for issue in issues if issue.external_author])
+    # A ticket from a customer waits for our answer: its response clock starts now.
+    sla.clocks_spoken(issues, {i.pk: Speaker.CUSTOMER for i in issues if i.external_author}, at=now)
     webhooks.issues_opened(issues, author)
     return issues
 
@@ -379,6 +390,13 @@ def _issues_touched(notes: Sequence[Note]) -> None:
             Issue.objects.filter(pk__in=ids).update(
                 updated_at=now, last_public_by=speaker, last_public_at=now
             )
+    if last:
+        issues = {note.issue_id: note.issue for note in notes}
+        # A customer's word wakes a snoozed ticket.
+        customers = [pk for pk, by in last.items() if by == Speaker.CUSTOMER]
+        if customers:
+            _wake_on_customer_reply(customers)
+        sla.clocks_spoken(issues.values(), last, at=now)
 
 
 def note_create(
@@ -473,6 +491,10 @@ def _issue_set_state(*, issue: Issue, user: User, state: str) -> Issue:
     locked.closed_at = timezone.now() if closing else None
     locked.closed_by = user if closing else None
     locked.save(update_fields=["state", "closed_at", "closed_by", "updated_at"])
+    if closing:
+        sla.clock_closed(locked, at=locked.updated_at)
+    else:
+        sla.clock_reopened(locked, at=locked.updated_at)
     note_create(issue=locked, author=user, body="closed" if closing else "reopened", system=True)
     if closing:
         issue_closed(locked)  # the optional "issue closed" email, sent after commit
@@ -709,6 +731,7 @@ def _labels_change(
         parts.append(f"removed {_plural('label', [label.title for label in removed])}")
     note_create(issue=locked, author=user, body=" and ".join(parts), system=True)
     webhooks.labels_changed(locked, user, previous=current.values(), current=wanted.values())
+    sla.clocks_retarget(project_id=locked.project_id, issue_ids=[locked.pk])  # ~label targets
     return locked, True
 
 
@@ -806,6 +829,81 @@ def issue_confidentiality_set(*, issue: Issue, user: User, confidential: bool) -
         "confidential": {"previous": not confidential, "current": confidential},
     })  # fmt: skip
     return locked
+
+
+# --- Snooze ---------------------------------------------------------------------------------------
+
+
+def _snooze_text(until: datetime | None) -> str:
+    if until is None:
+        return "until the customer replies"
+    return f"until {until.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+
+
+@transaction.atomic
+def issue_snooze(*, issue: Issue, user: User, until: datetime | None) -> Issue:
+    """Take an open ticket out of the open views until ``until`` (None: until the customer
+    writes again). Its response clock pauses; a customer's email wakes it early."""
+    locked = Issue.objects.select_for_update().get(pk=issue.pk)
+    now = timezone.now()
+    if not locked.is_open:
+        raise ValidationError(_("Only open issues can be snoozed."))
+    if until is not None and until <= now:
+        raise ValidationError(_("Snooze until a time in the future."))
+    locked.snoozed_at, locked.snoozed_until, locked.snoozed_by = now, until, user
+    locked.save(update_fields=["snoozed_at", "snoozed_until", "snoozed_by", "updated_at"])
+    note_create(issue=locked, author=user, body=f"snoozed {_snooze_text(until)}", system=True)
+    sla.clock_paused(locked, at=now)
+    return locked
+
+
+@transaction.atomic
+def issue_unsnooze(*, issue: Issue, user: User) -> Issue:
+    """Wake a snoozed ticket by hand (no To-Do: whoever does it is looking at it)."""
+    locked = Issue.objects.select_for_update().get(pk=issue.pk)
+    if locked.is_snoozed:
+        _wake(locked, by=user, why="")
+    return locked
+
+
+def _wake(issue: Issue, *, by: User | None, why: str) -> None:
+    """Back in the open views, the clock running again; unless a person woke it, its
+    assignees (or whoever snoozed it) get a To-Do and an email."""
+    now = timezone.now()
+    snoozed_by = issue.snoozed_by_id
+    issue.snoozed_at = issue.snoozed_until = issue.snoozed_by = None
+    issue.save(update_fields=["snoozed_at", "snoozed_until", "snoozed_by", "updated_at"])
+    body = f"woke up: {why}" if why else "unsnoozed"
+    note_create(issue=issue, author=by or support_bot(), body=body, system=True)
+    sla.clock_resumed(issue, at=now)
+    if by is None:
+        notifications.snooze_ended(issue, snoozed_by=snoozed_by, why=why)
+
+
+def _wake_on_customer_reply(issue_ids: Iterable[int]) -> None:
+    snoozed = Issue.objects.select_for_update().filter(
+        pk__in=list(issue_ids), snoozed_at__isnull=False
+    )
+    for issue in snoozed:
+        _wake(issue, by=None, why="the customer replied")
+
+
+def issues_wake(*, limit: int = 500) -> int:
+    """The beat's round: tickets whose snooze has ended wake up, each in its own transaction
+    (claimed under the row's lock, so two rounds never wake one twice)."""
+    woken = 0
+    due = Issue.objects.filter(snoozed_until__lte=timezone.now()).order_by("snoozed_until")
+    for pk in list(due.values_list("pk", flat=True)[:limit]):
+        with transaction.atomic():
+            issue = (
+                Issue.objects.select_for_update()
+                .filter(pk=pk, snoozed_until__lte=timezone.now())
+                .first()
+            )
+            if issue is not None:
+                _wake(issue, by=None, why="the snooze ended")
+                woken += 1
+    return woken
 
 
 # --- Bulk edit (the tracker) ---------------------------------------------------------------------
@@ -984,9 +1082,14 @@ def note_make_public(*, note: Note, user: User) -> bool:
         return False
     note.internal, note.from_non_participant = False, False
     # Now a public word of the customer's: the ticket waits for us, if nothing came after it.
-    Issue.objects.filter(pk=note.issue_id).filter(
-        models.Q(last_public_at__isnull=True) | models.Q(last_public_at__lte=note.created_at)
-    ).update(last_public_by=Speaker.CUSTOMER, last_public_at=note.created_at)
+    if (
+        Issue.objects.filter(pk=note.issue_id)
+        .filter(
+            models.Q(last_public_at__isnull=True) | models.Q(last_public_at__lte=note.created_at)
+        )
+        .update(last_public_by=Speaker.CUSTOMER, last_public_at=note.created_at)
+    ):
+        sla.clocks_spoken([note.issue], {note.issue_id: Speaker.CUSTOMER}, at=note.created_at)
     note_create(
         issue=note.issue,
         author=user,
@@ -1124,6 +1227,114 @@ def issue_move(*, issue: Issue, user: User, target: Project) -> Issue:
         locked, user, action="close" if "state" in moved else "update", changes=moved
     )
     return copy
+
+
+@transaction.atomic
+def issue_merge(*, issue: Issue, user: User, target: Issue) -> Issue:
+    """Merge a ticket into another of the same project: its thread (the customer's first
+    message included, as a note), files and participants move to ``target`` in time order,
+    each note marked as merged; the reply keys and Message-IDs of its emails now lead to
+    ``target``; it is closed with a link. Its customer gets one email saying where the
+    conversation continues (if the project sends it). Nothing is deleted. Returns ``target``.
+    """
+    first, second = sorted([issue.pk, target.pk])
+    locked = {
+        i.pk: i
+        for i in Issue.objects.select_for_update()
+        .select_related("project")
+        .filter(pk__in=[first, second])
+    }
+    source, into = locked[issue.pk], locked[target.pk]
+    if source.pk == into.pk:
+        raise ValidationError(_("A ticket cannot be merged into itself."))
+    if source.project_id != into.project_id:
+        raise ValidationError(_("Tickets merge only within their project."))
+    for one in (source, into):
+        if one.moved_to_id is not None or one.merged_into_id is not None:
+            raise ValidationError(
+                _("%(ref)s was moved or merged already.") % {"ref": f"#{one.iid}"}
+            )
+    now = timezone.now()
+    if source.description.strip():
+        # The customer's first message, where the rest of the thread goes.
+        opening = Note.objects.create(
+            issue=into, author_id=source.author_id, body=source.description,
+            external_author=source.external_author, external_name=source.external_author_name,
+            merged_from=source,
+        )  # fmt: skip
+        Note.objects.filter(pk=opening.pk).update(created_at=source.created_at)
+    Note.objects.filter(issue=source).update(issue=into, merged_from=source)
+    Upload.objects.filter(issue=source).update(issue=into)
+    moved = _merge_participants(source, into)
+    IssueEmail.objects.bulk_create(
+        [
+            IssueEmail(issue=into, message_id=e.message_id, direction=e.direction)
+            for e in source.emails.all()
+        ],
+        ignore_conflicts=True,
+    )
+    _merge_waiting(source, into)
+    sla.clock_merged(source, into)
+    note_create(issue=into, author=user, body=f"merged #{source.iid} into this issue", system=True)
+    source.merged_into = into
+    source.snoozed_at = source.snoozed_until = source.snoozed_by = None
+    changes: dict[str, dict[str, object]] = {
+        "merged_into_id": {"previous": None, "current": into.pk}
+    }
+    if source.is_open:
+        # Closed quietly: the *issue closed* email would tell the customer it is over.
+        changes["state"] = {"previous": Issue.State.OPENED, "current": Issue.State.CLOSED}
+        source.state, source.closed_at, source.closed_by = Issue.State.CLOSED, now, user
+    source.save(
+        update_fields=[
+            "merged_into", "state", "closed_at", "closed_by", "snoozed_at", "snoozed_until",
+            "snoozed_by", "updated_at",
+        ]
+    )  # fmt: skip
+    note_create(issue=source, author=user, body=f"merged into #{into.iid}", system=True)
+    issue_merged(source, into, moved)
+    webhooks.issue_changed(
+        source, user, action="close" if "state" in changes else "update", changes=changes
+    )
+    return into
+
+
+def _merge_participants(source: Issue, into: Issue) -> list[EmailParticipant]:
+    """The merged ticket's participants join the target (one per address); every reply key
+    sent for the merged ticket now names the target and the participant there. Returns the
+    merged ticket's participants as they are on the target."""
+    theirs = list(source.email_participants.all())
+    ours = {p.email.lower(): p for p in into.email_participants.all()}
+    joining = [p for p in theirs if p.email.lower() not in ours]
+    EmailParticipant.objects.filter(pk__in=[p.pk for p in joining]).update(issue=into)
+    for participant in joining:
+        participant.issue = into
+        ours[participant.email.lower()] = participant
+    mapping = [
+        When(participant_id=p.pk, then=Value(ours[p.email.lower()].pk))
+        for p in theirs
+        if p not in joining
+    ]
+    sent = SentNotification.objects.filter(issue=source)
+    if mapping:
+        sent.update(
+            issue=into,
+            participant=Case(
+                *mapping, default=F("participant"), output_field=models.IntegerField()
+            ),
+        )
+    else:
+        sent.update(issue=into)
+    return [ours[p.email.lower()] for p in theirs]
+
+
+def _merge_waiting(source: Issue, into: Issue) -> None:
+    """Who spoke last in public on the merged thread: the later word of the two tickets."""
+    if source.last_public_at is None:
+        return
+    if into.last_public_at is None or source.last_public_at > into.last_public_at:
+        into.last_public_by, into.last_public_at = source.last_public_by, source.last_public_at
+        into.save(update_fields=["last_public_by", "last_public_at", "updated_at"])
 
 
 def _move_notes(old: Issue, new: Issue) -> dict[int, Note]:

@@ -23,3 +23,10 @@ def apply_retention() -> dict[str, int]:
     from servicedesk.retention import apply_retention
 
     return apply_retention()
+
+
+@shared_task(ignore_result=True)
+def wake_snoozed_issues() -> int:
+    from .services import issues_wake
+
+    return issues_wake()

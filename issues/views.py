@@ -50,6 +50,7 @@ from .selectors import (
     issue_tracker_for_user,
     issues_for_bulk_edit,
     label_list_for_project,
+    merge_target,
     move_notes_for_user,
     note_deliveries,
     note_emailed_to,
@@ -70,16 +71,20 @@ from .services import (
     issue_confidentiality_set,
     issue_convert_to_service_desk,
     issue_labels_set,
+    issue_merge,
     issue_move,
     issue_participant_add,
     issue_participant_remove,
     issue_reopen,
+    issue_snooze,
+    issue_unsnooze,
     issues_bulk_edit,
     note_make_public,
     note_post,
     participant_bouncing_clear,
     participant_unsubscribe,
 )
+from .snooze import SnoozeError, snooze_until, snooze_words
 
 ISSUES_PER_PAGE = 50
 BULK_EDIT_MAX = 1000  # issues per bulk edit: one request, one transaction
@@ -328,6 +333,9 @@ def _render_issue(
         ),
         "moved_to_visible": issue.moved_to is not None
         and permissions.can_read_issue(user, issue.moved_to),
+        "merged_url": reverse("issue_detail", args=[project.full_path, issue.merged_into.iid])
+        if issue.merged_into is not None
+        else "",
     }
     if can_see_emails:
         context["customer_issues"] = customer_recent_issues(user=user, issue=issue)
@@ -614,6 +622,45 @@ def issue_confidentiality_update(request: HttpRequest, full_path: str, iid: int)
         request,
         _("The issue is confidential.") if confidential else _("The issue is visible to all."),
     )
+    return redirect(_issue_url(issue))
+
+
+@login_required
+@require_POST
+def issue_merge_view(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
+    """Merge this ticket into another of the project, named by its number (``#12`` or ``12``)."""
+    issue = _triaged_issue(request, full_path, iid)
+    text = request.POST.get("target", "").strip()[:20]
+    try:
+        target = merge_target(issue=issue, user=request.user, text=text)
+        target = issue_merge(issue=issue, user=request.user, target=target)
+    except ValidationError as error:
+        return _render_issue(
+            request, issue, status=400, errors={"merge": error.messages}, values={"merge": text}
+        )
+    messages.success(request, _("Merged #%(from)s into this ticket.") % {"from": issue.iid})
+    return redirect(_issue_url(target))
+
+
+@login_required
+@require_POST
+def issue_snooze_view(request: HttpRequest, full_path: str, iid: int) -> HttpResponse:
+    """Snooze (``until``: a choice or a date typed in ``custom``), or wake (``wake``)."""
+    issue = _triaged_issue(request, full_path, iid)
+    if request.POST.get("wake"):
+        issue_unsnooze(issue=issue, user=request.user)
+        messages.success(request, _("The issue is awake."))
+        return redirect(_issue_url(issue))
+    text = (request.POST.get("custom") or request.POST.get("until") or "").strip()[:100]
+    try:
+        until = snooze_until(text, project=issue.project)
+        issue_snooze(issue=issue, user=request.user, until=until)
+    except (SnoozeError, ValidationError) as error:
+        messages_ = error.messages if isinstance(error, ValidationError) else [str(error)]
+        return _render_issue(
+            request, issue, status=400, errors={"snooze": messages_}, values={"snooze": text}
+        )
+    messages.success(request, _("Snoozed %(until)s.") % {"until": snooze_words(until)})
     return redirect(_issue_url(issue))
 
 

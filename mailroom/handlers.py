@@ -1070,8 +1070,10 @@ def _issues_after_moves(issue_ids: set[int]) -> dict[int, Issue]:
 
 def _follow_moves(issue: Issue) -> Issue:
     seen = 0
-    while issue.moved_to_id is not None and seen < MAX_MOVE_HOPS:
-        issue = Issue.objects.select_related("project").get(pk=issue.moved_to_id)
+    # A merged ticket continues in the one it was merged into, as a moved one in its copy.
+    while (issue.moved_to_id or issue.merged_into_id) is not None and seen < MAX_MOVE_HOPS:
+        next_id = issue.moved_to_id or issue.merged_into_id
+        issue = Issue.objects.select_related("project").get(pk=next_id)
         seen += 1
     return issue
 

@@ -73,6 +73,7 @@ class Todo(models.Model):
         MENTIONED = "mentioned", _("mentioned you")
         CUSTOMER_REPLIED = "customer_replied", _("the customer replied")
         NEW_TICKET = "new_ticket", _("new ticket")
+        SNOOZE_ENDED = "snooze_ended", _("the snooze ended")
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="todos"
@@ -117,6 +118,8 @@ class Event(models.Model):
         COMMENT = "comment", _("comment")
         ASSIGNED = "assigned", _("assigned")
         STATE = "state", _("closed or reopened")
+        RESPONSE_DUE = "response_due", _("response target near or missed")
+        WOKE = "woke", _("snooze ended")
 
     kind = models.CharField(max_length=20, choices=Kind.choices)
     issue = models.ForeignKey(Issue, on_delete=models.CASCADE, related_name="+")
@@ -127,7 +130,8 @@ class Event(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     users = models.JSONField(default=list, blank=True)  # ASSIGNED: who was added
-    state = models.CharField(max_length=10, blank=True)  # STATE: the issue's new state
+    # STATE: the issue's new state; RESPONSE_DUE: "soon" or "missed".
+    state = models.CharField(max_length=10, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)  # why it could not be delivered (a bug of ours)

@@ -47,8 +47,8 @@ from .models import DEFAULT_LEVEL, Event, Level, NewTicketRule, NotificationSett
 
 log = logging.getLogger(__name__)
 Reason = str  # why someone hears about it: the X-ServiceDesk-NotificationReason header
-ASSIGNED, MENTIONED, PARTICIPATING, NEW_TICKET, WATCHING = (
-    "assigned", "mentioned", "participating", "new_ticket", "watching",
+ASSIGNED, MENTIONED, PARTICIPATING, NEW_TICKET, WATCHING, SNOOZED = (
+    "assigned", "mentioned", "participating", "new_ticket", "watching", "snoozed",
 )  # fmt: skip
 _REASON_TEXT = {
     ASSIGNED: gettext_lazy("you are assigned to this ticket"),
@@ -56,6 +56,7 @@ _REASON_TEXT = {
     PARTICIPATING: gettext_lazy("you take part in this ticket"),
     NEW_TICKET: gettext_lazy("you hear about this project's new and unassigned tickets"),
     WATCHING: gettext_lazy("you watch this project"),
+    SNOOZED: gettext_lazy("you snoozed this ticket"),
 }
 # A member's @username in a comment or internal note (never in text that came by email).
 _MENTION = re.compile(r"(?<![\w@/.-])@([A-Za-z0-9_][A-Za-z0-9_.-]{0,149})")
@@ -122,7 +123,8 @@ class _Event:
     """One thing that happened on one issue, and who hears about it."""
 
     issue: Issue
-    kind: str  # the template: new_ticket, customer_reply, comment, assigned, state
+    # the template: new_ticket, customer_reply, comment, assigned, state, response_soon/missed
+    kind: str
     actor: User | None
     note: Note | None = None
     text: str = ""
@@ -165,6 +167,23 @@ def assignees_added(issue: Issue, users: Sequence[User], actor: User) -> None:
 def state_changed(issue: Issue, actor: User) -> None:
     """Closed or reopened: those taking part and the watchers hear about it."""
     _record([Event(kind=Event.Kind.STATE, issue=issue, actor=actor, state=issue.state)])
+
+
+def responses_due(*, soon: Sequence[Issue], missed: Sequence[Issue]) -> None:
+    """Response targets about to be missed, and missed: the assignees hear about it, or, on an
+    unassigned ticket, the watchers and the project's new-ticket people."""
+    _record(
+        [Event(kind=Event.Kind.RESPONSE_DUE, issue=issue, state="soon") for issue in soon]
+        + [Event(kind=Event.Kind.RESPONSE_DUE, issue=issue, state="missed") for issue in missed]
+    )
+
+
+def snooze_ended(issue: Issue, *, snoozed_by: int | None, why: str) -> None:
+    """A snoozed ticket woke up (its time came, or the customer replied): its assignees, or
+    whoever snoozed it, get a To-Do and an email."""
+    reason = "reply" if "replied" in why else "time"
+    users = [snoozed_by] if snoozed_by is not None else []
+    _record([Event(kind=Event.Kind.WOKE, issue=issue, state=reason, users=users)])
 
 
 def _record(events: list[Event]) -> None:
@@ -329,12 +348,40 @@ def _state(event: Event, people: _People) -> tuple[_Event, list[Todo]]:
     return found, []
 
 
+def _response_due(event: Event, people: _People) -> tuple[_Event, list[Todo]]:
+    team, issue = people.team, event.issue
+    found = _Event(issue, f"response_{event.state}", None, text=issue.description)
+    if people.assigned:
+        found.add(people.assigned, ASSIGNED)
+    else:
+        found.add(team.watchers(), WATCHING)
+        found.add(team.new_ticket_people, NEW_TICKET)
+    return found, []
+
+
+def _woke(event: Event, people: _People) -> tuple[_Event, list[Todo]]:
+    team, issue = people.team, event.issue
+    found = _Event(issue, "woke", None, state=event.state)
+    if people.assigned:
+        found.add(people.assigned, ASSIGNED)
+    else:
+        found.add(set(event.users) & set(team.users), SNOOZED)
+    todos = [
+        Todo(user_id=pk, issue=issue, action=Todo.Action.SNOOZE_ENDED)
+        for pk in found.recipients
+        if team.reads(pk, issue)
+    ]
+    return found, todos
+
+
 _WHO = {
     Event.Kind.NEW_TICKET: _new_ticket,
     Event.Kind.CUSTOMER_REPLY: _customer_reply,
     Event.Kind.COMMENT: _comment,
     Event.Kind.ASSIGNED: _assigned,
     Event.Kind.STATE: _state,
+    Event.Kind.RESPONSE_DUE: _response_due,
+    Event.Kind.WOKE: _woke,
 }
 
 
@@ -422,6 +469,9 @@ _SUBJECT_PREFIX = {
     "comment": gettext_lazy("New comment"),
     "assigned": gettext_lazy("Assigned"),
     "state": gettext_lazy("Status"),
+    "response_soon": gettext_lazy("Response due soon"),
+    "response_missed": gettext_lazy("Response target missed"),
+    "woke": gettext_lazy("Snooze ended"),
 }
 
 
@@ -488,6 +538,9 @@ def _render_in(event: _Event, *, addresses: bool, language: str) -> _Body:
         + issue.get_absolute_url()
         + (f"#note-{event.note.pk}" if event.note is not None else ""),
         "STATE": gettext("closed") if event.state == Issue.State.CLOSED else gettext("reopened"),
+        "WHY": gettext("the customer replied")
+        if event.state == "reply"
+        else gettext("the snooze time came"),
         "TEXT": event.text,
         "INTERNAL": gettext("an internal note")
         if event.note and event.note.internal

@@ -90,6 +90,10 @@ class ServiceDeskSettingsForm(forms.Form):
     send_issue_closed_email = forms.BooleanField(
         label=_("Email participants when an issue is closed"), required=False
     )
+    send_merged_email = forms.BooleanField(
+        label=_("Email a merged ticket's participants where the conversation continues"),
+        required=False,
+    )
     # Issue 15 (languages): the language of the emails to customers. Not required, so that a
     # form posted without it (an older page, the API) leaves the setting as it is.
     language = forms.ChoiceField(

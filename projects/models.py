@@ -218,12 +218,15 @@ class ServiceDeskSetting(models.Model):
     add_external_participants_from_cc = models.BooleanField(default=False)
     tickets_confidential_by_default = models.BooleanField(default=True)
     send_issue_closed_email = models.BooleanField(default=False)
+    # A merged ticket's customer learns where their conversation continues.
+    send_merged_email = models.BooleanField(default=True)
     # Off by default: which person answered is the team's business until it chooses otherwise.
     sign_replies_with_agent_name = models.BooleanField(default=False)
     thank_you_template = models.TextField(blank=True)
     new_note_template = models.TextField(blank=True)
     new_participant_template = models.TextField(blank=True)
     issue_closed_template = models.TextField(blank=True)
+    merged_template = models.TextField(blank=True)
     # The language of the emails to customers (the default texts in templates/emails/<code>/),
     # one of settings.LANGUAGES; the settings form offers them.
     language = models.CharField(max_length=16, default=settings.LANGUAGE_CODE)

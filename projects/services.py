@@ -266,6 +266,7 @@ def service_desk_settings_update(
     send_issue_closed_email: bool,
     sign_replies_with_agent_name: bool,
     language: str | None = None,
+    send_merged_email: bool | None = None,
 ) -> ServiceDeskSetting:
     """Save the Service Desk settings form (SPEC §6). Raises ValidationError naming the field.
 
@@ -310,6 +311,8 @@ def service_desk_settings_update(
     setting.tickets_confidential_by_default = tickets_confidential_by_default or project.is_public
     setting.send_issue_closed_email = send_issue_closed_email
     setting.sign_replies_with_agent_name = sign_replies_with_agent_name
+    if send_merged_email is not None:  # None: unchanged
+        setting.send_merged_email = send_merged_email
     setting.save()
     project.service_desk = setting
     return setting

@@ -125,6 +125,11 @@ EMAIL_KINDS = {
             _lazy("Issue closed"),
             _lazy("to the participants when the issue is closed (if turned on)"),
         ),
+        EmailKind(
+            "merged",
+            _lazy("Ticket merged"),
+            _lazy("to a merged ticket's participants, saying where it continues (if turned on)"),
+        ),
     ]
 }
 PLACEHOLDERS = [(f"%{{{name}}}", meaning) for name, meaning in EMAIL_PLACEHOLDERS.items()]

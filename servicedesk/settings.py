@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "api",
     "webhooks",
+    "sla",
 ]
 
 MIDDLEWARE = [
@@ -442,6 +443,7 @@ CELERY_TASK_ROUTES = {
     "issues.tasks.send_outbound_emails": {"queue": "outbound"},
     "notifications.tasks.deliver_events": {"queue": "outbound"},
     "notifications.tasks.sweep_events": {"queue": "outbound"},
+    "sla.tasks.sweep_response_clocks": {"queue": "outbound"},
     "webhooks.tasks.send_deliveries": {"queue": "outbound"},
     "webhooks.tasks.sweep_deliveries": {"queue": "outbound"},
     "projects.tasks.send_custom_email_verification": {"queue": "outbound"},
@@ -491,6 +493,9 @@ CELERY_BEAT_SCHEDULE = {
         "task": "issues.tasks.apply_retention",
         "schedule": crontab(minute=17, hour=SERVICEDESK_RETENTION_HOUR),
     },
+    # Response targets: warn before one is missed, say when it was (sla/services.py).
+    "sweep-response-clocks": {"task": "sla.tasks.sweep_response_clocks", "schedule": 60.0},
+    "wake-snoozed-issues": {"task": "issues.tasks.wake_snoozed_issues", "schedule": 60.0},
     "expire-custom-email-verifications": {
         "task": "projects.tasks.expire_custom_email_verifications",
         "schedule": 60.0,

@@ -13,6 +13,7 @@ from mailroom import webhooks as mailroom_webhooks
 from notifications import views as notification_views
 from projects import views as project_views
 from saved_replies import views as saved_reply_views
+from sla import views as sla_views
 from webhooks import views as webhook_views
 
 from . import views
@@ -130,6 +131,8 @@ urlpatterns = [
     ),
     path(f"{issue}convert/", issue_views.issue_convert_view, name="issue_convert"),
     path(f"{issue}move/", issue_views.issue_move_view, name="issue_move"),
+    path(f"{issue}snooze/", issue_views.issue_snooze_view, name="issue_snooze"),
+    path(f"{issue}merge/", issue_views.issue_merge_view, name="issue_merge"),
     path(
         f"{issue}saved_replies/<int:reply_id>/",
         saved_reply_views.saved_reply_insert,
@@ -151,6 +154,11 @@ urlpatterns = [
         "<path:full_path>/-/settings/saved_replies/<int:reply_id>/",
         saved_reply_views.project_saved_reply_edit,
         name="project_saved_reply_edit",
+    ),
+    path(
+        "<path:full_path>/-/settings/response_targets/",
+        sla_views.response_targets,
+        name="response_targets",
     ),
     path(hooks, webhook_views.webhook_list, name="webhook_list"),
     path(f"{hooks}<int:hook_id>/", webhook_views.webhook_edit, name="webhook_edit"),
