@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "api",
     "webhooks",
     "sla",
+    "satisfaction",
 ]
 
 MIDDLEWARE = [
