@@ -285,6 +285,7 @@ class ServiceDeskSerializer(serializers.Serializer):
     tickets_confidential_by_default = serializers.BooleanField()
     send_issue_closed_email = serializers.BooleanField()
     send_merged_email = serializers.BooleanField()
+    satisfaction_survey = serializers.BooleanField()
     sign_replies_with_agent_name = serializers.BooleanField()
 
 
@@ -298,6 +299,7 @@ class ServiceDeskUpdateSerializer(serializers.Serializer):
     tickets_confidential_by_default = serializers.BooleanField(required=False)
     send_issue_closed_email = serializers.BooleanField(required=False)
     send_merged_email = serializers.BooleanField(required=False)
+    satisfaction_survey = serializers.BooleanField(required=False)
     sign_replies_with_agent_name = serializers.BooleanField(required=False)
 
 

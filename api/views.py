@@ -587,6 +587,7 @@ def _service_desk(project: Project) -> dict[str, Any]:
         "tickets_confidential_by_default": setting.tickets_confidential_by_default,
         "send_issue_closed_email": setting.send_issue_closed_email,
         "send_merged_email": setting.send_merged_email,
+        "satisfaction_survey": setting.satisfaction_survey,
         "sign_replies_with_agent_name": setting.sign_replies_with_agent_name,
     }
 
@@ -600,6 +601,7 @@ _SETTING_FIELDS = (
     "tickets_confidential_by_default",
     "send_issue_closed_email",
     "send_merged_email",
+    "satisfaction_survey",
     "sign_replies_with_agent_name",
 )
 

@@ -489,19 +489,35 @@ def issue_closed(issue: Issue) -> list[OutboundEmail]:
     """*Issue closed* to every reachable participant, if the project turned it on (it is off by
     default). Called in the transaction that closed the issue."""
     setting = _enabled_settings({issue.project_id}).get(issue.project_id)
-    if setting is None or not setting.send_issue_closed_email:
+    if setting is None or not (setting.send_issue_closed_email or setting.satisfaction_survey):
         return []
     bodies: dict[tuple[str, int, int | None], _Rendered] = {}
     root = _thread_roots([issue])[issue.pk]
-    emails = _save(
-        [
-            _draft(kind=Kind.ISSUE_CLOSED, issue=issue, participant=p, setting=setting,
-                   bodies=bodies, root=root)
-            for p in _reachable([issue.pk]).get(issue.pk, [])
-        ]
-    )  # fmt: skip
+    drafts = [
+        _draft(kind=Kind.ISSUE_CLOSED, issue=issue, participant=p, setting=setting,
+               bodies=bodies, root=root)
+        for p in _reachable([issue.pk]).get(issue.pk, [])
+    ]  # fmt: skip
+    if setting.satisfaction_survey:
+        _with_survey(issue, setting, drafts)
+    emails = _save(drafts)
     send_after_commit(emails)
     return emails
+
+
+def _with_survey(issue: Issue, setting: ServiceDeskSetting, drafts: list[_Draft]) -> None:
+    """The satisfaction question under the closing email's text, for people who read mail (a
+    no-reply address gets the email without it)."""
+    from satisfaction.services import survey_markdown, survey_wanted
+
+    with translation.override(setting.language or settings.LANGUAGE_CODE):
+        html = render_markdown(survey_markdown(issue), remote_images=False)
+    text = html_to_plain_text(html)
+    for draft in drafts:
+        email = draft.email
+        if email.participant is not None and survey_wanted(email.participant):
+            email.body_html = f"{email.body_html}\n{html}"
+            email.body_text = f"{email.body_text.rstrip()}\n\n{text}\n"
 
 
 def issue_merged(

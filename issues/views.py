@@ -22,6 +22,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts.selectors import support_bot
 from projects import permissions
 from projects.selectors import project_get_for_user, service_desk_addresses
+from satisfaction.selectors import satisfaction_latest
 from saved_replies.selectors import saved_replies_usable
 from saved_replies.services import saved_reply_fill
 from servicedesk.http import anonymous_404_to_login
@@ -339,6 +340,7 @@ def _render_issue(
     }
     if can_see_emails:
         context["customer_issues"] = customer_recent_issues(user=user, issue=issue)
+        context["rating"] = satisfaction_latest(issue=issue)
     if context["can_comment"]:
         context["saved_replies"] = list(saved_replies_usable(user=user, project=project))
     if context["can_add_internal_note"]:

@@ -90,6 +90,14 @@ class ServiceDeskSettingsForm(forms.Form):
     send_issue_closed_email = forms.BooleanField(
         label=_("Email participants when an issue is closed"), required=False
     )
+    satisfaction_survey = forms.BooleanField(
+        label=_("Ask customers how we did when an issue is closed"),
+        required=False,
+        help_text=_(
+            "The closing email (sent even if the option above is off) carries three one-click "
+            "answers: good, okay, bad."
+        ),
+    )
     send_merged_email = forms.BooleanField(
         label=_("Email a merged ticket's participants where the conversation continues"),
         required=False,

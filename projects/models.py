@@ -218,6 +218,8 @@ class ServiceDeskSetting(models.Model):
     add_external_participants_from_cc = models.BooleanField(default=False)
     tickets_confidential_by_default = models.BooleanField(default=True)
     send_issue_closed_email = models.BooleanField(default=False)
+    # Customer satisfaction: the closing email asks good / okay / bad (satisfaction app).
+    satisfaction_survey = models.BooleanField(default=False)
     # A merged ticket's customer learns where their conversation continues.
     send_merged_email = models.BooleanField(default=True)
     # Off by default: which person answered is the team's business until it chooses otherwise.

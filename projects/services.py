@@ -267,6 +267,7 @@ def service_desk_settings_update(
     sign_replies_with_agent_name: bool,
     language: str | None = None,
     send_merged_email: bool | None = None,
+    satisfaction_survey: bool | None = None,
 ) -> ServiceDeskSetting:
     """Save the Service Desk settings form (SPEC §6). Raises ValidationError naming the field.
 
@@ -313,6 +314,8 @@ def service_desk_settings_update(
     setting.sign_replies_with_agent_name = sign_replies_with_agent_name
     if send_merged_email is not None:  # None: unchanged
         setting.send_merged_email = send_merged_email
+    if satisfaction_survey is not None:
+        setting.satisfaction_survey = satisfaction_survey
     setting.save()
     project.service_desk = setting
     return setting

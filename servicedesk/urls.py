@@ -12,6 +12,7 @@ from mailroom import urls as mailroom_urls
 from mailroom import webhooks as mailroom_webhooks
 from notifications import views as notification_views
 from projects import views as project_views
+from satisfaction import views as satisfaction_views
 from saved_replies import views as saved_reply_views
 from sla import views as sla_views
 from webhooks import views as webhook_views
@@ -77,6 +78,11 @@ urlpatterns = [
     # Links to files in emails: a signed token instead of a login.
     path("-/files/<str:token>/<str:filename>", issue_views.upload_by_token, name="upload_by_token"),
     path("-/unsubscribe/<str:token>", issue_views.unsubscribe, name="unsubscribe"),
+    path(
+        "-/satisfaction/<str:token>/<str:score>/",
+        satisfaction_views.satisfaction,
+        name="satisfaction",
+    ),
     # The REST API (api/urls.py) and the personal access tokens it takes.
     path("api/v4/", include("api.urls")),
     path(

@@ -71,6 +71,16 @@ def rate_window_frozen(monkeypatch) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(autouse=True)
+def language_reset():  # type: ignore[no-untyped-def]
+    """A request leaves its language active in the thread (LocaleMiddleware activates it and
+    nothing deactivates it): the next test must not inherit a German session's language."""
+    yield
+    from django.utils import translation
+
+    translation.deactivate()
+
+
+@pytest.fixture(autouse=True)
 def worker_idle_before_flush(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     """A transactional test ends when the real Celery worker (once started, it runs for the
     session) has nothing left to do for it: the database is flushed (TRUNCATE) after the test,

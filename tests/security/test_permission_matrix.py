@@ -167,6 +167,9 @@ def build_world(visibility: str) -> World:
         recipient=CUSTOMER,
     )  # fmt: skip
     ctx["unsubscribe_token"] = sent.unsubscribe_token
+    ctx["survey_token"] = signing.dumps(
+        {"i": issues[True].pk, "c": 1_700_000_000.0}, salt="satisfaction", compress=True
+    )
     ctx["outbound_id"] = OutboundEmail.objects.create(
         kind=OutboundEmail.Kind.NEW_NOTE, project=project, issue=issues[True],
         sent_notification=sent, recipient=CUSTOMER, from_email="support@example.com",
@@ -466,6 +469,16 @@ HOOK_SAVED = Effect(_hook_urls, lambda w, c: [HOOK_URL + "/edited"])
 HOOK_DELETED = Effect(_hook_urls, lambda w, c: [])
 HOOK_SENT = Effect(_deliveries, lambda w, c: 2)
 UNSUBSCRIBED = Effect(_unsubscribed, lambda w, c: True)
+
+
+def _rated(world: World, _c: bool) -> bool:
+    from satisfaction.models import Rating
+
+    return Rating.objects.filter(issue=world.issues[True]).exists()
+
+
+RATED = Effect(_rated, lambda w, c: True)
+NOT_RATED = Effect(_rated)
 STILL_SUBSCRIBED = Effect(_unsubscribed)
 
 
@@ -1232,6 +1245,14 @@ ROUTES: dict[str, Route] = {
         "GET", _global("unsubscribe", "unsubscribe_token"), everyone, effect=STILL_SUBSCRIBED,
         shows_own_address=True,
     ),
+    "satisfaction": _project_route(
+        "GET", lambda w, c: reverse("satisfaction", args=[w.ctx["survey_token"], "good"]),
+        everyone, effect=NOT_RATED,
+    ),
+    "satisfaction (answer)": _project_route(
+        "POST", lambda w, c: reverse("satisfaction", args=[w.ctx["survey_token"], "good"]),
+        everyone, data={"score": "good"}, effect=RATED,
+    ),
     "unsubscribe (confirm)": _project_route(
         "POST", _global("unsubscribe", "unsubscribe_token"), everyone, effect=UNSUBSCRIBED,
         shows_own_address=True,
@@ -1245,7 +1266,7 @@ EXEMPT = {"login", "logout", "health", "upload_by_token"}
 
 # Cells per visibility: personas x (issues x variants) summed over the routes. Written out, so
 # that a route or variant that drops out of ROUTES shows here; update it with ROUTES.
-MATRIX_CELLS = 1267
+MATRIX_CELLS = 1281
 
 
 def _route_names() -> set[str]:
