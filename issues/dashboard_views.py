@@ -15,7 +15,9 @@ from django.views.decorators.http import require_GET
 
 from projects import permissions
 from projects.selectors import project_get_for_user
+from satisfaction.selectors import SatisfactionReport, satisfaction_report
 from servicedesk.http import anonymous_404_to_login
+from sla.selectors import ResponseReport, response_report
 
 from .dashboard import Dashboard, DayStats, project_dashboard
 
@@ -97,6 +99,45 @@ def backlog_chart(days: list[DayStats]) -> Chart:
     return Chart(bars=[], points=points, ticks=ticks, labels=labels, top=top)
 
 
+def _bars(groups: list[list[tuple[int, str]]], labels: list[str]) -> Chart:
+    """Bars side by side per group (a week, a bucket): ``groups[i]`` is [(value, css class)]."""
+    top = _scale_top([value for group in groups for value, _kind in group])
+    step = (WIDTH - LEFT) / max(len(groups), 1)
+    per = max((len(group) for group in groups), default=1)
+    width = round(step * 0.8 / per, 1)
+    bars = []
+    for i, group in enumerate(groups):
+        for j, (value, kind) in enumerate(group):
+            y = _y(value, top)
+            x = round(LEFT + step * i + step * 0.1 + width * j, 1)
+            bars.append(Bar(x, y, width, round(HEIGHT - BOTTOM - y, 1), kind))
+    values = range(top + 1) if top <= 4 else range(0, top + 1, top // 4)
+    ticks = sorted({(_y(v, top), v) for v in values})
+    xs = [
+        (min(round(LEFT + step * (i + 0.5), 1), WIDTH - LABEL_HALF_WIDTH), text)
+        for i, text in enumerate(labels)
+    ]
+    return Chart(bars=bars, points="", ticks=ticks, labels=xs, top=top)
+
+
+def targets_chart(report: ResponseReport) -> Chart:
+    return _bars(
+        [[(w.met, "met"), (w.missed, "missed")] for w in report.weeks],
+        [f"{w.start:%d %b}" for w in report.weeks],
+    )
+
+
+def first_response_chart(report: ResponseReport) -> Chart:
+    return _bars([[(n, "bucket")] for _label, n in report.buckets], [b for b, _n in report.buckets])
+
+
+def satisfaction_chart(report: SatisfactionReport) -> Chart:
+    return _bars(
+        [[(w.good, "good"), (w.okay, "okay"), (w.bad, "bad")] for w in report.weeks],
+        [f"{w.start:%d %b}" for w in report.weeks],
+    )
+
+
 def humanize_duration(value: dt.timedelta | None) -> str:
     """3 min, 4 h 20 min, 2 d 3 h; "—" when there is nothing to measure."""
     if value is None:
@@ -118,7 +159,16 @@ def issue_dashboard(request: HttpRequest, full_path: str) -> HttpResponse:
     if not permissions.can_view_dashboard(request.user, project):
         raise Http404("No such page")
     dashboard: Dashboard = project_dashboard(project=project)
+    responses = response_report(project=project)
+    satisfaction = satisfaction_report(project=project)
     context = {
+        "responses": responses,
+        "targets_chart": targets_chart(responses),
+        "first_response_chart": first_response_chart(responses),
+        "p50": humanize_duration(responses.p50),
+        "p90": humanize_duration(responses.p90),
+        "satisfaction": satisfaction,
+        "satisfaction_chart": satisfaction_chart(satisfaction),
         "project": project,
         "dashboard": dashboard,
         "median_first_response": humanize_duration(dashboard.median_first_response),

@@ -15,6 +15,8 @@ from issues.dashboard import project_dashboard
 from issues.dashboard_views import humanize_duration
 from issues.models import Issue, Note
 from issues.services import note_create
+from satisfaction.selectors import satisfaction_report
+from sla.selectors import response_report
 from tests.factories import IssueFactory
 
 pytestmark = pytest.mark.django_db
@@ -128,7 +130,7 @@ def test_reporters_and_up_see_the_dashboard_as_svg_charts(
 
     assert response.status_code == 200
     html = response.content.decode()
-    assert html.count("<svg") == 2
+    assert html.count("<svg") == 5
     assert '<title id="flow-title">' in html
     assert "<script>" not in html  # only the site's own deferred scripts, no inline code
     assert '<a href="' + url(project) in html  # the Dashboard tab
@@ -171,3 +173,42 @@ def test_a_fixed_number_of_queries_whatever_the_number_of_tickets(
     with django_assert_num_queries(4):
         dashboard = project_dashboard(project=project)
     assert (dashboard.opened, dashboard.responded) == (200, 200)
+
+
+def test_response_targets_and_satisfaction_per_week_in_a_fixed_number_of_queries(
+    client, project, owner, django_assert_num_queries
+) -> None:
+    from satisfaction.models import Rating
+    from sla.models import ResponsePolicy, ResponseRecord
+
+    ResponsePolicy.objects.create(project=project, enabled=True)
+    client.force_login(owner)
+    now = timezone.now()
+
+    def record(issue, seconds: int, met: bool) -> ResponseRecord:  # type: ignore[no-untyped-def]
+        return ResponseRecord.objects.create(
+            project=project, issue=issue, kind="first", started_at=now, answered_at=now,
+            ended_at=now, business_seconds=seconds, target_seconds=4 * 3600, met=met,
+        )  # fmt: skip
+
+    issues = [ticket(project, created=noon(n)) for n in range(10)]
+    for n, issue in enumerate(issues):
+        record(issue, (n + 1) * 1800, met=(n + 1) * 1800 <= 4 * 3600)
+        Rating.objects.create(project=project, issue=issue, closed_at=now,
+                              score=["good", "okay", "bad"][n % 3],
+                              comment="Slow." if n == 2 else "")  # fmt: skip
+    with CaptureQueriesContext(connection) as small:
+        page = client.get(url(project)).content.decode()
+    # 30 min, 1 h, … 5 h: eight within the 4 h target, two past it; median 2 h 30 min.
+    assert "Median 2 h 30 min, 90th percentile 4 h 30 min, over 10 first responses" in page
+    assert "<td>8</td><td>2</td>" in page
+    assert "Slow." in page
+    for issue in [ticket(project, created=noon(n % 30)) for n in range(40)]:
+        record(issue, 600, met=True)
+        Rating.objects.create(project=project, issue=issue, closed_at=now, score="good")
+    with django_assert_num_queries(len(small.captured_queries)):
+        assert client.get(url(project)).status_code == 200
+    with django_assert_num_queries(3):
+        response_report(project=project)
+    with django_assert_num_queries(2):
+        satisfaction_report(project=project)
