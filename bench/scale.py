@@ -771,7 +771,8 @@ def main() -> None:
             if args.only and args.only not in page:
                 continue
             row = time_page(clients[persona], url, args.requests, args.budget)
-            results.append({"page": page, "project": key, "persona": persona, "url": url, **row})
+            results.append({"page": page, "project": key, "persona": persona, "url": url,
+                            **row, "load": load()})  # fmt: skip
             print(f"  {key:8} {page:24} {show(row)}   load {load()}", flush=True)
         load_after = load()
     finally:
@@ -794,8 +795,10 @@ def main() -> None:
     print(f"{'page':24} | {'10 k-issue project (ms)':^30} | {'100 k-issue project (ms)':^30}")
     print(f"{'':24} | {head} | {head}")
     for page, row in by_page.items():
-        small = row.get("p10k") or row.get("instance")
-        print(f"{page:24} | {show(small)} | {show(row.get('p100k') or row.get('instance'))}")
+        if "instance" in row:  # one page for the instance (both projects)
+            print(f"{page:24} | {show(row['instance'])} | {'(the instance: both projects)':^30}")
+        else:
+            print(f"{page:24} | {show(row.get('p10k'))} | {show(row.get('p100k'))}")
     if inbound:
         print(f"inbound: {inbound['source']} ({inbound['written']}): "
               + json.dumps(inbound["results"])[:400])  # fmt: skip
