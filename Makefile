@@ -9,6 +9,8 @@ help:
 	@echo "make lint   ruff and mypy only"
 	@echo "make format ruff format"
 	@echo "make bench  benchmarks (bench/): prints a table, writes bench/results/*.json"
+	@echo "make bench-scale  every page at 10 000 and 100 000 issues over HTTP (bench/scale.py;"
+	@echo "                  SCALE_ARGS=--small for a tenth); prints a table, writes bench/results/"
 	@echo "make faults fault injection (bench/faults.py): kills, restarts, outages; prints a table"
 
 run:
@@ -30,6 +32,10 @@ clean:
 .PHONY: bench
 bench:
 	@PYTHON=$(PYTHON) bash -c 'source scripts/venv.sh && ensure_venv dev && bash scripts/install-system-deps.sh && .venv/bin/python bench/ingest.py && .venv/bin/python bench/ingest.py --watchers 20 && .venv/bin/python bench/outbound.py && .venv/bin/python bench/search.py && .venv/bin/python bench/hostile.py'
+
+.PHONY: bench-scale
+bench-scale:
+	@PYTHON=$(PYTHON) bash -c 'source scripts/venv.sh && ensure_venv dev && bash scripts/install-system-deps.sh && .venv/bin/python bench/scale.py $(SCALE_ARGS)'
 
 .PHONY: faults
 faults:
