@@ -1,15 +1,17 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core import signing
+from django.core.cache import cache
 from django.core.paginator import Page, Paginator
 from django.db import connection
 from django.db.models import (
@@ -19,6 +21,7 @@ from django.db.models import (
     Exists,
     F,
     Lookup,
+    Max,
     OuterRef,
     Prefetch,
     Q,
@@ -45,7 +48,16 @@ from projects.selectors import projects_with_role
 
 from .filters import NO_ASSIGNEE, NO_LABEL, IssueFilters, is_email_address
 from .fts import match_query
-from .models import EmailParticipant, Issue, Label, Note, OutboundEmail, Speaker, Upload
+from .models import (
+    EmailParticipant,
+    Issue,
+    IssueCounter,
+    Label,
+    Note,
+    OutboundEmail,
+    Speaker,
+    Upload,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -59,8 +71,15 @@ if TYPE_CHECKING:
 # A page of it costs the same queries whatever the number of issues, labels, assignees and
 # notes: counts (1), the page's rows (1), their labels and assignees (1), the filter choices (2).
 
-# Issues that came by email: authored by the Support Bot, or converted by giving a requester.
-SERVICE_DESK_ISSUES = Q(author__username=SUPPORT_BOT_USERNAME) | ~Q(external_author="")
+
+def _service_desk_issues() -> Q:
+    """Issues that came by email: authored by the Support Bot, or converted by giving a
+    requester. The bot's id is an uncorrelated subquery (PostgreSQL: an InitPlan, run once per
+    statement by the username index), not a join of every issue to its author."""
+    bot = User.objects.filter(username=SUPPORT_BOT_USERNAME).values("pk")[:1]
+    return Q(author_id=Subquery(bot)) | ~Q(external_author="")
+
+
 # "Waiting for us": issues whose last public word is the customer's (index issue_waiting) and
 # are open, or were closed before the customer wrote (a project that does not reopen on a
 # customer's reply): a reply never vanishes into a closed ticket.
@@ -364,7 +383,7 @@ def _views(user: AnyUser) -> dict[str, Q]:
     assignee_links = Issue.assignees.through.objects.filter(issue=OuterRef("pk"))
     return {
         "": Q(),
-        "service_desk": SERVICE_DESK_ISSUES,
+        "service_desk": _service_desk_issues(),
         "waiting": WAITING_FOR_US,
         # An anonymous visitor's pk is None: ``user_id IS NULL`` holds for no assignment.
         "mine": Q(Exists(assignee_links.filter(Q(user_id=user.pk)))),
@@ -438,6 +457,25 @@ def issues_for_bulk_edit(
     return chosen, total
 
 
+def _counts_fingerprint(project: Project) -> dict[str, Any]:
+    """What changes whenever a count of the project's tracker may: the last iid handed out (a
+    new issue) and the latest ``updated_at`` (every change of an issue's state, labels,
+    assignees, confidentiality or conversation bumps it, through a note or a save). Two index
+    lookups, as expressions of one statement."""
+    newest = Issue.objects.filter(project=project).order_by("-updated_at").values("updated_at")
+    counter = IssueCounter.objects.filter(project=project).values("last_iid")
+    return {"newest": Max(Subquery(newest[:1])), "last_iid": Max(Subquery(counter[:1]))}
+
+
+def _counts_key(*, user: AnyUser, project: Project, filters: IssueFilters) -> str:
+    """The cache key of the counts as ``user`` sees them under ``filters`` (the sort order
+    aside): "mine" is theirs, and confidential issues count only for those who may read them."""
+    wanted = replace(filters, sort="")
+    digest = hashlib.sha256(repr(wanted).encode()).hexdigest()[:32]
+    confidential = int(can_read_confidential_issues(user, project))
+    return f"tracker-counts:{project.pk}:{user.pk}:{confidential}:{digest}"
+
+
 def issue_counts_for_user(
     *,
     user: AnyUser,
@@ -449,8 +487,21 @@ def issue_counts_for_user(
     per view (``issues`` for all of them, then ``service_desk``, ``waiting``, ``mine``,
     ``unassigned``), in the current state. All under the filters. "Waiting for us" says
     itself which states it holds, so its count is the same whatever the state tab (its tab
-    opens on every state). ``matching``: the search's ids when the caller already found them."""
+    opens on every state). ``matching``: the search's ids when the caller already found them.
+
+    Counting reads every issue the filters select, so in a project where that is at least
+    SERVICEDESK_TRACKER_COUNTS_CACHE_MIN issues the counts are kept in the cache with the
+    project's fingerprint (``_counts_fingerprint``), and the next page asks only for the
+    fingerprint: the counts are read again when an issue was added or changed, and at the
+    latest after SERVICEDESK_TRACKER_COUNTS_CACHE_SECONDS."""
     filters = filters or IssueFilters()
+    key = _counts_key(user=user, project=project, filters=filters)
+    fingerprint = _counts_fingerprint(project)
+    cached = cache.get(key)
+    if cached is not None:
+        now = Project.objects.filter(pk=project.pk).aggregate(**fingerprint)  # one row
+        if cached["fingerprint"] == now:
+            return cached["counts"]  # type: ignore[no-any-return]
     issues = _narrow(user=user, project=project, filters=filters, matching=matching)
     views = _views(user)
     in_view = views.get(filters.view, Q())
@@ -461,28 +512,63 @@ def issue_counts_for_user(
         )
         for view, condition in views.items()
     }
-    return issues.aggregate(
+    found = issues.order_by().aggregate(
         opened=Count("pk", filter=Q(state="opened") & in_view),
         closed=Count("pk", filter=Q(state="closed") & in_view),
         all=Count("pk", filter=in_view or None),
         **per_view,
+        **fingerprint,
     )
+    now = {name: found.pop(name) for name in fingerprint}
+    if max(found.values()) >= settings.SERVICEDESK_TRACKER_COUNTS_CACHE_MIN:
+        timeout = settings.SERVICEDESK_TRACKER_COUNTS_CACHE_SECONDS
+        cache.set(key, {"fingerprint": now, "counts": found}, timeout)
+    return found  # type: ignore[no-any-return]
+
+
+# The people of the filter form, without reading the project's issues: each id set is a
+# "skip scan" (a recursive CTE that asks an index for the next larger id, once per person:
+# ``issue_author_choices`` for authors, the link table's user index for assignees), so its
+# cost grows with the number of people, not of issues. PostgreSQL and SQLite read it alike.
+_PEOPLE_SQL = """
+WITH RECURSIVE authors(confidential, id) AS (
+    {seeds}
+    UNION ALL
+    SELECT a.confidential, (
+        SELECT MIN(i.author_id) FROM issues_issue i
+        WHERE i.project_id = %s AND i.confidential = a.confidential AND i.author_id > a.id
+    ) FROM authors a WHERE a.id IS NOT NULL
+), assigned(id) AS (
+    SELECT MIN(user_id) FROM issues_issue_assignees
+    UNION ALL
+    SELECT (SELECT MIN(l.user_id) FROM issues_issue_assignees l WHERE l.user_id > s.id)
+    FROM assigned s WHERE s.id IS NOT NULL
+)
+SELECT u.*, u.id IN (SELECT id FROM authors) AS is_author, EXISTS (
+    SELECT 1 FROM issues_issue_assignees l INNER JOIN issues_issue i ON i.id = l.issue_id
+    WHERE l.user_id = u.id AND i.project_id = %s{visible}
+) AS is_assignee
+FROM accounts_user u
+WHERE u.id IN (SELECT id FROM authors) OR u.id IN (SELECT id FROM assigned)
+ORDER BY u.username
+"""
+_AUTHOR_SEED = (
+    "SELECT %s, (SELECT MIN(author_id) FROM issues_issue"
+    " WHERE project_id = %s AND confidential = %s)"
+)
 
 
 def issue_filter_choices_for_user(*, user: AnyUser, project: Project) -> FilterChoices:
-    """Two queries: the project's labels; the authors and assignees of issues the user sees."""
+    """Two queries: the project's labels; the authors and assignees of issues the user sees
+    (confidential ones only for those who may read them), found by index (``_PEOPLE_SQL``)."""
     labels = list(Label.objects.filter(project=project).order_by("title"))
-    visible = _visible_issues(user=user, project=project)
-    people = list(
-        User.objects.filter(
-            Q(pk__in=visible.values("author")) | Q(pk__in=visible.values("assignees"))
-        )
-        .annotate(
-            is_author=Exists(visible.filter(author=OuterRef("pk"))),
-            is_assignee=Exists(visible.filter(assignees=OuterRef("pk"))),
-        )
-        .order_by("username")
+    kinds = [False, True] if can_read_confidential_issues(user, project) else [False]
+    sql = _PEOPLE_SQL.format(
+        seeds="\n    UNION ALL\n    ".join(_AUTHOR_SEED for _ in kinds),
+        visible="" if len(kinds) == 2 else " AND NOT i.confidential",
     )
+    params: list[Any] = [value for kind in kinds for value in (kind, project.pk, kind)]
+    people = list(User.objects.raw(sql, [*params, project.pk, project.pk]))
     return FilterChoices(
         labels=labels,
         authors=[person for person in people if person.is_author],

@@ -768,3 +768,43 @@ def test_full_text_search_stems_words_and_reads_comments_the_viewer_may_see(
     client.force_login(guest)
     assert found("engine") == []
     assert found("paypal") == ["Refund please"]
+
+
+# --- Cached counts ------------------------------------------------------------------------------
+
+
+def test_cached_counts_follow_every_change_and_are_not_counted_again_until_one(
+    client, project, labels, reporter, developer, settings
+) -> None:
+    from issues.services import issue_assignees_set, issue_create, issue_labels_set
+
+    settings.SERVICEDESK_TRACKER_COUNTS_CACHE_MIN = 1  # every count is cached
+    client.force_login(reporter)
+    first = issue_create(project=project, author=reporter, title="First")
+    issue_create(project=project, author=reporter, title="Second")
+
+    def counts(params: dict[str, str] | None = None) -> tuple[dict[str, int], list[str]]:
+        with CaptureQueriesContext(connection) as captured:
+            response = client.get(url(project), params or {})
+        return response.context["tracker"].counts, [q["sql"] for q in captured]
+
+    found, _ = counts()
+    assert (found["opened"], found["closed"], found["mine"]) == (2, 0, 0)
+    again, queries = counts()
+    assert again == found
+    assert not any('AS "opened"' in sql for sql in queries)  # from the cache
+    assert len(queries) == EXPECTED_QUERIES["reporter"]  # the fingerprint instead of the count
+
+    issue_close(issue=first, user=reporter)
+    found, queries = counts()
+    assert (found["opened"], found["closed"]) == (1, 1)
+    assert any('AS "opened"' in sql for sql in queries)
+
+    assert counts({"state": "all"})[0]["mine"] == 0
+    issue_assignees_set(issue=first, user=reporter, assignees=[reporter])
+    assert counts({"state": "all"})[0]["mine"] == 1
+    assert counts({"state": "all", "label": "bug"})[0]["all"] == 0
+    issue_labels_set(issue=first, user=reporter, labels=[labels["bug"]])
+    assert counts({"state": "all", "label": "bug"})[0]["all"] == 1
+    issue_create(project=project, author=developer, title="Third")
+    assert counts()[0]["opened"] == 2
