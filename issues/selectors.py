@@ -159,11 +159,23 @@ class _CountedPaginator(Paginator):
 
     def __init__(self, object_list: QuerySet[Issue], per_page: int, *, count: int) -> None:
         super().__init__(object_list, per_page)
+        self.issues = object_list
         self._known_count = count
 
     @cached_property
     def count(self) -> int:
         return self._known_count
+
+    def page(self, number: int | str) -> Page:
+        """The page's rows by their ids: the ids of the page are found first, in a subquery
+        that only sorts and skips (from the index of the order), and the rows' annotations
+        (their note counts) are computed for those rows alone. Selected and annotated
+        directly, PostgreSQL would count the notes of every row an OFFSET skips too (EXPLAIN
+        at page 200: the note count SubPlans ran 10 000 times)."""
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        ids = self.issues.values("pk")[bottom : bottom + self.per_page]
+        return Page(list(self.issues.filter(pk__in=ids)), number, self)
 
 
 def _visible_issues(*, user: AnyUser, project: Project) -> QuerySet[Issue]:
@@ -571,8 +583,8 @@ def issue_filter_choices_for_user(*, user: AnyUser, project: Project) -> FilterC
     people = list(User.objects.raw(sql, [*params, project.pk, project.pk]))
     return FilterChoices(
         labels=labels,
-        authors=[person for person in people if person.is_author],
-        assignees=[person for person in people if person.is_assignee],
+        authors=[person for person in people if person.is_author],  # type: ignore[attr-defined]
+        assignees=[person for person in people if person.is_assignee],  # type: ignore[attr-defined]
     )
 
 
