@@ -5,14 +5,12 @@ import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass, replace
-from datetime import timedelta
-from functools import cached_property
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core import signing
 from django.core.cache import cache
-from django.core.paginator import Page, Paginator
 from django.db import connection
 from django.db.models import (
     BooleanField,
@@ -86,6 +84,21 @@ def _service_desk_issues() -> Q:
 WAITING_FOR_US = Q(last_public_by=Speaker.CUSTOMER) & (
     Q(state=Issue.State.OPENED) | Q(closed_at__lt=F("last_public_at"))
 )
+# Each order of the tracker as its sort keys: (field, descending, nullable). A page starts after
+# (or ends before) the keys of a row: keyset pagination, which reads the index of the order from
+# there instead of skipping every row before it (an OFFSET grows with the page's depth).
+# ``waiting_rank``: 0 for an issue waiting for us, else 1 (annotated by ``issue_list_for_user``).
+_SORT_KEYS: dict[str, tuple[tuple[str, bool, bool], ...]] = {
+    "created_desc": (("created_at", True, False), ("id", True, False)),
+    "created_asc": (("created_at", False, False), ("id", False, False)),
+    "updated_desc": (("updated_at", True, False), ("id", True, False)),
+    "updated_asc": (("updated_at", False, False), ("id", False, False)),
+    "waiting": (
+        ("waiting_rank", False, False),
+        ("last_public_at", False, True),
+        ("id", False, False),
+    ),
+}
 _ORDERINGS: dict[str, tuple[Any, ...]] = {
     "created_desc": ("-created_at", "-id"),
     "created_asc": ("created_at", "id"),
@@ -133,7 +146,7 @@ class IssueRow:
 class Tracker:
     filters: IssueFilters
     counts: dict[str, int]
-    page: Page  # of IssueRow
+    page: TrackerPage  # of IssueRow
     choices: FilterChoices
 
     @property
@@ -154,28 +167,148 @@ class Tracker:
         return {key: value for key, value in chosen.items() if value and value not in offered[key]}
 
 
-class _CountedPaginator(Paginator):
-    """A paginator told its count: the tab counts already counted these very rows."""
+@dataclass(frozen=True)
+class Counted:
+    """What the page's summary and the bulk edit ask of a paginator: the number of rows."""
 
-    def __init__(self, object_list: QuerySet[Issue], per_page: int, *, count: int) -> None:
-        super().__init__(object_list, per_page)
-        self.issues = object_list
-        self._known_count = count
+    count: int
 
-    @cached_property
-    def count(self) -> int:
-        return self._known_count
 
-    def page(self, number: int | str) -> Page:
-        """The page's rows by their ids: the ids of the page are found first, in a subquery
-        that only sorts and skips (from the index of the order), and the rows' annotations
-        (their note counts) are computed for those rows alone. Selected and annotated
-        directly, PostgreSQL would count the notes of every row an OFFSET skips too (EXPLAIN
-        at page 200: the note count SubPlans ran 10 000 times)."""
-        number = self.validate_number(number)
-        bottom = (number - 1) * self.per_page
-        ids = self.issues.values("pk")[bottom : bottom + self.per_page]
-        return Page(list(self.issues.filter(pk__in=ids)), number, self)
+@dataclass(frozen=True)
+class TrackerPage:
+    """One page of the tracker, found by keyset (``_SORT_KEYS``): the rows after or before a
+    cursor (the ``page`` parameter), with the cursors of the next and previous pages. A cursor
+    holds the keys of the row it starts after (``a``) or ends before (``b``), and the position
+    of the page's first row for the "51-100 of 75 000" summary."""
+
+    object_list: list[Any]
+    paginator: Counted
+    start: int  # the 1-based position of the first row
+    next_cursor: str
+    previous_cursor: str
+
+    def has_next(self) -> bool:
+        return bool(self.next_cursor)
+
+    def has_previous(self) -> bool:
+        return bool(self.previous_cursor)
+
+    def has_other_pages(self) -> bool:
+        return self.has_next() or self.has_previous()
+
+    def start_index(self) -> int:
+        return self.start if self.object_list else 0
+
+    def end_index(self) -> int:
+        return self.start + len(self.object_list) - 1
+
+
+def _cursor(
+    direction: str, position: int, issue: Issue, keys: Iterable[tuple[str, bool, bool]]
+) -> str:
+    values = []
+    for field, _, _ in keys:
+        value = getattr(issue, field)
+        values.append(
+            ""
+            if value is None
+            else value.isoformat()
+            if hasattr(value, "isoformat")
+            else str(value)
+        )
+    return "~".join([f"{direction}{position}", *values])
+
+
+def _parse_cursor(
+    cursor: str | None, keys: tuple[tuple[str, bool, bool], ...]
+) -> tuple[str, int, list[Any]] | None:
+    """``(direction, position, values)`` of a cursor, or None for anything else (no cursor, a
+    page number from an old link, a cursor of another order): the first page."""
+    parts = (cursor or "").split("~")
+    if len(parts) != len(keys) + 1 or parts[0][:1] not in ("a", "b"):
+        return None
+    values: list[Any] = []
+    try:
+        position = max(int(parts[0][1:]), 1)
+        for (field, _, nullable), text in zip(keys, parts[1:], strict=True):
+            if text == "" and nullable:
+                values.append(None)
+            elif field.endswith("_at"):
+                moment = datetime.fromisoformat(text)
+                if moment.tzinfo is None:
+                    return None
+                values.append(moment)
+            else:
+                values.append(int(text))
+    except ValueError:
+        return None
+    return parts[0][0], position, values
+
+
+def _beyond(keys: tuple[tuple[str, bool, bool], ...], values: list[Any], *, forward: bool) -> Q:
+    """The rows after (``forward``) or before the row whose keys are ``values``, in the order
+    of ``keys``; a nullable key sorts its NULLs last."""
+    found, same = Q(pk__in=[]), Q()
+    for (field, descending, nullable), value in zip(keys, values, strict=True):
+        larger = forward != descending  # the next rows have a larger value
+        if value is None:  # only a nullable key: NULL is the last value
+            step = Q(pk__in=[]) if forward else Q(**{f"{field}__isnull": False})
+            equal = Q(**{f"{field}__isnull": True})
+        else:
+            step = Q(**{f"{field}__{'gt' if larger else 'lt'}": value})
+            if nullable and forward:
+                step |= Q(**{f"{field}__isnull": True})
+            equal = Q(**{field: value})
+        found |= same & step
+        same &= equal
+    field, descending, nullable = keys[0]
+    if values[0] is not None and not nullable:
+        # Implied by the above, but an index reads only a range it is told: from the value on.
+        larger = forward != descending
+        found &= Q(**{f"{field}__{'gte' if larger else 'lte'}": values[0]})
+    return found
+
+
+def _ordering(keys: tuple[tuple[str, bool, bool], ...], *, forward: bool) -> list[Any]:
+    order = []
+    for field, descending, nullable in keys:
+        column = F(field)
+        if descending == forward:
+            order.append(column.desc(nulls_first=True) if nullable else column.desc())
+        else:
+            order.append(column.asc(nulls_last=True) if nullable else column.asc())
+    return order
+
+
+def _keyset_page(
+    issues: QuerySet[Issue], *, sort: str, cursor: str | None, per_page: int, count: int
+) -> TrackerPage:
+    """The page of ``issues`` that ``cursor`` names: one query (per_page + 1 rows, to know
+    whether there is a next page), whatever the page's depth."""
+    keys = _SORT_KEYS.get(sort, _SORT_KEYS["created_desc"])
+    parsed = _parse_cursor(cursor, keys)
+    direction, position, values = parsed or ("a", 1, None)
+    forward = direction == "a"
+    if values is not None:
+        issues = issues.filter(_beyond(keys, values, forward=forward))
+    rows = list(issues.order_by(*_ordering(keys, forward=forward))[: per_page + 1])
+    more = len(rows) > per_page
+    rows = rows[:per_page]
+    if not forward:
+        rows.reverse()
+        position = max(position, 1)
+    if not rows:
+        return TrackerPage([], Counted(count), 1, "", "")
+    earlier = (values is not None) if forward else more
+    later = more if forward else True
+    previous_start = max(position - per_page, 1)
+    return TrackerPage(
+        object_list=rows,
+        paginator=Counted(count),
+        start=position,
+        next_cursor=_cursor("a", position + len(rows), rows[-1], keys) if later else "",
+        previous_cursor=_cursor("b", previous_start, rows[0], keys) if earlier else "",
+    )
 
 
 def _visible_issues(*, user: AnyUser, project: Project) -> QuerySet[Issue]:
@@ -428,7 +561,12 @@ def issue_list_for_user(
         internal_notes = notes.filter(internal=True).order_by().values("issue")
         internal_count = internal_notes.annotate(n=Count("pk")).values("n")
         issues = issues.annotate(internal_note_count=Coalesce(Subquery(internal_count), 0))
-    return issues.order_by(*_ORDERINGS.get(filters.sort, _ORDERINGS["created_desc"]))
+    if filters.sort == "waiting":
+        issues = issues.annotate(
+            waiting_rank=Case(When(WAITING_FOR_US, then=Value(0)), default=Value(1))
+        )
+    keys = _SORT_KEYS.get(filters.sort, _SORT_KEYS["created_desc"])
+    return issues.order_by(*_ordering(keys, forward=True))
 
 
 def _filtered(
@@ -626,17 +764,25 @@ def issue_tracker_for_user(
     per_page: int,
 ) -> Tracker:
     """Everything the issue list shows, in five queries whatever the number of issues (six with
-    a search: its matches are found once, then the counts and the rows both use them)."""
+    a search: its matches are found once, then the counts and the rows both use them).
+    ``page_number``: the page's cursor (``TrackerPage``); anything else is the first page."""
     matching = None
     if filters.words:
         matching = list(issue_search_matches(user=user, project=project, search=filters.words))
     counts = issue_counts_for_user(user=user, project=project, filters=filters, matching=matching)
     choices = issue_filter_choices_for_user(user=user, project=project)
     issues = issue_list_for_user(user=user, project=project, filters=filters, matching=matching)
-    paginator = _CountedPaginator(issues, per_page, count=counts[filters.state])
-    page = paginator.get_page(page_number)
-    page.object_list = _rows(list(page.object_list), choices)
-    return Tracker(filters=filters, counts=counts, page=page, choices=choices)
+    page = _keyset_page(
+        issues,
+        sort=filters.sort,
+        cursor=str(page_number) if page_number else None,  # a page number: the first page
+        per_page=per_page,
+        count=counts[filters.state],
+    )
+    rows = _rows(page.object_list, choices)
+    return Tracker(
+        filters=filters, counts=counts, page=replace(page, object_list=rows), choices=choices
+    )
 
 
 def issue_get_for_user(*, user: AnyUser, project: Project, iid: int) -> Issue:
