@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from django.db.models import Count, Min, OuterRef, QuerySet, Subquery
+from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -73,13 +73,13 @@ def first_response_times(*, project: Project, since: dt.datetime) -> list[dt.tim
 
     One query: the first response's time is a correlated subquery (portable; PostgreSQL and
     SQLite differ on interval arithmetic, so the subtraction happens here)."""
+    # The earliest such note by the partial index ``note_first_response`` (issue, created_at):
+    # its first entry that a person wrote, not the MIN over every note of the thread.
     first = (
         first_response_note()
         .filter(issue=OuterRef("pk"))
-        .order_by()
-        .values("issue")
-        .annotate(at=Min("created_at"))
-        .values("at")
+        .order_by("created_at")
+        .values("created_at")[:1]
     )
     rows = (
         service_desk_issues(project=project)

@@ -132,6 +132,23 @@ class Issue(models.Model):
         ]
         indexes = [
             models.Index(fields=["project", "state", "-created_at"]),
+            # The tracker's other orders, per state tab and for "All" (which is also the
+            # dashboard's "opened per day"): a page is read off the index, never sorted.
+            models.Index(fields=["project", "state", "updated_at"], name="issue_state_updated"),
+            models.Index(fields=["project", "created_at"], name="issue_created"),
+            models.Index(fields=["project", "updated_at"], name="issue_updated"),
+            # The dashboard's "closed per day".
+            models.Index(
+                fields=["project", "closed_at"],
+                condition=Q(state="closed"),
+                name="issue_closed_at",
+            ),
+            # The dashboard's open tickets (issues that came by email), counted from the index.
+            models.Index(
+                fields=["project", "state"], condition=~Q(external_author=""), name="issue_tickets"
+            ),
+            # The tracker's author choices (``selectors._PEOPLE_SQL``), confidential or not.
+            models.Index(fields=["project", "confidential", "author"], name="issue_author_choices"),
             # "Waiting for us": open tickets whose last public word is the customer's, oldest
             # waiting first.
             models.Index(
@@ -212,6 +229,15 @@ class Note(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
+        indexes = [
+            # The dashboard's first response (``dashboard.first_response_note``): a thread's
+            # earliest public comment written on the page, without reading the others.
+            models.Index(
+                fields=["issue", "created_at"],
+                condition=Q(internal=False, system=False, external_author=""),
+                name="note_first_response",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"Note {self.pk} on {self.issue_id}"

@@ -1,17 +1,17 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections import defaultdict
-from dataclasses import dataclass
-from datetime import timedelta
-from functools import cached_property
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core import signing
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.core.paginator import Page, Paginator
 from django.db import connection
 from django.db.models import (
     BooleanField,
@@ -20,6 +20,7 @@ from django.db.models import (
     Exists,
     F,
     Lookup,
+    Max,
     OuterRef,
     Prefetch,
     Q,
@@ -46,7 +47,16 @@ from projects.selectors import projects_with_role
 
 from .filters import NO_ASSIGNEE, NO_LABEL, IssueFilters, is_email_address
 from .fts import match_query
-from .models import EmailParticipant, Issue, Label, Note, OutboundEmail, Speaker, Upload
+from .models import (
+    EmailParticipant,
+    Issue,
+    IssueCounter,
+    Label,
+    Note,
+    OutboundEmail,
+    Speaker,
+    Upload,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -60,14 +70,36 @@ if TYPE_CHECKING:
 # A page of it costs the same queries whatever the number of issues, labels, assignees and
 # notes: counts (1), the page's rows (1), their labels and assignees (1), the filter choices (2).
 
-# Issues that came by email: authored by the Support Bot, or converted by giving a requester.
-SERVICE_DESK_ISSUES = Q(author__username=SUPPORT_BOT_USERNAME) | ~Q(external_author="")
+
+def _service_desk_issues() -> Q:
+    """Issues that came by email: authored by the Support Bot, or converted by giving a
+    requester. The bot's id is an uncorrelated subquery (PostgreSQL: an InitPlan, run once per
+    statement by the username index), not a join of every issue to its author."""
+    bot = User.objects.filter(username=SUPPORT_BOT_USERNAME).values("pk")[:1]
+    return Q(author_id=Subquery(bot)) | ~Q(external_author="")
+
+
 # "Waiting for us": issues whose last public word is the customer's (index issue_waiting) and
 # are open, or were closed before the customer wrote (a project that does not reopen on a
 # customer's reply): a reply never vanishes into a closed ticket.
 WAITING_FOR_US = Q(last_public_by=Speaker.CUSTOMER) & (
     Q(state=Issue.State.OPENED) | Q(closed_at__lt=F("last_public_at"))
 )
+# Each order of the tracker as its sort keys: (field, descending, nullable). A page starts after
+# (or ends before) the keys of a row: keyset pagination, which reads the index of the order from
+# there instead of skipping every row before it (an OFFSET grows with the page's depth).
+# ``waiting_rank``: 0 for an issue waiting for us, else 1 (annotated by ``issue_list_for_user``).
+_SORT_KEYS: dict[str, tuple[tuple[str, bool, bool], ...]] = {
+    "created_desc": (("created_at", True, False), ("id", True, False)),
+    "created_asc": (("created_at", False, False), ("id", False, False)),
+    "updated_desc": (("updated_at", True, False), ("id", True, False)),
+    "updated_asc": (("updated_at", False, False), ("id", False, False)),
+    "waiting": (
+        ("waiting_rank", False, False),
+        ("last_public_at", False, True),
+        ("id", False, False),
+    ),
+}
 _ORDERINGS: dict[str, tuple[Any, ...]] = {
     "created_desc": ("-created_at", "-id"),
     "created_asc": ("created_at", "id"),
@@ -115,7 +147,7 @@ class IssueRow:
 class Tracker:
     filters: IssueFilters
     counts: dict[str, int]
-    page: Page  # of IssueRow
+    page: TrackerPage  # of IssueRow
     choices: FilterChoices
 
     @property
@@ -136,16 +168,148 @@ class Tracker:
         return {key: value for key, value in chosen.items() if value and value not in offered[key]}
 
 
-class _CountedPaginator(Paginator):
-    """A paginator told its count: the tab counts already counted these very rows."""
+@dataclass(frozen=True)
+class Counted:
+    """What the page's summary and the bulk edit ask of a paginator: the number of rows."""
 
-    def __init__(self, object_list: QuerySet[Issue], per_page: int, *, count: int) -> None:
-        super().__init__(object_list, per_page)
-        self._known_count = count
+    count: int
 
-    @cached_property
-    def count(self) -> int:
-        return self._known_count
+
+@dataclass(frozen=True)
+class TrackerPage:
+    """One page of the tracker, found by keyset (``_SORT_KEYS``): the rows after or before a
+    cursor (the ``page`` parameter), with the cursors of the next and previous pages. A cursor
+    holds the keys of the row it starts after (``a``) or ends before (``b``), and the position
+    of the page's first row for the "51-100 of 75 000" summary."""
+
+    object_list: list[Any]
+    paginator: Counted
+    start: int  # the 1-based position of the first row
+    next_cursor: str
+    previous_cursor: str
+
+    def has_next(self) -> bool:
+        return bool(self.next_cursor)
+
+    def has_previous(self) -> bool:
+        return bool(self.previous_cursor)
+
+    def has_other_pages(self) -> bool:
+        return self.has_next() or self.has_previous()
+
+    def start_index(self) -> int:
+        return self.start if self.object_list else 0
+
+    def end_index(self) -> int:
+        return self.start + len(self.object_list) - 1
+
+
+def _cursor(
+    direction: str, position: int, issue: Issue, keys: Iterable[tuple[str, bool, bool]]
+) -> str:
+    values = []
+    for field, _, _ in keys:
+        value = getattr(issue, field)
+        values.append(
+            ""
+            if value is None
+            else value.isoformat()
+            if hasattr(value, "isoformat")
+            else str(value)
+        )
+    return "~".join([f"{direction}{position}", *values])
+
+
+def _parse_cursor(
+    cursor: str | None, keys: tuple[tuple[str, bool, bool], ...]
+) -> tuple[str, int, list[Any]] | None:
+    """``(direction, position, values)`` of a cursor, or None for anything else (no cursor, a
+    page number from an old link, a cursor of another order): the first page."""
+    parts = (cursor or "").split("~")
+    if len(parts) != len(keys) + 1 or parts[0][:1] not in ("a", "b"):
+        return None
+    values: list[Any] = []
+    try:
+        position = max(int(parts[0][1:]), 1)
+        for (field, _, nullable), text in zip(keys, parts[1:], strict=True):
+            if text == "" and nullable:
+                values.append(None)
+            elif field.endswith("_at"):
+                moment = datetime.fromisoformat(text)
+                if moment.tzinfo is None:
+                    return None
+                values.append(moment)
+            else:
+                values.append(int(text))
+    except ValueError:
+        return None
+    return parts[0][0], position, values
+
+
+def _beyond(keys: tuple[tuple[str, bool, bool], ...], values: list[Any], *, forward: bool) -> Q:
+    """The rows after (``forward``) or before the row whose keys are ``values``, in the order
+    of ``keys``; a nullable key sorts its NULLs last."""
+    found, same = Q(pk__in=[]), Q()
+    for (field, descending, nullable), value in zip(keys, values, strict=True):
+        larger = forward != descending  # the next rows have a larger value
+        if value is None:  # only a nullable key: NULL is the last value
+            step = Q(pk__in=[]) if forward else Q(**{f"{field}__isnull": False})
+            equal = Q(**{f"{field}__isnull": True})
+        else:
+            step = Q(**{f"{field}__{'gt' if larger else 'lt'}": value})
+            if nullable and forward:
+                step |= Q(**{f"{field}__isnull": True})
+            equal = Q(**{field: value})
+        found |= same & step
+        same &= equal
+    field, descending, nullable = keys[0]
+    if values[0] is not None and not nullable:
+        # Implied by the above, but an index reads only a range it is told: from the value on.
+        larger = forward != descending
+        found &= Q(**{f"{field}__{'gte' if larger else 'lte'}": values[0]})
+    return found
+
+
+def _ordering(keys: tuple[tuple[str, bool, bool], ...], *, forward: bool) -> list[Any]:
+    order = []
+    for field, descending, nullable in keys:
+        column = F(field)
+        if descending == forward:
+            order.append(column.desc(nulls_first=True) if nullable else column.desc())
+        else:
+            order.append(column.asc(nulls_last=True) if nullable else column.asc())
+    return order
+
+
+def _keyset_page(
+    issues: QuerySet[Issue], *, sort: str, cursor: str | None, per_page: int, count: int
+) -> TrackerPage:
+    """The page of ``issues`` that ``cursor`` names: one query (per_page + 1 rows, to know
+    whether there is a next page), whatever the page's depth."""
+    keys = _SORT_KEYS.get(sort, _SORT_KEYS["created_desc"])
+    parsed = _parse_cursor(cursor, keys)
+    direction, position, values = parsed or ("a", 1, None)
+    forward = direction == "a"
+    if values is not None:
+        issues = issues.filter(_beyond(keys, values, forward=forward))
+    rows = list(issues.order_by(*_ordering(keys, forward=forward))[: per_page + 1])
+    more = len(rows) > per_page
+    rows = rows[:per_page]
+    if not forward:
+        rows.reverse()
+        position = max(position, 1)
+    if not rows:
+        return TrackerPage([], Counted(count), 1, "", "")
+    earlier = (values is not None) if forward else more
+    later = more if forward else True
+    previous_start = max(position - per_page, 1)
+    return TrackerPage(
+        object_list=rows,
+        paginator=Counted(count),
+        start=position,
+        next_cursor=_cursor("a", position + len(rows), rows[-1], keys) if later else "",
+        previous_cursor=_cursor("b", previous_start, rows[0], keys) if earlier else "",
+    )
 
 
 def _visible_issues(*, user: AnyUser, project: Project) -> QuerySet[Issue]:
@@ -365,7 +529,7 @@ def _views(user: AnyUser) -> dict[str, Q]:
     assignee_links = Issue.assignees.through.objects.filter(issue=OuterRef("pk"))
     return {
         "": Q(),
-        "service_desk": SERVICE_DESK_ISSUES,
+        "service_desk": _service_desk_issues(),
         "waiting": WAITING_FOR_US,
         # An anonymous visitor's pk is None: ``user_id IS NULL`` holds for no assignment.
         "mine": Q(Exists(assignee_links.filter(Q(user_id=user.pk)))),
@@ -398,7 +562,12 @@ def issue_list_for_user(
         internal_notes = notes.filter(internal=True).order_by().values("issue")
         internal_count = internal_notes.annotate(n=Count("pk")).values("n")
         issues = issues.annotate(internal_note_count=Coalesce(Subquery(internal_count), 0))
-    return issues.order_by(*_ORDERINGS.get(filters.sort, _ORDERINGS["created_desc"]))
+    if filters.sort == "waiting":
+        issues = issues.annotate(
+            waiting_rank=Case(When(WAITING_FOR_US, then=Value(0)), default=Value(1))
+        )
+    keys = _SORT_KEYS.get(filters.sort, _SORT_KEYS["created_desc"])
+    return issues.order_by(*_ordering(keys, forward=True))
 
 
 def _filtered(
@@ -439,6 +608,25 @@ def issues_for_bulk_edit(
     return chosen, total
 
 
+def _counts_fingerprint(project: Project) -> dict[str, Any]:
+    """What changes whenever a count of the project's tracker may: the last iid handed out (a
+    new issue) and the latest ``updated_at`` (every change of an issue's state, labels,
+    assignees, confidentiality or conversation bumps it, through a note or a save). Two index
+    lookups, as expressions of one statement."""
+    newest = Issue.objects.filter(project=project).order_by("-updated_at").values("updated_at")
+    counter = IssueCounter.objects.filter(project=project).values("last_iid")
+    return {"newest": Max(Subquery(newest[:1])), "last_iid": Max(Subquery(counter[:1]))}
+
+
+def _counts_key(*, user: AnyUser, project: Project, filters: IssueFilters) -> str:
+    """The cache key of the counts as ``user`` sees them under ``filters`` (the sort order
+    aside): "mine" is theirs, and confidential issues count only for those who may read them."""
+    wanted = replace(filters, sort="")
+    digest = hashlib.sha256(repr(wanted).encode()).hexdigest()[:32]
+    confidential = int(can_read_confidential_issues(user, project))
+    return f"tracker-counts:{project.pk}:{user.pk}:{confidential}:{digest}"
+
+
 def issue_counts_for_user(
     *,
     user: AnyUser,
@@ -450,8 +638,21 @@ def issue_counts_for_user(
     per view (``issues`` for all of them, then ``service_desk``, ``waiting``, ``mine``,
     ``unassigned``), in the current state. All under the filters. "Waiting for us" says
     itself which states it holds, so its count is the same whatever the state tab (its tab
-    opens on every state). ``matching``: the search's ids when the caller already found them."""
+    opens on every state). ``matching``: the search's ids when the caller already found them.
+
+    Counting reads every issue the filters select, so in a project where that is at least
+    SERVICEDESK_TRACKER_COUNTS_CACHE_MIN issues the counts are kept in the cache with the
+    project's fingerprint (``_counts_fingerprint``), and the next page asks only for the
+    fingerprint: the counts are read again when an issue was added or changed, and at the
+    latest after SERVICEDESK_TRACKER_COUNTS_CACHE_SECONDS."""
     filters = filters or IssueFilters()
+    key = _counts_key(user=user, project=project, filters=filters)
+    fingerprint = _counts_fingerprint(project)
+    cached = cache.get(key)
+    if cached is not None:
+        now = Project.objects.filter(pk=project.pk).aggregate(**fingerprint)  # one row
+        if cached["fingerprint"] == now:
+            return cached["counts"]  # type: ignore[no-any-return]
     issues = _narrow(user=user, project=project, filters=filters, matching=matching)
     views = _views(user)
     in_view = views.get(filters.view, Q())
@@ -462,32 +663,67 @@ def issue_counts_for_user(
         )
         for view, condition in views.items()
     }
-    return issues.aggregate(
+    found = issues.order_by().aggregate(
         opened=Count("pk", filter=Q(state="opened") & in_view),
         closed=Count("pk", filter=Q(state="closed") & in_view),
         all=Count("pk", filter=in_view or None),
         **per_view,
+        **fingerprint,
     )
+    now = {name: found.pop(name) for name in fingerprint}
+    if max(found.values()) >= settings.SERVICEDESK_TRACKER_COUNTS_CACHE_MIN:
+        timeout = settings.SERVICEDESK_TRACKER_COUNTS_CACHE_SECONDS
+        cache.set(key, {"fingerprint": now, "counts": found}, timeout)
+    return found  # type: ignore[no-any-return]
+
+
+# The people of the filter form, without reading the project's issues: each id set is a
+# "skip scan" (a recursive CTE that asks an index for the next larger id, once per person:
+# ``issue_author_choices`` for authors, the link table's user index for assignees), so its
+# cost grows with the number of people, not of issues. PostgreSQL and SQLite read it alike.
+_PEOPLE_SQL = """
+WITH RECURSIVE authors(confidential, id) AS (
+    {seeds}
+    UNION ALL
+    SELECT a.confidential, (
+        SELECT MIN(i.author_id) FROM issues_issue i
+        WHERE i.project_id = %s AND i.confidential = a.confidential AND i.author_id > a.id
+    ) FROM authors a WHERE a.id IS NOT NULL
+), assigned(id) AS (
+    SELECT MIN(user_id) FROM issues_issue_assignees
+    UNION ALL
+    SELECT (SELECT MIN(l.user_id) FROM issues_issue_assignees l WHERE l.user_id > s.id)
+    FROM assigned s WHERE s.id IS NOT NULL
+)
+SELECT u.*, u.id IN (SELECT id FROM authors) AS is_author, EXISTS (
+    SELECT 1 FROM issues_issue_assignees l INNER JOIN issues_issue i ON i.id = l.issue_id
+    WHERE l.user_id = u.id AND i.project_id = %s{visible}
+) AS is_assignee
+FROM accounts_user u
+WHERE u.id IN (SELECT id FROM authors) OR u.id IN (SELECT id FROM assigned)
+ORDER BY u.username
+"""
+_AUTHOR_SEED = (
+    "SELECT %s, (SELECT MIN(author_id) FROM issues_issue"
+    " WHERE project_id = %s AND confidential = %s)"
+)
 
 
 def issue_filter_choices_for_user(*, user: AnyUser, project: Project) -> FilterChoices:
-    """Two queries: the project's labels; the authors and assignees of issues the user sees."""
+    """Two queries: the project's labels; the authors and assignees of issues the user sees
+    (confidential ones only for those who may read them), found by index (``_PEOPLE_SQL``)."""
     labels = list(Label.objects.filter(project=project).order_by("title"))
-    visible = _visible_issues(user=user, project=project)
-    people = list(
-        User.objects.filter(
-            Q(pk__in=visible.values("author")) | Q(pk__in=visible.values("assignees"))
-        )
-        .annotate(
-            is_author=Exists(visible.filter(author=OuterRef("pk"))),
-            is_assignee=Exists(visible.filter(assignees=OuterRef("pk"))),
-        )
-        .order_by("username")
+    kinds = [False, True] if can_read_confidential_issues(user, project) else [False]
+    sql = _PEOPLE_SQL.format(
+        seeds="\n    UNION ALL\n    ".join(_AUTHOR_SEED for _ in kinds),
+        visible="" if len(kinds) == 2 else " AND NOT i.confidential",
     )
+    params: list[Any] = [value for kind in kinds for value in (kind, project.pk, kind)]
+    people = list(User.objects.raw(sql, [*params, project.pk, project.pk]))
     return FilterChoices(
         labels=labels,
-        authors=[person for person in people if person.is_author],
-        assignees=[person for person in people if person.is_assignee],
+        authors=[person for person in people if person.is_author],  # type: ignore[attr-defined]
+        assignees=[person for person in people if person.is_assignee],  # type: ignore[attr-defined]
     )
 
 
@@ -529,17 +765,25 @@ def issue_tracker_for_user(
     per_page: int,
 ) -> Tracker:
     """Everything the issue list shows, in five queries whatever the number of issues (six with
-    a search: its matches are found once, then the counts and the rows both use them)."""
+    a search: its matches are found once, then the counts and the rows both use them).
+    ``page_number``: the page's cursor (``TrackerPage``); anything else is the first page."""
     matching = None
     if filters.words:
         matching = list(issue_search_matches(user=user, project=project, search=filters.words))
     counts = issue_counts_for_user(user=user, project=project, filters=filters, matching=matching)
     choices = issue_filter_choices_for_user(user=user, project=project)
     issues = issue_list_for_user(user=user, project=project, filters=filters, matching=matching)
-    paginator = _CountedPaginator(issues, per_page, count=counts[filters.state])
-    page = paginator.get_page(page_number)
-    page.object_list = _rows(list(page.object_list), choices)
-    return Tracker(filters=filters, counts=counts, page=page, choices=choices)
+    page = _keyset_page(
+        issues,
+        sort=filters.sort,
+        cursor=str(page_number) if page_number else None,  # a page number: the first page
+        per_page=per_page,
+        count=counts[filters.state],
+    )
+    rows = _rows(page.object_list, choices)
+    return Tracker(
+        filters=filters, counts=counts, page=replace(page, object_list=rows), choices=choices
+    )
 
 
 def issue_get_for_user(*, user: AnyUser, project: Project, iid: int) -> Issue:

@@ -4,7 +4,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet
+from django.core.cache import cache
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.http import Http404
 from django.template.loader import select_template
 from django.utils import timezone
@@ -28,7 +29,9 @@ class ProjectWithRole:
 def project_list_for_user(*, user: AnyUser) -> list[ProjectWithRole]:
     """The projects the user is a member of (directly or through a group), with the role.
 
-    Two queries whatever the number of projects: memberships, then projects.
+    Two queries whatever the number of projects: memberships, then projects; a third counts
+    the open issues of the projects whose issues changed since their count was cached
+    (``_open_issue_counts``), so the page does not read every issue of every project.
     """
     if not user.is_authenticated:
         return []
@@ -45,15 +48,60 @@ def project_list_for_user(*, user: AnyUser) -> list[ProjectWithRole]:
                 scope |= Q(full_path__startswith=f"{m.group.full_path}/")
         projects = Project.objects.filter(scope)
 
-    projects = projects.select_related("group", "service_desk").annotate(
-        open_issues=Count("issues", filter=Q(issues__state="opened"))
+    found = list(
+        projects.select_related("group", "service_desk")
+        .annotate(**_issues_fingerprint())
+        .order_by("full_path")
     )
+    open_issues = _open_issue_counts(found)
     result = []
-    for project in projects.order_by("full_path"):
+    for project in found:
         role = Role.OWNER if user.is_superuser else _role_from(memberships, project)
         remember_project_role(user, project, role)
-        result.append(ProjectWithRole(project, role, project.open_issues))
+        result.append(ProjectWithRole(project, role, open_issues.get(project.pk, 0)))
     return result
+
+
+def _issues_fingerprint() -> dict[str, Subquery]:
+    """Per project: what changes when its number of open issues may (a new issue: the last iid
+    handed out; a closed or reopened one: the latest ``updated_at``). Two index lookups."""
+    from issues.models import Issue, IssueCounter
+
+    newest = Issue.objects.filter(project=OuterRef("pk")).order_by("-updated_at")
+    counter = IssueCounter.objects.filter(project=OuterRef("pk"))
+    return {
+        "issues_newest": Subquery(newest.values("updated_at")[:1]),
+        "issues_last_iid": Subquery(counter.values("last_iid")[:1]),
+    }
+
+
+def _open_issue_counts(projects: list[Project]) -> dict[int, int]:
+    """Open issues per project, from the cache while the project's fingerprint is the same;
+    the others counted in one query (from the (project, state) index), then cached."""
+    from issues.models import Issue
+
+    keys = {project.pk: f"open-issues:{project.pk}" for project in projects}
+    cached = cache.get_many(list(keys.values()))
+    counts, stale = {}, []
+    for project in projects:
+        fingerprint = (project.issues_newest, project.issues_last_iid)  # type: ignore[attr-defined]
+        entry = cached.get(keys[project.pk])
+        if entry is not None and entry[0] == fingerprint:
+            counts[project.pk] = entry[1]
+        else:
+            stale.append((project, fingerprint))
+    if stale:
+        counted = dict(
+            Issue.objects.filter(project__in=[p for p, _ in stale], state=Issue.State.OPENED)
+            .order_by()
+            .values("project")
+            .annotate(n=Count("pk"))
+            .values_list("project", "n")
+        )
+        fresh = {keys[p.pk]: (fingerprint, counted.get(p.pk, 0)) for p, fingerprint in stale}
+        cache.set_many(fresh, settings.SERVICEDESK_TRACKER_COUNTS_CACHE_SECONDS)
+        counts.update({p.pk: counted.get(p.pk, 0) for p, _ in stale})
+    return counts
 
 
 def _role_from(memberships: list[Membership], project: Project) -> Role:

@@ -373,6 +373,10 @@ SERVICEDESK_MAX_UPLOAD_SIZE = env_int("SERVICEDESK_MAX_UPLOAD_SIZE", 25 * 1024 *
 SERVICEDESK_MAX_UPLOADS_PER_NOTE = env_int("SERVICEDESK_MAX_UPLOADS_PER_NOTE", 10)
 # PostgreSQL text-search configuration for the tracker's search (stemming language).
 SERVICEDESK_SEARCH_CONFIG = env_str("SERVICEDESK_SEARCH_CONFIG", "english")
+# The tracker's tab counts are cached (checked against the project's latest change on every
+# page) once they count at least this many issues, for at most this many seconds.
+SERVICEDESK_TRACKER_COUNTS_CACHE_MIN = env_int("SERVICEDESK_TRACKER_COUNTS_CACHE_MIN", 1000)
+SERVICEDESK_TRACKER_COUNTS_CACHE_SECONDS = env_int("SERVICEDESK_TRACKER_COUNTS_CACHE_SECONDS", 300)
 # Secrets kept in the database (a project's SMTP credentials) are encrypted with these Fernet
 # keys, newest first: the first encrypts, every one decrypts (rotation: put a new key first,
 # run `manage.py rotate_encryption_keys`, then drop the old one). Unset, a key derived from

@@ -229,3 +229,18 @@ document.addEventListener("click", (event) => {
     target.focus();
   }
 });
+
+// A link to a note of a long thread that the issue page folded (#note-123 where only its
+// anchor is): open the whole thread at that note. Without JS the anchor leads to the
+// "Show N older notes" link instead.
+function unfoldForAnchor() {
+  if (!/^#note-\d+$/.test(window.location.hash)) return;
+  const target = document.getElementById(window.location.hash.slice(1));
+  const unfold = document.querySelector("[data-unfold]");
+  if (!target || !target.hasAttribute("data-folded-note") || !unfold) return;
+  const url = new URL(unfold.href);
+  url.hash = window.location.hash;
+  window.location.replace(url.toString());
+}
+window.addEventListener("hashchange", unfoldForAnchor);
+document.addEventListener("DOMContentLoaded", unfoldForAnchor);

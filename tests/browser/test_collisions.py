@@ -8,6 +8,7 @@ import pytest
 from django.conf import settings
 from playwright.sync_api import Page, expect
 
+from accounts.models import User
 from issues.models import Issue, Note, OutboundEmail, SentNotification
 from tests.browser.helpers import assert_accessible, demo_data, log_in
 from tests.mailroom.helpers import deliver, make_email
@@ -98,3 +99,27 @@ def test_two_agents_see_each_other_and_a_reply_is_held_for_news(
     expect(alice.get_by_text("Reply sent to")).to_be_visible()
     assert emailed_notes("alice") == ["Closing this one, thanks Jake."]
     assert Note.objects.filter(issue=issue, author__username="alice").count() == 1
+
+
+def test_a_link_to_a_folded_note_opens_the_whole_thread_at_it(
+    issue, live_server, page: Page
+) -> None:
+    """A long thread folds its middle; a link to a note in there (as an email or a colleague
+    would send) unfolds the thread and shows that note."""
+    from issues import views
+    from issues.services import note_create
+
+    bob = User.objects.get(username="bob")
+    count = views.THREAD_FIRST + views.THREAD_LAST + views.THREAD_FOLD_MIN + 5
+    notes = [note_create(issue=issue, author=bob, body=f"Step {n} done") for n in range(count)]
+    folded = notes[views.THREAD_FIRST]  # the demo thread has notes before these
+    log_in(page, live_server.url, "bob")
+    page.goto(f"{live_server.url}{issue.get_absolute_url()}")
+    expect(page.get_by_test_id("unfold-notes")).to_be_visible()
+    expect(page.get_by_text(folded.body, exact=True)).to_have_count(0)
+
+    page.goto(f"{live_server.url}{issue.get_absolute_url()}#note-{folded.pk}")
+    expect(page.get_by_text(folded.body, exact=True)).to_be_visible()
+    assert "notes=all" in page.url
+    expect(page.get_by_test_id("unfold-notes")).to_have_count(0)
+    assert_accessible(page)

@@ -224,3 +224,55 @@ def test_a_form_without_seen_posts_as_before(client, project: Project, reporter)
     response = client.post(note_url(issue), {"body": "Hello", "internal": "false"})
     assert response.status_code == 302
     assert written_by(reporter, issue) == ["Hello"]
+
+
+# --- a long thread, folded ----------------------------------------------------------------------
+
+
+def test_a_long_thread_is_folded_and_its_newest_note_still_counts_as_seen(
+    client, project, reporter
+) -> None:
+    from issues import views
+
+    issue = ticket(project)
+    first = views.THREAD_FIRST + views.THREAD_LAST + views.THREAD_FOLD_MIN
+    written = [note_create(issue=issue, author=reporter, body=f"Note {n}") for n in range(first)]
+    client.force_login(reporter)
+    html = page(client, issue)
+    assert html.count('data-testid="note"') == len(written)  # not folded yet: one too few
+    written.append(note_create(issue=issue, author=reporter, body="The last straw"))
+
+    html = page(client, issue)
+    folded = written[views.THREAD_FIRST : -views.THREAD_LAST]
+    assert html.count('data-testid="note"') == views.THREAD_FIRST + views.THREAD_LAST
+    assert f"Show {len(folded)} older notes" in html
+    # Every folded note keeps its anchor, and the link opens the whole thread at the first.
+    assert all(f'<span id="note-{note.pk}" data-folded-note></span>' in html for note in folded)
+    assert f'href="?notes=all#note-{folded[0].pk}"' in html
+    assert "The last straw" in html
+    assert f">{folded[0].body}<" not in html
+    assert seen(html) == written[-1].pk
+
+    everything = client.get(issue.get_absolute_url(), {"notes": "all"}).content.decode()
+    assert everything.count('data-testid="note"') == len(written)
+    assert "data-folded-note" not in everything
+    assert f">{folded[0].body}<" in everything
+    assert seen(everything) == written[-1].pk
+
+
+def test_the_customers_newest_email_is_never_folded_away(client, project, reporter) -> None:
+    """The customer's newest email is never folded, and a reply written on the folded page
+    after it is not held (the page had seen it)."""
+    from issues import views
+
+    issue = ticket(project)
+    for n in range(views.THREAD_FIRST + views.THREAD_LAST + views.THREAD_FOLD_MIN + 5):
+        note_create(issue=issue, author=reporter, body=f"Note {n}")
+    news = customer_writes(issue, "It is still on fire")
+    client.force_login(reporter)
+    html = page(client, issue)
+    assert "It is still on fire" in html
+    assert seen(html) == news.pk
+    response = reply(client, issue, html, "We are on our way")
+    assert response.status_code == 302
+    assert "We are on our way" in written_by(reporter, issue)

@@ -3,6 +3,7 @@ sorting, pages, who sees what, and a fixed number of queries per page."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import pytest
 from django.db import connection
@@ -289,6 +291,13 @@ def test_sort_by_created_and_updated(client, project, reporter) -> None:
     assert "· updated <time" in html
 
 
+def next_link(response, rel: str = "next") -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """The query of the page's next (or previous) link."""
+    found = re.search(rf'href="\?([^"]*)" rel="{rel}"', response.content.decode())
+    assert found, f"no {rel} link"
+    return dict(parse_qsl(html.unescape(found[1])))
+
+
 def test_pages_keep_the_filters(client, project, reporter, labels, monkeypatch) -> None:
     monkeypatch.setattr(views, "ISSUES_PER_PAGE", 2)
     for i in range(5):
@@ -298,15 +307,51 @@ def test_pages_keep_the_filters(client, project, reporter, labels, monkeypatch) 
     params = {"label": "bug", "search": "bug", "sort": "created_asc"}
     first = client.get(url(project), params)
     assert titles(first) == ["bug 0", "bug 1"]
-    html = first.content.decode()
-    assert "Page 1 of 3" in html
-    assert 'href="?label=bug&amp;search=bug&amp;sort=created_asc&amp;page=2" rel="next"' in html
-    third = client.get(url(project), {**params, "page": "3"})
+    assert 'rel="prev"' not in first.content.decode()
+    second = client.get(url(project), next_link(first))
+    assert next_link(first).items() >= params.items()
+    assert titles(second) == ["bug 2", "bug 3"]
+    third = client.get(url(project), next_link(second))
     assert titles(third) == ["bug 4"]
     assert "5\N{EN DASH}5 of 5" in third.content.decode()
-    # Out of range or nonsense: the nearest real page, never an error.
-    assert titles(client.get(url(project), {**params, "page": "99"})) == ["bug 4"]
-    assert titles(client.get(url(project), {**params, "page": "x"})) == ["bug 0", "bug 1"]
+    assert 'rel="next"' not in third.content.decode()
+    back = client.get(url(project), next_link(third, "prev"))
+    assert titles(back) == ["bug 2", "bug 3"]
+    assert "3\N{EN DASH}4 of 5" in back.content.decode()
+    assert titles(client.get(url(project), next_link(back, "prev"))) == ["bug 0", "bug 1"]
+    # A page number of an old link, or nonsense: the first page, never an error.
+    for nonsense in ["3", "x", "a1~x~1", "a1~2020-01-01T00:00:00~1", "b~~"]:
+        assert titles(client.get(url(project), {**params, "page": nonsense})) == ["bug 0", "bug 1"]
+
+
+@pytest.mark.parametrize(
+    "sort", ["created_desc", "created_asc", "updated_desc", "updated_asc", "waiting"]
+)
+def test_next_and_previous_links_walk_every_order_exactly_once(
+    client, project, labels, owner, reporter, developer, monkeypatch, sort
+) -> None:
+    """Keyset pages: forward through every page and back again, each issue once, in the order
+    of the whole list (waiting ones first, the others by a NULL last_public_at last)."""
+    monkeypatch.setattr(views, "ISSUES_PER_PAGE", 7)
+    add_issues(project, 40, team=[owner, reporter, developer], labels=[*labels.values()])
+    Issue.objects.filter(project=project, iid__lte=10).update(created_at=timezone.now())  # ties
+    client.force_login(reporter)
+    params = {"state": "all", "sort": sort}
+    whole = client.get(url(project), params)
+    monkeypatch.setattr(views, "ISSUES_PER_PAGE", 100)
+    everything = titles(client.get(url(project), params))
+    monkeypatch.setattr(views, "ISSUES_PER_PAGE", 7)
+    assert len(everything) == Issue.objects.filter(project=project).count()
+    pages, response = [titles(whole)], whole
+    while 'rel="next"' in response.content.decode():
+        response = client.get(url(project), next_link(response))
+        pages.append(titles(response))
+    assert [title for page in pages for title in page] == everything
+    backwards = [titles(response)]
+    while 'rel="prev"' in response.content.decode():
+        response = client.get(url(project), next_link(response, "prev"))
+        backwards.append(titles(response))
+    assert backwards == pages[::-1]
 
 
 def test_nonsense_parameters_are_ignored(client, project, reporter, board) -> None:
@@ -768,3 +813,43 @@ def test_full_text_search_stems_words_and_reads_comments_the_viewer_may_see(
     client.force_login(guest)
     assert found("engine") == []
     assert found("paypal") == ["Refund please"]
+
+
+# --- Cached counts ------------------------------------------------------------------------------
+
+
+def test_cached_counts_follow_every_change_and_are_not_counted_again_until_one(
+    client, project, labels, reporter, developer, settings
+) -> None:
+    from issues.services import issue_assignees_set, issue_create, issue_labels_set
+
+    settings.SERVICEDESK_TRACKER_COUNTS_CACHE_MIN = 1  # every count is cached
+    client.force_login(reporter)
+    first = issue_create(project=project, author=reporter, title="First")
+    issue_create(project=project, author=reporter, title="Second")
+
+    def counts(params: dict[str, str] | None = None) -> tuple[dict[str, int], list[str]]:
+        with CaptureQueriesContext(connection) as captured:
+            response = client.get(url(project), params or {})
+        return response.context["tracker"].counts, [q["sql"] for q in captured]
+
+    found, _ = counts()
+    assert (found["opened"], found["closed"], found["mine"]) == (2, 0, 0)
+    again, queries = counts()
+    assert again == found
+    assert not any('AS "opened"' in sql for sql in queries)  # from the cache
+    assert len(queries) == EXPECTED_QUERIES["reporter"]  # the fingerprint instead of the count
+
+    issue_close(issue=first, user=reporter)
+    found, queries = counts()
+    assert (found["opened"], found["closed"]) == (1, 1)
+    assert any('AS "opened"' in sql for sql in queries)
+
+    assert counts({"state": "all"})[0]["mine"] == 0
+    issue_assignees_set(issue=first, user=reporter, assignees=[reporter])
+    assert counts({"state": "all"})[0]["mine"] == 1
+    assert counts({"state": "all", "label": "bug"})[0]["all"] == 0
+    issue_labels_set(issue=first, user=reporter, labels=[labels["bug"]])
+    assert counts({"state": "all", "label": "bug"})[0]["all"] == 1
+    issue_create(project=project, author=developer, title="Third")
+    assert counts()[0]["opened"] == 2
