@@ -25,6 +25,8 @@ VIEWS = {
     "waiting": _("Waiting for us"),
     "mine": _("Assigned to me"),
     "unassigned": _("Unassigned"),
+    "breaching": _("Breaching soon"),
+    "snoozed": _("Snoozed"),
 }
 SORTS = {
     "created_desc": _("Newest"),
@@ -32,6 +34,7 @@ SORTS = {
     "updated_desc": _("Recently updated"),
     "updated_asc": _("Least recently updated"),
     "waiting": _("Waiting longest"),
+    "due": _("Response due soonest"),
 }
 CONFIDENTIALITY = {"": _("Any"), "yes": _("Confidential only"), "no": _("Not confidential")}
 SEARCH_MAX_LENGTH = 200  # longer searches are cut, not refused

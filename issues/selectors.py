@@ -30,7 +30,7 @@ from django.db.models import (
     When,
 )
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Now
 from django.http import Http404
 from django.utils.translation import gettext, gettext_lazy
 
@@ -99,6 +99,8 @@ _SORT_KEYS: dict[str, tuple[tuple[str, bool, bool], ...]] = {
         ("last_public_at", False, True),
         ("id", False, False),
     ),
+    # ``response_due``: the response clock's due time (annotated; none: last).
+    "due": (("response_due", False, True), ("id", False, False)),
 }
 _ORDERINGS: dict[str, tuple[Any, ...]] = {
     "created_desc": ("-created_at", "-id"),
@@ -111,7 +113,10 @@ _ORDERINGS: dict[str, tuple[Any, ...]] = {
         F("last_public_at").asc(nulls_last=True),
         "id",
     ),
+    "due": (F("response_clock__due_at").asc(nulls_last=True), "id"),
 }
+# Snoozed tickets are out of the open views until they wake (issues.services.issue_snooze).
+AWAKE = Q(snoozed_at__isnull=True)
 _ISSUE_NUMBER = re.compile(r"#?(\d{1,9})")
 
 
@@ -530,11 +535,26 @@ def _views(user: AnyUser) -> dict[str, Q]:
     return {
         "": Q(),
         "service_desk": _service_desk_issues(),
-        "waiting": WAITING_FOR_US,
+        "waiting": WAITING_FOR_US & AWAKE,
         # An anonymous visitor's pk is None: ``user_id IS NULL`` holds for no assignment.
         "mine": Q(Exists(assignee_links.filter(Q(user_id=user.pk)))),
         "unassigned": ~Q(Exists(assignee_links)),
+        # A running response clock the sweep has warned about, or past its due time
+        # (sla.services.clocks_sweep); a snoozed ticket's clock is paused (no due time).
+        "breaching": Q(response_clock__due_at__isnull=False)
+        & (Q(response_clock__warned_at__isnull=False) | Q(response_clock__due_at__lte=Now())),
+        "snoozed": ~AWAKE,
     }
+
+
+def _in_state(state: str, view: str) -> Q:
+    """The state tab's condition: the Open tab leaves snoozed tickets out, except in the view
+    that lists them."""
+    if state == "opened":
+        return Q(state=state) & (AWAKE if view != "snoozed" else Q())
+    if state == "closed":
+        return Q(state=state)
+    return Q()
 
 
 def issue_list_for_user(
@@ -557,7 +577,9 @@ def issue_list_for_user(
     # Subqueries, not COUNT over a join (which needs a GROUP BY on every column): PostgreSQL
     # runs them only for the page's rows, after the sort and LIMIT (EXPLAIN: SubPlan loops=50).
     note_count = notes.order_by().values("issue").annotate(n=Count("pk")).values("n")
-    issues = issues.select_related("author").annotate(note_count=Coalesce(Subquery(note_count), 0))
+    issues = issues.select_related("author", "response_clock").annotate(
+        note_count=Coalesce(Subquery(note_count), 0)
+    )
     if internal:
         internal_notes = notes.filter(internal=True).order_by().values("issue")
         internal_count = internal_notes.annotate(n=Count("pk")).values("n")
@@ -566,6 +588,8 @@ def issue_list_for_user(
         issues = issues.annotate(
             waiting_rank=Case(When(WAITING_FOR_US, then=Value(0)), default=Value(1))
         )
+    if filters.sort == "due":
+        issues = issues.annotate(response_due=F("response_clock__due_at"))
     keys = _SORT_KEYS.get(filters.sort, _SORT_KEYS["created_desc"])
     return issues.order_by(*_ordering(keys, forward=True))
 
@@ -576,9 +600,7 @@ def _filtered(
     """The issues the list shows: the filters, the view and the state tab."""
     issues = _narrow(user=user, project=project, filters=filters, matching=matching)
     issues = issues.filter(_views(user).get(filters.view, Q()))
-    if filters.state in ("opened", "closed"):
-        issues = issues.filter(state=filters.state)
-    return issues
+    return issues.filter(_in_state(filters.state, filters.view))
 
 
 def issues_for_bulk_edit(
@@ -656,15 +678,16 @@ def issue_counts_for_user(
     issues = _narrow(user=user, project=project, filters=filters, matching=matching)
     views = _views(user)
     in_view = views.get(filters.view, Q())
-    in_state = Q(state=filters.state) if filters.state in ("opened", "closed") else Q()
     per_view = {
         "issues" if view == "" else view: Count(
-            "pk", filter=(condition if view == "waiting" else in_state & condition) or None
+            "pk",
+            filter=(condition if view == "waiting" else _in_state(filters.state, view) & condition)
+            or None,
         )
         for view, condition in views.items()
     }
     found = issues.order_by().aggregate(
-        opened=Count("pk", filter=Q(state="opened") & in_view),
+        opened=Count("pk", filter=_in_state("opened", filters.view) & in_view),
         closed=Count("pk", filter=Q(state="closed") & in_view),
         all=Count("pk", filter=in_view or None),
         **per_view,

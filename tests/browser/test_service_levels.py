@@ -118,3 +118,46 @@ def test_a_customer_rates_the_closed_ticket_from_the_email(
     page.reload()
     expect(page.get_by_test_id("rating")).to_contain_text("Good")
     expect(page.get_by_text("Quick fix, thanks!")).to_be_visible()
+
+
+def test_a_breaching_ticket_is_overdue_and_first_in_breaching_soon(
+    demo, live_server, page: Page, screenshot
+) -> None:  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from accounts.models import User
+    from issues.services import service_desk_ticket_create
+    from sla.models import ResponseClock, ResponsePolicy
+
+    project = ticket("Game crashes").project
+    ResponsePolicy.objects.create(project=project, enabled=True, first_response_minutes=240)
+    bob = User.objects.get(username="bob")
+    late = service_desk_ticket_create(
+        project=project, user=bob, email="ann@customer.example", title="Printer on fire"
+    )
+    soon = service_desk_ticket_create(
+        project=project, user=bob, email="bo@customer.example", title="Password reset"
+    )
+    # Five hours went by for the first: an hour past its 4 h target.
+    ResponseClock.objects.filter(issue=late).update(due_at=timezone.now() - timedelta(hours=1))
+    ResponseClock.objects.filter(issue=soon).update(
+        due_at=timezone.now() + timedelta(minutes=30), warned_at=timezone.now()
+    )
+
+    log_in(page, live_server.url, "bob")
+    page.goto(f"{live_server.url}/{project.full_path}/-/issues/")
+    page.get_by_role("link", name=re.compile("^Breaching soon")).click()
+    rows = page.get_by_test_id("issue-row")
+    expect(rows).to_have_count(2)
+    expect(rows.first).to_contain_text("Printer on fire")
+    expect(rows.first.get_by_test_id("response-due")).to_contain_text("overdue 1 h")
+    expect(rows.nth(1).get_by_test_id("response-due")).to_contain_text("due in")
+    assert_accessible(page)
+    screenshot(page, "breaching-soon")
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert_accessible(page)
+    screenshot(page, "breaching-soon-phone")
+    rows.first.get_by_role("link", name="Printer on fire").click()
+    expect(page.get_by_test_id("response-due")).to_contain_text("Response overdue 1 h")
