@@ -118,6 +118,14 @@ def test_a_customer_rates_the_closed_ticket_from_the_email(
     page.reload()
     expect(page.get_by_test_id("rating")).to_contain_text("Good")
     expect(page.get_by_text("Quick fix, thanks!")).to_be_visible()
+    # The dashboard counts it this week and quotes the comment.
+    page.goto(f"{live_server.url}/{issue.project.full_path}/-/dashboard/")
+    csat = page.get_by_test_id("dashboard-satisfaction")
+    expect(csat.get_by_test_id("satisfaction-comments")).to_contain_text("Quick fix, thanks!")
+    csat.get_by_text("Data table").click()
+    last_week = csat.get_by_test_id("satisfaction-table").locator("tbody tr").last
+    expect(last_week.locator("td")).to_have_text(["1", "0", "0", "100 %"])
+    assert_accessible(page)
 
 
 def test_a_breaching_ticket_is_overdue_and_first_in_breaching_soon(
