@@ -29,7 +29,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.selectors import support_bot
-from issues.emails import Rejection, rejection_notices
+from issues.emails import Rejection, rejection_notices, sent_by_this_worker
 from servicedesk.claims import claim_due
 from servicedesk.queues import enqueue
 from webhooks import services as webhooks
@@ -172,7 +172,9 @@ def inbound_process_batch(ids: Sequence[int], token: uuid.UUID) -> dict[int, str
         return {}
     try:
         decisions = handlers.plan(rows)
-        with transaction.atomic():
+        # The customers' thank-yous leave as the batch commits (issues.emails): at the rate
+        # email comes in, a queue behind the inbound work would hold them for seconds.
+        with sent_by_this_worker(), transaction.atomic():
             ours = set(
                 InboundMessage.objects.select_for_update()
                 .filter(pk__in=[row.pk for row in rows], status=Status.PROCESSING,
