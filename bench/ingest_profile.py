@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.ingest import mixed_messages  # noqa: E402
+from bench.ingest import cpu_seconds, mixed_messages  # noqa: E402
 from tests.harness.services import PostgresServer, RedisServer, SmtpServer  # noqa: E402
 
 
@@ -101,6 +101,7 @@ def main() -> None:
         # CPU time of this thread: waits on PostgreSQL, Redis and SMTP (and the SMTP server
         # thread) are not the worker's CPU.
         profile = cProfile.Profile(time.thread_time)
+        pg0 = cpu_seconds(pg.proc.pid)  # type: ignore[union-attr]
         cpu0, wall0 = time.thread_time(), time.perf_counter()
         with CaptureQueriesContext(connection) as queries:
             if not args.no_profile:
@@ -117,12 +118,14 @@ def main() -> None:
                 outbound_send(claimed, token)
             profile.disable()
         cpu1, wall1 = time.thread_time(), time.perf_counter()
+        pg1 = cpu_seconds(pg.proc.pid)  # type: ignore[union-attr]
         n = len(ids)
         print(f"{n} emails, batches of {size}: wall {(wall1 - wall0) * 1000 / n:.2f} ms/email, "
               f"CPU {(cpu1 - cpu0) * 1000 / n:.2f} ms/email "
               f"(processing {(processed_cpu - cpu0) * 1000 / n:.2f}, "
               f"sending {len(pending)} emails {(cpu1 - processed_cpu) * 1000 / n:.2f}), "
-              f"{len(queries) / n:.2f} SQL queries/email")  # fmt: skip
+              f"{len(queries) / n:.2f} SQL queries/email; "
+              f"PostgreSQL CPU {(pg1 - pg0) * 1000 / n:.2f} ms/email")  # fmt: skip
         if not args.no_profile:
             stats = pstats.Stats(profile)
             if args.output:
