@@ -290,3 +290,51 @@ def test_a_reply_delivered_twice_in_one_batch_makes_one_note(project) -> None:
         ("ignored", "duplicate: this Message-ID is already on the issue"),
     ]
     assert Note.objects.filter(issue_id=first.issue_id, body="Same reply").count() == 1
+
+
+def test_the_batch_sends_its_thank_yous_as_it_commits(
+    project, monkeypatch, mailoutbox, django_capture_on_commit_callbacks
+) -> None:
+    """Not queued behind the inbound work: the worker that committed the batch sends them."""
+    import servicedesk.queues
+
+    queued: list[str] = []
+    real = servicedesk.queues.enqueue
+    monkeypatch.setattr(
+        servicedesk.queues,
+        "enqueue",
+        lambda task, *a, **kw: queued.append(task) or real(task, *a, **kw),
+    )
+    to = INCOMING.address_for(project.service_desk.default_key)
+    ids = [
+        inbound_store(
+            raw=make_email(to=to, subject=f"Help {n}"), transport="test", enqueue=False
+        ).pk
+        for n in range(3)
+    ]
+    claimed, token = inbound_claim(ids)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        inbound_process_batch(claimed, token)
+    assert not mailoutbox  # nothing leaves before the commit
+    assert OutboundEmail.objects.filter(kind="thank_you", status="pending").count() == 3
+    for callback in callbacks:
+        callback()
+    assert sorted(m.subject for m in mailoutbox) == [f"Re: Help {n} (#{n + 1})" for n in range(3)]
+    assert OutboundEmail.objects.filter(kind="thank_you", status="sent").count() == 3
+    assert "issues.tasks.send_outbound_emails" not in queued
+
+
+def test_a_send_that_fails_after_the_commit_leaves_the_emails_to_the_sweeper(
+    project, monkeypatch, django_capture_on_commit_callbacks
+) -> None:
+    import issues.outbox
+
+    def broken(ids, token):  # type: ignore[no-untyped-def]
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(issues.outbox, "outbound_send", broken)
+    to = INCOMING.address_for(project.service_desk.default_key)
+    with django_capture_on_commit_callbacks(execute=True):
+        row = deliver(make_email(to=to))
+    assert row.outcome == "issue_created"
+    assert OutboundEmail.objects.get(kind="thank_you").status == "sending"  # swept when stuck
