@@ -191,6 +191,12 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
 # A task is acknowledged after it ran, so a worker killed mid-task leaves it to be redelivered.
 CELERY_TASK_ACKS_LATE = True
+# Celery closes every database connection before and after each task unless told to reuse
+# them: a new PostgreSQL backend per task (fork, authentication, cold catalogue caches) was
+# about 2 ms of PostgreSQL's CPU per inbound email. Reused; servicedesk.celery closes one that
+# failed or is older than DATABASE_CONN_MAX_AGE before each task, as Django does per request,
+# and Celery still closes them after this many tasks.
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
