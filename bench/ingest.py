@@ -9,7 +9,12 @@ a prefork processing worker on the default queue) and measures:
 1. throughput: N mixed messages (plain, HTML, HTML-only, attachments, non-ASCII, replies)
    APPENDed as fast as possible; emails/s from the first APPEND to the last committed outcome;
 2. latency: a trickle of 10 messages/s under IDLE; APPEND → committed outcome, p50/p95;
-3. peak RSS of the worker processes.
+3. CPU seconds per email of each kind of process (user + system, from /proc, reaped children
+   included: PostgreSQL's backends are counted when they exit), from the first APPEND until the
+   burst's outbox is empty: the poller worker, the processing worker, PostgreSQL, Redis (the
+   "all-in" figure), and Dovecot beside it (the IMAP server, not ours);
+4. thank-you lag: each new issue's created_at → its thank-you email's sent_at, p50/p95/max;
+5. peak RSS of the worker processes.
 
 Prints a table and writes bench/results/ingest.json. Not a test: nothing here asserts.
 """
@@ -118,6 +123,56 @@ def process_tree(pid: int) -> list[int]:
             if int(stat[1]) == pid:
                 children.append(int(entry.name))
     return [pid, *children]
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(root: int) -> float:
+    """User + system CPU of a process tree: the live processes, plus the children its members
+    have reaped (a PostgreSQL backend that exited is in the postmaster's cutime/cstime)."""
+    ticks = 0
+    pending = [root]
+    while pending:
+        pid = pending.pop()
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # utime, stime, cutime, cstime (fields 14-17 of proc(5); here offset by the two before)
+        ticks += sum(int(value) for value in fields[11:15])
+        pending.extend(child for child in process_tree(pid)[1:])
+    return ticks / CLOCK_TICKS
+
+
+class CpuMeter:
+    """CPU seconds per kind of process between two snapshots."""
+
+    def __init__(self, roots: dict[str, int]) -> None:
+        self.roots = roots
+
+    def snapshot(self) -> dict[str, float]:
+        return {kind: cpu_seconds(pid) for kind, pid in self.roots.items()}
+
+
+def wait_until_done(stored: int) -> None:
+    """Until ``stored`` emails are in the ledger and none is queued or being processed. Polled
+    every 50 ms with queries that read an index, not the ledger (its rows hold the raw emails):
+    the benchmark's own queries are counted in PostgreSQL's CPU."""
+    from django.db.models import Max
+
+    from mailroom.models import InboundMessage
+
+    waiting = InboundMessage.objects.filter(status__in=["queued", "processing"])
+    while (
+        InboundMessage.objects.aggregate(last=Max("pk"))["last"] or 0
+    ) < stored or waiting.exists():
+        time.sleep(0.05)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[int(fraction * (len(ordered) - 1))] if ordered else float("nan")
 
 
 class RssSampler(threading.Thread):
@@ -236,8 +291,17 @@ def main() -> None:
         poll_mailbox.delay("incoming_email")
         time.sleep(2)  # the poller connects, finds the mailbox empty and IDLEs
 
+        meter = CpuMeter({
+            "poller worker": poller.proc.pid,  # type: ignore[union-attr]
+            "processing worker": processor.proc.pid,  # type: ignore[union-attr]
+            "PostgreSQL": pg.proc.pid,  # type: ignore[union-attr]
+            "Redis": redis.proc.pid,  # type: ignore[union-attr]
+            "Dovecot (IMAP server)": dovecot.proc.pid,  # type: ignore[union-attr]
+        })  # fmt: skip
+
         # 1. Throughput.
         messages = mixed_messages(address, args.messages, "burst")
+        cpu_before = meter.snapshot()
         t0 = time.time()
         with dovecot.imap("support") as client:
             # MULTIAPPEND (RFC 3502): one command per 100 messages, as a busy MTA would deliver.
@@ -246,8 +310,7 @@ def main() -> None:
         appended = time.time()
         done = InboundMessage.objects.exclude(status__in=["queued", "processing"])
         done_at_appended = done.count()
-        while done.count() < args.messages:
-            time.sleep(0.05)
+        wait_until_done(args.messages)
         finished = time.time()
         drain_rate = (args.messages - done_at_appended) / max(finished - appended, 1e-6)
         outcomes = dict(
@@ -260,7 +323,24 @@ def main() -> None:
         while Event.objects.filter(delivered_at=None).exists() or unsent.exists():
             time.sleep(0.1)
         drained = time.time()
+        cpu_after = meter.snapshot()
         team_after_burst = OutboundEmail.objects.filter(kind="team").count()
+        cpu_ms = {
+            kind: round((cpu_after[kind] - cpu_before[kind]) * 1000 / args.messages, 2)
+            for kind in cpu_before
+        }
+        all_in = ("poller worker", "processing worker", "PostgreSQL", "Redis")
+        cpu_ms_all_in = round(sum(cpu_ms[kind] for kind in all_in), 2)
+        # Thank-you lag: the issue's creation → its thank-you email sent.
+        lags = [
+            (sent_at - created_at).total_seconds()
+            for sent_at, created_at in OutboundEmail.objects.filter(
+                kind="thank_you", issue__isnull=False, sent_at__isnull=False
+            ).values_list("sent_at", "issue__created_at")
+        ]
+        thank_yous_unsent = OutboundEmail.objects.filter(
+            kind="thank_you", sent_at__isnull=True
+        ).count()
 
         # 2. Latency under IDLE: a trickle of 10 messages/s.
         trickle = mixed_messages(address, args.trickle, "trickle")
@@ -272,8 +352,7 @@ def main() -> None:
                 appended_at[subject] = tick
                 time.sleep(max(0.0, 0.1 - (time.time() - tick)))
         expected = args.messages + args.trickle
-        while done.count() < expected:
-            time.sleep(0.05)
+        wait_until_done(expected)
         latencies = sorted(
             row.processed_at.timestamp() - appended_at[row.subject]
             for row in InboundMessage.objects.filter(subject__startswith="trickle")
@@ -297,6 +376,14 @@ def main() -> None:
             "latency_p50_s": round(statistics.median(latencies), 3),
             "latency_p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 3),
             "latency_max_s": round(latencies[-1], 3),
+            "cpu_ms_per_email": cpu_ms,
+            "cpu_ms_per_email_all_in": cpu_ms_all_in,
+            "cpu_window_s": round(drained - t0, 2),
+            "thank_yous_sent": len(lags),
+            "thank_yous_unsent": thank_yous_unsent,
+            "thank_you_lag_p50_s": round(percentile(lags, 0.5), 3),
+            "thank_you_lag_p95_s": round(percentile(lags, 0.95), 3),
+            "thank_you_lag_max_s": round(max(lags, default=float("nan")), 3),
             "peak_worker_process_rss_mb": round(sampler.peak_process_kb / 1024, 1),
             "peak_workers_total_rss_mb": round(sampler.peak_total_kb / 1024, 1),
             "cpu_count": os.cpu_count(),
@@ -310,6 +397,11 @@ def main() -> None:
             ("outcomes", ", ".join(f"{k or '-'}: {v}" for k, v in sorted(outcomes.items()))),
             ("team notifications of the burst / all sent after the burst",
              f"{team_after_burst} / {result['outbox_empty_after_burst_s']} s"),
+            ("CPU ms/email, all-in (workers + PostgreSQL + Redis)", f"{cpu_ms_all_in}"),
+            *((f"  {kind}", f"{ms}") for kind, ms in cpu_ms.items()),
+            ("thank-you lag p50 / p95 / max (issue created → sent)",
+             f"{result['thank_you_lag_p50_s']} / {result['thank_you_lag_p95_s']} / "
+             f"{result['thank_you_lag_max_s']} s ({len(lags)} sent, {thank_yous_unsent} not)"),
             ("latency p50 / p95 / max (10 msg/s, IDLE)",
              f"{result['latency_p50_s']} / {result['latency_p95_s']} / "
              f"{result['latency_max_s']} s"),

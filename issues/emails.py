@@ -9,9 +9,12 @@ rows are sent after commit by ``issues.tasks.send_outbound_emails``.
 from __future__ import annotations
 
 import html
+import logging
 import re
 import secrets
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from email.utils import formataddr
@@ -31,7 +34,7 @@ from projects.selectors import email_template_default
 from servicedesk.addresses import normalise_mailbox
 from servicedesk.queues import enqueue
 
-from .markdown import render_markdown
+from .markdown import MAX_MARKDOWN_CHARS, render_markdown, render_markdown_final
 from .models import (
     EmailParticipant,
     Issue,
@@ -41,10 +44,11 @@ from .models import (
     SentNotification,
     Upload,
 )
-from .plaintext import html_to_plain_text
+from .plaintext import MAX_HTML_CHARS, html_to_plain_text
 from .selectors import upload_email_token
 
 Kind = OutboundEmail.Kind
+log = logging.getLogger(__name__)
 # A header value must be one line: names and subjects come from users and customers.
 _LINE_BREAKS = re.compile(r"[\r\n\x00]+")
 
@@ -199,22 +203,111 @@ def _attachments(notes: Sequence[Note]) -> dict[int, list[int]]:
 @dataclass(frozen=True)
 class _Rendered:
     """An email's text and HTML for one recipient-to-be: ``placeholder_key`` stands where the
-    recipient's unsubscribe token goes (a random 32-hex string, rendered exactly like one)."""
+    recipient's unsubscribe token goes (a random 32-hex string, rendered exactly like one), and
+    ``iid_token``, when set, where the issue's number goes (see ``_render``)."""
 
-    text: str
+    text: str  # "": converted from the HTML per issue (a heading holds the number)
     html: str
     placeholder_key: str
+    iid_token: str = ""
+
+    def for_issue(self, issue: Issue, unsubscribe_token: str) -> tuple[str, str]:
+        """The text and HTML of this email about ``issue``, to the owner of the token."""
+        text, body_html = self.text, self.html
+        if self.iid_token:
+            body_html = body_html.replace(self.iid_token, str(issue.iid))
+            # A heading's underline in the text is as long as the heading.
+            text = (
+                text.replace(self.iid_token, str(issue.iid))
+                if text
+                else html_to_plain_text(body_html)
+            )
+        return (
+            text.replace(self.placeholder_key, unsubscribe_token),
+            body_html.replace(self.placeholder_key, unsubscribe_token),
+        )
+
+
+# Rendered bodies of one batch of emails, by what they are rendered from.
+Bodies = dict[tuple[object, ...], _Rendered]
+
+
+def _iid_token(*texts: str) -> str:
+    """A random 20-digit number found in none of ``texts``: it stands for an issue's number."""
+    while True:
+        token = str(10**19 + secrets.randbelow(9 * 10**19))
+        if not any(token in text for text in texts):
+            return token
 
 
 def _render(
-    kind: str, issue: Issue, setting: ServiceDeskSetting, note_text: str, author_name: str = ""
+    kind: str,
+    issue: Issue,
+    setting: ServiceDeskSetting,
+    note_text: str,
+    author_name: str = "",
+    bodies: Bodies | None = None,
 ) -> _Rendered:
+    """The body of one email about ``issue``; ``bodies`` keeps what a batch rendered already.
+
+    A template that does not show the issue's description differs between the issues of a
+    project only in the issue's number (%{ISSUE_ID}, %{ISSUE_PATH}, %{ISSUE_URL}), so it is
+    rendered once per project, kind and note text with a random 20-digit number in its place,
+    which ``_Rendered.for_issue`` replaces by the issue's. Markdown, bleach and the plain-text
+    conversion treat any number after "#" or "/" alike (it is never at the start of a line,
+    where "1." would start a list), so the result is the one rendering per issue would give;
+    only a heading's underline in the text depends on the number's length: a heading with the
+    number has its text converted per issue.
+    A text too long to be rendered (MAX_MARKDOWN_CHARS) or one that ran out of its render
+    budget is rendered per issue, as is a template with %{ISSUE_DESCRIPTION}.
+    """
+    template = _template_text(setting, kind)
+    shared = "ISSUE_DESCRIPTION" not in template
+    key: tuple[object, ...] = (
+        (kind, issue.project_id, template, note_text, author_name)
+        if shared
+        else (kind, issue.pk, note_text, author_name)
+    )
+    if bodies is not None and key in bodies:
+        return bodies[key]
+    if shared:
+        texts = (template, note_text, author_name, *_system_texts())
+        rendered = _render_with(kind, issue, setting, note_text, author_name, _iid_token(*texts))
+        if rendered is None:  # with the issue's own, shorter number it may render: try that
+            shared = False
+    if not shared:
+        rendered = _render_with(kind, issue, setting, note_text, author_name, "")
+    assert rendered is not None
+    if bodies is not None:
+        bodies[key] = rendered
+    return rendered
+
+
+def _system_texts() -> tuple[str, str, str]:
+    return (
+        settings.SERVICEDESK_EMAIL_HEADER,
+        settings.SERVICEDESK_EMAIL_FOOTER,
+        settings.SERVICEDESK_EMAIL_ADDITIONAL_TEXT,
+    )
+
+
+def _render_with(
+    kind: str,
+    issue: Issue,
+    setting: ServiceDeskSetting,
+    note_text: str,
+    author_name: str,
+    iid_token: str,
+) -> _Rendered | None:
+    """The body rendered with ``iid_token`` (or, if "", the issue's number) as the issue's
+    number; None if with the token it is too long or ran out of its render budget."""
     placeholder_key = secrets.token_hex(16)
     template = _template_text(setting, kind)
+    iid, full_path = iid_token or str(issue.iid), issue.project.full_path
     values = {
-        "ISSUE_ID": f"#{issue.iid}",
-        "ISSUE_PATH": f"{issue.project.full_path}#{issue.iid}",
-        "ISSUE_URL": settings.SITE_URL + issue.get_absolute_url(),
+        "ISSUE_ID": f"#{iid}",
+        "ISSUE_PATH": f"{full_path}#{iid}",
+        "ISSUE_URL": settings.SITE_URL + reverse("issue_detail", args=[full_path, iid]),
         "ISSUE_DESCRIPTION": (
             email_links(issue.description, issue) if "ISSUE_DESCRIPTION" in template else ""
         ),
@@ -230,10 +323,19 @@ def _render(
     # and customers then read "%{ISSUE_IDD}" in a mail that looks broken. The editor refuses
     # to save one (projects.placeholders), so only a template saved before that check, or an
     # instance default file edited on disk, can still hold one: better a missing word.
-    rendered = render_markdown(
-        render_placeholders(template, values, unknown=""), remote_images=False
-    )
-    return _Rendered(html_to_plain_text(rendered), rendered, placeholder_key)
+    source = render_placeholders(template, values, unknown="")
+    if iid_token and len(source) > MAX_MARKDOWN_CHARS:
+        return None
+    rendered, final = render_markdown_final(source, remote_images=False)
+    if iid_token and (not final or len(rendered) > MAX_HTML_CHARS):
+        return None
+    if iid_token and any(iid_token in heading.group(0) for heading in _HEADING.finditer(rendered)):
+        return _Rendered("", rendered, placeholder_key, iid_token)
+    return _Rendered(html_to_plain_text(rendered), rendered, placeholder_key, iid_token)
+
+
+# A heading in bleach's output (headings do not nest).
+_HEADING = re.compile(r"<h([1-6])\b.*?</h\1>", re.DOTALL)
 
 
 def _draft(
@@ -245,7 +347,7 @@ def _draft(
     note: Note | None = None,
     note_text: str = "",
     attachments: Sequence[int] = (),
-    bodies: dict[tuple[str, int, int | None], _Rendered] | None = None,
+    bodies: Bodies | None = None,
     root: str | None = None,
     customer_message_id: str | None = None,
     sender_name: str = "",
@@ -257,18 +359,12 @@ def _draft(
     key, unsubscribe_token = sent.reply_key, sent.unsubscribe_token
     incoming = settings.SERVICEDESK_MAILBOXES.get("incoming_email")
     unsubscribe_url = settings.SITE_URL + _unsubscribe_path().replace("TOKEN", unsubscribe_token)
-    # Rendered once per email kind and issue: recipients differ only in their reply key.
-    cache_key = (kind, issue.pk, note.pk if note is not None else None)
-    if bodies is None or cache_key not in bodies:
-        rendered = _render(kind, issue, setting, note_text, author_name)
-        if bodies is not None:
-            bodies[cache_key] = rendered
-    else:
-        rendered = bodies[cache_key]
+    # Rendered once per batch, project, email kind and note text (see _render): recipients
+    # differ only in their unsubscribe token, issues (mostly) only in their number.
+    rendered = _render(kind, issue, setting, note_text, author_name, bodies)
     # The body carries the unsubscribe token only, never the reply key: a customer who quotes
     # or forwards the email hands on nothing that posts to the ticket.
-    text = rendered.text.replace(rendered.placeholder_key, unsubscribe_token)
-    body_html = rendered.html.replace(rendered.placeholder_key, unsubscribe_token)
+    text, body_html = rendered.for_issue(issue, unsubscribe_token)
     root = root or issue_message_id(issue)  # a new issue: nothing was moved into it
     reply_id = f"<reply-{key}@{_host()}>"
     message_id = root if kind == Kind.THANK_YOU else reply_id
@@ -342,8 +438,26 @@ def _save(drafts: Sequence[_Draft]) -> list[OutboundEmail]:
 SEND_BATCH = 50  # emails per sending task
 
 
+_local = threading.local()
+
+
+@contextmanager
+def sent_by_this_worker() -> Iterator[None]:
+    """Emails recorded inside are sent by this process as soon as their transaction commits,
+    rather than queued for a sending task. The mailroom records its thank-yous so: queued,
+    they would wait behind every inbound email queued before them (workers take inbound work
+    first), seconds in a burst; sent here they leave within the batch's own time."""
+    previous = getattr(_local, "send_here", False)
+    _local.send_here = True
+    try:
+        yield
+    finally:
+        _local.send_here = previous
+
+
 def send_after_commit(emails: Sequence[OutboundEmail]) -> None:
-    """Queue the emails for sending once the transaction that recorded them commits."""
+    """Queue the emails for sending once the transaction that recorded them commits (or send
+    them then, inside ``sent_by_this_worker``)."""
     ids = [email.pk for email in emails]
     if not ids:
         return
@@ -352,7 +466,25 @@ def send_after_commit(emails: Sequence[OutboundEmail]) -> None:
         for start in range(0, len(ids), SEND_BATCH):
             enqueue("issues.tasks.send_outbound_emails", ids[start : start + SEND_BATCH])
 
-    transaction.on_commit(queue)
+    if getattr(_local, "send_here", False):
+        transaction.on_commit(lambda: _send_here(ids))
+    else:
+        transaction.on_commit(queue)
+
+
+def _send_here(ids: list[int]) -> None:
+    """Send committed emails as a sending task would. Whatever goes wrong leaves them pending
+    (or sending) in the outbox, where the outbox sweeper finds them: it must not undo the
+    committed work whose commit hook this is."""
+    from .outbox import outbound_claim, outbound_send  # the outbox records notes: it imports us
+
+    try:
+        for start in range(0, len(ids), SEND_BATCH):
+            claimed, token = outbound_claim(ids[start : start + SEND_BATCH])
+            if claimed:
+                outbound_send(claimed, token)
+    except Exception:
+        log.exception("sending %d emails after their commit failed; the sweeper retries", len(ids))
 
 
 @dataclass(frozen=True)
@@ -371,6 +503,7 @@ def service_desk_issues_created(tickets: Sequence[NewTicket]) -> list[OutboundEm
     INSERTs and sending queued in tasks of SEND_BATCH emails, whatever the number of issues."""
     settings_by_project = _enabled_settings({t.issue.project_id for t in tickets})
     drafts = []
+    bodies: Bodies = {}
     for ticket in tickets:
         setting = settings_by_project.get(ticket.issue.project_id)
         if setting is None:
@@ -380,10 +513,10 @@ def service_desk_issues_created(tickets: Sequence[NewTicket]) -> list[OutboundEm
         if ticket.requester is not None and ticket.requester.is_reachable:
             drafts.append(_draft(kind=Kind.THANK_YOU, issue=ticket.issue,
                                  participant=ticket.requester, setting=setting,
-                                 customer_message_id=original))  # fmt: skip
+                                 customer_message_id=original, bodies=bodies))  # fmt: skip
         drafts += [
             _draft(kind=Kind.NEW_PARTICIPANT, issue=ticket.issue, participant=p, setting=setting,
-                   customer_message_id=original)
+                   customer_message_id=original, bodies=bodies)
             for p in ticket.cc
             if p.is_reachable
         ]  # fmt: skip
@@ -407,6 +540,7 @@ def notes_added(notes: Sequence[Note]) -> list[OutboundEmail]:
     roots = _thread_roots(list(issues.values()))
     files = _attachments([note for note in public if note.issue_id in issues])
     drafts = []
+    bodies: Bodies = {}
     for note in public:
         if note.issue_id not in issues:
             continue
@@ -426,7 +560,6 @@ def notes_added(notes: Sequence[Note]) -> list[OutboundEmail]:
         else:
             agent = "" if note.author.is_bot else note.author.display_name
             sender, author_name = agent_signature(setting, agent)
-        bodies: dict[tuple[str, int, int | None], _Rendered] = {}
         drafts += [
             _draft(kind=Kind.NEW_NOTE, issue=issue, participant=p, setting=setting, note=note,
                    note_text=text, attachments=files.get(note.pk, []), bodies=bodies,
@@ -491,7 +624,7 @@ def issue_closed(issue: Issue) -> list[OutboundEmail]:
     setting = _enabled_settings({issue.project_id}).get(issue.project_id)
     if setting is None or not (setting.send_issue_closed_email or setting.satisfaction_survey):
         return []
-    bodies: dict[tuple[str, int, int | None], _Rendered] = {}
+    bodies: Bodies = {}
     root = _thread_roots([issue])[issue.pk]
     drafts = [
         _draft(kind=Kind.ISSUE_CLOSED, issue=issue, participant=p, setting=setting,
@@ -775,7 +908,8 @@ def email_preview(
         rendered = _render(kind, issue, setting, note_text, author)
     else:
         rendered = _render(kind, issue, setting, "")
-    return _one_line(f"Re: {issue.title} (#{issue.iid})"), restore(rendered.html)
+    body_html = rendered.for_issue(issue, rendered.placeholder_key)[1]
+    return _one_line(f"Re: {issue.title} (#{issue.iid})"), restore(body_html)
 
 
 # A tag of bleach's output (attribute values quoted, and may hold ">").

@@ -233,6 +233,12 @@ def render_markdown(text: str, *, remote_images: bool = True) -> str:
     return _render(text or "", remote_images=remote_images)[0]
 
 
+def render_markdown_final(text: str, *, remote_images: bool = True) -> tuple[str, bool]:
+    """``render_markdown``, and whether the text would render the same again (False when it
+    ran out of its CPU budget and is shown as text: another time it may render)."""
+    return _render(text or "", remote_images=remote_images)
+
+
 def _render(text: str, *, remote_images: bool = True) -> tuple[str, bool]:
     """The HTML, and whether it would be the same next time (not a fallback for time)."""
     if len(text) > MAX_MARKDOWN_CHARS:

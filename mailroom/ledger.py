@@ -29,7 +29,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.selectors import support_bot
-from issues.emails import Rejection, rejection_notices
+from issues.emails import Rejection, rejection_notices, sent_by_this_worker
 from servicedesk.claims import claim_due
 from servicedesk.queues import enqueue
 from webhooks import services as webhooks
@@ -172,9 +172,14 @@ def inbound_process_batch(ids: Sequence[int], token: uuid.UUID) -> dict[int, str
         return {}
     try:
         decisions = handlers.plan(rows)
-        with transaction.atomic():
+        # The customers' thank-yous leave as the batch commits (issues.emails): at the rate
+        # email comes in, a queue behind the inbound work would hold them for seconds.
+        with sent_by_this_worker(), transaction.atomic():
+            # FOR NO KEY UPDATE: another batch's email that waits for one of these records
+            # it (waiting_for, a foreign key: FOR KEY SHARE), and must not wait for this
+            # batch's commit while holding the project's issue counter this batch needs next.
             ours = set(
-                InboundMessage.objects.select_for_update()
+                InboundMessage.objects.select_for_update(no_key=True)
                 .filter(pk__in=[row.pk for row in rows], status=Status.PROCESSING,
                         claim_token=token)
                 .values_list("pk", flat=True)

@@ -207,8 +207,15 @@ def _queries_for(raws: list[bytes]) -> int:
     return len(queries)
 
 
+# The budget of one batch, one email or twenty: new issues from email with a Cc'd participant
+# (their thank-yous and new-participant emails, events and webhooks), and replies to them.
+NEW_ISSUES_QUERIES = 30
+REPLIES_QUERIES = 33
+
+
 def test_a_batch_costs_the_same_queries_whatever_its_size(project, settings) -> None:
-    """New issues and replies (with their thank-yous and new-note emails) are written in bulk."""
+    """New issues and replies (with their thank-yous and new-note emails) are written in bulk,
+    within a fixed budget of queries."""
     settings.SERVICEDESK_NEW_ISSUES_PER_SENDER_PER_MINUTE = 0
     project.service_desk.add_external_participants_from_cc = True
     project.service_desk.save()
@@ -232,11 +239,18 @@ def test_a_batch_costs_the_same_queries_whatever_its_size(project, settings) -> 
         ]  # fmt: skip
 
     _queries_for(new(1, "first"))  # the project's first issue creates its iid counter
-    small, large = _queries_for(new(3, "small")), _queries_for(new(20, "large"))
-    assert small == large
-    assert _queries_for(replies(3, "small")) == _queries_for(replies(20, "large"))
+    one, small, large = (
+        _queries_for(new(1, "one")), _queries_for(new(3, "small")), _queries_for(new(20, "large"))
+    )  # fmt: skip
+    assert one == small == large == NEW_ISSUES_QUERIES
     assert (
-        OutboundEmail.objects.exclude(kind="team").filter(kind="new_note").count() == 23
+        _queries_for(replies(1, "one"))
+        == _queries_for(replies(3, "small"))
+        == _queries_for(replies(20, "large"))
+        == REPLIES_QUERIES
+    )
+    assert (
+        OutboundEmail.objects.exclude(kind="team").filter(kind="new_note").count() == 24
     )  # to the boss
 
 
@@ -276,3 +290,51 @@ def test_a_reply_delivered_twice_in_one_batch_makes_one_note(project) -> None:
         ("ignored", "duplicate: this Message-ID is already on the issue"),
     ]
     assert Note.objects.filter(issue_id=first.issue_id, body="Same reply").count() == 1
+
+
+def test_the_batch_sends_its_thank_yous_as_it_commits(
+    project, monkeypatch, mailoutbox, django_capture_on_commit_callbacks
+) -> None:
+    """Not queued behind the inbound work: the worker that committed the batch sends them."""
+    import servicedesk.queues
+
+    queued: list[str] = []
+    real = servicedesk.queues.enqueue
+    monkeypatch.setattr(
+        servicedesk.queues,
+        "enqueue",
+        lambda task, *a, **kw: queued.append(task) or real(task, *a, **kw),
+    )
+    to = INCOMING.address_for(project.service_desk.default_key)
+    ids = [
+        inbound_store(
+            raw=make_email(to=to, subject=f"Help {n}"), transport="test", enqueue=False
+        ).pk
+        for n in range(3)
+    ]
+    claimed, token = inbound_claim(ids)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        inbound_process_batch(claimed, token)
+    assert not mailoutbox  # nothing leaves before the commit
+    assert OutboundEmail.objects.filter(kind="thank_you", status="pending").count() == 3
+    for callback in callbacks:
+        callback()
+    assert sorted(m.subject for m in mailoutbox) == [f"Re: Help {n} (#{n + 1})" for n in range(3)]
+    assert OutboundEmail.objects.filter(kind="thank_you", status="sent").count() == 3
+    assert "issues.tasks.send_outbound_emails" not in queued
+
+
+def test_a_send_that_fails_after_the_commit_leaves_the_emails_to_the_sweeper(
+    project, monkeypatch, django_capture_on_commit_callbacks
+) -> None:
+    import issues.outbox
+
+    def broken(ids, token):  # type: ignore[no-untyped-def]
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(issues.outbox, "outbound_send", broken)
+    to = INCOMING.address_for(project.service_desk.default_key)
+    with django_capture_on_commit_callbacks(execute=True):
+        row = deliver(make_email(to=to))
+    assert row.outcome == "issue_created"
+    assert OutboundEmail.objects.get(kind="thank_you").status == "sending"  # swept when stuck
