@@ -885,7 +885,13 @@ def email_preview(
     get it — for the settings page's live preview. Rendered by the same code as real emails,
     from a sample issue that is never saved, its sample comment by ``agent_name``; nothing is
     written. Returns (subject, HTML)."""
-    if kind not in (Kind.THANK_YOU, Kind.NEW_NOTE, Kind.NEW_PARTICIPANT, Kind.ISSUE_CLOSED):
+    if kind not in (
+        Kind.THANK_YOU,
+        Kind.NEW_NOTE,
+        Kind.NEW_PARTICIPANT,
+        Kind.ISSUE_CLOSED,
+        Kind.MERGED,
+    ):
         raise ValueError(f"No preview for {kind!r} emails.")
     text = text.replace("\r\n", "\n").strip()
     # project_id, not project: assigning the one-to-one would replace project.service_desk.
