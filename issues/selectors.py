@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections import defaultdict
 from dataclasses import dataclass, replace
@@ -57,6 +58,8 @@ from .models import (
     Speaker,
     Upload,
 )
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -670,7 +673,11 @@ def issue_counts_for_user(
     filters = filters or IssueFilters()
     key = _counts_key(user=user, project=project, filters=filters)
     fingerprint = _counts_fingerprint(project)
-    cached = cache.get(key)
+    try:
+        cached = cache.get(key)
+    except Exception:  # the cache is down: count, the page still works
+        log.warning("tracker counts cache unavailable", exc_info=True)
+        cached = None
     if cached is not None:
         now = Project.objects.filter(pk=project.pk).aggregate(**fingerprint)  # one row
         if cached["fingerprint"] == now:
@@ -696,7 +703,10 @@ def issue_counts_for_user(
     now = {name: found.pop(name) for name in fingerprint}
     if max(found.values()) >= settings.SERVICEDESK_TRACKER_COUNTS_CACHE_MIN:
         timeout = settings.SERVICEDESK_TRACKER_COUNTS_CACHE_SECONDS
-        cache.set(key, {"fingerprint": now, "counts": found}, timeout)
+        try:
+            cache.set(key, {"fingerprint": now, "counts": found}, timeout)
+        except Exception:
+            log.warning("tracker counts cache unavailable", exc_info=True)
     return found  # type: ignore[no-any-return]
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,8 @@ from django.utils import timezone
 
 from .models import DescriptionTemplate, Group, Membership, Project, Role, ServiceDeskSetting
 from .permissions import can_read_project, remember_project_role
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -81,7 +84,11 @@ def _open_issue_counts(projects: list[Project]) -> dict[int, int]:
     from issues.models import Issue
 
     keys = {project.pk: f"open-issues:{project.pk}" for project in projects}
-    cached = cache.get_many(list(keys.values()))
+    try:
+        cached = cache.get_many(list(keys.values()))
+    except Exception:  # the cache is down: count, the page still works
+        log.warning("open issue counts cache unavailable", exc_info=True)
+        cached = {}
     counts, stale = {}, []
     for project in projects:
         fingerprint = (project.issues_newest, project.issues_last_iid)  # type: ignore[attr-defined]
@@ -99,7 +106,10 @@ def _open_issue_counts(projects: list[Project]) -> dict[int, int]:
             .values_list("project", "n")
         )
         fresh = {keys[p.pk]: (fingerprint, counted.get(p.pk, 0)) for p, fingerprint in stale}
-        cache.set_many(fresh, settings.SERVICEDESK_TRACKER_COUNTS_CACHE_SECONDS)
+        try:
+            cache.set_many(fresh, settings.SERVICEDESK_TRACKER_COUNTS_CACHE_SECONDS)
+        except Exception:
+            log.warning("open issue counts cache unavailable", exc_info=True)
         counts.update({p.pk: counted.get(p.pk, 0) for p, _ in stale})
     return counts
 
