@@ -661,7 +661,7 @@ def issue_merged(
     setting = _enabled_settings({target.project_id}).get(target.project_id)
     if setting is None or not setting.send_merged_email:
         return []
-    bodies: dict[tuple[str, int, int | None], _Rendered] = {}
+    bodies: dict[tuple[object, ...], _Rendered] = {}
     root = _thread_roots([source])[source.pk]
     reachable = {p.pk for p in _reachable([target.pk]).get(target.pk, [])}
     emails = _save(

@@ -1071,8 +1071,10 @@ def _issues_after_moves(issue_ids: set[int]) -> dict[int, Issue]:
 def _follow_moves(issue: Issue) -> Issue:
     seen = 0
     # A merged ticket continues in the one it was merged into, as a moved one in its copy.
-    while (issue.moved_to_id or issue.merged_into_id) is not None and seen < MAX_MOVE_HOPS:
+    while seen < MAX_MOVE_HOPS:
         next_id = issue.moved_to_id or issue.merged_into_id
+        if next_id is None:
+            break
         issue = Issue.objects.select_related("project").get(pk=next_id)
         seen += 1
     return issue
