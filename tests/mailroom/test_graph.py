@@ -131,9 +131,11 @@ def test_unread_messages_become_issues_page_by_page(
         ("graph", "incoming_email", Status.DONE)
     }
     assert sorted(r.source_id for r in rows) == sorted(ids)
-    # Deleted (delete_after_delivery defaults to true: moved to Deleted Items) and marked
-    # read — each only once the ledger had committed it.
+    # Deleted (delete_after_delivery defaults to true: moved to Deleted Items) and then marked
+    # read — each only once the ledger had committed it. The PATCH follows the DELETE, so wait
+    # for both: the last message leaves the inbox a moment before it is marked read.
     wait_for(lambda: fake_graph.in_folder() == [], 10, "every message deleted")
+    wait_for(lambda: len(fake_graph.log("patch", 200)) == len(ids), 10, "every message read")
     assert sorted(fake_graph.in_folder(folder="deleteditems")) == sorted(ids)
     assert {r.message_id for r in fake_graph.log("patch", 200)} == set(ids)
     assert fake_graph.witnessed == {(kind, i): True for i in ids for kind in ("patch", "delete")}
