@@ -25,7 +25,7 @@ from issues.filters import IssueFilters
 from issues.models import Issue, Label, Note
 from issues.services import issue_close, issue_iids_allocate, note_create
 from projects.models import Project, Role, Visibility
-from tests.factories import IssueFactory, LabelFactory, UserFactory, member
+from tests.factories import IssueFactory, LabelFactory, ProjectFactory, UserFactory, member
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parents[2]
@@ -545,6 +545,24 @@ def test_guest_filter_choices_do_not_reveal_who_works_on_confidential_issues(
     client.force_login(member(project, Role.REPORTER, "rita"))
     choices = client.get(url(project)).context["tracker"].choices
     assert "zed" in [p.username for p in choices.assignees]
+
+
+def test_assignee_choices_are_the_people_assigned_in_this_project(
+    client, project, reporter, developer, board
+) -> None:
+    """Someone assigned only in another project, or an author nobody assigns (the Support
+    Bot), is not offered; someone assigned here is, whether or not they wrote anything."""
+    elsewhere = ProjectFactory(path="elsewhere")
+    olga = UserFactory(username="olga")
+    IssueFactory(project=elsewhere, author=olga, title="Not here", assignees=[olga])
+    client.force_login(reporter)
+    choices = client.get(url(project)).context["tracker"].choices
+    assert [p.username for p in choices.assignees] == ["bob", "dan"]
+    assert support_bot().username in [p.username for p in choices.authors]
+    IssueFactory(project=project, author=reporter, title="Now here", assignees=[olga])
+    choices = client.get(url(project)).context["tracker"].choices
+    assert [p.username for p in choices.assignees] == ["bob", "dan", "olga"]
+    assert "olga" not in [p.username for p in choices.authors]
 
 
 def test_guest_searching_for_a_confidential_issue_finds_nothing(client, project, guest, board):
