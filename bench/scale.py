@@ -497,7 +497,7 @@ def database(args: argparse.Namespace, shape: Shape, pg: PostgresServer, base: P
     started = time.perf_counter()
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")
-    world["index_s"] += round(time.perf_counter() - started, 1)
+    world["index_s"] = round(world["index_s"] + time.perf_counter() - started, 1)
     connection.close()
     print(f"filled in {world['fill_s']} s, indexes and VACUUM ANALYZE in {world['index_s']} s")
     cache.mkdir(parents=True, exist_ok=True)
@@ -656,6 +656,7 @@ def pages(world: dict[str, Any], key: str) -> list[tuple[str, str, str]]:
         ("issue list, open", "reporter", tracker + "?state=opened"),
         ("issue list, closed", "reporter", tracker + "?state=closed"),
         ("issue list, all", "reporter", tracker + "?state=all"),
+        ("issue list, open, 50 a page", "reporter", tracker + "?state=opened&per_page=50"),
         ("sorted by updated", "reporter", tracker + "?state=opened&sort=updated_desc"),
         ("filter: label", "reporter", tracker + "?state=opened&label=bug"),
         ("filter: assignee", "reporter", tracker + f"?state=opened&assignee={developer}"),

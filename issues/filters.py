@@ -38,6 +38,8 @@ SORTS = {
 }
 CONFIDENTIALITY = {"": _("Any"), "yes": _("Confidential only"), "no": _("Not confidential")}
 SEARCH_MAX_LENGTH = 200  # longer searches are cut, not refused
+# Rows on a tracker page: the first is the default (GitLab's too); the others are offered.
+PER_PAGE = (20, 50, 100)
 # ``assignee=none``: issues nobody is assigned to (GitLab's ``assignee_id=None``).
 NO_ASSIGNEE = "none"
 # ``label=None``: issues without any label (GitLab's ``label_name[]=None``). ``label`` may be
@@ -66,6 +68,7 @@ class IssueFilters:
     assignee: str = ""  # a username, or NO_ASSIGNEE
     confidential: bool | None = None
     sort: str = "created_desc"
+    per_page: int = PER_PAGE[0]
 
     @property
     def service_desk(self) -> bool:
@@ -91,10 +94,16 @@ class IssueFilters:
         return len(self.labels) + sum(bool(value) for value in others)
 
     @property
+    def per_page_choices(self) -> tuple[int, ...]:
+        return PER_PAGE
+
+    @property
     def narrowed(self) -> bool:
         """Whether a filter narrows the list (what "Clear filters" resets): anything but the
         state tab, the view and the sort order."""
-        return self != IssueFilters(state=self.state, view=self.view, sort=self.sort)
+        return self != IssueFilters(
+            state=self.state, view=self.view, sort=self.sort, per_page=self.per_page
+        )
 
 
 class _Titles(forms.Field):
@@ -118,6 +127,7 @@ class IssueFilterForm(forms.Form):
     assignee = forms.CharField(max_length=150, required=False)
     confidential = forms.ChoiceField(choices=list(CONFIDENTIALITY.items()), required=False)
     sort = forms.ChoiceField(choices=list(SORTS.items()), required=False)
+    per_page = forms.IntegerField(required=False)  # one of PER_PAGE, else the first
 
     def filters(self) -> IssueFilters:
         self.is_valid()
@@ -136,4 +146,5 @@ class IssueFilterForm(forms.Form):
             confidential={"yes": True, "no": False}.get(confidential or ""),
             # Who waits longest comes first in "Waiting for us", unless another order is asked.
             sort=data.get("sort") or ("waiting" if view == "waiting" else "created_desc"),
+            per_page=data["per_page"] if data.get("per_page") in PER_PAGE else PER_PAGE[0],
         )

@@ -87,7 +87,6 @@ from .services import (
 )
 from .snooze import SnoozeError, snooze_until, snooze_words
 
-ISSUES_PER_PAGE = 50
 # A long thread on the issue page: its first and newest notes, the others folded (when at
 # least THREAD_FOLD_MIN would be).
 THREAD_FIRST = 10
@@ -111,12 +110,13 @@ def issue_list(request: HttpRequest, full_path: str) -> HttpResponse:
     """
     user = request.user
     project = project_get_for_user(user=user, full_path=full_path)
+    filters = IssueFilterForm(request.GET).filters()
     tracker = issue_tracker_for_user(
         user=user,
         project=project,
-        filters=IssueFilterForm(request.GET).filters(),
+        filters=filters,
         page_number=request.GET.get("page"),
-        per_page=ISSUES_PER_PAGE,
+        per_page=filters.per_page,
     )
     can_see_emails = permissions.can_see_customer_emails(user, project)
     context = {

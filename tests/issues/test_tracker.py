@@ -20,7 +20,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.selectors import support_bot
-from issues import views
+from issues import filters as filters_module
 from issues.filters import IssueFilters
 from issues.models import Issue, Label, Note
 from issues.services import issue_close, issue_iids_allocate, note_create
@@ -299,7 +299,7 @@ def next_link(response, rel: str = "next") -> dict[str, str]:  # type: ignore[no
 
 
 def test_pages_keep_the_filters(client, project, reporter, labels, monkeypatch) -> None:
-    monkeypatch.setattr(views, "ISSUES_PER_PAGE", 2)
+    monkeypatch.setattr(filters_module, "PER_PAGE", (2,))
     for i in range(5):
         IssueFactory(project=project, title=f"bug {i}", labels=[labels["bug"]])
     IssueFactory(project=project, title="unlabelled bug")
@@ -324,6 +324,27 @@ def test_pages_keep_the_filters(client, project, reporter, labels, monkeypatch) 
         assert titles(client.get(url(project), {**params, "page": nonsense})) == ["bug 0", "bug 1"]
 
 
+def test_twenty_rows_a_page_unless_fifty_or_a_hundred_are_asked_for(
+    client, project, reporter, labels
+) -> None:
+    add_issues(project, 55, team=[reporter], labels=[*labels.values()])
+    client.force_login(reporter)
+    first = client.get(url(project), {"state": "all"})
+    assert len(titles(first)) == 20
+    assert '<option value="20" selected>20</option>' in first.content.decode()
+    assert len(titles(client.get(url(project), {"state": "all", "per_page": "50"}))) == 50
+    hundred = client.get(url(project), {"state": "all", "per_page": "100"})
+    assert len(titles(hundred)) == 55
+    assert 'rel="next"' not in hundred.content.decode()
+    for nonsense in ["7", "0", "-1", "1000000", "x"]:
+        assert len(titles(client.get(url(project), {"state": "all", "per_page": nonsense}))) == 20
+    # The size stays with the next page and is no filter: "Clear filters" keeps it.
+    fifty = client.get(url(project), {"state": "all", "per_page": "50", "search": "issue"})
+    assert next_link(fifty)["per_page"] == "50"
+    assert len(titles(client.get(url(project), next_link(fifty)))) == 5
+    assert "per_page=50" in re.search(r'<a href="([^"]*)">Clear filters', fifty.content.decode())[1]
+
+
 @pytest.mark.parametrize(
     "sort", ["created_desc", "created_asc", "updated_desc", "updated_asc", "waiting"]
 )
@@ -332,15 +353,13 @@ def test_next_and_previous_links_walk_every_order_exactly_once(
 ) -> None:
     """Keyset pages: forward through every page and back again, each issue once, in the order
     of the whole list (waiting ones first, the others by a NULL last_public_at last)."""
-    monkeypatch.setattr(views, "ISSUES_PER_PAGE", 7)
+    monkeypatch.setattr(filters_module, "PER_PAGE", (7, 100))
     add_issues(project, 40, team=[owner, reporter, developer], labels=[*labels.values()])
     Issue.objects.filter(project=project, iid__lte=10).update(created_at=timezone.now())  # ties
     client.force_login(reporter)
     params = {"state": "all", "sort": sort}
     whole = client.get(url(project), params)
-    monkeypatch.setattr(views, "ISSUES_PER_PAGE", 100)
-    everything = titles(client.get(url(project), params))
-    monkeypatch.setattr(views, "ISSUES_PER_PAGE", 7)
+    everything = titles(client.get(url(project), {**params, "per_page": "100"}))
     assert len(everything) == Issue.objects.filter(project=project).count()
     pages, response = [titles(whole)], whole
     while 'rel="next"' in response.content.decode():
