@@ -97,6 +97,9 @@ def env(imap_mailbox, redis_server, settings, smtp) -> dict[str, str]:  # type: 
         "SERVICEDESK_IMAP_LOCK_TTL": "6",
         "SERVICEDESK_IMAP_LEASE": "120",
         "SERVICEDESK_NEW_ISSUES_PER_MINUTE": "0",
+        # Twenty processing tasks, not two: with 100 emails a task (the default) one machine's
+        # two processes could take the whole corpus, and the test would not show sharing.
+        "SERVICEDESK_INBOUND_TASK_BATCH": "10",
     }
     settings.SERVICEDESK_MAILBOXES = load_mailboxes(None, environ=env)
     redis.Redis.from_url(broker).flushdb()
