@@ -27,7 +27,7 @@ from saved_replies.selectors import saved_replies_usable
 from saved_replies.services import saved_reply_fill
 from servicedesk.http import anonymous_404_to_login
 
-from .filters import SORTS, IssueFilterForm
+from .filters import SORTS, IssueFilterForm, IssueFilters
 from .forms import (
     AssigneesForm,
     BulkEditForm,
@@ -101,6 +101,25 @@ def _issue_for(request: HttpRequest, full_path: str, iid: int) -> Issue:
     return issue_get_for_user(user=request.user, project=project, iid=iid)
 
 
+PER_PAGE_SESSION_KEY = "tracker_per_page"
+
+
+def _tracker_filters(request: HttpRequest) -> IssueFilters:
+    """The tracker's filters from its query string. The page size, when the query string has
+    none, is the one the person last chose (kept in their session): 50 rows stay 50 rows from
+    one visit to the next, in every project."""
+    params = request.GET
+    signed_in = request.user.is_authenticated
+    if "per_page" not in params and signed_in and PER_PAGE_SESSION_KEY in request.session:
+        params = params.copy()
+        params["per_page"] = str(request.session[PER_PAGE_SESSION_KEY])
+    filters = IssueFilterForm(params).filters()
+    chosen = "per_page" in request.GET
+    if signed_in and chosen and request.session.get(PER_PAGE_SESSION_KEY) != filters.per_page:
+        request.session[PER_PAGE_SESSION_KEY] = filters.per_page
+    return filters
+
+
 @anonymous_404_to_login
 @require_GET
 def issue_list(request: HttpRequest, full_path: str) -> HttpResponse:
@@ -110,7 +129,7 @@ def issue_list(request: HttpRequest, full_path: str) -> HttpResponse:
     """
     user = request.user
     project = project_get_for_user(user=user, full_path=full_path)
-    filters = IssueFilterForm(request.GET).filters()
+    filters = _tracker_filters(request)
     tracker = issue_tracker_for_user(
         user=user,
         project=project,

@@ -345,6 +345,27 @@ def test_twenty_rows_a_page_unless_fifty_or_a_hundred_are_asked_for(
     assert "per_page=50" in re.search(r'<a href="([^"]*)">Clear filters', fifty.content.decode())[1]
 
 
+def test_the_page_size_chosen_is_remembered_for_the_next_visit(
+    client, project, reporter, labels, django_assert_num_queries
+) -> None:
+    add_issues(project, 55, team=[reporter], labels=[*labels.values()])
+    client.force_login(reporter)
+    client.get(url(project), {"per_page": "50"})
+    again = client.get(url(project), {"state": "all"})
+    assert len(titles(again)) == 50
+    assert '<option value="50" selected>50</option>' in again.content.decode()
+    assert len(titles(client.get(url(project), {"state": "all", "per_page": "100"}))) == 55
+    assert len(titles(client.get(url(project), {"state": "all"}))) == 55
+    client.get(url(project), {"per_page": "20"})
+    assert len(titles(client.get(url(project), {"state": "all"}))) == 20
+    # Remembering costs no query when nothing changes.
+    with django_assert_num_queries(EXPECTED_QUERIES["reporter"]):
+        client.get(url(project), {"state": "all", "per_page": "20"})
+    # Another person's choice is theirs.
+    client.force_login(member(project, Role.REPORTER, "petra"))
+    assert len(titles(client.get(url(project), {"state": "all"}))) == 20
+
+
 @pytest.mark.parametrize(
     "sort", ["created_desc", "created_asc", "updated_desc", "updated_asc", "waiting"]
 )
