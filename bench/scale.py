@@ -649,24 +649,26 @@ class Client:
 def pages(world: dict[str, Any], key: str) -> list[tuple[str, str, str]]:
     """(page, persona, URL) of one project."""
     project = world["projects"][key]
-    tracker = f"/{project['path']}/-/issues/"
-    issue = tracker + "{}/"
+    base = f"/{project['path']}/-/issues/"
+    issue = base + "{}/"
+    # Each list page names its size: the size chosen last is remembered in the session.
+    tracker = base + "?per_page=20&"
     developer = "dev4"  # an author and an assignee of many issues
     return [
-        ("issue list, open", "reporter", tracker + "?state=opened"),
-        ("issue list, closed", "reporter", tracker + "?state=closed"),
-        ("issue list, all", "reporter", tracker + "?state=all"),
-        ("issue list, open, 50 a page", "reporter", tracker + "?state=opened&per_page=50"),
-        ("sorted by updated", "reporter", tracker + "?state=opened&sort=updated_desc"),
-        ("filter: label", "reporter", tracker + "?state=opened&label=bug"),
-        ("filter: assignee", "reporter", tracker + f"?state=opened&assignee={developer}"),
-        ("filter: author", "reporter", tracker + f"?state=opened&author={developer}"),
-        ("filter: confidential", "reporter", tracker + "?state=opened&confidential=yes"),
-        ("search: full-text word", "reporter", tracker + "?state=all&search=crash"),
-        ("search: substring", "reporter", tracker + f"?state=all&search={world['prefix']}"),
-        ("search: rare word", "reporter", tracker + "?state=all&search=quokka"),
+        ("issue list, open", "reporter", tracker + "state=opened"),
+        ("issue list, closed", "reporter", tracker + "state=closed"),
+        ("issue list, all", "reporter", tracker + "state=all"),
+        ("issue list, open, 50 a page", "reporter", base + "?state=opened&per_page=50"),
+        ("sorted by updated", "reporter", tracker + "state=opened&sort=updated_desc"),
+        ("filter: label", "reporter", tracker + "state=opened&label=bug"),
+        ("filter: assignee", "reporter", tracker + f"state=opened&assignee={developer}"),
+        ("filter: author", "reporter", tracker + f"state=opened&author={developer}"),
+        ("filter: confidential", "reporter", tracker + "state=opened&confidential=yes"),
+        ("search: full-text word", "reporter", tracker + "state=all&search=crash"),
+        ("search: substring", "reporter", tracker + f"state=all&search={world['prefix']}"),
+        ("search: rare word", "reporter", tracker + "state=all&search=quokka"),
         ("search: an address", "reporter",
-         tracker + "?state=all&search=" + urllib.parse.quote(project["address"])),
+         tracker + "state=all&search=" + urllib.parse.quote(project["address"])),
         ("issue page, 10 notes", "reporter", issue.format(project["ten_notes_iid"])),
         ("issue page, 500 notes", "reporter", issue.format(project["long_thread_iid"])),
         ("dashboard", "reporter", f"/{project['path']}/-/dashboard/"),
