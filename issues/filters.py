@@ -68,7 +68,6 @@ class IssueFilters:
     assignee: str = ""  # a username, or NO_ASSIGNEE
     confidential: bool | None = None
     sort: str = "created_desc"
-    per_page: int = PER_PAGE[0]
 
     @property
     def service_desk(self) -> bool:
@@ -94,16 +93,20 @@ class IssueFilters:
         return len(self.labels) + sum(bool(value) for value in others)
 
     @property
-    def per_page_choices(self) -> tuple[int, ...]:
-        return PER_PAGE
-
-    @property
     def narrowed(self) -> bool:
         """Whether a filter narrows the list (what "Clear filters" resets): anything but the
         state tab, the view and the sort order."""
-        return self != IssueFilters(
-            state=self.state, view=self.view, sort=self.sort, per_page=self.per_page
-        )
+        return self != IssueFilters(state=self.state, view=self.view, sort=self.sort)
+
+
+def page_size(value: str | int | None) -> int:
+    """``value`` (a query string's ``per_page``, or what a session remembered) if it is one of
+    PER_PAGE; anything else, None and nonsense included, is the default (the first)."""
+    try:
+        size = int(value or 0)
+    except ValueError:  # also a string of over 4 300 digits
+        return PER_PAGE[0]
+    return size if size in PER_PAGE else PER_PAGE[0]
 
 
 class _Titles(forms.Field):
@@ -127,7 +130,6 @@ class IssueFilterForm(forms.Form):
     assignee = forms.CharField(max_length=150, required=False)
     confidential = forms.ChoiceField(choices=list(CONFIDENTIALITY.items()), required=False)
     sort = forms.ChoiceField(choices=list(SORTS.items()), required=False)
-    per_page = forms.IntegerField(required=False)  # one of PER_PAGE, else the first
 
     def filters(self) -> IssueFilters:
         self.is_valid()
@@ -146,5 +148,4 @@ class IssueFilterForm(forms.Form):
             confidential={"yes": True, "no": False}.get(confidential or ""),
             # Who waits longest comes first in "Waiting for us", unless another order is asked.
             sort=data.get("sort") or ("waiting" if view == "waiting" else "created_desc"),
-            per_page=data["per_page"] if data.get("per_page") in PER_PAGE else PER_PAGE[0],
         )

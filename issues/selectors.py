@@ -662,9 +662,8 @@ def _counts_fingerprint(project: Project) -> dict[str, Any]:
 
 def _counts_key(*, user: AnyUser, project: Project, filters: IssueFilters) -> str:
     """The cache key of the counts as ``user`` sees them under ``filters`` (the sort order
-    and page size aside): "mine" is theirs, and confidential issues count only for those who
-    may read them."""
-    wanted = replace(filters, sort="", per_page=0)
+    aside): "mine" is theirs, and confidential issues count only for those who may read them."""
+    wanted = replace(filters, sort="")
     digest = hashlib.sha256(repr(wanted).encode()).hexdigest()[:32]
     confidential = int(can_read_confidential_issues(user, project))
     return f"tracker-counts:{project.pk}:{user.pk}:{confidential}:{digest}"

@@ -27,7 +27,7 @@ from saved_replies.selectors import saved_replies_usable
 from saved_replies.services import saved_reply_fill
 from servicedesk.http import anonymous_404_to_login
 
-from .filters import SORTS, IssueFilterForm, IssueFilters
+from .filters import PER_PAGE, SORTS, IssueFilterForm, page_size
 from .forms import (
     AssigneesForm,
     BulkEditForm,
@@ -104,20 +104,18 @@ def _issue_for(request: HttpRequest, full_path: str, iid: int) -> Issue:
 PER_PAGE_SESSION_KEY = "tracker_per_page"
 
 
-def _tracker_filters(request: HttpRequest) -> IssueFilters:
-    """The tracker's filters from its query string. The page size, when the query string has
-    none, is the one the person last chose (kept in their session): 50 rows stay 50 rows from
-    one visit to the next, in every project."""
-    params = request.GET
+def _tracker_page_size(request: HttpRequest) -> int:
+    """Rows on the tracker's page: as the query string asks, remembered in a signed-in
+    person's session; without one, as they last asked (50 rows stay 50 from one visit to the
+    next, in every project)."""
     signed_in = request.user.is_authenticated
-    if "per_page" not in params and signed_in and PER_PAGE_SESSION_KEY in request.session:
-        params = params.copy()
-        params["per_page"] = str(request.session[PER_PAGE_SESSION_KEY])
-    filters = IssueFilterForm(params).filters()
-    chosen = "per_page" in request.GET
-    if signed_in and chosen and request.session.get(PER_PAGE_SESSION_KEY) != filters.per_page:
-        request.session[PER_PAGE_SESSION_KEY] = filters.per_page
-    return filters
+    remembered = request.session.get(PER_PAGE_SESSION_KEY) if signed_in else None
+    if "per_page" not in request.GET:
+        return page_size(remembered)
+    size = page_size(request.GET["per_page"])
+    if signed_in and remembered != size:
+        request.session[PER_PAGE_SESSION_KEY] = size
+    return size
 
 
 @anonymous_404_to_login
@@ -129,13 +127,13 @@ def issue_list(request: HttpRequest, full_path: str) -> HttpResponse:
     """
     user = request.user
     project = project_get_for_user(user=user, full_path=full_path)
-    filters = _tracker_filters(request)
+    per_page = _tracker_page_size(request)
     tracker = issue_tracker_for_user(
         user=user,
         project=project,
-        filters=filters,
+        filters=IssueFilterForm(request.GET).filters(),
         page_number=request.GET.get("page"),
-        per_page=filters.per_page,
+        per_page=per_page,
     )
     can_see_emails = permissions.can_see_customer_emails(user, project)
     context = {
@@ -147,6 +145,8 @@ def issue_list(request: HttpRequest, full_path: str) -> HttpResponse:
         "can_filter_confidential": permissions.can_read_confidential_issues(user, project),
         "service_desk_enabled": project.service_desk.service_desk_enabled,
         "sorts": SORTS.items(),
+        "per_page": per_page,
+        "per_page_choices": PER_PAGE,
     }
     if permissions.can_bulk_edit_issues(user, project):
         # One query (the people), only when there are rows: the labels are the filter form's.
